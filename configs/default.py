@@ -1,0 +1,87 @@
+"""The paper's setting (Qi, 2022, Sec. 4.2): GradientNet GAN on GOPRO.
+
+Launch (needs GOPRO and converted VGG19 weights, see README):
+
+  python -m flax_gradnet.main --config=configs/default.py --workdir=workdirs/paper \
+    --config.data_dir=$HOME/tensorflow_datasets --config.manual_dir=/data/gopro \
+    --config.vgg_weights=vgg19_relu4_3.npz
+"""
+
+import ml_collections
+
+
+def get_model_config() -> ml_collections.ConfigDict:
+  """Generator fields; names equal `flax_gradnet.models.Generator`'s fields."""
+  m = ml_collections.ConfigDict()
+  m.base_features = 64  # first encoder stage width (Fig. 2: n64)
+  m.gradientnet_features = 64  # width inside GradientNet; sets the cost (README, Table 3)
+  m.num_mbrbs = 10  # cascaded MBRBs in the MBRU (Sec. 3.1.2)
+  m.num_paths = 3  # RGCL paths per MBRB (1 = Table 5 "w/o MBRBs")
+  m.use_rgcl = True  # False = Table 5 "w/o RGCL"
+  m.use_gradientnet = True  # False = Table 5 "w/o GradientNet"
+  m.num_recurrences = 3  # r in Eq. (7)
+  m.ca_reduction = 16  # squeeze-and-excitation ratio
+  m.norm = "instance"  # "instance" (Fig. 2) or "none"
+  m.upsample = "transpose"  # "transpose" (Fig. 2) or "pixel_shuffle"
+  m.residual = False  # add the blurry input to the Tanh output (DeblurGAN); not in Fig. 2
+  m.zero_init_output = False  # last conv at zero (identity start when residual=True)
+  m.padding_mode = "reflect"  # "reflect" or "zeros" for stride-1 convs
+  return m
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The paper's configuration."""
+  config = ml_collections.ConfigDict()
+
+  # Data.
+  config.dataset = "gopro"  # gopro | gopro/blur_gamma | paired_folder | kohler | synthetic
+  config.eval_dataset = ""  # dataset for periodic evaluation; "" = same as `dataset`
+  config.data_dir = "~/tensorflow_datasets"  # where TFDS writes the prepared array_record files
+  config.manual_dir = ""  # the user's raw data (e.g. the folder holding GOPRO_Large)
+  config.crop_size = 256  # random training crops (Sec. 4.2)
+  config.flips = True  # random horizontal/vertical flips (not stated in the paper; standard)
+  config.rot90 = False  # random 90-degree rotations
+  config.color_jitter = 0.0  # strength of a shared brightness/contrast jitter (0 = off)
+  config.scale_jitter = 0.0  # random rescale range (0 = off)
+  config.worker_count = 0  # grain decoding worker processes (0 = in the main process)
+  config.num_eval_images = 0  # held-out images per periodic evaluation (0 = all)
+
+  # Model.
+  config.model = get_model_config()
+  config.critic_features = 64  # PatchGAN first-layer width (pix2pix: 64)
+  config.critic_layers = 3  # stride-2 layers: 3 gives 70x70 patches
+  config.critic_conv_impl = "lax"  # "lax" (GPU/TPU) or "matmul" (faster WGAN-GP on XLA CPU)
+  config.compute_dtype = "float32"  # "float32" or "bfloat16" activations; params stay float32
+
+  # Losses, Eq. (11).
+  config.content_weight = 10.0  # alpha
+  config.gradient_weight = 1.0  # beta
+  config.adversarial_weight = 1.0  # gamma
+  config.gp_weight = 10.0  # lambda of WGAN-GP
+  config.content_loss = "vgg"  # "vgg" (Eq. 8) or "pixel" (stand-in when no weights exist)
+  config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)
+  config.vgg_layer = "relu4_3"  # feature layer of Eq. (8)
+  config.adversarial_warmup_steps = 0  # generator steps with gamma = 0 before the GAN starts
+
+  # Optimisation (Sec. 4.2).
+  config.critic_steps = 5  # critic updates per generator update
+  config.learning_rate = 1e-4  # both networks
+  config.critic_learning_rate = 1e-4
+  config.lr_schedule = "constant"  # "constant" or "cosine" (decays to 0 at num_train_steps)
+  config.b1 = 0.5
+  config.b2 = 0.999
+  config.per_device_batch_size = 4  # paper: batch 4 on one GPU
+  # 150 epochs of 2103 GOPRO pairs at batch 4 (per generator update).
+  config.num_epochs = 150
+  config.num_train_steps = -1  # -1: derive from num_epochs and the train split's size
+
+  # Loop.
+  config.seed = 0
+  config.log_every_steps = 100
+  config.eval_every_steps = 5000
+  config.checkpoint_every_steps = 2000
+  config.max_checkpoints_to_keep = 3
+  config.num_image_summaries = 3  # blurry | deblurred | sharp grids written per evaluation
+  config.eval_crop_border = 0  # pixels ignored at the border by PSNR/SSIM
+  config.initialize_distributed = False  # call jax.distributed.initialize() (multi-host)
+  return config

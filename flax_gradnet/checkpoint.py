@@ -1,0 +1,111 @@
+"""The workdir's on-disk layout, shared by training and the inference tools.
+
+    WORKDIR/config.json           the run's config (written once, by host 0)
+    WORKDIR/checkpoints/<step>/   orbax checkpoints with two items:
+        state: {"generator": TrainState, "critic": TrainState}  (params, opt states, steps)
+        data:  the training iterator's JSON state (resume sees the same data)
+
+A checkpoint that trains is a checkpoint that deblurs: `restore_generator`
+rebuilds the generator from config.json and reads only its parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+from flax_gradnet.models import Generator
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes a file through a temporary file and `os.replace`: never half-written."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  atomic_write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"{path} not found: {workdir!r} is not a flax_gradnet workdir (expected the "
+        f"'{CONFIG_FILE}' and '{CHECKPOINT_DIR}/' that `python -m flax_gradnet.main` writes).")
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def checkpoint_manager(workdir: str, *, max_to_keep: int | None = None,
+                       save_interval_steps: int = 1) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                         save_interval_steps=save_interval_steps,
+                                         create=True)
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
+                               options=options, item_names=("state", "data"))
+
+
+def generator_from_config(config: ml_collections.ConfigDict, dtype: Any = None) -> Generator:
+  """The generator a config describes (`config.model` holds Generator's fields)."""
+  if dtype is None:
+    dtype = jnp.dtype(config.get("compute_dtype", "float32"))
+  fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.to_dict().items()}
+  known = set(Generator.__dataclass_fields__)
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise ValueError(f"config.model has fields Generator does not know: {unknown}")
+  return Generator(**fields, dtype=dtype)
+
+
+def restore_generator(workdir: str, step: int | None = None, dtype: Any = None):
+  """Restores `(generator_module, params, step)` from a training workdir.
+
+  Args:
+    workdir: a directory written by `python -m flax_gradnet.main`.
+    step: the checkpoint step; None for the latest.
+    dtype: compute dtype of the returned module (default: the config's).
+  """
+  config = load_config(workdir)
+  model = generator_from_config(config, dtype)
+  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+  if not os.path.isdir(ckpt_dir):
+    raise FileNotFoundError(f"no checkpoints in {ckpt_dir}: has training saved one yet?")
+  manager = checkpoint_manager(workdir)
+  try:
+    steps = manager.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"no checkpoints in {ckpt_dir}: has training saved one yet?")
+    if step is None:
+      step = manager.latest_step()
+    elif step not in steps:
+      raise FileNotFoundError(f"no checkpoint for step {step} in {ckpt_dir}; saved steps: {steps}")
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    except Exception as e:  # orbax raises many types on damaged files
+      raise ValueError(f"checkpoint {os.path.join(ckpt_dir, str(step))} cannot be read: {e}") from e
+  finally:
+    manager.close()
+  params = restored.state["generator"]["params"]
+  return model, params, step
