@@ -1,0 +1,87 @@
+"""Cost report: parameters and XLA-counted FLOPs of the generator (Table 3).
+
+    python -m flax_gradnet.summary [--height 720 --width 1280] [--models default,...]
+
+FLOPs are read from XLA's cost analysis of the lowered (not executed) forward
+pass, so the report needs no accelerator and no memory for activations. XLA
+counts a multiply-add as 2 FLOPs; the paper's "446.98G FLOPs" is compared with
+both FLOPs and multiply-adds (FLOPs / 2): README explains why the paper's
+figure reads as multiply-adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flax_gradnet.models import Generator, PatchCritic
+
+PAPER_GFLOPS = 446.98  # Table 3, "Ours", 1280x720
+
+# The default generator and the Table 5 ablations, as field overrides.
+VARIANTS = {
+    "default": {},
+    "w/o RGCL": {"use_rgcl": False},
+    "w/o MBRBs": {"num_paths": 1},
+    "w/o GradientNet": {"use_gradientnet": False},
+    "pixel-shuffle upsampling": {"upsample": "pixel_shuffle"},
+}
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+
+
+def forward_cost(model, height: int, width: int, batch: int = 1) -> tuple[int, float]:
+  """(parameter count, XLA-counted FLOPs) of one forward pass, without running it."""
+  x = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
+  variables = jax.eval_shape(functools.partial(model.init, jax.random.PRNGKey(0)), x)
+  lowered = jax.jit(model.apply).lower(variables, x)
+  cost = lowered.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax returns one dict per device
+    cost = cost[0]
+  return count_params(variables["params"]), float(cost["flops"])
+
+
+def report(height: int, width: int, variants: dict[str, dict], base: dict | None = None) -> str:
+  rows = [
+      f"Generator cost for one {width}x{height} image (XLA cost analysis of the lowered forward).",
+      f"Paper, Table 3: {PAPER_GFLOPS} G 'FLOPs' (read as multiply-adds, see README).",
+      "",
+      "| model | parameters | XLA GFLOPs | G multiply-adds (FLOPs/2) | vs paper 446.98 G |",
+      "|---|---:|---:|---:|---:|",
+  ]
+  for name, overrides in variants.items():
+    model = Generator(**{**(base or {}), **overrides})
+    n, flops = forward_cost(model, height, width)
+    macs = flops / 2e9
+    rows.append(f"| {name} | {n:,} | {flops / 1e9:,.1f} | {macs:,.1f} | "
+                f"{100 * (macs / PAPER_GFLOPS - 1):+.1f}% |")
+  n, flops = forward_cost(PatchCritic(), 256, 256)
+  rows += ["", f"PatchCritic (70x70, 256x256 input): {n:,} parameters, "
+               f"{flops / 1e9:.2f} XLA GFLOPs per image."]
+  return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--height", type=int, default=720)
+  parser.add_argument("--width", type=int, default=1280)
+  parser.add_argument("--models", default=",".join(VARIANTS),
+                      help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+  args = parser.parse_args(argv)
+  names = [m.strip() for m in args.models.split(",") if m.strip()]
+  unknown = [m for m in names if m not in VARIANTS]
+  if unknown:
+    parser.error(f"unknown --models entries {unknown}; choose from {list(VARIANTS)}")
+  print(report(args.height, args.width, {m: VARIANTS[m] for m in names}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
