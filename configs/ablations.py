@@ -1,0 +1,32 @@
+"""Tables 4 and 5 of the paper: the default config with one part removed.
+
+  python -m flax_gradnet.main --config=configs/ablations.py:wo_content --workdir=workdirs/wo_content
+
+Choices: wo_content (Table 4, alpha = 0), wo_gradient (Table 4, beta = 0),
+wo_rgcl (Table 5: plain 3x3 convs instead of RGCLs), wo_mbrbs (Table 5: one
+path instead of three), wo_gradientnet (Table 5: identity bottleneck).
+"""
+
+from configs import default
+
+ABLATIONS = {
+    "wo_content": {"content_weight": 0.0},
+    "wo_gradient": {"gradient_weight": 0.0},
+    "wo_rgcl": {"model.use_rgcl": False},
+    "wo_mbrbs": {"model.num_paths": 1},
+    "wo_gradientnet": {"model.use_gradientnet": False},
+}
+
+
+def get_config(ablation: str = ""):
+  if ablation not in ABLATIONS:
+    raise ValueError(f"configs/ablations.py needs one of {sorted(ABLATIONS)} after a colon, "
+                     f"e.g. --config=configs/ablations.py:wo_content (got {ablation!r})")
+  config = default.get_config()
+  for key, value in ABLATIONS[ablation].items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config

@@ -1,0 +1,170 @@
+"""Pure, jit-able training and evaluation steps (Sec. 3.2 and 4.2).
+
+One generator step of the paper = `critic_steps` (5) WGAN-GP critic updates on
+the batch, then one generator update with the Eq. (11) loss. The step is a pure
+function `(state, batch, rng) -> (state, metrics)`; `train.py` wraps it in
+`jax.pmap(axis_name="batch")`, and the same function runs under plain
+`jax.jit` (with sharded inputs) when `axis_name=None`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from flax_gradnet import losses
+
+
+class TrainState(train_state.TrainState):
+  """A network's params and optimizer state (flax's TrainState)."""
+
+
+@flax.struct.dataclass
+class GANState:
+  """Both networks. `generator.step` counts generator updates (the paper's steps)."""
+
+  generator: TrainState
+  critic: TrainState
+
+  @property
+  def step(self):
+    return self.generator.step
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """The static parts of a step, read from the ml_collections config."""
+
+  critic_steps: int = 5
+  gp_weight: float = 10.0
+  content_weight: float = 10.0
+  gradient_weight: float = 1.0
+  adversarial_weight: float = 1.0
+  critic_unroll: bool = True  # unroll the critic loop (faster on XLA CPU with lax convs)
+
+  @classmethod
+  def from_config(cls, config) -> "StepConfig":
+    return cls(critic_steps=config.critic_steps, gp_weight=config.gp_weight,
+               content_weight=config.content_weight, gradient_weight=config.gradient_weight,
+               adversarial_weight=config.adversarial_weight,
+               critic_unroll=config.critic_unroll)
+
+
+def _pmean(tree, axis_name):
+  return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def _tree_all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+  return jnp.all(jnp.stack(leaves))
+
+
+def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array, *,
+               generator_apply: Callable, critic_apply: Callable, content_fn: Callable,
+               cfg: StepConfig, adversarial: bool = True,
+               axis_name: str | None = "batch") -> tuple[GANState, dict[str, jax.Array]]:
+  """One generator update preceded by `cfg.critic_steps` critic updates.
+
+  Args:
+    state: both networks' TrainStates.
+    batch: {"blur", "sharp"}: float images in [-1, 1], [B, H, W, 3] per device.
+    rng: a key shared by all devices; folded with the step and, under pmap,
+      with the device index so each device draws its own interpolation factors.
+    generator_apply, critic_apply: `module.apply`.
+    content_fn: `(pred, target) -> scalar`, Eq. (8) or its stand-in.
+    cfg: loss weights and loop settings.
+    adversarial: False skips the critic and the adversarial term (the
+      content/gradient warm-up some trainers run before the GAN starts).
+    axis_name: the pmap axis over which gradients and metrics are averaged;
+      None under plain jit.
+
+  Returns:
+    The new state and a dict of scalar metrics (averaged over devices).
+  """
+  blur, sharp = batch["blur"], batch["sharp"]
+  rng = jax.random.fold_in(rng, state.step)
+  if axis_name is not None:
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+  metrics = {}
+
+  def critic_scores(params, x):
+    return losses.patch_scores(critic_apply({"params": params}, x))
+
+  critic = state.critic
+  if adversarial and cfg.adversarial_weight != 0:
+    # The critic sees one fake batch for all its updates (as DeblurGAN's trainer).
+    fake = jax.lax.stop_gradient(generator_apply({"params": state.generator.params}, blur))
+
+    def critic_loss_fn(params, key):
+      score_fn = functools.partial(critic_scores, params)
+      real_scores, fake_scores = score_fn(sharp), score_fn(fake)
+      penalty = losses.gradient_penalty(score_fn, sharp, fake, key, weight=cfg.gp_weight)
+      loss = losses.critic_loss(real_scores, fake_scores) + penalty
+      return loss, {"critic_loss": loss, "gradient_penalty": penalty,
+                    "wasserstein": losses.wasserstein_estimate(real_scores, fake_scores)}
+
+    def critic_update(c_state, key):
+      grads, aux = jax.grad(critic_loss_fn, has_aux=True)(c_state.params, key)
+      grads = _pmean(grads, axis_name)
+      aux["critic_grad_norm"] = optax.global_norm(grads)
+      return c_state.apply_gradients(grads=grads), aux
+
+    keys = jax.random.split(jax.random.fold_in(rng, 1), cfg.critic_steps)
+    critic, critic_metrics = jax.lax.scan(critic_update, critic, keys,
+                                          unroll=cfg.critic_steps if cfg.critic_unroll else 1)
+    # Report the last critic update's values (the critic the generator faces).
+    metrics.update(jax.tree_util.tree_map(lambda x: x[-1], critic_metrics))
+    gamma = cfg.adversarial_weight
+  else:
+    gamma = 0.0
+
+  def generator_loss_fn(params):
+    pred = generator_apply({"params": params}, blur)
+    fake_scores = critic_scores(critic.params, pred) if gamma != 0 else None
+    return losses.generator_loss(pred, sharp, fake_scores, content_fn=content_fn,
+                                 alpha=cfg.content_weight, beta=cfg.gradient_weight, gamma=gamma)
+
+  (g_loss, terms), g_grads = jax.value_and_grad(generator_loss_fn, has_aux=True)(
+      state.generator.params)
+  g_grads = _pmean(g_grads, axis_name)
+  generator = state.generator.apply_gradients(grads=g_grads)
+
+  metrics.update({f"generator_{k}": v for k, v in terms.items()})
+  metrics["generator_loss"] = g_loss
+  metrics["generator_grad_norm"] = optax.global_norm(g_grads)
+  metrics["generator_param_norm"] = optax.global_norm(generator.params)
+  metrics["critic_param_norm"] = optax.global_norm(critic.params)
+  metrics = _pmean(metrics, axis_name)
+  # 1.0 when every new parameter is finite; the loop refuses to checkpoint otherwise.
+  metrics["params_finite"] = jnp.logical_and(
+      _tree_all_finite(generator.params), _tree_all_finite(critic.params)).astype(jnp.float32)
+  return GANState(generator=generator, critic=critic), metrics
+
+
+def make_optimizer(learning_rate: float | optax.Schedule, b1: float, b2: float):
+  return optax.adam(learning_rate, b1=b1, b2=b2)
+
+
+def create_state(rng: jax.Array, generator, critic, *, image_size: int,
+                 generator_tx: optax.GradientTransformation,
+                 critic_tx: optax.GradientTransformation) -> GANState:
+  """Initialises both networks on a dummy `image_size` batch (params float32)."""
+  g_rng, c_rng = jax.random.split(rng)
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  g_params = generator.init(g_rng, x)["params"]
+  c_params = critic.init(c_rng, x)["params"]
+  return GANState(
+      generator=TrainState.create(apply_fn=generator.apply, params=g_params, tx=generator_tx),
+      critic=TrainState.create(apply_fn=critic.apply, params=c_params, tx=critic_tx))
+
+
+def eval_step(generator_apply: Callable, params: Any, blur: jax.Array) -> jax.Array:
+  """Deblurs float images in [-1, 1]; quantization and metrics happen outside."""
+  return generator_apply({"params": params}, blur)

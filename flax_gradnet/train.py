@@ -1,0 +1,298 @@
+"""The training loop: states, pmapped steps, checkpoints, writers, evaluation.
+
+`train_and_evaluate(config, workdir)` is the whole job; `main.py` only parses
+flags. A run started again on the same workdir resumes from its latest
+checkpoint (networks, optimizers, step and data iterator), so after N steps its
+parameters equal those of an uninterrupted N-step run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+from flax import jax_utils
+
+from flax_gradnet import checkpoint as ckpt_lib
+from flax_gradnet import losses, metrics as metrics_lib, steps
+from flax_gradnet.data import pipeline
+from flax_gradnet.models import PatchCritic
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced NaN or Inf; the last good checkpoint is kept."""
+
+
+def make_content_fn(config: ml_collections.ConfigDict):
+  """Eq. (8) with converted VGG19 weights, or the documented pixel stand-in."""
+  if config.content_loss == "pixel":
+    return losses.pixel_content_loss
+  if config.content_loss != "vgg":
+    raise ValueError(f"config.content_loss must be 'vgg' or 'pixel', got {config.content_loss!r}")
+  from flax_gradnet import vgg  # pylint: disable=g-import-not-at-top
+
+  path = os.path.expanduser(config.vgg_weights or "")
+  if not path or not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"config.vgg_weights={config.vgg_weights!r}: the content loss of Eq. (8) needs ImageNet "
+        "VGG19 weights, which flax_gradnet never downloads. Get torchvision's "
+        "vgg19-dcbb9e9d.pth (or Keras' vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) "
+        "yourself, convert it with `python -m flax_gradnet.convert_vgg19 --input "
+        "vgg19-dcbb9e9d.pth --output vgg19.npz`, and pass --config.vgg_weights=vgg19.npz "
+        "(or use --config.content_loss=pixel for the documented stand-in).")
+  feature_fn = vgg.make_feature_fn(vgg.load_params(path), layer=config.vgg_layer)
+  return functools.partial(losses.content_loss, feature_fn)
+
+
+def make_schedule(config, base_lr: float, num_steps: int) -> optax.Schedule:
+  if config.lr_schedule == "constant":
+    return optax.constant_schedule(base_lr)
+  if config.lr_schedule == "cosine":
+    return optax.cosine_decay_schedule(base_lr, max(1, num_steps))
+  raise ValueError(f"config.lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
+
+
+def build_models(config):
+  generator = ckpt_lib.generator_from_config(config)
+  critic = PatchCritic(features=config.critic_features, num_layers=config.critic_layers,
+                       conv_impl=config.critic_conv_impl,
+                       dtype=jnp.dtype(config.compute_dtype))
+  return generator, critic
+
+
+def num_train_steps(config, train_size: int) -> int:
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  global_batch = config.per_device_batch_size * jax.device_count()
+  return int(np.ceil(config.num_epochs * train_size / global_batch))
+
+
+def _source(config, split: str, dataset: str | None = None):
+  return pipeline.get_source(dataset or config.dataset, split,
+                             data_dir=os.path.expanduser(config.data_dir),
+                             manual_dir=os.path.expanduser(config.manual_dir) or None)
+
+
+def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int = 0,
+             num_summaries: int = 0):
+  """Deblurs whole held-out images; returns mean metrics and a few image grids.
+
+  Metrics are measured on uint8-quantized outputs against the uint8 targets,
+  for the deblurred output and, as a baseline, for the blurry input.
+  """
+  apply = jax.jit(generator.apply)
+  sums: dict[str, list[float]] = {"psnr": [], "ssim": [], "blurry_psnr": [], "blurry_ssim": []}
+  grids = []
+  for i, example in enumerate(pipeline.eval_iterator(source)):
+    if num_images and i >= num_images:
+      break
+    blur = example["blur"]
+    out = apply({"params": params}, jnp.asarray(blur, jnp.float32)[None] / 127.5 - 1.0)[0]
+    out = np.asarray(metrics_lib.quantize(out))
+    sharp = example["sharp"]
+    kw = dict(data_range=255.0, crop_border=crop_border)
+    sums["psnr"].append(float(metrics_lib.psnr(out, sharp, **kw)))
+    sums["ssim"].append(float(metrics_lib.ssim(out, sharp, **kw)))
+    sums["blurry_psnr"].append(float(metrics_lib.psnr(blur, sharp, **kw)))
+    sums["blurry_ssim"].append(float(metrics_lib.ssim(blur, sharp, **kw)))
+    if len(grids) < num_summaries:
+      grids.append(np.concatenate([blur, out.astype(np.uint8), sharp], axis=1))
+  if not sums["psnr"]:
+    raise ValueError("the evaluation split is empty")
+  return {k: float(np.mean(v)) for k, v in sums.items()}, grids
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks, so it can checkpoint and exit."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+    except ValueError:  # not the main thread: no signal handling
+      self._previous = None
+    return self
+
+  def _handler(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint before exit.")
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(history: list[dict[str, Any]], first_step: int) -> None:
+  """Raises NonFiniteError naming the first step and metric that is not finite."""
+  for offset, m in enumerate(jax.device_get(history)):
+    for name, value in m.items():
+      value = np.asarray(value)
+      if name == "params_finite":
+        bad = not np.all(value == 1.0)
+      else:
+        bad = not np.all(np.isfinite(value))
+      if bad:
+        raise NonFiniteError(
+            f"training diverged at step {first_step + offset}: {name} = {value!r}. "
+            "No checkpoint was written after the last finite step; lower the learning rate "
+            "or check the data, then restart from that checkpoint.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains the GAN of the config in `workdir`; returns the last evaluation's metrics."""
+  if config.initialize_distributed:
+    jax.distributed.initialize()
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  if is_chief:
+    ckpt_lib.save_config(workdir, config)
+
+  content_fn = make_content_fn(config)  # fail early, before data preparation
+  train_source = _source(config, "train")
+  eval_source = _source(config, "test", config.eval_dataset or None)
+  total_steps = num_train_steps(config, len(train_source))
+
+  generator, critic = build_models(config)
+  g_tx = steps.make_optimizer(make_schedule(config, config.learning_rate, total_steps),
+                              config.b1, config.b2)
+  c_tx = steps.make_optimizer(
+      make_schedule(config, config.critic_learning_rate, total_steps), config.b1, config.b2)
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, step_rng = jax.random.split(rng)
+  state = steps.create_state(init_rng, generator, critic, image_size=config.crop_size,
+                             generator_tx=g_tx, critic_tx=c_tx)
+
+  train_iter = pipeline.create_train_iterator(
+      train_source, crop_size=config.crop_size,
+      per_device_batch_size=config.per_device_batch_size,
+      num_local_devices=jax.local_device_count(), seed=config.seed, flips=config.flips,
+      rot90=config.rot90, color_jitter=config.color_jitter, scale_jitter=config.scale_jitter,
+      worker_count=config.worker_count)
+
+  manager = ckpt_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
+  latest = manager.latest_step()
+  if latest is not None:
+    restored = manager.restore(latest, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_state_dict(state)), data=ocp.args.JsonRestore()))
+    state = _from_state_dict(state, restored.state)
+    train_iter.set_state(restored.data["iterator"])
+    logging.info("Resumed from %s at step %d.", manager.directory, latest)
+  initial_step = int(state.step)
+  if is_chief and initial_step == 0:
+    logging.info("Generator:\n%s", parameter_overview.get_parameter_overview(
+        state.generator.params))
+    logging.info("Critic:\n%s", parameter_overview.get_parameter_overview(state.critic.params))
+    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+
+  cfg = steps.StepConfig.from_config(config)
+  make_step = functools.partial(steps.train_step, generator_apply=generator.apply,
+                                critic_apply=critic.apply, content_fn=content_fn, cfg=cfg)
+  p_train_step = jax.pmap(make_step, axis_name="batch", donate_argnums=(0,),
+                          in_axes=(0, 0, None))
+  p_warmup_step = jax.pmap(functools.partial(make_step, adversarial=False), axis_name="batch",
+                           donate_argnums=(0,), in_axes=(0, 0, None))
+  p_state = jax_utils.replicate(state)
+  del state
+
+  report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  hooks = [report_progress] if is_chief else []
+
+  def save(step: int):
+    host_state = jax.device_get(jax_utils.unreplicate(p_state))
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_state_dict(host_state)),
+        data=ocp.args.JsonSave({"iterator": train_iter.get_state()})), force=True)
+
+  history: list[dict[str, Any]] = []
+  history_start = initial_step + 1
+  eval_metrics: dict[str, float] = {}
+  train_start = time.time()
+  logging.info("Training from step %d to %d.", initial_step, total_steps)
+  with _Preemption() as preemption, metric_writers.ensure_flushes(writer):
+    step = initial_step
+    while step < total_steps:
+      step += 1
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = next(train_iter)
+        warm = step <= config.adversarial_warmup_steps
+        fn = p_warmup_step if warm else p_train_step
+        p_state, m = fn(p_state, batch, step_rng)
+      history.append(jax.tree_util.tree_map(lambda x: x[0], m))
+      for hook in hooks:
+        hook(step)
+
+      last = step == total_steps
+      if step % config.log_every_steps == 0 or last:
+        _check_finite(history, history_start)
+        scalars = {k: float(np.mean([float(h[k]) for h in jax.device_get(history) if k in h]))
+                   for k in history[-1]}
+        scalars["learning_rate"] = float(make_schedule(config, config.learning_rate,
+                                                       total_steps)(step - 1))
+        scalars["steps_per_hour"] = 3600 * (step - initial_step) / (time.time() - train_start)
+        writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+        history, history_start = [], step + 1
+
+      if step % config.eval_every_steps == 0 or last:
+        with report_progress.timed("eval"):
+          params = jax.device_get(jax_utils.unreplicate(p_state.generator.params))
+          eval_metrics, grids = evaluate(generator, params, eval_source,
+                                         num_images=config.num_eval_images,
+                                         crop_border=config.eval_crop_border,
+                                         num_summaries=config.num_image_summaries)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+        if grids:
+          writer.write_images(step, {f"eval/blurry|deblurred|sharp_{i}": g[None]
+                                     for i, g in enumerate(grids)})
+        logging.info("step %d eval: %s", step, eval_metrics)
+
+      if step % config.checkpoint_every_steps == 0 or last or preemption.requested:
+        _check_finite(history, history_start)  # never checkpoint a diverged state
+        with report_progress.timed("checkpoint"):
+          save(step)
+        if preemption.requested:
+          logging.warning("Checkpoint saved at step %d; exiting on SIGTERM.", step)
+          break
+  manager.wait_until_finished()
+  manager.close()
+  return eval_metrics
+
+
+def _state_dict(state: steps.GANState) -> dict[str, Any]:
+  """The checkpointed tree (see checkpoint.py): plain dicts, no callables."""
+  def net(s):
+    return {"step": s.step, "params": s.params, "opt_state": s.opt_state}
+  return {"generator": net(state.generator), "critic": net(state.critic)}
+
+
+def _from_state_dict(state: steps.GANState, tree: dict[str, Any]) -> steps.GANState:
+  def net(s, t):
+    return s.replace(step=t["step"], params=t["params"], opt_state=t["opt_state"])
+  return steps.GANState(generator=net(state.generator, tree["generator"]),
+                        critic=net(state.critic, tree["critic"]))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
