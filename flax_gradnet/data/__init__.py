@@ -1,0 +1,11 @@
+"""Data: synthetic blur, TFDS builders and the grain input pipeline.
+
+Nothing here imports model code.
+"""
+
+from flax_gradnet.data.pipeline import DATASETS
+from flax_gradnet.data.pipeline import create_train_iterator
+from flax_gradnet.data.pipeline import eval_iterator
+from flax_gradnet.data.pipeline import get_source
+from flax_gradnet.data.pipeline import make_builder
+from flax_gradnet.data.pipeline import TrainIterator

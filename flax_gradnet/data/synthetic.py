@@ -1,0 +1,424 @@
+"""Synthetic motion blur: the built-in training data.
+
+Two blur models, both deterministic given a `numpy.random.Generator`:
+
+* camera shake: a random motion trajectory (Boracchi & Foi, "Modeling the
+  performance of image restoration from motion blur", TIP 2012; the generator
+  DeblurGAN used) rasterised with sub-pixel (bilinear) accuracy into a PSF,
+  convolved with the image in linear light;
+* GOPRO-style: the average, in linear light, of a short burst of frames of a
+  smooth camera motion (shift + rotation + zoom), like Nah et al. (2017) made
+  GOPRO by averaging 7-13 high-speed frames.
+
+Both keep the sharp target aligned with the blurry image: the PSF is centred
+on its centroid, and the frame burst is centred on the middle frame (which is
+the sharp image, as in GOPRO).
+
+Photographs come from the packages the project already installs
+(scikit-image, scikit-learn), read from their installed files; nothing is
+downloaded. The train / held-out split is by photograph.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from absl import logging
+from PIL import Image
+from scipy import ndimage, signal
+
+GAMMA = 2.2
+
+# Held out by photograph (never by crop): a portrait-like close-up (the cat),
+# a scene with a large flat sky (the rocket) and a dense texture (gravel).
+HELDOUT_PHOTOS = ("chelsea", "rocket", "gravel")
+
+BLUR_KINDS = ("shake", "frames")
+
+
+# ----------------------------------------------------------------------------
+# Photographs.
+
+
+def _gray_to_rgb(image: np.ndarray) -> np.ndarray:
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, axis=-1)
+  return np.ascontiguousarray(image[..., :3].astype(np.uint8))
+
+
+def _skimage_loaders() -> dict[str, Callable[[], np.ndarray]]:
+  from skimage import data as skd  # pylint: disable=g-import-not-at-top
+
+  # Only images stored in skimage's own install (no pooch download) and only
+  # natural photographs: no microscopy, astronomy, scans, drawings, and not
+  # clock_motion (a real blurry photo, kept for the demo).
+  return {
+      "astronaut": skd.astronaut,
+      "coffee": skd.coffee,
+      "chelsea": skd.chelsea,
+      "rocket": skd.rocket,
+      "motorcycle_left": lambda: skd.stereo_motorcycle()[0],
+      "motorcycle_right": lambda: skd.stereo_motorcycle()[1],
+      "camera": skd.camera,
+      "coins": skd.coins,
+      "moon": skd.moon,
+      "grass": skd.grass,
+      "gravel": skd.gravel,
+      "brick": skd.brick,
+  }
+
+
+def builtin_photographs(split: str | None = None) -> dict[str, np.ndarray]:
+  """Natural photographs shipped by scikit-image and scikit-learn (offline).
+
+  Args:
+    split: None for all, "train" for all but `HELDOUT_PHOTOS`, "test" for
+      `HELDOUT_PHOTOS` only.
+
+  Returns:
+    An ordered dict name -> uint8 HxWx3 (grayscale photos repeated to RGB).
+  """
+  if split not in (None, "train", "test"):
+    raise ValueError(f"split must be None, 'train' or 'test', got {split!r}")
+  photos = {}
+  for name, load in _skimage_loaders().items():
+    photos[name] = _gray_to_rgb(load())
+  from sklearn.datasets import load_sample_images  # pylint: disable=g-import-not-at-top
+
+  sample = load_sample_images()
+  for fname, image in zip(sample.filenames, sample.images):
+    photos[os.path.splitext(os.path.basename(fname))[0]] = _gray_to_rgb(image)
+  if split == "train":
+    return {k: v for k, v in photos.items() if k not in HELDOUT_PHOTOS}
+  if split == "test":
+    return {k: photos[k] for k in HELDOUT_PHOTOS}
+  return photos
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def load_image_dir(path: str) -> dict[str, np.ndarray]:
+  """Loads every image of a folder (sorted by name) as uint8 RGB.
+
+  Raises:
+    FileNotFoundError: the folder does not exist or holds no image.
+    ValueError: a file cannot be decoded (the message names it).
+  """
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"Image folder {path!r} does not exist.")
+  names = sorted(f for f in os.listdir(path)
+                 if f.lower().endswith(IMAGE_EXTENSIONS))
+  if not names:
+    raise FileNotFoundError(
+        f"No images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path!r}.")
+  photos = {}
+  for name in names:
+    fpath = os.path.join(path, name)
+    try:
+      with Image.open(fpath) as im:
+        im.load()
+        if im.mode != "RGB":
+          logging.warning("Converting %s from mode %s to RGB.", fpath, im.mode)
+          im = im.convert("RGB")
+        photos[name] = np.asarray(im, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as e:
+      raise ValueError(f"Cannot read image {fpath!r}: {e}") from e
+  return photos
+
+
+# ----------------------------------------------------------------------------
+# Colour.
+
+
+def srgb_to_linear(image: np.ndarray) -> np.ndarray:
+  """uint8 (or [0, 1] float) sRGB -> float64 linear light, by gamma 2.2."""
+  x = np.asarray(image, np.float64)
+  if np.asarray(image).dtype == np.uint8:
+    x = x / 255.0
+  return np.clip(x, 0.0, 1.0) ** GAMMA
+
+
+def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
+  """float linear light -> uint8 sRGB (gamma 1/2.2, rounded)."""
+  x = np.clip(linear, 0.0, 1.0) ** (1.0 / GAMMA)
+  return np.round(x * 255.0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# Camera shake (Boracchi & Foi 2012).
+
+
+def motion_trajectory(
+    rng: np.random.Generator,
+    *,
+    num_steps: int = 2000,
+    max_len: float = 30.0,
+    expl: float | None = None,
+) -> np.ndarray:
+  """Random camera trajectory: a random walk with inertia and impulsive shakes.
+
+  The model of Boracchi & Foi (2012), as in DeblurGAN's `generate_trajectory`:
+  the velocity keeps its direction (inertia), is perturbed by Gaussian shake,
+  is pulled back towards the start (centripetal term) and sometimes reverses
+  abruptly (an impulsive shake); its magnitude is fixed so the path length is
+  `max_len` pixels.
+
+  Args:
+    rng: the random generator.
+    num_steps: number of trajectory samples.
+    max_len: total path length in pixels.
+    expl: anxiety of the walk (how much it wanders); random in
+      [0.001, 0.01) if None.
+
+  Returns:
+    complex128 [num_steps], x + iy positions in pixels, starting at 0.
+  """
+  if expl is None:
+    expl = rng.uniform(0.001, 0.01)
+  centripetal = 0.7 * rng.uniform()
+  prob_big_shake = 0.2 * rng.uniform()
+  gaussian_shake = 10.0 * rng.uniform()
+  step = max_len / (num_steps - 1)
+  v = np.exp(1j * rng.uniform(0.0, 2.0 * np.pi)) * step
+  # Draw all the noise up front: same numbers, no per-step generator calls.
+  big = rng.uniform(size=num_steps) < prob_big_shake * expl
+  big_angle = np.pi + rng.uniform(size=num_steps) - 0.5
+  shake = rng.standard_normal(num_steps) + 1j * rng.standard_normal(num_steps)
+  x = np.zeros(num_steps, np.complex128)
+  for t in range(num_steps - 1):
+    nxt = 2.0 * v * np.exp(1j * big_angle[t]) if big[t] else 0.0
+    dv = nxt + expl * (gaussian_shake * shake[t] - centripetal * x[t]) * step
+    v = v + dv
+    v = v / max(abs(v), 1e-12) * step
+    x[t + 1] = x[t] + v
+  return x
+
+
+def psf_from_trajectory(trajectory: np.ndarray) -> np.ndarray:
+  """Rasterises a trajectory into a PSF with bilinear (sub-pixel) splatting.
+
+  Every sample gets the same exposure time. The PSF is square, odd-sized, and
+  its centroid lies exactly on the centre pixel, so convolving with it does
+  not shift the image.
+
+  Returns:
+    float64 [K, K], non-negative, summing to 1.
+  """
+  pts = trajectory - trajectory.mean()  # centroid of the exposure -> origin.
+  half = int(np.ceil(max(np.abs(pts.real).max(), np.abs(pts.imag).max()))) + 1
+  size = 2 * half + 1
+  xs = pts.real + half
+  ys = pts.imag + half
+  x0 = np.floor(xs).astype(int)
+  y0 = np.floor(ys).astype(int)
+  fx = xs - x0
+  fy = ys - y0
+  psf = np.zeros((size, size), np.float64)
+  for dy, wy in ((0, 1.0 - fy), (1, fy)):
+    for dx, wx in ((0, 1.0 - fx), (1, fx)):
+      np.add.at(psf, (y0 + dy, x0 + dx), wy * wx)
+  return psf / psf.sum()
+
+
+def camera_shake_psf(
+    rng: np.random.Generator, *, max_len: float | None = None
+) -> np.ndarray:
+  """A random camera-shake PSF; path length random in [5, 35) px if None."""
+  if max_len is None:
+    max_len = rng.uniform(5.0, 35.0)
+  return psf_from_trajectory(motion_trajectory(rng, max_len=max_len))
+
+
+def apply_psf(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
+  """Convolves a uint8 sRGB image with a PSF in linear light, per channel.
+
+  Borders are reflect-padded (so a constant image stays constant).
+
+  Returns:
+    uint8 image of the input's shape.
+  """
+  linear = srgb_to_linear(image)
+  r = psf.shape[0] // 2
+  padded = np.pad(linear, ((r, r), (r, r), (0, 0)), mode="reflect")
+  out = np.stack([signal.fftconvolve(padded[..., c], psf, mode="valid")
+                  for c in range(padded.shape[-1])], axis=-1)
+  return linear_to_srgb(out)
+
+
+# ----------------------------------------------------------------------------
+# GOPRO-style frame averaging.
+
+
+def _warp(linear: np.ndarray, shift: np.ndarray, angle: float,
+          zoom: float) -> np.ndarray:
+  """Rotates by `angle` (rad) and zooms about the centre, then shifts (px)."""
+  h, w = linear.shape[:2]
+  c, s = np.cos(angle), np.sin(angle)
+  # affine_transform maps output coords to input coords: the inverse motion.
+  inv = np.array([[c, s], [-s, c]]) / zoom
+  centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+  offset = centre - inv @ (centre + shift)
+  # One 2-D warp per channel: a 3-D warp would also interpolate across
+  # channels (twice the work for the same result).
+  return np.stack([
+      ndimage.affine_transform(linear[..., c], inv, offset=offset, order=1,
+                               mode="reflect")
+      for c in range(linear.shape[-1])], axis=-1)
+
+
+def frame_average_blur(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    num_frames: int | None = None,
+    max_shift: float = 12.0,
+    max_angle_deg: float = 2.0,
+    max_zoom: float = 0.03,
+) -> np.ndarray:
+  """GOPRO-style blur: averages a burst of moved frames in linear light.
+
+  The camera moves smoothly (a quadratic path: a velocity plus an
+  acceleration) through shift, in-plane rotation and zoom; the middle frame
+  is the unmoved image, so the sharp target is `image` itself.
+
+  Args:
+    image: uint8 HxWx3 sRGB.
+    rng: the random generator.
+    num_frames: frames to average; random odd in [7, 13] if None.
+    max_shift: largest shift (px) of the first/last frame.
+    max_angle_deg: largest rotation of the first/last frame.
+    max_zoom: largest relative zoom of the first/last frame.
+
+  Returns:
+    uint8 HxWx3 blurry image.
+  """
+  if num_frames is None:
+    num_frames = int(rng.choice([7, 9, 11, 13]))
+  t = np.linspace(-1.0, 1.0, num_frames)  # 0 is the middle (sharp) frame.
+  scale = rng.uniform(0.3, 1.0)
+  vel = rng.uniform(-1.0, 1.0, size=2) * max_shift * scale
+  acc = rng.uniform(-0.5, 0.5, size=2) * max_shift * scale
+  ang_v, ang_a = np.deg2rad(rng.uniform(-1.0, 1.0, size=2) * max_angle_deg)
+  zoom_v = rng.uniform(-1.0, 1.0) * max_zoom
+  linear = srgb_to_linear(image)
+  total = np.zeros_like(linear)
+  for ti in t:
+    shift = vel * ti + acc * (ti * ti - 1.0 / 3.0)  # zero-mean acceleration.
+    angle = ang_v * ti + 0.5 * ang_a * ti * ti
+    total += _warp(linear, shift, angle, 1.0 + zoom_v * ti)
+  return linear_to_srgb(total / num_frames)
+
+
+# ----------------------------------------------------------------------------
+# Noise and pairs.
+
+
+def add_sensor_noise(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    max_sigma: float = 0.01,
+    min_peak: float = 300.0,
+) -> np.ndarray:
+  """Mild Poisson (shot) + Gaussian (read) noise, in linear light.
+
+  Args:
+    image: uint8 sRGB.
+    rng: the random generator.
+    max_sigma: largest read-noise std (fraction of full scale).
+    min_peak: smallest photon count at full scale (higher = less shot noise).
+
+  Returns:
+    uint8 sRGB image.
+  """
+  linear = srgb_to_linear(image)
+  peak = min_peak * 10.0 ** rng.uniform(0.0, 1.5)
+  sigma = rng.uniform(0.0, max_sigma)
+  noisy = rng.poisson(linear * peak) / peak
+  noisy = noisy + rng.normal(0.0, sigma, size=linear.shape)
+  return linear_to_srgb(noisy)
+
+
+def _reflect_crop(image: np.ndarray, top: int, left: int, h: int,
+                  w: int) -> np.ndarray:
+  """Crop that may extend past the borders (reflect-padded)."""
+  ih, iw = image.shape[:2]
+  pt, pl = max(0, -top), max(0, -left)
+  pb, pr = max(0, top + h - ih), max(0, left + w - iw)
+  if pt or pl or pb or pr:
+    image = np.pad(image, ((pt, pb), (pl, pr), (0, 0)), mode="reflect")
+    top, left = top + pt, left + pl
+  return image[top:top + h, left:left + w]
+
+
+def make_pair(
+    photo: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    size: int = 256,
+    kinds: Sequence[str] = BLUR_KINDS,
+    noise: bool = True,
+) -> dict[str, np.ndarray | str]:
+  """Cuts a random `size` square from `photo` and blurs it.
+
+  The blur is computed on a larger region (margin for the PSF / motion) and
+  cropped afterwards, so image borders do not leak into the blur.
+
+  Args:
+    photo: uint8 HxWx3.
+    rng: the random generator.
+    size: side of the output squares; photos smaller than it are reflected.
+    kinds: blur kinds to choose from uniformly ("shake", "frames").
+    noise: add mild sensor noise to the blurry image.
+
+  Returns:
+    {'blur': uint8 [size, size, 3], 'sharp': uint8 [size, size, 3],
+     'kind': str}.
+  """
+  for k in kinds:
+    if k not in BLUR_KINDS:
+      raise ValueError(f"Unknown blur kind {k!r}; choose from {BLUR_KINDS}.")
+  kind = str(kinds[int(rng.integers(len(kinds)))])
+  margin = 32
+  h, w = photo.shape[:2]
+  top = int(rng.integers(0, max(h - size, 0) + 1))
+  left = int(rng.integers(0, max(w - size, 0) + 1))
+  region = _reflect_crop(photo, top - margin, left - margin, size + 2 * margin,
+                         size + 2 * margin)
+  if kind == "shake":
+    blurred = apply_psf(region, camera_shake_psf(rng))
+  else:
+    blurred = frame_average_blur(region, rng)
+  inner = (slice(margin, margin + size), slice(margin, margin + size))
+  blur = blurred[inner]
+  if noise:
+    blur = add_sensor_noise(blur, rng)
+  return {"blur": blur, "sharp": np.ascontiguousarray(region[inner]),
+          "kind": kind}
+
+
+def generate_pairs(
+    photos: Mapping[str, np.ndarray],
+    *,
+    pairs_per_image: int,
+    seed: int,
+    size: int = 256,
+    kinds: Sequence[str] = BLUR_KINDS,
+    noise: bool = True,
+):
+  """Yields (key, example) for every photo and pair index, deterministically.
+
+  Each (photo, index) has its own generator seeded from (seed, photo name,
+  index), so a pair does not depend on the other photos or on order.
+  """
+  for name, photo in photos.items():
+    name_key = int.from_bytes(name.encode()[:32].ljust(32, b"\0"), "little")
+    for i in range(pairs_per_image):
+      rng = np.random.default_rng([seed, name_key % (2**63), i])
+      pair = make_pair(photo, rng, size=size, kinds=kinds, noise=noise)
+      key = f"{name}/{i:04d}"
+      yield key, {"blur": pair["blur"], "sharp": pair["sharp"],
+                  "name": f"{key}_{pair['kind']}.png", "sequence": name}
