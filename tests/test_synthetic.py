@@ -1,0 +1,143 @@
+"""Tests of the synthetic motion blur (numpy / scipy references)."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from flax_gradnet.data import synthetic
+
+
+def _gradient_energy(image):
+  x = image.astype(np.float64).mean(-1)
+  return np.mean(np.diff(x, axis=0) ** 2) + np.mean(np.diff(x, axis=1) ** 2)
+
+
+@pytest.fixture(scope="module")
+def photo():
+  return synthetic.builtin_photographs()["astronaut"][100:260, 150:310]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_psf_is_normalised_and_centred(seed):
+  psf = synthetic.camera_shake_psf(np.random.default_rng(seed))
+  assert psf.ndim == 2 and psf.shape[0] == psf.shape[1] and psf.shape[0] % 2
+  assert (psf >= 0).all()
+  np.testing.assert_allclose(psf.sum(), 1.0, atol=1e-12)
+  ys, xs = np.mgrid[:psf.shape[0], :psf.shape[1]]
+  centre = psf.shape[0] // 2
+  np.testing.assert_allclose((psf * ys).sum(), centre, atol=1e-9)
+  np.testing.assert_allclose((psf * xs).sum(), centre, atol=1e-9)
+
+
+def test_straight_trajectory_gives_a_horizontal_bar():
+  # A uniform horizontal sweep of 10 px: all mass on the centre row, spread
+  # uniformly over 11 columns (bilinear ends), like a box filter.
+  traj = np.linspace(0, 10, 10001) + 0j
+  psf = synthetic.psf_from_trajectory(traj)
+  c = psf.shape[0] // 2
+  np.testing.assert_allclose(psf[c].sum(), 1.0, atol=1e-12)
+  row = psf[c]
+  inner = row[c - 4:c + 5]
+  np.testing.assert_allclose(inner, 0.1, rtol=1e-3)
+  np.testing.assert_allclose(row[c - 5] + row[c + 5], 0.1, rtol=1e-2)
+
+
+def test_trajectory_length():
+  traj = synthetic.motion_trajectory(np.random.default_rng(0), max_len=25.0)
+  np.testing.assert_allclose(np.abs(np.diff(traj)).sum(), 25.0, rtol=1e-9)
+
+
+def test_apply_psf_matches_scipy_convolution_in_linear_light(photo):
+  psf = synthetic.camera_shake_psf(np.random.default_rng(5), max_len=15.0)
+  got = synthetic.apply_psf(photo, psf)
+  linear = (photo / 255.0) ** 2.2
+  # np.pad "reflect" is ndimage's "mirror"; the PSF is flipped for convolve
+  # vs. correlate conventions by ndimage.convolve itself.
+  ref = np.stack([ndimage.convolve(linear[..., c], psf, mode="mirror")
+                  for c in range(3)], -1)
+  ref = np.round(np.clip(ref, 0, 1) ** (1 / 2.2) * 255).astype(int)
+  assert np.abs(got.astype(int) - ref).max() <= 1
+
+
+def test_delta_psf_is_identity(photo):
+  psf = np.zeros((5, 5))
+  psf[2, 2] = 1.0
+  np.testing.assert_array_equal(synthetic.apply_psf(photo, psf), photo)
+
+
+@pytest.mark.parametrize("kind", synthetic.BLUR_KINDS)
+def test_blur_of_constant_image_is_constant(kind):
+  image = np.full((80, 90, 3), (30, 128, 220), np.uint8)
+  rng = np.random.default_rng(0)
+  if kind == "shake":
+    out = synthetic.apply_psf(image, synthetic.camera_shake_psf(rng))
+  else:
+    out = synthetic.frame_average_blur(image, rng)
+  np.testing.assert_array_equal(out, image)
+
+
+@pytest.mark.parametrize("kind", synthetic.BLUR_KINDS)
+def test_pair_is_deterministic_and_blurrier(photo, kind):
+  a = synthetic.make_pair(photo, np.random.default_rng(7), size=96,
+                          kinds=[kind], noise=False)
+  b = synthetic.make_pair(photo, np.random.default_rng(7), size=96,
+                          kinds=[kind], noise=False)
+  c = synthetic.make_pair(photo, np.random.default_rng(8), size=96,
+                          kinds=[kind], noise=False)
+  np.testing.assert_array_equal(a["blur"], b["blur"])
+  np.testing.assert_array_equal(a["sharp"], b["sharp"])
+  assert not np.array_equal(a["blur"], c["blur"])
+  assert a["blur"].shape == a["sharp"].shape == (96, 96, 3)
+  assert a["blur"].dtype == np.uint8 and a["kind"] == kind
+  # The sharp target is an unmodified window of the photograph.
+  found = [(y, x) for y in range(photo.shape[0] - 95)
+           for x in range(photo.shape[1] - 95)
+           if np.array_equal(photo[y:y + 96, x:x + 96], a["sharp"])]
+  assert found
+  assert _gradient_energy(a["blur"]) < 0.8 * _gradient_energy(a["sharp"])
+
+
+def test_sensor_noise_is_mild_and_zero_mean():
+  image = np.full((128, 128, 3), 128, np.uint8)
+  noisy = synthetic.add_sensor_noise(image, np.random.default_rng(0))
+  diff = noisy.astype(float) - image
+  assert 0 < diff.std() < 8
+  assert abs(diff.mean()) < 1.0
+
+
+def test_generate_pairs_is_deterministic_per_photo(photo):
+  other = photo[::-1].copy()
+  one = dict(synthetic.generate_pairs({"a": photo}, pairs_per_image=2,
+                                      seed=3, size=48))
+  two = dict(synthetic.generate_pairs({"b": other, "a": photo},
+                                      pairs_per_image=2, seed=3, size=48))
+  assert set(one) == {"a/0000", "a/0001"}
+  for k in one:
+    np.testing.assert_array_equal(one[k]["blur"], two[k]["blur"])
+    assert one[k]["sequence"] == "a"
+  assert not np.array_equal(one["a/0000"]["blur"], one["a/0001"]["blur"])
+
+
+def test_builtin_photographs_split_by_photograph():
+  train = synthetic.builtin_photographs("train")
+  test = synthetic.builtin_photographs("test")
+  assert set(test) == set(synthetic.HELDOUT_PHOTOS)
+  assert not set(train) & set(test)
+  assert len(train) >= 8
+  assert "clock_motion" not in train and "clock_motion" not in test
+  for name, image in {**train, **test}.items():
+    assert image.dtype == np.uint8 and image.ndim == 3, name
+    assert image.shape[-1] == 3 and min(image.shape[:2]) >= 256, name
+
+
+def test_load_image_dir_converts_and_names_bad_files(tmp_path):
+  from PIL import Image
+  Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "gray.png")
+  (tmp_path / "bad.png").write_bytes(b"not an image")
+  with pytest.raises(ValueError, match="bad.png"):
+    synthetic.load_image_dir(str(tmp_path))
+  (tmp_path / "bad.png").unlink()
+  images = synthetic.load_image_dir(str(tmp_path))
+  assert images["gray.png"].shape == (4, 5, 3)
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    synthetic.load_image_dir(str(tmp_path / "nope"))
