@@ -285,8 +285,12 @@ class FolderConfig(tfds.core.BuilderConfig):
   @classmethod
   def for_path(cls, path: str, **kwargs) -> "FolderConfig":
     path = os.path.abspath(os.path.expanduser(path))
-    return cls(name=folder_config_name(path), path=path,
-               description=f"Images from {path}", **kwargs)
+    name = folder_config_name(path)
+    # Options change the records, so they are part of the cache name too.
+    for k, v in sorted(kwargs.items()):
+      name += "_" + re.sub(r"[^A-Za-z0-9]+", "_", f"{k}_{v}")
+    return cls(name=name, path=path, description=f"Images from {path}",
+               **kwargs)
 
 
 class PairedFolder(_Builder):
@@ -340,11 +344,11 @@ class PairedFolder(_Builder):
       seq = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
       for f in _list_images(root):
         blur_path = os.path.join(root, f)
-        sharp_path = os.path.join(tgt_root, rel_dir, f)
+        sharp_path = os.path.normpath(os.path.join(tgt_root, rel_dir, f))
         if not os.path.isfile(sharp_path):
           raise FileNotFoundError(
               f"Blurry image {blur_path} has no sharp twin: expected "
-              f"{os.path.normpath(sharp_path)}.")
+              f"{sharp_path}.")
         blur = read_image(blur_path)
         sharp = read_image(sharp_path)
         check_pair(blur, sharp, blur_path, sharp_path)

@@ -1,0 +1,262 @@
+"""Tests of the TFDS builders on small folders written to tmp_path."""
+
+import logging
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flax_gradnet.data import builders
+from flax_gradnet.data import pipeline
+
+
+def _img(seed, h=12, w=16):
+  return np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
+
+
+def _save(path, array, mode=None):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  im = Image.fromarray(array)
+  if mode:
+    im = im.convert(mode)
+  im.save(path)
+
+
+def _gopro_tree(root):
+  """2 sequences x 2 frames, train and test; returns {(split,kind,name): img}."""
+  written = {}
+  for s, split in enumerate(("train", "test")):
+    for q, seq in enumerate(("GOPR0001_00_00", "GOPR0002_00_00")):
+      for f in range(2):
+        frame = f"{f + 1:06d}.png"  # Frame names repeat across sequences.
+        for k, kind in enumerate(("blur", "blur_gamma", "sharp")):
+          img = _img(1000 * s + 100 * q + 10 * f + k)
+          _save(os.path.join(root, split, seq, kind, frame), img)
+          written[(split, kind, f"{seq}/{frame}")] = img
+  return written
+
+
+def _by_name(source):
+  return {ex["name"].decode(): ex for ex in (source[i]
+                                             for i in range(len(source)))}
+
+
+@pytest.mark.parametrize("config", ["blur", "blur_gamma"])
+def test_gopro_folder(tmp_path, config):
+  written = _gopro_tree(str(tmp_path / "manual" / "GOPRO_Large"))
+  name = "gopro" if config == "blur" else "gopro/blur_gamma"
+  for split in ("train", "test"):
+    src = pipeline.get_source(name, split, data_dir=str(tmp_path / "data"),
+                              manual_dir=str(tmp_path / "manual"))
+    got = _by_name(src)
+    assert sorted(got) == ["GOPR0001_00_00/000001.png",
+                           "GOPR0001_00_00/000002.png",
+                           "GOPR0002_00_00/000001.png",
+                           "GOPR0002_00_00/000002.png"]
+    for n, ex in got.items():
+      np.testing.assert_array_equal(ex["blur"], written[(split, config, n)])
+      np.testing.assert_array_equal(ex["sharp"], written[(split, "sharp", n)])
+      assert ex["sequence"].decode() == n.split("/")[0]
+
+
+def test_gopro_zip(tmp_path):
+  written = _gopro_tree(str(tmp_path / "tree" / "GOPRO_Large"))
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  with zipfile.ZipFile(manual / "GOPRO_Large.zip", "w") as z:
+    for root, _, files in os.walk(tmp_path / "tree"):
+      for f in files:
+        p = os.path.join(root, f)
+        z.write(p, os.path.relpath(p, tmp_path / "tree"))
+  src = pipeline.get_source("gopro", "test", data_dir=str(tmp_path / "data"),
+                            manual_dir=str(manual))
+  got = _by_name(src)
+  assert len(got) == 4
+  n = "GOPR0002_00_00/000002.png"
+  np.testing.assert_array_equal(got[n]["blur"], written[("test", "blur", n)])
+
+
+def test_gopro_missing_says_where_to_put_it(tmp_path):
+  (tmp_path / "manual").mkdir()
+  with pytest.raises(FileNotFoundError) as e:
+    pipeline.get_source("gopro", "train", data_dir=str(tmp_path / "data"),
+                        manual_dir=str(tmp_path / "manual"))
+  msg = str(e.value)
+  assert str(tmp_path / "manual" / "GOPRO_Large") in msg
+  assert "GOPRO_Large.zip" in msg and "Nah" in msg
+  assert builders.GOPRO_URL in msg
+
+
+def test_gopro_missing_sharp_twin(tmp_path):
+  _gopro_tree(str(tmp_path / "manual" / "GOPRO_Large"))
+  bad = tmp_path / "manual/GOPRO_Large/train/GOPR0002_00_00/sharp/000002.png"
+  bad.unlink()
+  with pytest.raises(FileNotFoundError,
+                     match=r"GOPR0002_00_00/blur/000002.png has no sharp"):
+    pipeline.get_source("gopro", "train", data_dir=str(tmp_path / "data"),
+                        manual_dir=str(tmp_path / "manual"))
+
+
+def _paired(root, n=3, sizes=None):
+  written = {}
+  for i in range(n):
+    name = f"img{i}.png"
+    blur, sharp = _img(i), _img(100 + i)
+    if sizes and i in sizes:
+      sharp = _img(100 + i, *sizes[i])
+    _save(os.path.join(root, "input", name), blur)
+    _save(os.path.join(root, "target", name), sharp)
+    written[name] = (blur, sharp)
+  return written
+
+
+def test_paired_folder(tmp_path):
+  written = _paired(str(tmp_path / "pairs"))
+  src = pipeline.get_source("paired_folder", "test",
+                            data_dir=str(tmp_path / "data"),
+                            path=str(tmp_path / "pairs"))
+  got = _by_name(src)
+  assert sorted(got) == sorted(written)
+  for n, (blur, sharp) in written.items():
+    np.testing.assert_array_equal(got[n]["blur"], blur)
+    np.testing.assert_array_equal(got[n]["sharp"], sharp)
+
+
+def test_paired_folder_splits_and_rebuild_on_change(tmp_path):
+  _paired(str(tmp_path / "ds" / "train"), n=3)
+  _paired(str(tmp_path / "ds" / "test"), n=2)
+  kw = dict(data_dir=str(tmp_path / "data"), path=str(tmp_path / "ds"))
+  assert len(pipeline.get_source("paired_folder", "train", **kw)) == 3
+  assert len(pipeline.get_source("paired_folder", "test", **kw)) == 2
+  # A new file changes the config name (fingerprint), so it is rebuilt.
+  _save(str(tmp_path / "ds/test/input/new.png"), _img(7))
+  _save(str(tmp_path / "ds/test/target/new.png"), _img(8))
+  assert len(pipeline.get_source("paired_folder", "test", **kw)) == 3
+
+
+def _build_paired(tmp_path):
+  return pipeline.get_source("paired_folder", "test",
+                             data_dir=str(tmp_path / "data"),
+                             path=str(tmp_path / "pairs"))
+
+
+def test_corrupt_file_is_named(tmp_path):
+  _paired(str(tmp_path / "pairs"))
+  bad = tmp_path / "pairs" / "target" / "img1.png"
+  bad.write_bytes(b"\x89PNG garbage, not an image")
+  with pytest.raises(ValueError, match=f"Cannot decode image {bad}"):
+    _build_paired(tmp_path)
+
+
+def test_truncated_png_is_named(tmp_path):
+  _paired(str(tmp_path / "pairs"))
+  bad = tmp_path / "pairs" / "input" / "img2.png"
+  data = bad.read_bytes()
+  bad.write_bytes(data[: len(data) // 2])
+  with pytest.raises(ValueError, match=f"Cannot decode image {bad}"):
+    _build_paired(tmp_path)
+
+
+def test_size_mismatch_is_named(tmp_path):
+  _paired(str(tmp_path / "pairs"), sizes={1: (12, 15)})
+  with pytest.raises(ValueError, match=r"Size mismatch: blurry image .*"
+                     r"input/img1.png is 16x12 but its sharp twin .*target/img1.png "
+                     r"is 15x12"):
+    _build_paired(tmp_path)
+
+
+def test_missing_twin_is_named(tmp_path):
+  _paired(str(tmp_path / "pairs"))
+  (tmp_path / "pairs" / "target" / "img0.png").unlink()
+  with pytest.raises(FileNotFoundError,
+                     match=r"input/img0.png has no sharp twin: expected "
+                           r".*target/img0.png"):
+    _build_paired(tmp_path)
+
+
+def test_gray_and_rgba_converted_with_warning(tmp_path, caplog):
+  root = tmp_path / "pairs"
+  gray = _img(1)[..., 0]
+  rgba = np.concatenate([_img(2), np.full((12, 16, 1), 200, np.uint8)], -1)
+  _save(str(root / "input" / "g.png"), gray)
+  _save(str(root / "target" / "g.png"), gray)
+  _save(str(root / "input" / "a.png"), rgba)
+  _save(str(root / "target" / "a.png"), rgba)
+  with caplog.at_level(logging.WARNING):
+    got = _by_name(_build_paired(tmp_path))
+  np.testing.assert_array_equal(got["g.png"]["blur"],
+                                np.repeat(gray[..., None], 3, -1))
+  np.testing.assert_array_equal(got["a.png"]["sharp"], rgba[..., :3])
+  assert f"{root / 'input' / 'g.png'} from mode L to RGB" in caplog.text
+  assert f"{root / 'target' / 'a.png'} from mode RGBA to RGB" in caplog.text
+
+
+def test_kohler_layout(tmp_path):
+  root = tmp_path / "kohler"
+  written = {}
+  for i in (1, 2):
+    for j in (1, 2):
+      written[(i, j)] = _img(10 * i + j)
+      _save(str(root / f"Blurry{i}_{j}.png"), written[(i, j)])
+      for k in (1, 2, 3):
+        _save(str(root / f"Image{i}" / f"Kernel{j}" /
+                  f"GroundTruth{i}_{j}_{k}.png"), _img(100 * i + 10 * j + k))
+  src = pipeline.get_source("kohler", "test", data_dir=str(tmp_path / "d"),
+                            path=str(root))
+  got = _by_name(src)
+  assert sorted(got) == ["Blurry1_1.png", "Blurry1_2.png", "Blurry2_1.png",
+                         "Blurry2_2.png"]
+  np.testing.assert_array_equal(got["Blurry2_1.png"]["blur"], written[(2, 1)])
+  # Middle of frames 1..3 is frame 2.
+  np.testing.assert_array_equal(got["Blurry2_1.png"]["sharp"], _img(212))
+  assert got["Blurry2_1.png"]["sequence"] == b"Image2"
+  src = pipeline.get_source("kohler", "test", data_dir=str(tmp_path / "d"),
+                            path=str(root), frame="3")
+  np.testing.assert_array_equal(_by_name(src)["Blurry1_2.png"]["sharp"],
+                                _img(123))
+
+
+def test_kohler_missing_ground_truth(tmp_path):
+  _save(str(tmp_path / "k" / "Blurry1_1.png"), _img(0))
+  with pytest.raises(FileNotFoundError, match=r"Blurry1_1.png has no sharp"):
+    pipeline.get_source("kohler", "test", data_dir=str(tmp_path / "d"),
+                        path=str(tmp_path / "k"))
+
+
+def test_blur_only(tmp_path):
+  root = tmp_path / "lai"
+  _save(str(root / "a.png"), _img(0))
+  _save(str(root / "sub" / "b.jpg"), _img(1, 20, 30))
+  src = pipeline.get_source("blur_only", "test", data_dir=str(tmp_path / "d"),
+                            path=str(root))
+  got = _by_name(src)
+  assert sorted(got) == ["a.png", "sub/b.jpg"]
+  assert "sharp" not in got["a.png"]
+  np.testing.assert_array_equal(got["a.png"]["blur"], _img(0))
+  assert got["sub/b.jpg"]["blur"].shape == (20, 30, 3)
+  assert got["sub/b.jpg"]["sequence"] == b"sub"
+
+
+def test_synthetic_builder_small(tmp_path):
+  kw = dict(data_dir=str(tmp_path / "d"), train_pairs_per_image=1,
+            test_pairs_per_image=1, size=32, seed=5)
+  test = _by_name(pipeline.get_source("synthetic", "test", **kw))
+  assert {n.split("/")[0] for n in test} == set(
+      builders.synthetic.HELDOUT_PHOTOS)
+  train = _by_name(pipeline.get_source("synthetic", "train", **kw))
+  assert not {n.split("/")[0] for n in train} & set(
+      builders.synthetic.HELDOUT_PHOTOS)
+  ex = next(iter(test.values()))
+  assert ex["blur"].shape == ex["sharp"].shape == (32, 32, 3)
+  # Independent of the cache: regenerating gives the same pairs.
+  kw2 = dict(kw, data_dir=str(tmp_path / "d2"))
+  again = _by_name(pipeline.get_source("synthetic", "test", **kw2))
+  for n in test:
+    np.testing.assert_array_equal(test[n]["blur"], again[n]["blur"])
+
+
+def test_unknown_dataset():
+  with pytest.raises(ValueError, match="Unknown dataset"):
+    pipeline.get_source("nope", "train", data_dir="/tmp/x")
