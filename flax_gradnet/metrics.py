@@ -24,7 +24,7 @@ The protocol (printed with every result, see `protocol_string`):
 * `crop_border=k` drops k pixels on every side before measuring (BasicSR).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: clu reads the metric classes from __annotations__.
 
 import clu.metrics
 import dm_pix
