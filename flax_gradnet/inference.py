@@ -1,0 +1,183 @@
+"""Deblurring whole images with a trained generator: the restore path of all CLI tools.
+
+`deblur.py`, `evaluate.py` and `export.py` all restore through
+`restore_generator` (re-exported from `checkpoint`), so a checkpoint that trains
+is a checkpoint that deblurs.
+
+Tiling. Whole-image inference needs activation memory proportional to the
+image (a 4K frame at full width does not fit many accelerators). With
+`tile=T` the image is cut into overlapping T x T tiles (stride `T - overlap`;
+the last tile of a row/column is shifted back to end at the image border, so
+every tile has the same shape and the function compiles once). Each tile's
+output is weighted by a separable window that ramps linearly from
+`0.5 / overlap` up to 1 over `overlap` pixels at each tile side that faces
+another tile (sides on the image border keep weight 1), and the weighted
+outputs are divided by the summed weights: the blend weights of every pixel
+sum to one and seams fade over the overlap. Device memory is bounded by one
+tile batch; the host keeps two float32 accumulators of the image's size.
+
+Tiled output is not identical to whole-image output: the generator's receptive
+field crosses tile borders and its instance norms use per-tile statistics.
+docs/inference.md gives the measured difference.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flax_gradnet.checkpoint import restore_generator  # noqa: F401  (the shared restore path)
+from flax_gradnet.metrics import quantize
+
+__all__ = [
+    "restore_generator", "make_deblur_fn", "deblur_image", "deblur_array", "tile_starts",
+    "tile_window", "weight_sum", "to_float", "to_uint8",
+]
+
+DeblurFn = Callable[[jax.Array], jax.Array]
+
+
+def make_deblur_fn(model: Any, params: Any) -> DeblurFn:
+  """A jit-compiled `fn(images [N, H, W, 3] in [-1, 1]) -> float32 [N, H, W, 3] in [-1, 1]`.
+
+  Parameters are an argument of the compiled function (not constants baked into
+  it), so compiling for a new shape stays cheap; each new shape retraces once.
+  """
+  params = jax.device_put(params)
+
+  @jax.jit
+  def apply(p, x):
+    return jnp.asarray(model.apply({"params": p}, x), jnp.float32)
+
+  def fn(x):
+    return apply(params, x)
+
+  return fn
+
+
+def to_float(image_uint8: np.ndarray) -> np.ndarray:
+  """uint8 [..., 3] -> float32 in [-1, 1] (the training pipeline's scaling)."""
+  return np.asarray(image_uint8, np.float32) / 127.5 - 1.0
+
+
+def to_uint8(x: Any) -> np.ndarray:
+  """[-1, 1] floats -> uint8, as `metrics.quantize` (what published numbers measure)."""
+  return np.asarray(quantize(x))
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+  """Start offsets of tiles of size `min(tile, length)` covering [0, length).
+
+  Stride `tile - overlap`; the last start is moved back to `length - tile` so
+  no tile leaves the image (its overlap with the previous tile then grows).
+  """
+  if tile <= 0 or overlap < 0 or overlap >= tile:
+    raise ValueError(f"need tile > overlap >= 0, got tile={tile}, overlap={overlap}")
+  if length <= tile:
+    return [0]
+  stride = tile - overlap
+  starts = list(range(0, length - tile + 1, stride))
+  if starts[-1] != length - tile:
+    starts.append(length - tile)
+  return starts
+
+
+def _ramp(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
+  w = np.ones(size, np.float64)
+  if overlap > 0:
+    r = (np.arange(overlap) + 0.5) / overlap  # strictly positive: every pixel has weight
+    n = min(overlap, size)
+    if ramp_start:
+      w[:n] = np.minimum(w[:n], r[:n])
+    if ramp_end:
+      w[size - n:] = np.minimum(w[size - n:], r[:n][::-1])
+  return w
+
+
+def tile_window(tile_h: int, tile_w: int, overlap: int, *, top: bool = True, bottom: bool = True,
+                left: bool = True, right: bool = True) -> np.ndarray:
+  """The separable blend window of one tile, [tile_h, tile_w] float64.
+
+  Each flagged side ramps linearly over `overlap` pixels from `0.5/overlap` to 1;
+  sides on the image border are passed False and keep weight 1.
+  """
+  return np.outer(_ramp(tile_h, overlap, top, bottom), _ramp(tile_w, overlap, left, right))
+
+
+def _tiles(h: int, w: int, tile: int, overlap: int):
+  """Yields (y, x, window) for every tile of an h x w image."""
+  th, tw = min(tile, h), min(tile, w)
+  ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+  for y in ys:
+    for x in xs:
+      window = tile_window(th, tw, overlap, top=y > 0, bottom=y + th < h,
+                           left=x > 0, right=x + tw < w)
+      yield y, x, window
+
+
+def weight_sum(h: int, w: int, tile: int, overlap: int) -> np.ndarray:
+  """Sum of all tiles' windows at every pixel of an h x w image ([h, w] float64).
+
+  Each tile's normalised blend weight is `window / weight_sum`; they sum to one.
+  """
+  acc = np.zeros((h, w), np.float64)
+  th, tw = min(tile, h), min(tile, w)
+  for y, x, window in _tiles(h, w, tile, overlap):
+    acc[y:y + th, x:x + tw] += window
+  return acc
+
+
+def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_overlap: int = 32,
+                 tile_batch_size: int = 1) -> np.ndarray:
+  """Deblurs one float image [H, W, 3] in [-1, 1]; returns float32 [H, W, 3].
+
+  Args:
+    fn: from `make_deblur_fn` (any batched [N, H, W, 3] -> [N, H, W, 3] function).
+    x: the image.
+    tile: tile side (a multiple of 4, the generator's stride) or None for the
+      whole image at once. Tiles larger than the image shrink to it.
+    tile_overlap: pixels shared by neighbouring tiles (< tile).
+    tile_batch_size: tiles per call of `fn` (the last batch is padded by
+      repeating a tile, so every call has the same shape).
+  """
+  x = np.asarray(x, np.float32)
+  if x.ndim != 3 or x.shape[-1] != 3:
+    raise ValueError(f"expected an [H, W, 3] image, got shape {x.shape}")
+  h, w = x.shape[:2]
+  if tile is None or (tile >= h and tile >= w):
+    return np.asarray(fn(x[None]))[0]
+  if tile % 4:
+    raise ValueError(f"tile must be a multiple of 4 (the generator's total stride), got {tile}")
+  if not 0 <= tile_overlap < tile:
+    raise ValueError(f"need 0 <= tile_overlap < tile, got tile_overlap={tile_overlap}, tile={tile}")
+  th, tw = min(tile, h), min(tile, w)
+  acc = np.zeros((h, w, 3), np.float64)
+  wsum = np.zeros((h, w, 1), np.float64)
+  tiles = list(_tiles(h, w, tile, tile_overlap))
+  for i in range(0, len(tiles), tile_batch_size):
+    batch = tiles[i:i + tile_batch_size]
+    crops = [x[y:y + th, xx:xx + tw] for y, xx, _ in batch]
+    crops += [crops[-1]] * (tile_batch_size - len(crops))
+    out = np.asarray(fn(np.stack(crops)), np.float64)
+    for j, (y, xx, window) in enumerate(batch):
+      acc[y:y + th, xx:xx + tw] += out[j] * window[..., None]
+      wsum[y:y + th, xx:xx + tw] += window[..., None]
+  return (acc / wsum).astype(np.float32)
+
+
+def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, *, tile: int | None = None,
+                 tile_overlap: int = 32, tile_batch_size: int = 1) -> np.ndarray:
+  """Deblurs a uint8 [H, W, 3] image; returns uint8 [H, W, 3].
+
+  Scales to [-1, 1], runs `deblur_array` (whole or tiled, see there), and
+  quantizes with `metrics.quantize`.
+  """
+  image_uint8 = np.asarray(image_uint8)
+  if image_uint8.dtype != np.uint8 or image_uint8.ndim != 3 or image_uint8.shape[-1] != 3:
+    raise ValueError(f"expected a uint8 [H, W, 3] image, got {image_uint8.dtype} {image_uint8.shape}")
+  out = deblur_array(fn, to_float(image_uint8), tile=tile, tile_overlap=tile_overlap,
+                     tile_batch_size=tile_batch_size)
+  return to_uint8(out)

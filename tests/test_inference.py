@@ -1,0 +1,150 @@
+"""Whole-image and tiled inference; the blend weights; the restore path."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import skimage.data
+
+from flax_gradnet import checkpoint, inference
+from flax_gradnet.models import Generator
+
+TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  model = Generator(**TINY)
+  # rbg keys: the threefry init compiles ~5x slower on CPU.
+  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 16, 16, 3)))["params"]
+  return model, params
+
+
+def _image(h=64, w=80):
+  return skimage.data.astronaut()[100:100 + h, 150:150 + w].copy()
+
+
+def _numpy_window(n, overlap, ramp_start, ramp_end):
+  # Independent statement of the documented window: min(1, ramp from each flagged side).
+  i = np.arange(n, dtype=np.float64)
+  w = np.ones(n)
+  if ramp_start:
+    w = np.minimum(w, (i + 0.5) / overlap)
+  if ramp_end:
+    w = np.minimum(w, (n - 1 - i + 0.5) / overlap)
+  return w
+
+
+@pytest.mark.parametrize("h,w,tile,overlap", [(64, 80, 32, 16), (70, 45, 32, 8), (100, 100, 48, 12),
+                                              (20, 90, 32, 4)])
+def test_weight_sum_matches_numpy(h, w, tile, overlap):
+  th, tw = min(tile, h), min(tile, w)
+  ys = sorted(set(list(range(0, max(h - th, 0) + 1, tile - overlap)) + [h - th]))
+  xs = sorted(set(list(range(0, max(w - tw, 0) + 1, tile - overlap)) + [w - tw]))
+  assert inference.tile_starts(h, tile, overlap) == ys
+  assert inference.tile_starts(w, tile, overlap) == xs
+  expected = np.zeros((h, w))
+  for y in ys:
+    for x in xs:
+      expected[y:y + th, x:x + tw] += np.outer(
+          _numpy_window(th, overlap, y > 0, y + th < h), _numpy_window(tw, overlap, x > 0, x + tw < w))
+  got = inference.weight_sum(h, w, tile, overlap)
+  np.testing.assert_allclose(got, expected, rtol=1e-12)
+  assert got.min() > 0  # every pixel is covered with positive weight
+
+
+def test_blend_weights_sum_to_one():
+  # A constant function: the blend returns the constant only if normalised weights sum to 1.
+  const = lambda x: jnp.full_like(x, 0.25)
+  out = inference.deblur_array(const, np.zeros((70, 45, 3), np.float32), tile=32, tile_overlap=8)
+  np.testing.assert_allclose(out, 0.25, atol=1e-6)
+
+
+def test_tiled_equals_whole_for_pointwise_fn():
+  img = _image()
+  x = inference.to_float(img)
+  smooth = jax.jit(lambda x: jnp.tanh(3.0 * x) * 0.9)
+  whole = inference.deblur_array(smooth, x)
+  tiled = inference.deblur_array(smooth, x, tile=32, tile_overlap=16, tile_batch_size=3)
+  np.testing.assert_allclose(tiled, whole, atol=1e-6)
+  invert = jax.jit(lambda x: -x)
+  np.testing.assert_array_equal(inference.deblur_image(invert, img, tile=32, tile_overlap=16),
+                                255 - img)
+  np.testing.assert_array_equal(inference.deblur_image(invert, img), 255 - img)
+
+
+def test_tiles_compile_once():
+  calls = []
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def f(x):
+    calls.append(x.shape)
+    return x
+
+  out = inference.deblur_array(f, np.zeros((70, 45, 3), np.float32), tile=32, tile_overlap=8,
+                               tile_batch_size=4)
+  assert out.shape == (70, 45, 3)
+  assert calls == [(4, 32, 32, 3)]
+
+
+# Tiny random generator, 64x80 astronaut crop, tile 32, overlap 16: instance norms see
+# per-tile statistics, so outputs differ (measured mean |diff| ~ 20 levels, max ~150;
+# see docs/inference.md). Bound: mean < 30 levels, and tiled output still tracks the
+# whole-image output (correlation > 0.5).
+TINY_TILED_MEAN_ABS_BOUND = 30.0
+
+
+def test_tiled_close_to_whole_with_generator(tiny):
+  model, params = tiny
+  fn = inference.make_deblur_fn(model, params)
+  img = _image()
+  whole = inference.deblur_image(fn, img)
+  tiled = inference.deblur_image(fn, img, tile=32, tile_overlap=16)
+  assert whole.shape == tiled.shape == img.shape and tiled.dtype == np.uint8
+  diff = np.abs(whole.astype(np.float64) - tiled.astype(np.float64))
+  assert 0 < diff.mean() < TINY_TILED_MEAN_ABS_BOUND
+  assert np.corrcoef(whole.ravel(), tiled.ravel())[0, 1] > 0.5
+  # Tile as large as the image: exactly the whole-image path.
+  np.testing.assert_array_equal(inference.deblur_image(fn, img, tile=80, tile_overlap=16), whole)
+
+
+def test_make_deblur_fn_matches_module(tiny):
+  model, params = tiny
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 20, 28, 3)).astype(np.float32)
+  np.testing.assert_allclose(inference.make_deblur_fn(model, params)(x),
+                             model.apply({"params": params}, x), atol=1e-6)
+
+
+def test_bad_arguments():
+  f = lambda x: x
+  x = np.zeros((64, 64, 3), np.float32)
+  with pytest.raises(ValueError, match="multiple of 4"):
+    inference.deblur_array(f, x, tile=30)
+  with pytest.raises(ValueError, match="tile_overlap"):
+    inference.deblur_array(f, x, tile=32, tile_overlap=32)
+  with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+    inference.deblur_array(f, np.zeros((64, 64), np.float32))
+  with pytest.raises(ValueError, match="uint8"):
+    inference.deblur_image(f, x)
+
+
+def test_restore_generator_reexported(tmp_path, tiny):
+  model, params = tiny
+  config = ml_collections.ConfigDict({"model": dict(TINY), "compute_dtype": "float32"})
+  checkpoint.save_config(str(tmp_path), config)
+  mngr = checkpoint.checkpoint_manager(str(tmp_path))
+  mngr.save(3, args=ocp.args.Composite(
+      state=ocp.args.StandardSave({"generator": {"params": params},
+                                   "critic": {"params": {"w": jnp.zeros(2)}}}),
+      data=ocp.args.JsonSave({})))
+  mngr.wait_until_finished()
+  mngr.close()
+  assert inference.restore_generator is checkpoint.restore_generator
+  m, p, step = inference.restore_generator(str(tmp_path))
+  assert step == 3
+  x = np.zeros((1, 16, 16, 3), np.float32)
+  np.testing.assert_allclose(m.apply({"params": p}, x), model.apply({"params": params}, x))
