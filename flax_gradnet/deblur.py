@@ -1,0 +1,185 @@
+"""Deblur image files with a trained generator, safely.
+
+    python -m flax_gradnet.deblur --workdir=workdirs/paper --output_dir=out photos/ extra/*.jpg
+    flax-gradnet-deblur --workdir=W --output_dir=out --tile=512 --tile_overlap=32 big.png
+
+Inputs are files, folders (their image files, not recursive) and glob patterns.
+Each result is written as PNG to `--output_dir/<input stem><--suffix>.png`.
+
+Safety:
+* an output that resolves to an input file is refused, even with --overwrite;
+* an existing output is left alone (reported as a failure) unless --overwrite;
+* two inputs that would write the same output are both refused;
+* files are written atomically (temporary file + rename);
+* an unreadable, corrupt or truncated input is reported by name, the others are
+  still processed, and the exit status is 1 with a summary at the end;
+* a missing or unreadable checkpoint, or no inputs, exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+import warnings
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                    ".gif")
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="python -m flax_gradnet.deblur",
+      description="Deblur images with a generator restored from a training workdir.")
+  p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+  p.add_argument("--workdir", required=True, help="training workdir (config.json + checkpoints/)")
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  p.add_argument("--output_dir", required=True, help="folder for the results (created if missing)")
+  p.add_argument("--tile", type=int, default=None,
+                 help="tile side in pixels, a multiple of 4 (default: whole image at once)")
+  p.add_argument("--tile_overlap", type=int, default=32, help="overlap of neighbouring tiles")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                 help="compute dtype (default: the training config's compute_dtype)")
+  p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
+  p.add_argument("--suffix", default="", help="appended to each output's file stem (default none)")
+  return p
+
+
+def expand_inputs(specs: list[str]) -> tuple[list[str], list[str]]:
+  """Files named by `specs` (files, folders, globs) and the specs that matched nothing."""
+  files, unmatched = [], []
+  for spec in specs:
+    if os.path.isdir(spec):
+      found = sorted(os.path.join(spec, n) for n in os.listdir(spec)
+                     if n.lower().endswith(IMAGE_EXTENSIONS)
+                     and os.path.isfile(os.path.join(spec, n)))
+    elif os.path.lexists(spec):
+      found = [spec]  # named explicitly: tried whatever its extension
+    else:
+      found = sorted(f for f in glob.glob(spec, recursive=True) if os.path.isfile(f))
+    if not found:
+      unmatched.append(spec)
+    files.extend(found)
+  seen, unique = set(), []
+  for f in files:  # the same file named twice is processed once
+    key = os.path.realpath(f)
+    if key not in seen:
+      seen.add(key)
+      unique.append(f)
+  return unique, unmatched
+
+
+def plan_outputs(inputs: list[str], output_dir: str, suffix: str,
+                 overwrite: bool) -> tuple[list[tuple[str, str]], dict[str, str]]:
+  """Pairs each input with its output path; returns (jobs, {input: reason refused})."""
+  real_inputs = {os.path.realpath(f) for f in inputs}
+  by_output: dict[str, list[str]] = {}
+  for f in inputs:
+    stem = os.path.splitext(os.path.basename(f))[0]
+    out = os.path.join(output_dir, f"{stem}{suffix}.png")
+    by_output.setdefault(out, []).append(f)
+  jobs, refused = [], {}
+  for out, srcs in by_output.items():
+    if len(srcs) > 1:
+      for s in srcs:
+        refused[s] = f"output name {out} is shared by {len(srcs)} inputs: {', '.join(srcs)}"
+      continue
+    src = srcs[0]
+    real_out = os.path.realpath(out)
+    if real_out in real_inputs or (os.path.exists(out) and any(
+        os.path.samefile(out, i) for i in inputs if os.path.exists(i))):
+      refused[src] = f"output {out} is an input file; refusing to write over an input"
+    elif os.path.lexists(out) and not overwrite:
+      refused[src] = f"output {out} exists (pass --overwrite to replace it)"
+    else:
+      jobs.append((src, out))
+  return jobs, refused
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Runs the tool; returns the exit status (0 ok, 1 some files failed, 2 nothing could run)."""
+  args = _parser().parse_args(argv)
+  if args.tile is not None and (args.tile <= 0 or args.tile % 4):
+    print(f"error: --tile must be a positive multiple of 4, got {args.tile}", file=sys.stderr)
+    return 2
+  if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
+    print(f"error: need 0 <= --tile_overlap < --tile, got {args.tile_overlap}", file=sys.stderr)
+    return 2
+  if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
+    print(f"error: --suffix must not contain a path separator, got {args.suffix!r}", file=sys.stderr)
+    return 2
+
+  inputs, unmatched = expand_inputs(args.inputs)
+  failures: dict[str, str] = {s: "no such file, or no image files matched" for s in unmatched}
+  if not inputs:
+    for s, why in failures.items():
+      print(f"error: {s}: {why}", file=sys.stderr)
+    print("error: no input images", file=sys.stderr)
+    return 2
+
+  # Heavy imports after argument checks, so --help and usage errors are instant.
+  import jax.numpy as jnp
+  from tqdm import tqdm
+
+  from flax_gradnet import image_io, inference
+
+  try:
+    dtype = None if args.dtype is None else jnp.dtype(args.dtype)
+    model, params, step = inference.restore_generator(args.workdir, args.step, dtype)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: cannot restore a generator from {args.workdir!r}: {e}", file=sys.stderr)
+    return 2
+  print(f"restored generator from {args.workdir} at step {step} "
+        f"(compute dtype {jnp.dtype(model.dtype).name})", file=sys.stderr)
+  fn = inference.make_deblur_fn(model, params)
+
+  jobs, refused = plan_outputs(inputs, args.output_dir, args.suffix, args.overwrite)
+  failures.update(refused)
+  for src, why in refused.items():
+    print(f"skipped {src}: {why}", file=sys.stderr)
+  os.makedirs(args.output_dir, exist_ok=True)
+
+  written = 0
+  start = time.time()
+  bar = tqdm(jobs, unit="img", file=sys.stderr, disable=len(jobs) <= 1, dynamic_ncols=True)
+  for src, out in bar:
+    bar.set_postfix_str(os.path.basename(src), refresh=False)
+    try:
+      with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", image_io.ImageConversionWarning)
+        image = image_io.read_image(src)
+      for w in caught:
+        tqdm.write(f"warning: {w.message}", file=sys.stderr)
+      result = inference.deblur_image(fn, image, tile=args.tile, tile_overlap=args.tile_overlap)
+      image_io.write_image(out, result, overwrite=args.overwrite)
+    except image_io.ImageReadError as e:
+      failures[src] = e.reason
+      tqdm.write(f"error: {e}", file=sys.stderr)
+      continue
+    except (OSError, ValueError) as e:  # write errors, an output appearing meanwhile, ...
+      failures[src] = str(e)
+      tqdm.write(f"error: {src}: {e}", file=sys.stderr)
+      continue
+    written += 1
+  bar.close()
+
+  elapsed = time.time() - start
+  print(f"{written} image(s) written to {args.output_dir} in {elapsed:.1f}s; "
+        f"{len(failures)} failed", file=sys.stderr)
+  if failures:
+    print("failed:", file=sys.stderr)
+    for src, why in failures.items():
+      print(f"  {src}: {why}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def run() -> None:
+  """Console entry point `flax-gradnet-deblur`."""
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

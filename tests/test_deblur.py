@@ -1,0 +1,255 @@
+"""The deblur CLI and image_io on every awkward kind of file."""
+
+import io
+import os
+import struct
+import subprocess
+import sys
+import warnings
+import zlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import skimage.data
+from PIL import Image
+
+from flax_gradnet import checkpoint, deblur, image_io, inference
+from flax_gradnet.models import Generator
+
+TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A workdir laid out as training writes it, holding a tiny generator."""
+  wd = str(tmp_path_factory.mktemp("workdir"))
+  model = Generator(**TINY)
+  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 16, 16, 3)))["params"]
+  checkpoint.save_config(wd, ml_collections.ConfigDict({"model": dict(TINY),
+                                                        "compute_dtype": "float32"}))
+  mngr = checkpoint.checkpoint_manager(wd)
+  mngr.save(5, args=ocp.args.Composite(
+      state=ocp.args.StandardSave({"generator": {"params": params},
+                                   "critic": {"params": {"w": jnp.zeros(2)}}}),
+      data=ocp.args.JsonSave({})))
+  mngr.wait_until_finished()
+  mngr.close()
+  return wd
+
+
+def _photo(h=40, w=52):
+  return skimage.data.chelsea()[60:60 + h, 100:100 + w].copy()
+
+
+def _png16_rgb(path, rgb16):
+  """A 48-bit RGB PNG written by hand (Pillow cannot write one)."""
+  h, w, _ = rgb16.shape
+  raw = b"".join(b"\x00" + rgb16[i].astype(">u2").tobytes() for i in range(h))
+  chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+  with open(path, "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _exif_rotated_jpeg(path, upright):
+  """Stores the upright image rotated, with EXIF Orientation=6 (rotate 90 CW to view)."""
+  stored = np.rot90(upright, k=1)  # 90 CCW; a viewer rotates it back 90 CW
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  Image.fromarray(np.ascontiguousarray(stored)).save(path, quality=100, subsampling=0, exif=exif)
+
+
+# ---------------------------------------------------------------- image_io
+
+
+def test_read_awkward_files(tmp_path):
+  photo = _photo()
+  gray = photo[..., 1]
+  Image.fromarray(gray).save(tmp_path / "gray.png")
+  np.testing.assert_array_equal(image_io.read_image(str(tmp_path / "gray.png")),
+                                np.repeat(gray[..., None], 3, -1))
+
+  rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+  rgba[:10, :10, 3] = 0
+  Image.fromarray(rgba).save(tmp_path / "rgba.png")
+  with pytest.warns(image_io.ImageConversionWarning, match="rgba.png.*white"):
+    got = image_io.read_image(str(tmp_path / "rgba.png"))
+  np.testing.assert_array_equal(got[:10, :10], 255)  # transparent -> white
+  np.testing.assert_array_equal(got[10:, 10:], photo[10:, 10:])
+
+  v16 = (np.arange(40 * 52, dtype=np.uint32).reshape(40, 52) * 31 % 65536).astype(np.uint16)
+  v16[0, :3] = [0, 65535, 257 * 100 + 128]
+  Image.fromarray(v16).save(tmp_path / "gray16.png")
+  got = image_io.read_image(str(tmp_path / "gray16.png"))
+  np.testing.assert_array_equal(got[..., 0], np.round(v16 / 257.0).astype(np.uint8))
+  assert list(got[0, :3, 0]) == [0, 255, 100]
+
+  rgb16 = (np.random.default_rng(0).integers(0, 65536, (6, 7, 3))).astype(np.uint16)
+  _png16_rgb(tmp_path / "rgb16.png", rgb16)
+  with pytest.warns(image_io.ImageConversionWarning, match="16-bit RGB"):
+    got = image_io.read_image(str(tmp_path / "rgb16.png"))
+  assert np.abs(got.astype(int) - np.round(rgb16 / 257.0)).max() <= 1
+
+  upright = _photo(32, 48)  # taller than wide after storing rotated
+  _exif_rotated_jpeg(tmp_path / "rotated.jpg", upright)
+  assert np.asarray(Image.open(tmp_path / "rotated.jpg")).shape[:2] == (48, 32)  # stored
+  got = image_io.read_image(str(tmp_path / "rotated.jpg"))
+  assert got.shape == (32, 48, 3)
+  assert np.abs(got.astype(int) - upright).mean() < 6  # JPEG loss only, not a rotation
+
+  pal = Image.fromarray(photo).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+  pal.save(tmp_path / "palette.png")
+  assert image_io.read_image(str(tmp_path / "palette.png")).shape == photo.shape
+
+
+def _bad_files(tmp_path):
+  buf = io.BytesIO()
+  Image.fromarray(_photo()).save(buf, format="PNG")
+  data = buf.getvalue()
+  (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+  corrupt = bytearray(data)
+  corrupt[60:200] = bytes(140)  # zeroed IDAT bytes: CRC and zlib errors
+  (tmp_path / "corrupt.png").write_bytes(bytes(corrupt))
+  (tmp_path / "notes.png").write_text("this is not an image\n")
+  return ["truncated.png", "corrupt.png", "notes.png"]
+
+
+def test_read_bad_files_name_the_file(tmp_path):
+  for name in _bad_files(tmp_path):
+    with pytest.raises(image_io.ImageReadError) as e:
+      image_io.read_image(str(tmp_path / name))
+    assert name in str(e.value) and e.value.path.endswith(name)
+  with pytest.raises(image_io.ImageReadError, match="no such file"):
+    image_io.read_image(str(tmp_path / "missing.png"))
+
+
+def test_write_image_atomic_and_no_overwrite(tmp_path):
+  a = _photo()
+  path = str(tmp_path / "sub" / "out.png")
+  image_io.write_image(path, a)
+  np.testing.assert_array_equal(np.asarray(Image.open(path)), a)
+  with pytest.raises(FileExistsError):
+    image_io.write_image(path, a[::-1].copy())
+  np.testing.assert_array_equal(np.asarray(Image.open(path)), a)  # untouched
+  image_io.write_image(path, a[::-1].copy(), overwrite=True)
+  np.testing.assert_array_equal(np.asarray(Image.open(path)), a[::-1])
+  assert [n for n in os.listdir(tmp_path / "sub")] == ["out.png"]  # no temp files left
+  with pytest.raises(ValueError, match="extension"):
+    image_io.write_image(str(tmp_path / "out.xyz"), a)
+  with pytest.raises(ValueError, match="uint8"):
+    image_io.write_image(str(tmp_path / "f.png"), a.astype(np.float32))
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_awkward_inputs(tmp_path, workdir, capsys):
+  src = tmp_path / "in"
+  src.mkdir()
+  photo = _photo()
+  Image.fromarray(photo).save(src / "good.png")
+  Image.fromarray(photo[..., 0]).save(src / "gray.png")
+  Image.fromarray(np.dstack([photo, np.full(photo.shape[:2], 128, np.uint8)])).save(src / "rgba.png")
+  Image.fromarray((photo[..., 2].astype(np.uint16) * 257)).save(src / "gray16.png")
+  upright = _photo(32, 48)
+  _exif_rotated_jpeg(src / "rotated.jpg", upright)
+  bad = _bad_files(src)
+  (src / "readme.txt").write_text("ignored: not an image extension in a folder")
+  out = tmp_path / "out"
+
+  rc = deblur.main([str(src), "--workdir", workdir, "--output_dir", str(out)])
+  err = capsys.readouterr().err
+  assert rc == 1
+  good = ["good", "gray", "rgba", "gray16", "rotated"]
+  assert sorted(os.listdir(out)) == sorted(f"{n}.png" for n in good)
+  for name in bad:
+    assert name in err
+  assert "3 failed" in err and "rgba.png" in err  # the alpha warning names the file
+  assert "readme.txt" not in err
+
+  # Output orientation follows the visually upright image, and equals the library path.
+  model, params, _ = inference.restore_generator(workdir)
+  fn = inference.make_deblur_fn(model, params)
+  got = np.asarray(Image.open(out / "rotated.png"))
+  assert got.shape == (32, 48, 3)
+  np.testing.assert_array_equal(
+      got, inference.deblur_image(fn, image_io.read_image(str(src / "rotated.jpg"))))
+  np.testing.assert_array_equal(np.asarray(Image.open(out / "good.png")),
+                                inference.deblur_image(fn, photo))
+
+  # Existing outputs are refused without --overwrite (and left as they were) ...
+  before = (out / "good.png").read_bytes()
+  rc = deblur.main([str(src / "good.png"), "--workdir", workdir, "--output_dir", str(out),
+                    "--tile", "16", "--tile_overlap", "4"])
+  assert rc == 1 and "exists" in capsys.readouterr().err
+  assert (out / "good.png").read_bytes() == before
+  # ... and replaced with it.
+  rc = deblur.main([str(src / "good.png"), "--workdir", workdir, "--output_dir", str(out),
+                    "--tile", "16", "--tile_overlap", "4", "--overwrite"])
+  assert rc == 0
+  assert (out / "good.png").read_bytes() != before
+
+
+def test_cli_never_overwrites_an_input(tmp_path, workdir, capsys):
+  Image.fromarray(_photo()).save(tmp_path / "a.png")
+  before = (tmp_path / "a.png").read_bytes()
+  rc = deblur.main([str(tmp_path / "a.png"), "--workdir", workdir,
+                    "--output_dir", str(tmp_path), "--overwrite"])
+  assert rc == 1
+  assert "input" in capsys.readouterr().err
+  assert (tmp_path / "a.png").read_bytes() == before
+  # The same through a glob, a suffix and a symlinked output folder.
+  os.symlink(tmp_path, tmp_path / "link")
+  rc = deblur.main([str(tmp_path / "*.png"), "--workdir", workdir,
+                    "--output_dir", str(tmp_path / "link"), "--overwrite", "--suffix", ""])
+  assert rc == 1 and (tmp_path / "a.png").read_bytes() == before
+  rc = deblur.main([str(tmp_path / "*.png"), "--workdir", workdir,
+                    "--output_dir", str(tmp_path), "--suffix", "_deblurred"])
+  assert rc == 0 and (tmp_path / "a_deblurred.png").exists()
+
+
+def test_cli_colliding_output_names(tmp_path, workdir, capsys):
+  (tmp_path / "x").mkdir()
+  (tmp_path / "y").mkdir()
+  Image.fromarray(_photo()).save(tmp_path / "x" / "im.png")
+  Image.fromarray(_photo()).save(tmp_path / "y" / "im.jpg")
+  rc = deblur.main([str(tmp_path / "x"), str(tmp_path / "y"), "--workdir", workdir,
+                    "--output_dir", str(tmp_path / "out")])
+  assert rc == 1 and "shared by 2 inputs" in capsys.readouterr().err
+  assert not (tmp_path / "out" / "im.png").exists()
+
+
+def test_cli_missing_checkpoint(tmp_path, capsys):
+  Image.fromarray(_photo()).save(tmp_path / "a.png")
+  rc = deblur.main([str(tmp_path / "a.png"), "--workdir", str(tmp_path / "nowhere"),
+                    "--output_dir", str(tmp_path / "out")])
+  err = capsys.readouterr().err
+  assert rc == 2 and "nowhere" in err and "config.json" in err
+  (tmp_path / "wd").mkdir()
+  checkpoint.save_config(str(tmp_path / "wd"), ml_collections.ConfigDict(
+      {"model": dict(TINY), "compute_dtype": "float32"}))
+  rc = deblur.main([str(tmp_path / "a.png"), "--workdir", str(tmp_path / "wd"),
+                    "--output_dir", str(tmp_path / "out")])
+  assert rc == 2 and "no checkpoints" in capsys.readouterr().err
+  assert not (tmp_path / "out").exists()
+
+
+def test_cli_wrong_step_and_usage_errors(tmp_path, workdir, capsys):
+  Image.fromarray(_photo()).save(tmp_path / "a.png")
+  common = [str(tmp_path / "a.png"), "--workdir", workdir, "--output_dir", str(tmp_path / "o")]
+  assert deblur.main(common + ["--step", "99"]) == 2
+  assert "saved steps: [5]" in capsys.readouterr().err
+  assert deblur.main(common + ["--tile", "30"]) == 2
+  assert deblur.main([str(tmp_path / "none*.png")] + common[1:]) == 2
+  assert "no input images" in capsys.readouterr().err
+
+
+def test_module_entry_point(tmp_path):
+  r = subprocess.run([sys.executable, "-m", "flax_gradnet.deblur", str(tmp_path / "x.png"),
+                      "--workdir", str(tmp_path), "--output_dir", str(tmp_path / "o")],
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 2 and "x.png" in r.stderr
