@@ -1,0 +1,191 @@
+"""Export a trained generator as serialized `jax.export` artifacts that need only jax to run.
+
+    python -m flax_gradnet.export --workdir=W --output=gen.jaxexport            # any H x W >= 8
+    python -m flax_gradnet.export --workdir=W --output=gen.jaxexport --height=720 --width=1280
+
+Loading (no flax_gradnet, no flax; only jax and numpy):
+
+    from flax_gradnet.export import load_exported   # or copy the function: it is self-contained
+    deblur = load_exported("gen.jaxexport")
+    y = deblur(x)    # x: float32 [N, H, W, 3] in [-1, 1] -> same shape
+
+The file is a zip holding `meta.json`, the generator parameters once
+(`params.npz`, leaves in tree order) and one or more serialized
+`jax.export.Exported` functions `f(param_leaves, images)`; parameters are an
+argument rather than constants so several functions can share them.
+
+Shape polymorphism. The batch dimension is always symbolic. Symbolic H and W
+cannot be traced through the generator as written: its `min(h, w) > 3` test
+(choosing the padding mode) needs to order h and w, and its `jnp.pad` to a
+multiple of 4 needs concrete pad widths. The polymorphic export therefore holds
+three functions whose shapes make both decidable -- square `(4s, 4s)`,
+portrait `(4w + 4d, 4w)` and landscape `(4h, 4h + 4d)`, with s, w, h >= 2 --
+and the loader reflect-pads the input to a multiple of 4 at the bottom/right
+and crops the output, exactly as the generator itself does, so the result
+equals the module's on every H x W >= 8. `--height/--width` exports one
+fixed-size function instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import zipfile
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FORMAT = "flax_gradnet.export/1"
+_POLY_SPECS = {  # name -> (shape spec, constraints)
+    "square": ("b, 4*s, 4*s, 3", ("s >= 2",)),
+    "portrait": ("b, 4*w + 4*d, 4*w, 3", ("w >= 2",)),
+    "landscape": ("b, 4*h, 4*h + 4*d, 3", ("h >= 2",)),
+}
+MIN_POLY_SIDE = 8
+
+
+def export_generator(model: Any, params: Any, *, height: int | None = None,
+                     width: int | None = None) -> bytes:
+  """Serializes `model` with `params` to the zip format `load_exported` reads.
+
+  Args:
+    model: a `flax_gradnet.models.Generator`.
+    params: its parameters.
+    height, width: export one function for this fixed size (symbolic batch);
+      both None for the shape-polymorphic set.
+  Returns:
+    the file's bytes.
+  """
+  if (height is None) != (width is None):
+    raise ValueError("give both --height and --width, or neither (polymorphic)")
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+
+  def fn(param_leaves, x):
+    p = jax.tree_util.tree_unflatten(treedef, param_leaves)
+    return jnp.asarray(model.apply({"params": p}, x), jnp.float32)
+
+  leaf_specs = [jax.ShapeDtypeStruct(np.shape(l), l.dtype) for l in leaves]
+  jitted = jax.jit(fn)
+  entries = {}
+  if height is not None:
+    if height < 1 or width < 1:
+      raise ValueError(f"height and width must be positive, got {height}x{width}")
+    shape = jax.export.symbolic_shape(f"b, {height}, {width}, 3")
+    entries["fixed"] = jax.export.export(jitted)(leaf_specs, jax.ShapeDtypeStruct(shape, jnp.float32))
+  else:
+    for name, (spec, constraints) in _POLY_SPECS.items():
+      shape = jax.export.symbolic_shape(spec, constraints=constraints)
+      entries[name] = jax.export.export(jitted)(leaf_specs,
+                                                jax.ShapeDtypeStruct(shape, jnp.float32))
+  meta = {"format": FORMAT, "kind": "fixed" if height is not None else "polymorphic",
+          "height": height, "width": width, "functions": sorted(entries),
+          "num_params": int(sum(np.size(l) for l in leaves))}
+  buf = io.BytesIO()
+  with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+    z.writestr("meta.json", json.dumps(meta, indent=2))
+    pbuf = io.BytesIO()
+    np.savez(pbuf, **{f"leaf_{i:05d}": np.asarray(l) for i, l in enumerate(leaves)})
+    z.writestr("params.npz", pbuf.getvalue())
+    for name, exp in entries.items():
+      z.writestr(f"{name}.jaxexport", bytes(exp.serialize()))
+  return buf.getvalue()
+
+
+def load_exported(path: str) -> Callable[[Any], jax.Array]:
+  """Loads a file written by this module; needs only jax and numpy.
+
+  Returns:
+    `deblur(x)`: float32 [N, H, W, 3] in [-1, 1] -> float32 [N, H, W, 3].
+  """
+  with zipfile.ZipFile(path) as z:
+    meta = json.loads(z.read("meta.json"))
+    if meta.get("format") != FORMAT:
+      raise ValueError(f"{path}: not a {FORMAT} file (format={meta.get('format')!r})")
+    with np.load(io.BytesIO(z.read("params.npz"))) as npz:
+      leaves = [jnp.asarray(npz[k]) for k in sorted(npz.files)]
+    fns = {name: jax.export.deserialize(bytearray(z.read(f"{name}.jaxexport")))
+           for name in meta["functions"]}
+
+  def deblur(x):
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim != 4 or x.shape[-1] != 3:
+      raise ValueError(f"expected [N, H, W, 3] images, got shape {x.shape}")
+    h, w = x.shape[1:3]
+    if meta["kind"] == "fixed":
+      if (h, w) != (meta["height"], meta["width"]):
+        raise ValueError(f"{path} was exported for {meta['height']}x{meta['width']} images, "
+                         f"got {h}x{w}")
+      return fns["fixed"].call(leaves, x)
+    if min(h, w) < MIN_POLY_SIDE:
+      raise ValueError(f"images must be at least {MIN_POLY_SIDE}x{MIN_POLY_SIDE}, got {h}x{w}")
+    # The generator's own padding: reflect at the bottom/right to a multiple of 4.
+    ph, pw = (-h) % 4, (-w) % 4
+    xp = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
+    hp, wp = h + ph, w + pw
+    name = "square" if hp == wp else ("portrait" if hp > wp else "landscape")
+    return fns[name].call(leaves, xp)[:, :h, :w, :]
+
+  deblur.meta = meta
+  return deblur
+
+
+def _atomic_write_bytes(path: str, data: bytes, overwrite: bool) -> None:
+  if not overwrite and os.path.lexists(path):
+    raise FileExistsError(f"{path} exists (pass --overwrite to replace it)")
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m flax_gradnet.export",
+      description="Write a trained generator as a serialized jax.export artifact.")
+  parser.add_argument("--workdir", required=True, help="training workdir to restore from")
+  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  parser.add_argument("--output", required=True, help="file to write (e.g. generator.jaxexport)")
+  parser.add_argument("--height", type=int, default=None, help="fixed image height (with --width)")
+  parser.add_argument("--width", type=int, default=None, help="fixed image width (with --height)")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                      help="compute dtype (default: the training config's)")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+  args = parser.parse_args(argv)
+  if (args.height is None) != (args.width is None):
+    parser.error("give both --height and --width, or neither (polymorphic)")
+
+  from flax_gradnet import inference  # the shared restore path
+  try:
+    model, params, step = inference.restore_generator(
+        args.workdir, args.step, None if args.dtype is None else jnp.dtype(args.dtype))
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: cannot restore a generator from {args.workdir!r}: {e}", file=sys.stderr)
+    return 2
+  if not args.overwrite and os.path.lexists(args.output):
+    print(f"error: {args.output} exists (pass --overwrite to replace it)", file=sys.stderr)
+    return 2
+  data = export_generator(model, params, height=args.height, width=args.width)
+  _atomic_write_bytes(args.output, data, overwrite=args.overwrite)
+  kind = f"{args.height}x{args.width}" if args.height else "any H x W >= 8"
+  print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB): step {step}, {kind}, batch symbolic")
+  return 0
+
+
+def run() -> None:
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()
