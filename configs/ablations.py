@@ -7,7 +7,14 @@ wo_rgcl (Table 5: plain 3x3 convs instead of RGCLs), wo_mbrbs (Table 5: one
 path instead of three), wo_gradientnet (Table 5: identity bottleneck).
 """
 
-from configs import default
+import importlib.util
+import pathlib
+
+# Loaded by path, so the config works from any working directory and script.
+_spec = importlib.util.spec_from_file_location(
+    "flax_gradnet_configs_default", pathlib.Path(__file__).with_name("default.py"))
+default = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(default)
 
 ABLATIONS = {
     "wo_content": {"content_weight": 0.0},

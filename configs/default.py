@@ -36,6 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Data.
   config.dataset = "gopro"  # gopro | gopro/blur_gamma | paired_folder | kohler | synthetic
   config.eval_dataset = ""  # dataset for periodic evaluation; "" = same as `dataset`
+  # Builder options: path= for paired_folder/kohler/blur_only folders; for synthetic,
+  # train_pairs_per_image, test_pairs_per_image, size, seed, image_dir (see data/builders.py).
+  config.dataset_options = ml_collections.ConfigDict()
+  config.eval_dataset_options = ml_collections.ConfigDict()  # the same, for eval_dataset
   config.data_dir = "~/tensorflow_datasets"  # where TFDS writes the prepared array_record files
   config.manual_dir = ""  # the user's raw data (e.g. the folder holding GOPRO_Large)
   config.crop_size = 256  # random training crops (Sec. 4.2)

@@ -19,7 +19,14 @@ Departures from the paper (configs/default.py), each for a reason measured on a
   - lr 2e-4 with cosine decay.
 """
 
-from configs import default
+import importlib.util
+import pathlib
+
+# Loaded by path, so the config works from any working directory and script.
+_spec = importlib.util.spec_from_file_location(
+    "flax_gradnet_configs_default", pathlib.Path(__file__).with_name("default.py"))
+default = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(default)
 
 
 def get_config():

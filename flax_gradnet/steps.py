@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any, Callable
 
 import flax
@@ -19,7 +20,9 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from flax_gradnet import checkpoint as ckpt_lib
 from flax_gradnet import losses
+from flax_gradnet.models import PatchCritic
 
 
 class TrainState(train_state.TrainState):
@@ -113,7 +116,7 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array, *,
     def critic_update(c_state, key):
       grads, aux = jax.grad(critic_loss_fn, has_aux=True)(c_state.params, key)
       grads = _pmean(grads, axis_name)
-      aux["critic_grad_norm"] = optax.global_norm(grads)
+      aux["critic_grad_norm"] = optax.tree.norm(grads)
       return c_state.apply_gradients(grads=grads), aux
 
     keys = jax.random.split(jax.random.fold_in(rng, 1), cfg.critic_steps)
@@ -138,14 +141,43 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array, *,
 
   metrics.update({f"generator_{k}": v for k, v in terms.items()})
   metrics["generator_loss"] = g_loss
-  metrics["generator_grad_norm"] = optax.global_norm(g_grads)
-  metrics["generator_param_norm"] = optax.global_norm(generator.params)
-  metrics["critic_param_norm"] = optax.global_norm(critic.params)
+  metrics["generator_grad_norm"] = optax.tree.norm(g_grads)
+  metrics["generator_param_norm"] = optax.tree.norm(generator.params)
+  metrics["critic_param_norm"] = optax.tree.norm(critic.params)
   metrics = _pmean(metrics, axis_name)
   # 1.0 when every new parameter is finite; the loop refuses to checkpoint otherwise.
   metrics["params_finite"] = jnp.logical_and(
       _tree_all_finite(generator.params), _tree_all_finite(critic.params)).astype(jnp.float32)
   return GANState(generator=generator, critic=critic), metrics
+
+
+def make_content_fn(config: ml_collections.ConfigDict):
+  """Eq. (8) with converted VGG19 weights, or the documented pixel stand-in."""
+  if config.content_loss == "pixel":
+    return losses.pixel_content_loss
+  if config.content_loss != "vgg":
+    raise ValueError(f"config.content_loss must be 'vgg' or 'pixel', got {config.content_loss!r}")
+  from flax_gradnet import vgg  # pylint: disable=g-import-not-at-top
+
+  path = os.path.expanduser(config.vgg_weights or "")
+  if not path or not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"config.vgg_weights={config.vgg_weights!r}: the content loss of Eq. (8) needs ImageNet "
+        "VGG19 weights, which flax_gradnet never downloads. Get torchvision's "
+        "vgg19-dcbb9e9d.pth (or Keras' vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) "
+        "yourself, convert it with `python -m flax_gradnet.convert_vgg19 --input "
+        "vgg19-dcbb9e9d.pth --output vgg19.npz`, and pass --config.vgg_weights=vgg19.npz "
+        "(or use --config.content_loss=pixel for the documented stand-in).")
+  feature_fn = vgg.make_feature_fn(vgg.load_params(path), layer=config.vgg_layer)
+  return functools.partial(losses.content_loss, feature_fn)
+
+
+def build_models(config):
+  generator = ckpt_lib.generator_from_config(config)
+  critic = PatchCritic(features=config.critic_features, num_layers=config.critic_layers,
+                       conv_impl=config.critic_conv_impl,
+                       dtype=jnp.dtype(config.compute_dtype))
+  return generator, critic
 
 
 def make_optimizer(learning_rate: float | optax.Schedule, b1: float, b2: float):

@@ -27,32 +27,10 @@ from flax import jax_utils
 from flax_gradnet import checkpoint as ckpt_lib
 from flax_gradnet import losses, metrics as metrics_lib, steps
 from flax_gradnet.data import pipeline
-from flax_gradnet.models import PatchCritic
 
 
 class NonFiniteError(FloatingPointError):
   """Training produced NaN or Inf; the last good checkpoint is kept."""
-
-
-def make_content_fn(config: ml_collections.ConfigDict):
-  """Eq. (8) with converted VGG19 weights, or the documented pixel stand-in."""
-  if config.content_loss == "pixel":
-    return losses.pixel_content_loss
-  if config.content_loss != "vgg":
-    raise ValueError(f"config.content_loss must be 'vgg' or 'pixel', got {config.content_loss!r}")
-  from flax_gradnet import vgg  # pylint: disable=g-import-not-at-top
-
-  path = os.path.expanduser(config.vgg_weights or "")
-  if not path or not os.path.isfile(path):
-    raise FileNotFoundError(
-        f"config.vgg_weights={config.vgg_weights!r}: the content loss of Eq. (8) needs ImageNet "
-        "VGG19 weights, which flax_gradnet never downloads. Get torchvision's "
-        "vgg19-dcbb9e9d.pth (or Keras' vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) "
-        "yourself, convert it with `python -m flax_gradnet.convert_vgg19 --input "
-        "vgg19-dcbb9e9d.pth --output vgg19.npz`, and pass --config.vgg_weights=vgg19.npz "
-        "(or use --config.content_loss=pixel for the documented stand-in).")
-  feature_fn = vgg.make_feature_fn(vgg.load_params(path), layer=config.vgg_layer)
-  return functools.partial(losses.content_loss, feature_fn)
 
 
 def make_schedule(config, base_lr: float, num_steps: int) -> optax.Schedule:
@@ -63,14 +41,6 @@ def make_schedule(config, base_lr: float, num_steps: int) -> optax.Schedule:
   raise ValueError(f"config.lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
 
 
-def build_models(config):
-  generator = ckpt_lib.generator_from_config(config)
-  critic = PatchCritic(features=config.critic_features, num_layers=config.critic_layers,
-                       conv_impl=config.critic_conv_impl,
-                       dtype=jnp.dtype(config.compute_dtype))
-  return generator, critic
-
-
 def num_train_steps(config, train_size: int) -> int:
   if config.num_train_steps > 0:
     return config.num_train_steps
@@ -78,10 +48,13 @@ def num_train_steps(config, train_size: int) -> int:
   return int(np.ceil(config.num_epochs * train_size / global_batch))
 
 
-def _source(config, split: str, dataset: str | None = None):
-  return pipeline.get_source(dataset or config.dataset, split,
-                             data_dir=os.path.expanduser(config.data_dir),
-                             manual_dir=os.path.expanduser(config.manual_dir) or None)
+def _source(config, split: str, *, for_eval: bool = False):
+  dataset, options = config.dataset, config.dataset_options
+  if for_eval and config.eval_dataset:
+    dataset, options = config.eval_dataset, config.eval_dataset_options
+  return pipeline.get_source(dataset, split, data_dir=os.path.expanduser(config.data_dir),
+                             manual_dir=os.path.expanduser(config.manual_dir) or None,
+                             **options.to_dict())
 
 
 def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int = 0,
@@ -164,12 +137,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_chief:
     ckpt_lib.save_config(workdir, config)
 
-  content_fn = make_content_fn(config)  # fail early, before data preparation
+  content_fn = steps.make_content_fn(config)  # fail early, before data preparation
   train_source = _source(config, "train")
-  eval_source = _source(config, "test", config.eval_dataset or None)
+  eval_source = _source(config, "test", for_eval=True)
   total_steps = num_train_steps(config, len(train_source))
 
-  generator, critic = build_models(config)
+  generator, critic = steps.build_models(config)
   g_tx = steps.make_optimizer(make_schedule(config, config.learning_rate, total_steps),
                               config.b1, config.b2)
   c_tx = steps.make_optimizer(

@@ -1,0 +1,139 @@
+"""Tests of the pure train step: update counts, devices, warm-up, finiteness."""
+
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from flax_gradnet import losses, steps
+from flax_gradnet.models import Generator, PatchCritic
+
+TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4)
+
+
+def _setup(critic_steps=5, **cfg_kw):
+  generator = Generator(**TINY)
+  critic = PatchCritic(features=4, num_layers=2)
+  tx = optax.adam(1e-3, b1=0.5, b2=0.999)
+  state = steps.create_state(jax.random.PRNGKey(0), generator, critic, image_size=32,
+                             generator_tx=tx, critic_tx=tx)
+  cfg = steps.StepConfig(critic_steps=critic_steps, **cfg_kw)
+  fn = functools.partial(steps.train_step, generator_apply=generator.apply,
+                         critic_apply=critic.apply, content_fn=losses.pixel_content_loss,
+                         cfg=cfg, axis_name=None)
+  rng = np.random.default_rng(0)
+  batch = {k: jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+           for k in ("blur", "sharp")}
+  return state, fn, batch
+
+
+def test_five_critic_updates_per_generator_update():
+  state, fn, batch = _setup()
+  step = jax.jit(fn)
+  for expected in (1, 2):
+    state, metrics = step(state, batch, jax.random.PRNGKey(1))
+    assert int(state.generator.step) == expected
+    assert int(state.critic.step) == 5 * expected
+    # Adam's own counter agrees: it was asked for 5 updates per step.
+    assert int(state.critic.opt_state[0].count) == 5 * expected
+  for name in ("critic_loss", "gradient_penalty", "wasserstein", "generator_content",
+               "generator_gradient", "generator_adversarial", "generator_grad_norm",
+               "critic_grad_norm", "generator_param_norm", "critic_param_norm"):
+    assert np.isfinite(float(metrics[name])), name
+  assert float(metrics["params_finite"]) == 1.0
+  assert float(metrics["gradient_penalty"]) >= 0.0
+
+
+def test_unrolled_and_rolled_critic_loops_agree():
+  state, fn, batch = _setup()
+  state2 = jax.tree_util.tree_map(jnp.copy, state)
+  rolled = functools.partial(fn, cfg=steps.StepConfig(critic_unroll=False))
+  a, ma = jax.jit(fn)(state, batch, jax.random.PRNGKey(3))
+  b, mb = jax.jit(rolled)(state2, batch, jax.random.PRNGKey(3))
+  np.testing.assert_allclose(float(ma["critic_loss"]), float(mb["critic_loss"]), rtol=1e-4)
+  for x, y in zip(jax.tree_util.tree_leaves(a.critic.params),
+                  jax.tree_util.tree_leaves(b.critic.params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+
+def test_warmup_step_leaves_critic_alone():
+  state, fn, batch = _setup()
+  new, metrics = jax.jit(functools.partial(fn, adversarial=False))(
+      state, batch, jax.random.PRNGKey(1))
+  assert int(new.critic.step) == 0 and int(new.generator.step) == 1
+  assert float(metrics["generator_adversarial"]) == 0.0
+  assert "critic_loss" not in metrics
+  # The generator loss is then exactly 10 * MSE + gradient loss (Eq. 11 with gamma = 0).
+  pred = Generator(**TINY).apply({"params": state.generator.params}, batch["blur"])
+  expected = 10 * np.mean((np.asarray(pred) - np.asarray(batch["sharp"]))**2) + float(
+      losses.gradient_loss(pred, batch["sharp"]))
+  np.testing.assert_allclose(float(metrics["generator_loss"]), expected, rtol=1e-5)
+
+
+def test_nonfinite_input_is_flagged():
+  state, fn, batch = _setup()
+  batch["blur"] = batch["blur"].at[0, 0, 0, 0].set(jnp.nan)
+  _, metrics = jax.jit(fn)(state, batch, jax.random.PRNGKey(1))
+  assert float(metrics["params_finite"]) == 0.0
+  assert not np.isfinite(float(metrics["generator_loss"]))
+
+
+def test_missing_vgg_weights_message(tmp_path):
+  config = ml_collections.ConfigDict({"content_loss": "vgg",
+                                      "vgg_weights": str(tmp_path / "nope.npz"),
+                                      "vgg_layer": "relu4_3"})
+  with pytest.raises(FileNotFoundError, match="convert_vgg19"):
+    steps.make_content_fn(config)
+  config.content_loss = "perceptual"
+  with pytest.raises(ValueError, match="content_loss"):
+    steps.make_content_fn(config)
+
+
+_TWO_DEVICE_SCRIPT = textwrap.dedent("""
+    import functools, jax, jax.numpy as jnp, numpy as np, optax
+    from flax import jax_utils
+    from flax_gradnet import losses, steps
+    from flax_gradnet.models import Generator, PatchCritic
+    assert jax.local_device_count() == 2, jax.devices()
+    g = Generator(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4)
+    c = PatchCritic(features=4, num_layers=2)
+    tx = optax.adam(1e-3, b1=0.5, b2=0.999)
+    state = steps.create_state(jax.random.PRNGKey(0), g, c, image_size=32,
+                               generator_tx=tx, critic_tx=tx)
+    p_step = jax.pmap(functools.partial(
+        steps.train_step, generator_apply=g.apply, critic_apply=c.apply,
+        content_fn=losses.pixel_content_loss, cfg=steps.StepConfig()),
+        axis_name="batch", in_axes=(0, 0, None), donate_argnums=(0,))
+    p_state = jax_utils.replicate(state)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+      # Different data on each device: only pmean keeps the replicas equal.
+      batch = {k: rng.uniform(-1, 1, (2, 2, 32, 32, 3)).astype(np.float32)
+               for k in ("blur", "sharp")}
+      p_state, m = p_step(p_state, batch, jax.random.PRNGKey(7))
+    leaves = jax.tree_util.tree_leaves((p_state.generator.params, p_state.critic.params))
+    for x in leaves:
+      x = np.asarray(x)
+      np.testing.assert_array_equal(x[0], x[1])
+    assert int(p_state.critic.step[0]) == 10
+    # Each device drew its own interpolation factors, yet metrics are averaged.
+    assert np.allclose(np.asarray(m["critic_loss"])[0], np.asarray(m["critic_loss"])[1])
+    print("OK", len(leaves))
+""")
+
+
+def test_two_devices_keep_identical_parameters():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", _TWO_DEVICE_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "OK" in result.stdout
