@@ -33,14 +33,14 @@ def get_config():
   config = default.get_config()
   config.dataset = "synthetic"
   config.data_dir = "~/tensorflow_datasets"
-  config.crop_size = 128
+  config.crop_size = 96
   config.rot90 = True
   config.color_jitter = 0.1
   config.scale_jitter = 0.25
 
   m = config.model
   m.base_features = 16
-  m.gradientnet_features = 32
+  m.gradientnet_features = 16
   m.num_mbrbs = 2
   m.norm = "none"
   m.upsample = "pixel_shuffle"
@@ -51,15 +51,15 @@ def get_config():
 
   config.content_loss = "pixel"
   config.adversarial_weight = 0.01
-  config.adversarial_warmup_steps = 1500
+  config.adversarial_warmup_steps = 900
   config.learning_rate = 2e-4
   config.critic_learning_rate = 2e-4
   config.lr_schedule = "cosine"
   config.per_device_batch_size = 8
-  config.num_train_steps = 2000
+  config.num_train_steps = 1200
 
   config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
+  config.eval_every_steps = 300
+  config.checkpoint_every_steps = 300
   config.num_image_summaries = 3
   return config

@@ -190,8 +190,9 @@ def create_state(rng: jax.Array, generator, critic, *, image_size: int,
   """Initialises both networks on a dummy `image_size` batch (params float32)."""
   g_rng, c_rng = jax.random.split(rng)
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  g_params = generator.init(g_rng, x)["params"]
-  c_params = critic.init(c_rng, x)["params"]
+  # One compiled init per network: op-by-op init dispatches a kernel per parameter.
+  g_params = jax.jit(generator.init)(g_rng, x)["params"]
+  c_params = jax.jit(critic.init)(c_rng, x)["params"]
   return GANState(
       generator=TrainState.create(apply_fn=generator.apply, params=g_params, tx=generator_tx),
       critic=TrainState.create(apply_fn=critic.apply, params=c_params, tx=critic_tx))
