@@ -33,3 +33,14 @@ def _random_params(model, *args, seed=0):
 def random_params():
   """`random_params(model, *init_args, seed=0)` -> variables (see `_random_params`)."""
   return _random_params
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache(tmp_path_factory):
+  """A per-session persistent XLA cache: the training tests compile the same
+  tiny steps several times (fresh runs, resumed runs), and each hit saves a
+  compile. Starts empty, so no result depends on an earlier session."""
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  yield
