@@ -266,3 +266,13 @@ def test_paper_table_markdown():
   assert "Protocol: P; D." in text
   with pytest.raises(ValueError, match="ROW=WORKDIR"):
     tables._parse_workdirs("wo_everything=/w")
+
+
+def test_paper_tables_check_each_workdirs_ablation():
+  tables = _load(ROOT / "experiments" / "paper_tables.py", "paper_tables_under_test2")
+  ablations = _load(ROOT / "configs" / "ablations.py", "eval_test_ablations")
+  assert tables.config_mismatches("ours", ablations.default.get_config()) == []
+  assert tables.config_mismatches("wo_rgcl", ablations.get_config("wo_rgcl")) == []
+  (bad,) = tables.config_mismatches("wo_rgcl", ablations.default.get_config())
+  assert bad.startswith("model.use_rgcl=True")
+  assert len(tables.config_mismatches("ours", ablations.get_config("wo_content"))) == 1
