@@ -70,24 +70,24 @@ def main():
                              generator_tx=tx, critic_tx=tx)
   step_fn = jax.jit(functools.partial(
       steps.train_step, generator_apply=generator.apply, critic_apply=critic.apply,
-      content_fn=steps.make_content_fn(config), cfg=steps.StepConfig.from_config(config),
-      axis_name=None), donate_argnums=(0,))
+      cfg=steps.StepConfig.from_config(config), axis_name=None), donate_argnums=(0,))
+  content_fn = steps.make_content_fn(config)
   rng = np.random.default_rng(0)
   batch = {k: jnp.asarray(rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)), jnp.float32)
            for k in ("blur", "sharp")}
   key = jax.random.PRNGKey(1)
 
   t = time.perf_counter()
-  lowered = step_fn.lower(state, batch, key)
+  lowered = step_fn.lower(state, batch, key, content_fn)
   cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t
-  state, m = compiled(state, batch, key)
+  state, m = compiled(state, batch, key, content_fn)
   jax.block_until_ready(m)
   t = time.perf_counter()
   for _ in range(args.steps):
-    state, m = compiled(state, batch, key)
+    state, m = compiled(state, batch, key, content_fn)
   jax.block_until_ready(m)
   step_s = (time.perf_counter() - t) / args.steps
   flops = float(cost["flops"])

@@ -69,8 +69,8 @@ def _tree_all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves))
 
 
-def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               generator_apply: Callable, critic_apply: Callable, content_fn: Callable,
+def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
+               content_fn: Callable, *, generator_apply: Callable, critic_apply: Callable,
                cfg: StepConfig, adversarial: bool = True,
                axis_name: str | None = "batch") -> tuple[GANState, dict[str, jax.Array]]:
   """One generator update preceded by `cfg.critic_steps` critic updates.
@@ -81,7 +81,10 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array, *,
     rng: a key shared by all devices; folded with the step and, under pmap,
       with the device index so each device draws its own interpolation factors.
     generator_apply, critic_apply: `module.apply`.
-    content_fn: `(pred, target) -> scalar`, Eq. (8) or its stand-in.
+    content_fn: `(pred, target) -> scalar`, Eq. (8) or its stand-in. Pass it
+      positionally as a `jax.tree_util.Partial` (as `make_content_fn` returns)
+      so the VGG19 weights it holds are arguments of the compiled step rather
+      than tens of MB of constants baked into it.
     cfg: loss weights and loop settings.
     adversarial: False skips the critic and the adversarial term (the
       content/gradient warm-up some trainers run before the GAN starts).
@@ -151,10 +154,19 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array, *,
   return GANState(generator=generator, critic=critic), metrics
 
 
-def make_content_fn(config: ml_collections.ConfigDict):
-  """Eq. (8) with converted VGG19 weights, or the documented pixel stand-in."""
+def _vgg_content_loss(variables, pred, target, *, layer: str):
+  from flax_gradnet import vgg  # pylint: disable=g-import-not-at-top
+  return losses.content_loss(vgg.make_feature_fn(variables, layer=layer), pred, target)
+
+
+def make_content_fn(config) -> jax.tree_util.Partial:
+  """Eq. (8) with converted VGG19 weights, or the documented pixel stand-in.
+
+  Returns a `jax.tree_util.Partial`: a pytree whose leaves are the VGG19
+  weights, so it can be an argument of the jitted/pmapped step.
+  """
   if config.content_loss == "pixel":
-    return losses.pixel_content_loss
+    return jax.tree_util.Partial(losses.pixel_content_loss)
   if config.content_loss != "vgg":
     raise ValueError(f"config.content_loss must be 'vgg' or 'pixel', got {config.content_loss!r}")
   from flax_gradnet import vgg  # pylint: disable=g-import-not-at-top
@@ -168,8 +180,10 @@ def make_content_fn(config: ml_collections.ConfigDict):
         "yourself, convert it with `python -m flax_gradnet.convert_vgg19 --input "
         "vgg19-dcbb9e9d.pth --output vgg19.npz`, and pass --config.vgg_weights=vgg19.npz "
         "(or use --config.content_loss=pixel for the documented stand-in).")
-  feature_fn = vgg.make_feature_fn(vgg.load_params(path), layer=config.vgg_layer)
-  return functools.partial(losses.content_loss, feature_fn)
+  variables = vgg.load_params(path)
+  vgg.make_feature_fn(variables, layer=config.vgg_layer)  # validates the layer and weights
+  fn = functools.partial(_vgg_content_loss, layer=config.vgg_layer)
+  return jax.tree_util.Partial(fn, jax.tree_util.tree_map(jnp.asarray, variables))
 
 
 def build_models(config):

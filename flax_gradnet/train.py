@@ -176,11 +176,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   cfg = steps.StepConfig.from_config(config)
   make_step = functools.partial(steps.train_step, generator_apply=generator.apply,
-                                critic_apply=critic.apply, content_fn=content_fn, cfg=cfg)
+                                critic_apply=critic.apply, cfg=cfg)
+  # content_fn is an argument (its VGG19 weights broadcast to all devices), not a constant.
   p_train_step = jax.pmap(make_step, axis_name="batch", donate_argnums=(0,),
-                          in_axes=(0, 0, None))
+                          in_axes=(0, 0, None, None))
   p_warmup_step = jax.pmap(functools.partial(make_step, adversarial=False), axis_name="batch",
-                           donate_argnums=(0,), in_axes=(0, 0, None))
+                           donate_argnums=(0,), in_axes=(0, 0, None, None))
   p_state = jax_utils.replicate(state)
   del state
 
@@ -206,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         batch = next(train_iter)
         warm = step <= config.adversarial_warmup_steps
         fn = p_warmup_step if warm else p_train_step
-        p_state, m = fn(p_state, batch, step_rng)
+        p_state, m = fn(p_state, batch, step_rng, content_fn)
       history.append(jax.tree_util.tree_map(lambda x: x[0], m))
       for hook in hooks:
         hook(step)

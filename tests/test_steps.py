@@ -137,3 +137,32 @@ def test_two_devices_keep_identical_parameters():
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "OK" in result.stdout
+
+
+def test_vgg_content_loss_runs_in_the_step_with_weights_as_arguments(tmp_path):
+  from flax_gradnet import vgg  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  arrays = {"meta.format": np.asarray(vgg.FILE_FORMAT)}
+  for conv in vgg.convs_up_to("relu1_2"):
+    cin, cout = vgg.CONV_IN_CHANNELS[conv], vgg.CONV_WIDTH[conv]
+    arrays[f"{conv}.kernel"] = rng.normal(0, np.sqrt(2 / (9 * cin)), (3, 3, cin, cout)).astype(
+        np.float32)
+    arrays[f"{conv}.bias"] = np.zeros(cout, np.float32)
+  path = str(tmp_path / "vgg_tiny.npz")
+  np.savez(path, **arrays)
+  config = ml_collections.ConfigDict({"content_loss": "vgg", "vgg_weights": path,
+                                      "vgg_layer": "relu1_2"})
+  content_fn = steps.make_content_fn(config)
+  # The weights are the Partial's leaves: passed to the jitted step as arguments.
+  assert len(jax.tree_util.tree_leaves(content_fn)) == 4
+  state, _, batch = _setup()
+  step = jax.jit(functools.partial(
+      steps.train_step, generator_apply=Generator(**TINY).apply,
+      critic_apply=PatchCritic(features=4, num_layers=2).apply, cfg=steps.StepConfig(),
+      adversarial=False, axis_name=None))
+  pred = Generator(**TINY).apply({"params": state.generator.params}, batch["blur"])
+  feats = vgg.make_feature_fn(vgg.load_params(path), layer="relu1_2")
+  expected = float(np.mean((np.asarray(feats(pred)) - np.asarray(feats(batch["sharp"])))**2))
+  _, metrics = step(state, batch, jax.random.PRNGKey(0), content_fn)
+  np.testing.assert_allclose(float(metrics["generator_content"]), expected, rtol=1e-4)
+  assert expected > 0
