@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
+from flax_gradnet.atomic import atomic_write
 from flax_gradnet.models import Generator
 
 CONFIG_FILE = "config.json"
@@ -27,18 +27,8 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def atomic_write_text(path: str, text: str) -> None:
-  """Writes a file through a temporary file and `os.replace`: never half-written."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  """Writes a text file atomically (see `flax_gradnet.atomic`)."""
+  atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:

@@ -33,13 +33,14 @@ import io
 import json
 import os
 import sys
-import tempfile
 import zipfile
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from flax_gradnet.atomic import atomic_write
 
 FORMAT = "flax_gradnet.export/1"
 _POLY_SPECS = {  # name -> (shape spec, constraints)
@@ -136,18 +137,7 @@ def load_exported(path: str) -> Callable[[Any], jax.Array]:
 
 
 def _atomic_write_bytes(path: str, data: bytes, overwrite: bool) -> None:
-  if not overwrite and os.path.lexists(path):
-    raise FileExistsError(f"{path} exists (pass --overwrite to replace it)")
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  atomic_write(path, lambda f: f.write(data), overwrite=overwrite, hint="--overwrite")
 
 
 def main(argv: list[str] | None = None) -> int:

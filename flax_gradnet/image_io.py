@@ -26,11 +26,12 @@ to replace an existing file unless asked to.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from flax_gradnet.atomic import atomic_write
 
 
 class ImageReadError(Exception):
@@ -147,29 +148,6 @@ def write_image(path: str, array: np.ndarray, overwrite: bool = False) -> None:
     raise ValueError(f"write_image expects a uint8 [H, W, 3] or [H, W] array, "
                      f"got {array.dtype} {array.shape}")
   fmt = _format_for(path)
-  if not overwrite and os.path.lexists(path):
-    raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results private
-    with os.fdopen(fd, "wb") as f:
-      kwargs = {"quality": 95} if fmt == "JPEG" else {}
-      Image.fromarray(array).save(f, format=fmt, **kwargs)
-    if overwrite:
-      os.replace(tmp, path)
-    else:
-      try:
-        os.link(tmp, path)  # atomic create-if-absent: a file created since the check wins
-      except FileExistsError:
-        raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)") from None
-      except OSError:  # filesystems without hard links
-        if os.path.lexists(path):
-          raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)") from None
-        os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  kwargs = {"quality": 95} if fmt == "JPEG" else {}
+  atomic_write(path, lambda f: Image.fromarray(array).save(f, format=fmt, **kwargs),
+               overwrite=overwrite)
