@@ -510,7 +510,11 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 class Synthetic(_Builder):
   """Built-in synthetic motion-blur pairs; `test` = held-out photographs."""
 
-  VERSION = VERSION
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.1.0": "Milder sensor noise (read noise <= 0.002, >= 1000 photons at full scale).",
+      "1.0.0": "First release.",
+  }
   BUILDER_CONFIGS = [SyntheticConfig(name="default")]
   DEFAULT_CONFIG_NAME = "default"
 
