@@ -141,3 +141,14 @@ def test_load_image_dir_converts_and_names_bad_files(tmp_path):
   assert images["gray.png"].shape == (4, 5, 3)
   with pytest.raises(FileNotFoundError, match="does not exist"):
     synthetic.load_image_dir(str(tmp_path / "nope"))
+
+
+def test_srgb_convolution_matches_scipy_and_keeps_the_mean(photo):
+  psf = synthetic.camera_shake_psf(np.random.default_rng(3), max_len=15.0)
+  got = synthetic.apply_psf(photo, psf, linear_light=False)
+  ref = np.stack([ndimage.convolve(photo[..., c].astype(np.float64), psf, mode="mirror")
+                  for c in range(3)], -1)
+  assert np.abs(got.astype(int) - np.round(np.clip(ref, 0, 255)).astype(int)).max() <= 1
+  # sRGB convolution keeps the mean (up to borders and rounding); linear light brightens.
+  assert abs(got.mean() - photo.mean()) < 0.5
+  assert synthetic.apply_psf(photo, psf).mean() > got.mean() + 0.5

@@ -510,8 +510,9 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 class Synthetic(_Builder):
   """Built-in synthetic motion-blur pairs; `test` = held-out photographs."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
+      "1.2.0": "Camera-shake pairs convolved in sRGB (as DeblurGAN); frames stay linear.",
       "1.1.0": "Milder sensor noise (read noise <= 0.002, >= 1000 photons at full scale).",
       "1.0.0": "First release.",
   }

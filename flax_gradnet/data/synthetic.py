@@ -232,14 +232,30 @@ def camera_shake_psf(
   return psf_from_trajectory(motion_trajectory(rng, max_len=max_len))
 
 
-def apply_psf(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
-  """Convolves a uint8 sRGB image with a PSF in linear light, per channel.
+def apply_psf(image: np.ndarray, psf: np.ndarray, *, linear_light: bool = True) -> np.ndarray:
+  """Convolves a uint8 sRGB image with a PSF, per channel.
 
   Borders are reflect-padded (so a constant image stays constant).
+
+  Args:
+    image: uint8 sRGB.
+    psf: the kernel (sums to 1).
+    linear_light: convolve linear intensities (physical) or, if False, the
+      sRGB values themselves, as DeblurGAN's camera-shake data and GOPRO's
+      standard `blur` set (frames averaged without gamma) do. Linear-light
+      blur brightens textured regions (the mean of the sRGB encoding of an
+      average exceeds the mean of the encodings), a shift whose size depends
+      on the photograph's texture.
 
   Returns:
     uint8 image of the input's shape.
   """
+  if not linear_light:
+    r = psf.shape[0] // 2
+    padded = np.pad(image.astype(np.float64), ((r, r), (r, r), (0, 0)), mode="reflect")
+    out = np.stack([signal.fftconvolve(padded[..., c], psf, mode="valid")
+                    for c in range(padded.shape[-1])], axis=-1)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
   linear = srgb_to_linear(image)
   r = psf.shape[0] // 2
   padded = np.pad(linear, ((r, r), (r, r), (0, 0)), mode="reflect")
@@ -395,7 +411,11 @@ def make_pair(
   region = _reflect_crop(photo, top - margin, left - margin, size + 2 * margin,
                          size + 2 * margin)
   if kind == "shake":
-    blurred = apply_psf(region, camera_shake_psf(rng))
+    # sRGB convolution, as DeblurGAN's camera-shake pairs; the "frames" kind
+    # stays in linear light. Half the pairs then carry no texture-dependent
+    # brightening, which a net trained on ~11 photographs otherwise learns as
+    # a global darkening (README, quickstart recipe).
+    blurred = apply_psf(region, camera_shake_psf(rng), linear_light=False)
   else:
     blurred = frame_average_blur(region, rng)
   inner = (slice(margin, margin + size), slice(margin, margin + size))
