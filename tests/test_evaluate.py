@@ -7,7 +7,6 @@ import json
 import os
 import pathlib
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,7 +16,7 @@ from flax_gradnet import checkpoint, evaluate, metrics, train
 from flax_gradnet.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SYNTHETIC = dict(train_pairs_per_image=1, test_pairs_per_image=1, size=48)
+SYNTHETIC = dict(train_pairs_per_image=1, test_pairs_per_image=1, size=48)  # = conftest's
 
 
 def _load(path, name):
@@ -27,32 +26,14 @@ def _load(path, name):
   return module
 
 
-def tiny_config(data_dir):
-  config = _load(ROOT / "configs" / "default.py", "eval_test_default_cfg").get_config()
-  config.dataset = "synthetic"
-  config.dataset_options = ml_collections.ConfigDict(dict(SYNTHETIC))
-  config.data_dir = data_dir
-  config.crop_size = 32
-  m = config.model
-  m.base_features, m.gradientnet_features, m.num_mbrbs, m.ca_reduction = 4, 4, 1, 4
-  config.critic_features, config.critic_layers = 4, 2
-  config.content_loss = "pixel"
-  config.per_device_batch_size = 2
-  config.num_train_steps = 2
-  config.log_every_steps = 2
-  config.eval_every_steps = 2
-  config.checkpoint_every_steps = 2
-  config.num_eval_images = 1
-  config.num_image_summaries = 0
-  return config
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_train_config):
   """(workdir, data_dir): a 2-step tiny GAN trained on tiny synthetic pairs."""
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   workdir = str(tmp_path_factory.mktemp("workdir"))
-  train.train_and_evaluate(tiny_config(data_dir), workdir)
+  config = tiny_train_config(data_dir, num_train_steps=2, log_every_steps=2, eval_every_steps=2,
+                             checkpoint_every_steps=2, num_eval_images=1, num_image_summaries=0)
+  train.train_and_evaluate(config, workdir)
   return workdir, data_dir
 
 
@@ -221,7 +202,8 @@ def test_kohler_best_frame(trained, tmp_path):
   assert int(row["blurry_gt_frame"]) == 2  # the least noisy frame is nearest the blurry input
 
 
-def test_missing_workdir_and_checkpoint_are_clear_errors(trained, tmp_path, capsys):
+def test_missing_workdir_and_checkpoint_are_clear_errors(trained, tmp_path, capsys,
+                                                        tiny_train_config):
   _, data_dir = trained
   missing = str(tmp_path / "nope")
   with pytest.raises(FileNotFoundError, match="config.json"):
@@ -234,7 +216,7 @@ def test_missing_workdir_and_checkpoint_are_clear_errors(trained, tmp_path, caps
   no_ckpt = tmp_path / "no_ckpt"
   no_ckpt.mkdir()
   (no_ckpt / "config.json").write_text(
-      json.dumps(tiny_config(data_dir).to_dict()))
+      json.dumps(tiny_train_config(data_dir).to_dict()))
   rc = evaluate.main(["--workdir", str(no_ckpt), "--dataset", "synthetic", "--data_dir", data_dir,
                       "--output_dir", str(tmp_path / "o")])
   assert rc == 2 and "no checkpoints" in capsys.readouterr().err

@@ -7,7 +7,6 @@ import pathlib
 import signal
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -30,25 +29,12 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))
 
 
-def tiny_config(data_dir):
-  config = load_config("default")
-  config.dataset = "synthetic"
-  config.dataset_options = ml_collections.ConfigDict(
-      dict(train_pairs_per_image=1, test_pairs_per_image=1, size=48))
-  config.data_dir = data_dir
-  config.crop_size = 32
-  m = config.model
-  m.base_features, m.gradientnet_features, m.num_mbrbs, m.ca_reduction = 4, 4, 1, 4
-  config.critic_features, config.critic_layers = 4, 2
-  config.content_loss = "pixel"
-  config.per_device_batch_size = 2
-  config.num_train_steps = 4
-  config.log_every_steps = 2
-  config.eval_every_steps = 4
-  config.checkpoint_every_steps = 2
-  config.num_eval_images = 2
-  config.num_image_summaries = 1
-  return config
+@pytest.fixture
+def tiny_config(tiny_train_config):
+  """4 steps, checkpoints every 2, evaluation at the end on 2 held-out images."""
+  return lambda data_dir: tiny_train_config(
+      data_dir, num_train_steps=4, log_every_steps=2, eval_every_steps=4,
+      checkpoint_every_steps=2, num_eval_images=2, num_image_summaries=1)
 
 
 def restored_state(workdir):
@@ -67,7 +53,7 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_resumed_run_equals_uninterrupted(tmp_path, data_dir):
+def test_resumed_run_equals_uninterrupted(tmp_path, data_dir, tiny_config):
   config = tiny_config(data_dir)
   full = str(tmp_path / "full")
   metrics = train.train_and_evaluate(config, full)
@@ -97,7 +83,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path, data_dir):
   assert_trees_equal(params, state_a["generator"]["params"])
 
 
-def test_nonfinite_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
+def test_nonfinite_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, tiny_config):
   config = tiny_config(data_dir)
   workdir = str(tmp_path / "nan")
   with config.unlocked():
@@ -114,7 +100,7 @@ def test_nonfinite_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
   assert_trees_equal(good, after)
 
 
-def test_sigterm_saves_checkpoint_and_exits(tmp_path, data_dir, monkeypatch):
+def test_sigterm_saves_checkpoint_and_exits(tmp_path, data_dir, monkeypatch, tiny_config):
   config = tiny_config(data_dir)
   with config.unlocked():
     config.num_train_steps = 6
