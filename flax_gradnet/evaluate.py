@@ -36,7 +36,7 @@ import os
 import re
 import sys
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 

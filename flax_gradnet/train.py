@@ -25,7 +25,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from flax import jax_utils
 
 from flax_gradnet import checkpoint as ckpt_lib
-from flax_gradnet import losses, metrics as metrics_lib, steps
+from flax_gradnet import metrics as metrics_lib, steps
 from flax_gradnet.data import pipeline
 
 

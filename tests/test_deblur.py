@@ -5,14 +5,12 @@ import os
 import struct
 import subprocess
 import sys
-import warnings
 import zlib
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import skimage.data
 from PIL import Image
@@ -24,20 +22,12 @@ TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1)
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, generator_workdir):
   """A workdir laid out as training writes it, holding a tiny generator."""
   wd = str(tmp_path_factory.mktemp("workdir"))
   model = Generator(**TINY)
   params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 16, 16, 3)))["params"]
-  checkpoint.save_config(wd, ml_collections.ConfigDict({"model": dict(TINY),
-                                                        "compute_dtype": "float32"}))
-  mngr = checkpoint.checkpoint_manager(wd)
-  mngr.save(5, args=ocp.args.Composite(
-      state=ocp.args.StandardSave({"generator": {"params": params},
-                                   "critic": {"params": {"w": jnp.zeros(2)}}}),
-      data=ocp.args.JsonSave({})))
-  mngr.wait_until_finished()
-  mngr.close()
+  generator_workdir(wd, TINY, params, 5)
   return wd
 
 

@@ -7,31 +7,21 @@ import textwrap
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from flax_gradnet import checkpoint, export
+from flax_gradnet import export
 from flax_gradnet.models import Generator
 
 TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, generator_workdir):
   wd = str(tmp_path_factory.mktemp("workdir"))
   model = Generator(**TINY)
   params = jax.jit(model.init)(jax.random.key(1, impl="rbg"), jnp.zeros((1, 16, 16, 3)))["params"]
-  checkpoint.save_config(wd, ml_collections.ConfigDict({"model": dict(TINY),
-                                                        "compute_dtype": "float32"}))
-  mngr = checkpoint.checkpoint_manager(wd)
-  mngr.save(7, args=ocp.args.Composite(
-      state=ocp.args.StandardSave({"generator": {"params": params},
-                                   "critic": {"params": {"w": jnp.zeros(2)}}}),
-      data=ocp.args.JsonSave({})))
-  mngr.wait_until_finished()
-  mngr.close()
+  generator_workdir(wd, TINY, params, 7)
   return wd, model, params
 
 

@@ -3,9 +3,7 @@
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import skimage.data
 
@@ -132,17 +130,9 @@ def test_bad_arguments():
     inference.deblur_image(f, x)
 
 
-def test_restore_generator_reexported(tmp_path, tiny):
+def test_restore_generator_reexported(tmp_path, tiny, generator_workdir):
   model, params = tiny
-  config = ml_collections.ConfigDict({"model": dict(TINY), "compute_dtype": "float32"})
-  checkpoint.save_config(str(tmp_path), config)
-  mngr = checkpoint.checkpoint_manager(str(tmp_path))
-  mngr.save(3, args=ocp.args.Composite(
-      state=ocp.args.StandardSave({"generator": {"params": params},
-                                   "critic": {"params": {"w": jnp.zeros(2)}}}),
-      data=ocp.args.JsonSave({})))
-  mngr.wait_until_finished()
-  mngr.close()
+  generator_workdir(tmp_path, TINY, params, 3)
   assert inference.restore_generator is checkpoint.restore_generator
   m, p, step = inference.restore_generator(str(tmp_path))
   assert step == 3

@@ -9,3 +9,6 @@ from flax_gradnet.data.pipeline import eval_iterator
 from flax_gradnet.data.pipeline import get_source
 from flax_gradnet.data.pipeline import make_builder
 from flax_gradnet.data.pipeline import TrainIterator
+
+__all__ = ["DATASETS", "TrainIterator", "create_train_iterator", "eval_iterator", "get_source",
+           "make_builder"]
