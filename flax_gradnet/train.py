@@ -110,9 +110,11 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _check_finite(history: list[dict[str, Any]], first_step: int) -> None:
-  """Raises NonFiniteError naming the first step and metric that is not finite."""
-  for offset, m in enumerate(jax.device_get(history)):
+def _check_finite(history: list[dict[str, Any]], first_step: int) -> list[dict[str, Any]]:
+  """Fetches the metrics to the host; raises NonFiniteError naming the first
+  step and metric that is not finite."""
+  host = jax.device_get(history)
+  for offset, m in enumerate(host):
     for name, value in m.items():
       value = np.asarray(value)
       if name == "params_finite":
@@ -124,6 +126,7 @@ def _check_finite(history: list[dict[str, Any]], first_step: int) -> None:
             f"training diverged at step {first_step + offset}: {name} = {value!r}. "
             "No checkpoint was written after the last finite step; lower the learning rate "
             "or check the data, then restart from that checkpoint.")
+  return host
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -143,8 +146,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   total_steps = num_train_steps(config, len(train_source))
 
   generator, critic = steps.build_models(config)
-  g_tx = steps.make_optimizer(make_schedule(config, config.learning_rate, total_steps),
-                              config.b1, config.b2)
+  g_schedule = make_schedule(config, config.learning_rate, total_steps)
+  g_tx = steps.make_optimizer(g_schedule, config.b1, config.b2)
   c_tx = steps.make_optimizer(
       make_schedule(config, config.critic_learning_rate, total_steps), config.b1, config.b2)
   rng = jax.random.PRNGKey(config.seed)
@@ -214,11 +217,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
       last = step == total_steps
       if step % config.log_every_steps == 0 or last:
-        _check_finite(history, history_start)
-        scalars = {k: float(np.mean([float(h[k]) for h in jax.device_get(history) if k in h]))
-                   for k in history[-1]}
-        scalars["learning_rate"] = float(make_schedule(config, config.learning_rate,
-                                                       total_steps)(step - 1))
+        host = _check_finite(history, history_start)
+        scalars = {k: float(np.mean([h[k] for h in host if k in h])) for k in host[-1]}
+        scalars["learning_rate"] = float(g_schedule(step - 1))
         scalars["steps_per_hour"] = 3600 * (step - initial_step) / (time.time() - train_start)
         writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
         history, history_start = [], step + 1
