@@ -29,10 +29,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from flax_gradnet.data import builders
+from flax_gradnet.data import builders, online
 
 DATASETS = ("gopro", "gopro/blur_gamma", "paired_folder", "kohler",
-            "blur_only", "synthetic")
+            "blur_only", "synthetic", "synthetic_online")
 
 
 def make_builder(dataset: str, *, data_dir: str,
@@ -78,6 +78,14 @@ def get_source(dataset: str, split: str, *, data_dir: str,
     A random-access source (`len`, `[i]`) of dicts of numpy arrays: `blur`
     (and `sharp`) uint8 [H, W, 3], `name` and `sequence` (bytes).
   """
+  if dataset == "synthetic_online":
+    # Made on the fly (data/online.py): nothing to prepare, nothing on disk.
+    if split.startswith("train"):
+      return online.OnlinePairs(**kwargs)
+    if split.startswith("test"):
+      heldout = {k: v for k, v in kwargs.items() if k in ("families", "noise")}
+      return online.heldout_pairs(**heldout)
+    raise ValueError(f"synthetic_online has splits 'train' and 'test', got {split!r}.")
   builder = make_builder(dataset, data_dir=data_dir, **kwargs)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(
@@ -350,6 +358,8 @@ def eval_iterator(
   for i in range(shard_index, len(source), shard_count):
     ex = source[i]
     out = {"blur": np.asarray(ex["blur"], np.uint8), "name": _text(ex["name"])}
+    if "family" in ex:
+      out["family"] = _text(ex["family"])
     if "sharp" in ex:
       out["sharp"] = np.asarray(ex["sharp"], np.uint8)
     yield out

@@ -265,6 +265,98 @@ def apply_psf(image: np.ndarray, psf: np.ndarray, *, linear_light: bool = True) 
 
 
 # ----------------------------------------------------------------------------
+# Parametric PSFs: linear motion, defocus, Gaussian, and their compositions.
+
+
+def linear_motion_psf(length: float, angle: float, *, samples_per_px: int = 8) -> np.ndarray:
+  """Uniform straight motion of `length` px at `angle` (rad, counter-clockwise
+  from +x), rasterised with sub-pixel (bilinear) accuracy and centred.
+
+  A length of 0 gives the 1x1 identity PSF.
+  """
+  if length < 0:
+    raise ValueError(f"length must be >= 0, got {length}")
+  if length == 0:
+    return np.ones((1, 1))
+  n = max(2, int(np.ceil(length * samples_per_px)) + 1)
+  t = np.linspace(-0.5, 0.5, n) * length
+  # Image rows grow downwards: a counter-clockwise angle moves up (-y).
+  return psf_from_trajectory(t * np.cos(angle) - 1j * t * np.sin(angle))
+
+
+def defocus_psf(radius: float, *, supersample: int = 8) -> np.ndarray:
+  """A uniform disk (out-of-focus blur) of `radius` px, anti-aliased by
+  supersampling the disk's indicator; radius 0 gives the identity."""
+  if radius < 0:
+    raise ValueError(f"radius must be >= 0, got {radius}")
+  half = int(np.ceil(radius))
+  size = 2 * half + 1
+  s = supersample
+  coords = (np.arange(size * s) + 0.5) / s - size / 2.0
+  yy, xx = np.meshgrid(coords, coords, indexing="ij")
+  # At least the 4 sub-samples nearest the centre (at 0.5/s from each axis; a
+  # floor of 0.5/s would miss them and give 0/0 for radius < 0.09).
+  disk = (yy * yy + xx * xx <= max(radius, 1.0 / s) ** 2).astype(np.float64)
+  psf = disk.reshape(size, s, size, s).mean(axis=(1, 3))
+  return psf / psf.sum()
+
+
+def gaussian_psf(sigma: float) -> np.ndarray:
+  """An isotropic Gaussian of std `sigma` px, truncated at 3 sigma, summing to 1."""
+  if sigma <= 0:
+    raise ValueError(f"sigma must be > 0, got {sigma}")
+  half = max(1, int(np.ceil(3.0 * sigma)))
+  x = np.arange(-half, half + 1, dtype=np.float64)
+  g = np.exp(-0.5 * (x / sigma) ** 2)
+  psf = np.outer(g, g)
+  return psf / psf.sum()
+
+
+def compose_psfs(*psfs: np.ndarray) -> np.ndarray:
+  """The PSF of blurring with each in turn (full 2-D convolution), summing to 1."""
+  out = psfs[0]
+  for p in psfs[1:]:
+    out = signal.fftconvolve(out, p, mode="full")
+  out = np.clip(out, 0.0, None)
+  return out / out.sum()
+
+
+def psf_centroid(psf: np.ndarray) -> tuple[float, float]:
+  """(row, column) of a PSF's centre of mass."""
+  ys, xs = np.mgrid[:psf.shape[0], :psf.shape[1]]
+  return float((psf * ys).sum()), float((psf * xs).sum())
+
+
+# Blur families of the on-the-fly data (`OnlinePairs`) and of the held-out
+# evaluation. "mix" composes a motion (shake or linear) with a defocus or a
+# Gaussian: a moving, slightly out-of-focus camera.
+BLUR_FAMILIES = ("shake", "linear", "frames", "defocus", "gaussian", "mix")
+
+
+def random_psf(family: str, rng: np.random.Generator) -> np.ndarray:
+  """A PSF of one family with random parameters (ranges in the docstring of
+  `OnlinePairs`); "frames" has no PSF (see `frame_average_blur`)."""
+  if family == "shake":
+    return camera_shake_psf(rng, max_len=rng.uniform(4.0, 30.0))
+  if family == "linear":
+    return linear_motion_psf(rng.uniform(3.0, 25.0), rng.uniform(0.0, np.pi))
+  if family == "defocus":
+    return defocus_psf(rng.uniform(1.0, 6.0))
+  if family == "gaussian":
+    return gaussian_psf(rng.uniform(0.6, 2.0))
+  if family == "mix":
+    motion = random_psf("shake" if rng.uniform() < 0.5 else "linear", rng)
+    if rng.uniform() < 0.5:
+      soft = defocus_psf(rng.uniform(1.0, 3.0))
+    else:
+      soft = gaussian_psf(rng.uniform(0.5, 1.2))
+    return compose_psfs(motion, soft)
+  if family == "frames":
+    raise ValueError("'frames' has no PSF: it averages moved frames (frame_average_blur).")
+  raise ValueError(f"Unknown blur family {family!r}; choose from {BLUR_FAMILIES}.")
+
+
+# ----------------------------------------------------------------------------
 # GOPRO-style frame averaging.
 
 
@@ -293,6 +385,7 @@ def frame_average_blur(
     max_shift: float = 12.0,
     max_angle_deg: float = 2.0,
     max_zoom: float = 0.03,
+    linear_light: bool = True,
 ) -> np.ndarray:
   """GOPRO-style blur: averages a burst of moved frames in linear light.
 
@@ -307,6 +400,8 @@ def frame_average_blur(
     max_shift: largest shift (px) of the first/last frame.
     max_angle_deg: largest rotation of the first/last frame.
     max_zoom: largest relative zoom of the first/last frame.
+    linear_light: average linear intensities (physical; GOPRO's `blur_gamma`)
+      or, if False, the sRGB values (GOPRO's standard `blur` set).
 
   Returns:
     uint8 HxWx3 blurry image.
@@ -319,13 +414,15 @@ def frame_average_blur(
   acc = rng.uniform(-0.5, 0.5, size=2) * max_shift * scale
   ang_v, ang_a = np.deg2rad(rng.uniform(-1.0, 1.0, size=2) * max_angle_deg)
   zoom_v = rng.uniform(-1.0, 1.0) * max_zoom
-  linear = srgb_to_linear(image)
+  linear = srgb_to_linear(image) if linear_light else image.astype(np.float64) / 255.0
   total = np.zeros_like(linear)
   for ti in t:
     shift = vel * ti + acc * (ti * ti - 1.0 / 3.0)  # zero-mean acceleration.
     angle = ang_v * ti + 0.5 * ang_a * ti * ti
     total += _warp(linear, shift, angle, 1.0 + zoom_v * ti)
-  return linear_to_srgb(total / num_frames)
+  if linear_light:
+    return linear_to_srgb(total / num_frames)
+  return np.clip(np.round(total / num_frames * 255.0), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------
@@ -362,6 +459,40 @@ def add_sensor_noise(
   noisy = rng.poisson(linear * peak) / peak
   noisy = noisy + rng.normal(0.0, sigma, size=linear.shape)
   return linear_to_srgb(noisy)
+
+
+def random_sensor_noise(image: np.ndarray, rng: np.random.Generator, *,
+                        p_clean: float = 0.2) -> tuple[np.ndarray, float]:
+  """Poisson-Gaussian noise of a random level, none with probability `p_clean`.
+
+  The level spans clean to clearly noisy: a full-scale photon count
+  log-uniform in [300, 30000] (shot noise) and a read-noise std uniform in
+  [0, 0.006] of full scale, in linear light; in sRGB grey levels that is up to
+  about 6 levels in mid tones and more in shadows.
+
+  Returns:
+    (uint8 image, read-noise std used; 0.0 when clean).
+  """
+  if rng.uniform() < p_clean:
+    return image, 0.0
+  linear = srgb_to_linear(image)
+  peak = 300.0 * 10.0 ** rng.uniform(0.0, 2.0)
+  sigma = rng.uniform(0.0, 0.006)
+  noisy = rng.poisson(linear * peak) / peak + rng.normal(0.0, sigma, size=linear.shape)
+  return linear_to_srgb(noisy), float(sigma)
+
+
+def blur_family(region: np.ndarray, family: str, rng: np.random.Generator) -> np.ndarray:
+  """Blurs a uint8 sRGB region with a random blur of `family` (`BLUR_FAMILIES`).
+
+  All families work on sRGB values, as GOPRO's standard `blur` set and
+  DeblurGAN's camera-shake pairs do (linear-light blur brightens textured
+  regions by a photograph-dependent amount that a net then learns as a global
+  darkening; README, recipe). Borders are reflect-padded.
+  """
+  if family == "frames":
+    return frame_average_blur(region, rng, linear_light=False)
+  return apply_psf(region, random_psf(family, rng), linear_light=False)
 
 
 def _reflect_crop(image: np.ndarray, top: int, left: int, h: int,
