@@ -41,6 +41,21 @@ def make_schedule(config, base_lr: float, num_steps: int) -> optax.Schedule:
   raise ValueError(f"config.lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
 
 
+def critic_schedule(config, num_steps: int) -> optax.Schedule:
+  """The critic's learning rate, indexed by *generator* step.
+
+  The critic's Adam counts its own updates: `critic_steps` per generator step,
+  and none during the adversarial warm-up. Its schedule therefore maps update
+  count c to generator step `warmup + c // critic_steps`, so at every
+  generator step both networks follow the same curve (with a cosine schedule
+  the critic's rate would otherwise reach 0 after 1/critic_steps of the run).
+  """
+  base = make_schedule(config, config.critic_learning_rate, num_steps)
+  warmup = max(0, int(config.adversarial_warmup_steps))
+  per_step = max(1, int(config.critic_steps))
+  return lambda count: base(warmup + count // per_step)
+
+
 def num_train_steps(config, train_size: int) -> int:
   if config.num_train_steps > 0:
     return config.num_train_steps
@@ -66,6 +81,7 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
   """
   apply = jax.jit(generator.apply)
   sums: dict[str, list[float]] = {"psnr": [], "ssim": [], "blurry_psnr": [], "blurry_ssim": []}
+  family_gain: dict[str, list[float]] = {}
   grids = []
   for i, example in enumerate(pipeline.eval_iterator(source)):
     if num_images and i >= num_images:
@@ -79,11 +95,19 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
     sums["ssim"].append(float(metrics_lib.ssim(out, sharp, **kw)))
     sums["blurry_psnr"].append(float(metrics_lib.psnr(blur, sharp, **kw)))
     sums["blurry_ssim"].append(float(metrics_lib.ssim(blur, sharp, **kw)))
+    if "family" in example:  # held-out sets with several blur families
+      family_gain.setdefault(example["family"], []).append(
+          sums["psnr"][-1] - sums["blurry_psnr"][-1])
     if len(grids) < num_summaries:
       grids.append(np.concatenate([blur, out.astype(np.uint8), sharp], axis=1))
   if not sums["psnr"]:
     raise ValueError("the evaluation split is empty")
-  return {k: float(np.mean(v)) for k, v in sums.items()}, grids
+  means = {k: float(np.mean(v)) for k, v in sums.items()}
+  means["psnr_gain"] = means["psnr"] - means["blurry_psnr"]
+  means.update({f"psnr_gain_{f}": float(np.mean(v)) for f, v in family_gain.items()})
+  if family_gain:
+    means["worst_image_psnr_gain"] = float(np.min(np.subtract(sums["psnr"], sums["blurry_psnr"])))
+  return means, grids
 
 
 class _Preemption:
@@ -148,8 +172,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   generator, critic = steps.build_models(config)
   g_schedule = make_schedule(config, config.learning_rate, total_steps)
   g_tx = steps.make_optimizer(g_schedule, config.b1, config.b2)
-  c_tx = steps.make_optimizer(
-      make_schedule(config, config.critic_learning_rate, total_steps), config.b1, config.b2)
+  c_schedule = critic_schedule(config, total_steps)
+  c_tx = steps.make_optimizer(c_schedule, config.b1, config.b2)
   rng = jax.random.PRNGKey(config.seed)
   init_rng, step_rng = jax.random.split(rng)
   state = steps.create_state(init_rng, generator, critic, image_size=config.crop_size,
@@ -220,6 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         host = _check_finite(history, history_start)
         scalars = {k: float(np.mean([h[k] for h in host if k in h])) for k in host[-1]}
         scalars["learning_rate"] = float(g_schedule(step - 1))
+        scalars["critic_learning_rate"] = float(
+            c_schedule(max(0, step - 1 - config.adversarial_warmup_steps) * config.critic_steps))
         scalars["steps_per_hour"] = 3600 * (step - initial_step) / (time.time() - train_start)
         writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
         history, history_start = [], step + 1

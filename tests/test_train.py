@@ -158,3 +158,29 @@ def test_every_config_field_is_read():
     if key == "model":
       continue  # Generator's own fields, passed as keyword arguments
     assert f"config.{key}" in source, f"config.{key} is never read"
+
+
+@pytest.mark.parametrize("lr_schedule, warmup", [("cosine", 20), ("cosine", 0),
+                                                 ("constant", 20), ("constant", 0)])
+def test_critic_schedule_follows_the_generator_step(lr_schedule, warmup):
+  config = load_config("default")
+  config.lr_schedule = lr_schedule
+  config.critic_steps = 5
+  config.adversarial_warmup_steps = warmup
+  config.learning_rate = 1e-4
+  config.critic_learning_rate = 3e-4
+  num_steps = 100
+  critic = train.critic_schedule(config, num_steps)
+  base = train.make_schedule(config, config.critic_learning_rate, num_steps)
+  counts = np.arange(400)
+  gen_steps = warmup + counts // 5  # the generator step of each critic update
+  got = np.asarray(critic(counts))
+  np.testing.assert_allclose(got, np.asarray(base(gen_steps)), rtol=1e-6)
+  # Independent reference: optax's cosine decay to 0 at num_steps, or constant.
+  if lr_schedule == "cosine":
+    ref = 3e-4 * 0.5 * (1 + np.cos(np.pi * np.minimum(gen_steps, num_steps) / num_steps))
+  else:
+    ref = np.full(counts.shape, 3e-4)
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-9)  # float32
+  for c in (0, 4, 5, 123, 399):  # scalar counts, as optax's Adam passes them
+    np.testing.assert_allclose(float(critic(c)), ref[c], rtol=1e-5, atol=1e-9)
