@@ -1,7 +1,14 @@
 """Deblur image files with a trained generator, safely.
 
+    python -m flax_gradnet.deblur --output_dir=out photos/ extra/*.jpg   # the shipped model
+    python -m flax_gradnet.deblur --model=gradnet_s_synth --output_dir=out blurry.png
     python -m flax_gradnet.deblur --workdir=workdirs/paper --output_dir=out photos/ extra/*.jpg
     flax-gradnet-deblur --workdir=W --output_dir=out --tile=512 --tile_overlap=32 big.png
+
+The generator comes from a training workdir (`--workdir`, optionally `--step`)
+or from a model shipped with the package (`--model`, see
+`python -m flax_gradnet.pretrained --list`); with neither, the shipped
+`pretrained.DEFAULT_MODEL`. Both go through `inference.restore`.
 
 Inputs are files, folders (their image files, not recursive) and glob patterns.
 Each result is written as PNG to `--output_dir/<input stem><--suffix>.png`.
@@ -13,7 +20,8 @@ Safety:
 * files are written atomically (temporary file + rename);
 * an unreadable, corrupt or truncated input is reported by name, the others are
   still processed, and the exit status is 1 with a summary at the end;
-* a missing or unreadable checkpoint, or no inputs, exits with status 2.
+* a missing or unreadable checkpoint or shipped model, no inputs, or bad flags
+  (--workdir with --model, --step without --workdir) exit with status 2.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import sys
 import time
 import warnings
 
+from flax_gradnet import pretrained  # stdlib-only at import: --help stays instant
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                     ".gif")
 
@@ -32,10 +42,18 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="python -m flax_gradnet.deblur",
-      description="Deblur images with a generator restored from a training workdir.")
+      description="Deblur images with a generator restored from a training workdir or "
+                  "shipped with the package.")
   p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-  p.add_argument("--workdir", required=True, help="training workdir (config.json + checkpoints/)")
-  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  p.add_argument("--workdir", default=None,
+                 help="training workdir (config.json + checkpoints/); default: the shipped "
+                      "model, see --model")
+  p.add_argument("--model", default=None,
+                 help="name of a model shipped with the package (python -m "
+                      "flax_gradnet.pretrained --list); the default when --workdir is absent: "
+                      f"{pretrained.DEFAULT_MODEL}")
+  p.add_argument("--step", type=int, default=None,
+                 help="checkpoint step of --workdir (default: latest)")
   p.add_argument("--output_dir", required=True, help="folder for the results (created if missing)")
   p.add_argument("--tile", type=int, default=None,
                  help="tile side in pixels, a multiple of 4 (default: whole image at once)")
@@ -110,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
   if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
     print(f"error: --suffix must not contain a path separator, got {args.suffix!r}", file=sys.stderr)
     return 2
+  if args.workdir is not None and args.model is not None:
+    print("error: pass --workdir (a training workdir) or --model (a shipped model), not both",
+          file=sys.stderr)
+    return 2
+  if args.step is not None and args.workdir is None:
+    print("error: --step selects a checkpoint of --workdir; a shipped model (--model) has one "
+          "set of weights", file=sys.stderr)
+    return 2
 
   inputs, unmatched = expand_inputs(args.inputs)
   failures: dict[str, str] = {s: "no such file, or no image files matched" for s in unmatched}
@@ -127,12 +153,15 @@ def main(argv: list[str] | None = None) -> int:
 
   try:
     dtype = None if args.dtype is None else jnp.dtype(args.dtype)
-    model, params, step = inference.restore_generator(args.workdir, args.step, dtype)
+    model, params, restored = inference.restore(args.workdir, model=args.model, step=args.step,
+                                                dtype=dtype)
   except (FileNotFoundError, ValueError) as e:
-    print(f"error: cannot restore a generator from {args.workdir!r}: {e}", file=sys.stderr)
+    source = (f"workdir {args.workdir!r}" if args.workdir is not None
+              else f"shipped model {args.model or pretrained.DEFAULT_MODEL!r}")
+    print(f"error: cannot restore a generator from {source}: {e}", file=sys.stderr)
     return 2
-  print(f"restored generator from {args.workdir} at step {step} "
-        f"(compute dtype {jnp.dtype(model.dtype).name})", file=sys.stderr)
+  print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
+        file=sys.stderr)
   fn = inference.make_deblur_fn(model, params)
 
   jobs, refused = plan_outputs(inputs, args.output_dir, args.suffix, args.overwrite)

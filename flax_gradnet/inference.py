@@ -1,8 +1,9 @@
 """Deblurring whole images with a trained generator: the restore path of all CLI tools.
 
-`deblur.py`, `evaluate.py` and `export.py` all restore through
-`restore_generator` (re-exported from `checkpoint`), so a checkpoint that trains
-is a checkpoint that deblurs.
+`restore` is the one way the tools get a generator: from a training workdir
+(`checkpoint.restore_generator`, re-exported here: a checkpoint that trains is
+a checkpoint that deblurs) or from a model shipped with the package
+(`pretrained.load`, which builds the module through the same config path).
 
 Tiling. Whole-image inference needs activation memory proportional to the
 image (a 4K frame at full width does not fit many accelerators). With
@@ -33,11 +34,74 @@ from flax_gradnet.checkpoint import restore_generator  # noqa: F401  (the shared
 from flax_gradnet.metrics import quantize
 
 __all__ = [
-    "restore_generator", "make_deblur_fn", "deblur_image", "deblur_array", "tile_starts",
+    "restore", "Restored", "restore_generator", "make_deblur_fn", "deblur_image", "deblur_array", "tile_starts",
     "tile_window", "weight_sum", "to_float", "to_uint8",
 ]
 
 DeblurFn = Callable[[jax.Array], jax.Array]
+
+
+class Restored(str):
+  """What `restore` restored, as a description string with attributes.
+
+  Attributes:
+    workdir: the training workdir, or None for a shipped model.
+    model: the shipped model's name, or None for a workdir.
+    step: the checkpoint step (for a shipped model: the step it was packed
+      from, as its metadata.json says; None if it does not say).
+  """
+
+  workdir: str | None
+  model: str | None
+  step: int | None
+
+  def __new__(cls, text: str, *, workdir: str | None = None, model: str | None = None,
+              step: int | None = None):
+    self = super().__new__(cls, text)
+    self.workdir, self.model, self.step = workdir, model, step
+    return self
+
+
+def restore(workdir: str | None = None, *, model: str | None = None, step: int | None = None,
+            dtype: Any = None) -> tuple[Any, Any, Restored]:
+  """Restores `(module, params, description)` from a training workdir or a shipped model.
+
+  Args:
+    workdir: a directory written by `python -m flax_gradnet.main`.
+    model: the name of a model shipped with the package (`pretrained.available()`).
+      With neither `workdir` nor `model`, `pretrained.DEFAULT_MODEL`.
+    step: the workdir's checkpoint step (None = latest); only with `workdir`.
+    dtype: compute dtype of the module (default: the config's `compute_dtype`).
+
+  Returns:
+    The generator module, its parameters, and a `Restored` description, e.g.
+    "workdir W at step S" or "shipped model gradnet_s_synth".
+
+  Raises:
+    ValueError: both `workdir` and `model`, or `step` without `workdir`; or a
+      damaged checkpoint/model.
+    FileNotFoundError: no such workdir, checkpoint or model (the message says which).
+  """
+  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
+  if workdir is not None and model is not None:
+    raise ValueError(f"restore from a workdir ({workdir!r}) or a shipped model ({model!r}), "
+                     "not both")
+  if workdir is not None:
+    module, params, restored_step = restore_generator(workdir, step, dtype)
+    return module, params, Restored(f"workdir {workdir} at step {restored_step}",
+                                    workdir=workdir, step=int(restored_step))
+  name = pretrained.DEFAULT_MODEL if model is None else model
+  if step is not None:
+    raise ValueError(f"step={step} selects a checkpoint of a workdir; shipped model {name!r} "
+                     "has one set of weights")
+  module, params = pretrained.load(name, dtype=dtype)
+  try:
+    packed_step = pretrained.read_metadata(name).get("step")
+  except (OSError, ValueError, AttributeError):
+    packed_step = None
+  return module, params, Restored(
+      f"shipped model {name}", model=name,
+      step=int(packed_step) if isinstance(packed_step, int) else None)
 
 
 def make_deblur_fn(model: Any, params: Any) -> DeblurFn:

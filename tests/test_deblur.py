@@ -15,7 +15,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from flax_gradnet import checkpoint, deblur, image_io, inference
+from flax_gradnet import checkpoint, deblur, image_io, inference, pretrained
 from flax_gradnet.models import Generator
 
 TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1)
@@ -253,3 +253,36 @@ def test_cli_bfloat16(tmp_path, workdir):
   f32 = np.asarray(Image.open(tmp_path / "float32" / "a.png")).astype(int)
   b16 = np.asarray(Image.open(tmp_path / "bfloat16" / "a.png")).astype(int)
   assert np.abs(f32 - b16).mean() < 4  # bfloat16 activations: a few levels at most on average
+
+
+def test_cli_shipped_model(tmp_path, workdir, capsys, monkeypatch):
+  """--model deblurs with a shipped model (here from a tmp root), the default without flags."""
+  root = str(tmp_path / "models")
+  pretrained.pack(workdir, "tiny", root=root)
+  monkeypatch.setenv(pretrained.ENV_VAR, root)
+  photo = _photo()
+  Image.fromarray(photo).save(tmp_path / "a.png")
+  a, out = str(tmp_path / "a.png"), tmp_path / "out"
+  assert deblur.main([a, "--model", "tiny", "--output_dir", str(out)]) == 0
+  assert "restored generator from shipped model tiny" in capsys.readouterr().err
+  model, params = pretrained.load("tiny")
+  np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")),
+                                inference.deblur_image(inference.make_deblur_fn(model, params),
+                                                       photo))
+
+  # Without --workdir/--model: the default model, which this root lacks: named, with the others.
+  rc = deblur.main([a, "--output_dir", str(tmp_path / "o2")])
+  err = capsys.readouterr().err
+  assert rc == 2 and pretrained.DEFAULT_MODEL in err and "available: tiny" in err
+  pretrained.pack(workdir, pretrained.DEFAULT_MODEL, root=root)
+  assert deblur.main([a, "--output_dir", str(tmp_path / "o2")]) == 0
+  assert f"shipped model {pretrained.DEFAULT_MODEL}" in capsys.readouterr().err
+
+  # Flag conflicts: status 2 before anything is restored or written.
+  o3 = ["--output_dir", str(tmp_path / "o3")]
+  assert deblur.main([a, "--workdir", workdir, "--model", "tiny"] + o3) == 2
+  assert "--workdir" in (err := capsys.readouterr().err) and "--model" in err and "not both" in err
+  assert deblur.main([a, "--model", "tiny", "--step", "5"] + o3) == 2
+  assert "--step" in capsys.readouterr().err
+  assert deblur.main([a, "--step", "5"] + o3) == 2
+  assert not (tmp_path / "o3").exists()
