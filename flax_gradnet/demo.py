@@ -1,21 +1,34 @@
-"""The main job of `make demo`: train, evaluate and deblur, all on the built-in data.
+"""The main job of `make demo`: train, then compare with the shipped model on unseen blur.
 
     python -m flax_gradnet.demo --workdir=demo_workdir [--config=configs/quickstart.py]
 
-1. trains `configs/quickstart.py` on synthetic motion blur over the photographs
-   scikit-image and scikit-learn ship (resuming if the workdir has a checkpoint);
-2. deblurs every held-out pair (photographs never seen in training) and prints
-   PSNR/SSIM of the blurry inputs beside the deblurred outputs;
-3. deblurs scikit-image's real motion-blurred photograph `clock_motion.png`
-   into a side-by-side picture;
-4. leaves TensorBoard logs, checkpoints and the pictures in the workdir.
+1. trains `configs/quickstart.py` (resuming if the workdir has a checkpoint);
+2. deblurs the held-out set (`data.online.heldout_pairs()`: photographs no
+   training record uses, each blurred whole by every blur family, with sensor
+   noise) with the model just trained ("quickstart") and with the model shipped
+   in the package (`pretrained.load()`, "shipped"; left out, with a line saying
+   so, when none is shipped), and measures both against the blurry input;
+3. prints a per-family table (PSNR and its gain over the blurry input, SSIM),
+   the row of all images, and each model's worst per-image PSNR gain;
+4. writes into the workdir
+     heldout/<photo>_<family>.png   blurry | quickstart | shipped | sharp
+     clock_motion_comparison.png    blurry | quickstart | shipped, on scikit-image's
+                                    real motion-blurred photograph clock_motion.png
+     heldout_results.json           per-image and per-family numbers, protocol, models
+   beside the training run's checkpoints and TensorBoard logs.
+
+Metrics: `metrics.psnr`/`ssim` on the uint8 outputs, RGB, no border crop.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 import os
 import pathlib
 import time
+from typing import Any, Sequence
 
 import numpy as np
 from absl import app, flags, logging
@@ -23,13 +36,19 @@ from ml_collections import config_flags
 
 from flax_gradnet import checkpoint as ckpt_lib
 from flax_gradnet import image_io, inference, metrics, train
-from flax_gradnet.data import pipeline
+from flax_gradnet.data import online
 
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "demo_workdir", "Where checkpoints, logs and pictures go.")
 config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training configuration file.")
+
+HELDOUT_DIR = "heldout"
+CLOCK_FILE = "clock_motion_comparison.png"
+RESULTS_FILE = "heldout_results.json"
+ALL = "all"  # the row of all images in `family_table`
+QUICKSTART, SHIPPED = "quickstart", "shipped"  # model keys of the rows and the table
 
 
 def clock_motion_path() -> str:
@@ -40,63 +59,200 @@ def clock_motion_path() -> str:
   return path
 
 
-def evaluate_heldout(config, workdir: str) -> list[dict]:
-  """Per-image PSNR/SSIM (uint8, RGB, no crop) of blurry and deblurred held-out pairs."""
-  model, params, _ = ckpt_lib.restore_generator(workdir)
-  fn = inference.make_deblur_fn(model, params)
-  source = train._source(config, "test", for_eval=True)  # pylint: disable=protected-access
-  out_dir = os.path.join(workdir, "deblurred")
+# ----------------------------------------------------------------------------
+# The numbers: pure functions of the per-image rows.
+
+
+def family_table(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> dict[str, dict]:
+  """Per-image rows -> per-family means, families in first-seen order, then `ALL`.
+
+  Args:
+    rows: one dict per image: 'name', 'family', 'blurry_psnr', 'blurry_ssim',
+      and '<model>_psnr', '<model>_ssim' for each model.
+    models: the model keys (e.g. ("quickstart", "shipped")).
+
+  Returns:
+    {family: {'num_images', 'blurry': {'psnr', 'ssim'},
+              <model>: {'psnr', 'ssim', 'psnr_gain', 'worst_psnr_gain', 'worst_image'}}}
+    with means over the family's images; `psnr_gain` = mean PSNR - mean blurry
+    PSNR; `worst_psnr_gain` = the smallest per-image PSNR - blurry PSNR, of
+    image `worst_image`.
+  """
+  groups: dict[str, list[dict[str, Any]]] = {}
+  for r in rows:
+    groups.setdefault(str(r["family"]), []).append(r)
+  groups[ALL] = list(rows)
+  table = {}
+  for family, rs in groups.items():
+    blurry_psnr = float(np.mean([r["blurry_psnr"] for r in rs]))
+    entry: dict[str, Any] = {
+        "num_images": len(rs),
+        "blurry": {"psnr": blurry_psnr, "ssim": float(np.mean([r["blurry_ssim"] for r in rs]))}}
+    for m in models:
+      gains = [r[f"{m}_psnr"] - r["blurry_psnr"] for r in rs]
+      worst = int(np.argmin(gains))
+      psnr = float(np.mean([r[f"{m}_psnr"] for r in rs]))
+      entry[m] = {"psnr": psnr, "ssim": float(np.mean([r[f"{m}_ssim"] for r in rs])),
+                  "psnr_gain": psnr - blurry_psnr, "worst_psnr_gain": float(gains[worst]),
+                  "worst_image": rs[worst]["name"]}
+    table[family] = entry
+  return table
+
+
+def format_table(table: dict[str, dict], models: Sequence[str]) -> list[str]:
+  """`family_table`'s dict -> the lines printed: one row per family, the all
+  row, then each model's worst per-image PSNR gain."""
+  w = 15
+  top = f"{'':<9} {'':>3} {'blurry':>7} " + "".join(f"{m:>{w}} " for m in models)
+  top += f"{'blurry':>7} " + "".join(f"{m:>{w - 4}} " for m in models)
+  head = f"{'family':<9} {'n':>3} {'PSNR':>7} " + "".join(f"{'PSNR (gain)':>{w}} " for _ in models)
+  head += f"{'SSIM':>7} " + "".join(f"{'SSIM':>{w - 4}} " for _ in models)
+  lines = [top.rstrip(), head.rstrip()]
+  for family, e in table.items():
+    if family == ALL:
+      lines.append("-" * len(lines[-1]))
+    cells = [f"{family:<9} {e['num_images']:>3d} {e['blurry']['psnr']:7.2f}"]
+    cells += [f"{e[m]['psnr']:6.2f} ({e[m]['psnr_gain']:+5.2f})".rjust(w) for m in models]
+    cells += [f"{e['blurry']['ssim']:7.4f}"] + [f"{e[m]['ssim']:{w - 4}.4f}" for m in models]
+    lines.append(" ".join(cells))
+  if ALL in table:
+    worst = [f"{m} {table[ALL][m]['worst_psnr_gain']:+.2f} dB ({table[ALL][m]['worst_image']})"
+             for m in models]
+    lines.append("Worst per-image PSNR gain: " + "; ".join(worst))
+  return lines
+
+
+def _json_value(v: Any) -> Any:
+  """inf/nan as strings (strict JSON has neither)."""
+  if isinstance(v, float) and not math.isfinite(v):
+    return str(v)
+  if isinstance(v, dict):
+    return {k: _json_value(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_json_value(x) for x in v]
+  return v
+
+
+# ----------------------------------------------------------------------------
+# The models and the pictures.
+
+
+def load_shipped() -> tuple[str | None, Any, Any, str]:
+  """(name, module, params, description) of the shipped model (`pretrained.load`);
+  name None when there is none or it cannot be loaded (description says why)."""
+  try:
+    from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None, None, None, "No shipped model found (no flax_gradnet.pretrained package)"
+  names = pretrained.available()
+  if not names:
+    root = os.environ.get(pretrained.ENV_VAR) or pretrained.PACKAGE_DIR
+    return None, None, None, f"No shipped model found (none in {root})"
+  name = pretrained.DEFAULT_MODEL if pretrained.DEFAULT_MODEL in names else names[0]
+  try:
+    module, params = pretrained.load(name)
+  except (FileNotFoundError, ValueError) as e:
+    return None, None, None, f"The shipped model {name!r} could not be loaded ({e})"
+  try:
+    step = pretrained.read_metadata(name).get("step")
+  except (FileNotFoundError, ValueError):
+    step = None
+  return name, module, params, f"{name}" + (f", step {step}" if step is not None else "")
+
+
+@functools.lru_cache(maxsize=None)
+def _metric_fns():
+  """jit-compiled (psnr, ssim) of uint8 images: RGB, no crop."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return (jax.jit(functools.partial(metrics.psnr, data_range=255.0)),
+          jax.jit(functools.partial(metrics.ssim, data_range=255.0)))
+
+
+def evaluate_heldout(fns: dict[str, Any], workdir: str) -> list[dict[str, Any]]:
+  """Deblurs every held-out pair with each of `fns` ({model key: deblur fn});
+  writes heldout/<photo>_<family>.png and returns the per-image rows."""
+  psnr, ssim = _metric_fns()
   rows = []
-  for example in pipeline.eval_iterator(source):
-    blur, sharp, name = example["blur"], example["sharp"], example["name"]
-    out = inference.deblur_image(fn, blur)
-    safe = name.replace("/", "_").rsplit(".", 1)[0]
-    image_io.write_image(os.path.join(out_dir, f"{safe}.png"),
-                         np.concatenate([blur, out, sharp], axis=1), overwrite=True)
-    rows.append({
-        "name": name,
-        "blurry_psnr": float(metrics.psnr(blur, sharp)),
-        "psnr": float(metrics.psnr(out, sharp)),
-        "blurry_ssim": float(metrics.ssim(blur, sharp)),
-        "ssim": float(metrics.ssim(out, sharp)),
-    })
+  for ex in online.heldout_pairs():
+    blur, sharp = ex["blur"], ex["sharp"]
+    row: dict[str, Any] = {"name": ex["name"], "photo": ex["sequence"], "family": ex["family"],
+                           "blurry_psnr": float(psnr(blur, sharp)),
+                           "blurry_ssim": float(ssim(blur, sharp))}
+    panels = [blur]
+    for key, fn in fns.items():
+      out = inference.deblur_image(fn, blur)
+      row[f"{key}_psnr"], row[f"{key}_ssim"] = float(psnr(out, sharp)), float(ssim(out, sharp))
+      panels.append(out)
+    panels.append(sharp)
+    image_io.write_image(os.path.join(workdir, HELDOUT_DIR, f"{ex['sequence']}_{ex['family']}.png"),
+                         np.concatenate(panels, axis=1), overwrite=True)
+    rows.append(row)
   return rows
 
 
-def deblur_clock(workdir: str) -> str:
-  model, params, _ = ckpt_lib.restore_generator(workdir)
-  fn = inference.make_deblur_fn(model, params)
+def deblur_clock(fns: dict[str, Any], workdir: str) -> str:
   blur = image_io.read_image(clock_motion_path())
-  out = inference.deblur_image(fn, blur)
-  path = os.path.join(workdir, "clock_motion_blurry_vs_deblurred.png")
-  image_io.write_image(path, np.concatenate([blur, out], axis=1), overwrite=True)
+  panels = [blur] + [inference.deblur_image(fn, blur) for fn in fns.values()]
+  path = os.path.join(workdir, CLOCK_FILE)
+  image_io.write_image(path, np.concatenate(panels, axis=1), overwrite=True)
   return path
 
 
 def main(argv):
   del argv
-  config, workdir = FLAGS.config, FLAGS.workdir
+  config, workdir = FLAGS.config, os.path.abspath(os.path.expanduser(FLAGS.workdir))
   start = time.time()
   train.train_and_evaluate(config, workdir)
-  logging.info("Training finished after %.1f min.", (time.time() - start) / 60)
+  train_s = time.time() - start
+  logging.info("Training finished after %.1f min.", train_s / 60)
 
-  rows = evaluate_heldout(config, workdir)
-  clock = deblur_clock(workdir)
-  lines = ["", "Held-out photographs (never seen in training), synthetic motion blur.",
-           metrics.protocol_string(False, 0),
-           f"{'image':<28} {'blurry PSNR':>11} {'deblurred':>10} {'blurry SSIM':>11} {'deblurred':>10}"]
-  for r in rows:
-    lines.append(f"{r['name']:<28} {r['blurry_psnr']:11.2f} {r['psnr']:10.2f} "
-                 f"{r['blurry_ssim']:11.4f} {r['ssim']:10.4f}")
-  mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "name"}
-  lines += [f"{'mean of ' + str(len(rows)) + ' images':<28} {mean['blurry_psnr']:11.2f} "
-            f"{mean['psnr']:10.2f} {mean['blurry_ssim']:11.4f} {mean['ssim']:10.4f}",
-            f"PSNR gain over the blurry input: {mean['psnr'] - mean['blurry_psnr']:+.2f} dB; "
-            f"SSIM gain: {mean['ssim'] - mean['blurry_ssim']:+.4f}",
-            f"Deblurred held-out images (blurry | deblurred | sharp): {workdir}/deblurred/",
-            f"Real motion blur (scikit-image clock_motion.png), blurry | deblurred: {clock}",
+  model, params, step = ckpt_lib.restore_generator(workdir)
+  fns = {QUICKSTART: inference.make_deblur_fn(model, params)}
+  models = {QUICKSTART: f"the model trained in {workdir}, step {step}"}
+  shipped, shipped_module, shipped_params, shipped_desc = load_shipped()
+  if shipped is not None:
+    fns[SHIPPED] = inference.make_deblur_fn(shipped_module, shipped_params)
+    models[SHIPPED] = f"pretrained model {shipped_desc}"
+
+  logging.info("Deblurring the held-out set with %s.", ", ".join(fns))
+  eval_start = time.time()
+  rows = evaluate_heldout(fns, workdir)
+  table = family_table(rows, list(fns))
+  clock = deblur_clock(fns, workdir)
+  eval_s = time.time() - eval_start
+  protocol = metrics.protocol_string(False, 0)
+  photos = ", ".join(online.HELDOUT_PHOTOS)
+
+  results = {
+      "protocol": protocol,
+      "heldout_set": (f"data/online.py v{online.VERSION} heldout_pairs(): {photos} x "
+                      f"{len(table) - 1} blur families, sensor noise, seed {online.HELDOUT_SEED}"),
+      "models": models,
+      "shipped_model": shipped,
+      "shipped_note": None if shipped is not None else shipped_desc,
+      "by_family": table,
+      "per_image": rows,
+      "pictures": {"heldout": HELDOUT_DIR, "clock_motion": CLOCK_FILE},
+      "seconds": {"train": train_s, "evaluate": eval_s, "total": time.time() - start},
+  }
+  ckpt_lib.atomic_write_text(os.path.join(workdir, RESULTS_FILE),
+                             json.dumps(_json_value(results), indent=2) + "\n")
+
+  panels = "blurry | quickstart" + (" | shipped" if shipped is not None else "")
+  lines = ["", f"Held-out set: {len(rows)} images ({photos}: photographs no training record "
+               f"uses) x {len(table) - 1} blur families, with sensor noise.",
+           protocol,
+           f"quickstart = {models[QUICKSTART]}"]
+  lines.append(f"shipped    = {models[SHIPPED]}" if shipped is not None
+               else f"{shipped_desc}: comparing the blurry input with quickstart only.")
+  lines += ["", "PSNR in dB; (gain) = over the blurry input."]
+  lines += format_table(table, list(fns))
+  lines += ["",
+            f"Held-out pictures ({panels} | sharp): {os.path.join(workdir, HELDOUT_DIR)}/",
+            f"Real motion blur (scikit-image clock_motion.png), {panels}: {clock}",
+            f"Numbers: {os.path.join(workdir, RESULTS_FILE)}",
             f"TensorBoard: tensorboard --logdir {workdir}",
-            f"Total time: {(time.time() - start) / 60:.1f} min"]
+            f"Total time: {(time.time() - start) / 60:.1f} min (training {train_s / 60:.1f} min)"]
   print("\n".join(lines), flush=True)
 
 

@@ -4,14 +4,22 @@
         --data_dir=~/tensorflow_datasets --manual_dir=/data/gopro --output_dir=eval/gopro
     flax-gradnet-evaluate --workdir=W --dataset=kohler --path=/data/kohler --output_dir=eval/kohler
     flax-gradnet-evaluate --workdir=W --dataset=blur_only --path=/data/lai --output_dir=eval/lai
+    flax-gradnet-evaluate --model=gradnet_s_synth --dataset=gopro --output_dir=eval/shipped
+
+The generator comes from a training workdir (`--workdir`, optionally `--step`)
+or from a model shipped with the package (`--model`, see
+`python -m flax_gradnet.pretrained --list`); with neither, the shipped
+`pretrained.DEFAULT_MODEL`. Both go through `inference.restore`.
 
 Writes into `--output_dir` (created if missing; this tool's own files in it are
 replaced on a rerun):
 
     per_image.csv      name, psnr, ssim, blurry_psnr, blurry_ssim (+ gt_frame for
-                       --kohler_best_frame), full float precision; paired data only
-    summary.json       means, protocol, step, dataset, timings, file list
-    grids/NN_<name>.png   blurry | deblurred | sharp (blurry | deblurred without targets)
+                       --kohler_best_frame; + family for data with blur families),
+                       full float precision; paired data only
+    summary.json       means, protocol, step, dataset, timings, file list (+ by_family)
+    grids/NN_<name>.png   blurry | deblurred | sharp (blurry | deblurred without targets);
+                          with blur families, at least one grid per family
     deblurred/<name>.png  every output (always for blur-only data; --no-save_outputs skips
                           them for paired data)
     events.out.tfevents.* clu writer: `<tag>/psnr`, `<tag>/ssim`, ... at the checkpoint step
@@ -20,7 +28,14 @@ The means are printed with `metrics.protocol_string` plus the dataset's part of
 the protocol (GOPRO `blur` vs `blur_gamma`; which Köhler frame is the target).
 Metrics are measured on the uint8 outputs exactly as written to `deblurred/`.
 
-Exit status: 0 done; 2 nothing ran (missing workdir/checkpoint/dataset, bad flags).
+Blur families. When the examples carry a 'family' key (`--dataset=synthetic_online`:
+4 held-out photographs x 6 blur families), the means are also broken down by
+family (`summary["by_family"]`, first-seen order, then "all") and printed as a
+table: blurry and deblurred PSNR, the gain, blurry and deblurred SSIM, and the
+worst per-image PSNR gain of each family.
+
+Exit status: 0 done; 2 nothing ran (missing workdir/checkpoint/shipped model/dataset, bad
+flags such as --workdir with --model or --step without --workdir).
 """
 
 from __future__ import annotations
@@ -40,12 +55,17 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from flax_gradnet import pretrained  # stdlib-only at import: --help stays instant
+
 CSV_FIELDS = ("name", "psnr", "ssim", "blurry_psnr", "blurry_ssim")
 METRIC_KEYS = CSV_FIELDS[1:]
 CSV_FILE = "per_image.csv"
 SUMMARY_FILE = "summary.json"
 GRID_DIR = "grids"
 OUTPUT_DIR = "deblurred"
+FAMILY_ALL = "all"  # the row of all images in `by_family`
+FAMILY_KEYS = ("num_images", "psnr", "ssim", "blurry_psnr", "blurry_ssim", "psnr_gain",
+               "worst_psnr_gain")
 
 _KOHLER_GT_RE = re.compile(r"^GroundTruth(\d+)_(\d+)_(\d+)\.png$", re.IGNORECASE)
 _KOHLER_NAME_RE = re.compile(r"^Blurry(\d+)_(\d+)\.png$", re.IGNORECASE)
@@ -73,6 +93,11 @@ def dataset_protocol(dataset: str, *, kohler_frame: str = "middle",
             "literature takes the best-matching frame: see --kohler_best_frame)")
   if dataset == "blur_only":
     return "blur-only photographs: no targets, no metrics"
+  if dataset == "synthetic_online":
+    from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
+    return (f"synthetic_online held-out set v{online.VERSION}: photographs never used in "
+            f"training ({', '.join(online.HELDOUT_PHOTOS)}), each blurred whole by every "
+            f"blur family, sensor noise, seed {online.HELDOUT_SEED}")
   return f"dataset '{dataset}'" if dataset else "dataset given as a source"
 
 
@@ -142,6 +167,57 @@ def _best_frame(image: np.ndarray, frame_paths: dict[int, str], psnr_fn, ssim_fn
   return p, float(ssim_fn(image, target)), k
 
 
+def _choose_grids(candidates: list[tuple[str, Any, np.ndarray]],
+                  num_grids: int) -> list[tuple[str, np.ndarray]]:
+  """(name, family, grid) candidates in data order -> the (name, grid)s to write.
+
+  Every family's first candidate (family None = no families: just the first),
+  then the earliest others until there are `num_grids`; data order kept.
+  """
+  first: dict[Any, int] = {}
+  for j, (_, family, _) in enumerate(candidates):
+    first.setdefault(family, j)
+  keep = set(first.values()) if num_grids else set()
+  for j in range(len(candidates)):
+    if len(keep) >= num_grids:
+      break
+    keep.add(j)
+  return [(name, grid) for j, (name, _, grid) in enumerate(candidates) if j in keep]
+
+
+def family_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+  """Per-image rows with a 'family' -> {family: {num_images, means, psnr_gain, worst_psnr_gain}}.
+
+  Families in first-seen order, then `FAMILY_ALL` over every row. `psnr_gain` =
+  mean PSNR - mean blurry PSNR; `worst_psnr_gain` = the smallest per-image
+  `psnr - blurry_psnr` (negative: that image got worse than its blurry input).
+  """
+  groups: dict[str, list[dict[str, Any]]] = {}
+  for r in rows:
+    groups.setdefault(str(r["family"]), []).append(r)
+  groups[FAMILY_ALL] = list(rows)
+  out = {}
+  for family, rs in groups.items():
+    m = {k: float(np.mean([r[k] for r in rs])) for k in METRIC_KEYS}
+    out[family] = {"num_images": len(rs), **m, "psnr_gain": m["psnr"] - m["blurry_psnr"],
+                   "worst_psnr_gain": float(min(r["psnr"] - r["blurry_psnr"] for r in rs))}
+  return out
+
+
+def format_family_table(by_family: dict[str, dict[str, float]]) -> list[str]:
+  """`family_means`' dict -> table lines (header, one row per family, the all row)."""
+  head = (f"{'family':<10} {'n':>3} {'blurry PSNR':>11} {'deblurred':>9} {'gain':>6} "
+          f"{'blurry SSIM':>11} {'deblurred':>9} {'worst gain':>10}")
+  lines = [head]
+  for family, m in by_family.items():
+    if family == FAMILY_ALL:
+      lines.append("-" * len(head))
+    lines.append(f"{family:<10} {m['num_images']:>3d} {m['blurry_psnr']:11.2f} {m['psnr']:9.2f} "
+                 f"{m['psnr_gain']:+6.2f} {m['blurry_ssim']:11.4f} {m['ssim']:9.4f} "
+                 f"{m['worst_psnr_gain']:+10.2f}")
+  return lines
+
+
 # ----------------------------------------------------------------------------
 # The evaluation.
 
@@ -165,7 +241,9 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
     y_channel, crop_border: the metric protocol (`metrics.psnr`/`ssim`).
     tile, tile_overlap: tiled inference (`inference.deblur_image`); None = whole image.
     num_images: evaluate only the first N images (0 = all).
-    num_grids: how many blurry|deblurred|sharp grids to write.
+    num_grids: how many blurry|deblurred|sharp grids to write (the first images);
+      with blur families ('family' keys) the first image of every family always
+      gets one, so there can be more grids than `num_grids` (none when 0).
     save_outputs: write every deblurred image (always done without targets).
     kohler_frame: the builder's Köhler target frame (only for the protocol line).
     kohler_frames_dir: the Köhler folder; when given, each image is measured
@@ -176,7 +254,8 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   Returns:
     The summary dict (also written as summary.json): `num_images`, `means`
     ({psnr, ssim, blurry_psnr, blurry_ssim}; empty without targets),
-    `num_exact` (outputs identical to their target: PSNR inf), `protocol`, ...
+    `num_exact` (outputs identical to their target: PSNR inf), `protocol`, ...;
+    for paired examples with 'family' keys also `by_family` (`family_means`).
   """
   import jax  # pylint: disable=g-import-not-at-top
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
@@ -207,10 +286,10 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   tag = "eval/" + (re.sub(r"[^A-Za-z0-9]+", "_", dataset).strip("_") or "data")
 
   rows: list[dict[str, Any]] = []
-  grids: list[tuple[str, np.ndarray]] = []
+  grids: list[tuple[str, Any, np.ndarray]] = []  # candidates: see _choose_grids
   written: list[str] = []
   seconds: list[float] = []
-  paired = None
+  paired = has_family = None
   start = time.time()
   bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
   for i, ex in enumerate(examples):
@@ -222,6 +301,10 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
       paired = has_sharp
     elif paired != has_sharp:
       raise ValueError(f"{name!r}: some examples have a 'sharp' target and others not")
+    if has_family is None:
+      has_family = "family" in ex
+    elif has_family != ("family" in ex):
+      raise ValueError(f"{name!r}: some examples have a 'family' and others not")
     t0 = time.perf_counter()
     out = inference.deblur_image(fn, blur, tile=tile, tile_overlap=tile_overlap)
     seconds.append(time.perf_counter() - t0)
@@ -230,6 +313,8 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
       image_io.write_image(path, out, overwrite=True)
       written.append(os.path.relpath(path, output_dir))
     row: dict[str, Any] = {"name": name}
+    if has_family:
+      row["family"] = ex["family"]
     if paired:
       sharp = ex["sharp"]
       if frames is not None:
@@ -246,9 +331,11 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
         row["blurry_ssim"] = float(ssim_fn(blur, sharp))
       bar.set_postfix_str(f"PSNR {np.mean([r['psnr'] for r in rows + [row]]):.2f}", refresh=False)
     rows.append(row)
-    if len(grids) < num_grids:
+    family = ex.get("family")
+    if num_grids and (len(grids) < num_grids or
+                      (has_family and all(f != family for _, f, _ in grids))):
       panels = [blur, out] + ([ex["sharp"]] if paired else [])
-      grids.append((name, np.concatenate(panels, axis=1)))
+      grids.append((name, family, np.concatenate(panels, axis=1)))
     bar.update(1)
   bar.close()
   if not rows:
@@ -256,9 +343,13 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   elapsed = time.time() - start
 
   means: dict[str, float] = {}
+  by_family: dict[str, dict[str, float]] = {}
   if paired:
     means = {k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS}
-    fields = list(CSV_FIELDS) + [k for k in ("gt_frame", "blurry_gt_frame") if k in rows[0]]
+    if has_family:
+      by_family = family_means(rows)
+    fields = list(CSV_FIELDS) + [k for k in ("gt_frame", "blurry_gt_frame", "family")
+                                 if k in rows[0]]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
@@ -266,6 +357,7 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
       w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
     checkpoint.atomic_write_text(os.path.join(output_dir, CSV_FILE), buf.getvalue())
 
+  grids = _choose_grids(grids, num_grids)
   grid_files = []
   for j, (name, grid) in enumerate(grids):
     path = os.path.join(output_dir, GRID_DIR, f"{j:02d}_{_flat_name(name)}.png")
@@ -275,6 +367,9 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   writer = metric_writers.create_default_writer(output_dir, asynchronous=False)
   if means:
     writer.write_scalars(step, {f"{tag}/{k}": v for k, v in means.items()})
+  if by_family:
+    writer.write_scalars(step, {f"{tag}/{_flat_name(f)}/{k}": m[k] for f, m in by_family.items()
+                                if f != FAMILY_ALL for k in ("psnr", "ssim", "psnr_gain")})
   if grids:
     suffix = "blurry|deblurred|sharp" if paired else "blurry|deblurred"
     writer.write_images(step, {f"{tag}/{suffix}_{j}": g[None] for j, (_, g) in enumerate(grids)})
@@ -288,6 +383,7 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
       "num_images": len(rows),
       "paired": bool(paired),
       "means": means,
+      **({"by_family": by_family} if by_family else {}),
       "num_exact": int(sum(1 for r in rows if paired and math.isinf(r["psnr"]))),
       "protocol": protocol,
       "dataset_protocol": data_protocol,
@@ -333,8 +429,34 @@ def evaluate_workdir(workdir: str, source: Any, *, output_dir: str, step: int | 
                             extra_summary=extra, **kwargs)
 
 
+def evaluate_model(name: str | None, source: Any, *, output_dir: str, dtype: Any = None,
+                   **kwargs) -> dict:
+  """Loads a model shipped with the package and runs `evaluate_generator`.
+
+  Args:
+    name: the shipped model (`pretrained.available()`); None for
+      `pretrained.DEFAULT_MODEL`.
+    source: see `evaluate_generator`.
+    output_dir: see `evaluate_generator`.
+    dtype: compute dtype (None = the model config's `compute_dtype`).
+    **kwargs: the rest of `evaluate_generator`'s options.
+  Returns:
+    The summary dict, with `model` added; its `step` is the training step the
+    model was packed from (0 if its metadata does not say).
+  Raises:
+    FileNotFoundError: no such model, or a missing file (named).
+    ValueError: a damaged model file (named).
+  """
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  model, params, restored = inference.restore(model=name, dtype=dtype)
+  extra = {"model": restored.model, **kwargs.pop("extra_summary", {})}
+  return evaluate_generator(model, params, source, output_dir=output_dir,
+                            step=restored.step or 0, extra_summary=extra, **kwargs)
+
+
 def format_result(summary: dict) -> str:
-  """The lines the CLI prints: means (or output count) and the whole protocol."""
+  """The lines the CLI prints: means (or output count), the per-family table
+  (data with blur families) and the whole protocol."""
   n, ds = summary["num_images"], summary.get("dataset") or "dataset"
   head = f"{ds} {summary.get('split', '')}".strip() + f", {n} image(s), step {summary['step']}"
   if not summary["means"]:
@@ -343,6 +465,10 @@ def format_result(summary: dict) -> str:
   m = summary["means"]
   lines = [f"{head}: PSNR {m['psnr']:.4f} dB  SSIM {m['ssim']:.4f}  "
            f"(blurry input: PSNR {m['blurry_psnr']:.4f} dB  SSIM {m['blurry_ssim']:.4f})"]
+  if summary.get("by_family"):
+    lines.append("by blur family (PSNR in dB; gain = deblurred - blurry PSNR; worst gain = "
+                 "the smallest per-image gain):")
+    lines += ["  " + line for line in format_family_table(summary["by_family"])]
   if summary["num_exact"]:
     lines.append(f"note: {summary['num_exact']} output(s) equal their target exactly (PSNR inf)")
   lines.append(f"protocol: {summary['protocol']}; {summary['dataset_protocol']}")
@@ -358,8 +484,15 @@ def _parser() -> argparse.ArgumentParser:
       prog="python -m flax_gradnet.evaluate",
       description="Evaluate a trained generator on a dataset: per-image CSV, mean PSNR/SSIM "
                   "with the protocol, image grids, clu events, deblurred outputs.")
-  p.add_argument("--workdir", required=True, help="training workdir (config.json + checkpoints/)")
-  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  p.add_argument("--workdir", default=None,
+                 help="training workdir (config.json + checkpoints/); default: the shipped "
+                      "model, see --model")
+  p.add_argument("--model", default=None,
+                 help="name of a model shipped with the package (python -m "
+                      "flax_gradnet.pretrained --list); the default when --workdir is absent: "
+                      f"{pretrained.DEFAULT_MODEL}")
+  p.add_argument("--step", type=int, default=None,
+                 help="checkpoint step of --workdir (default: latest)")
   p.add_argument("--dataset", required=True,
                  help="gopro | gopro/blur_gamma | paired_folder | kohler | blur_only | synthetic")
   p.add_argument("--split", default="test", help="split or TFDS slice (default test)")
@@ -418,6 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     return fail("--num_images, --num_grids and --crop_border must be >= 0")
   if args.kohler_best_frame and args.dataset != "kohler":
     return fail("--kohler_best_frame is for --dataset=kohler")
+  if args.workdir is not None and args.model is not None:
+    return fail("pass --workdir (a training workdir) or --model (a shipped model), not both")
+  if args.step is not None and args.workdir is None:
+    return fail("--step selects a checkpoint of --workdir; a shipped model (--model) has one "
+                "set of weights")
   try:
     builder_kwargs = _builder_kwargs(args)
   except (ValueError, FileNotFoundError) as e:
@@ -432,16 +570,20 @@ def main(argv: list[str] | None = None) -> int:
   # Heavy imports after argument checks, so --help and usage errors are instant.
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  from flax_gradnet import checkpoint  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   from flax_gradnet.data import pipeline  # pylint: disable=g-import-not-at-top
 
   try:  # before preparing the data set, which can take long
     dtype = None if args.dtype is None else jnp.dtype(args.dtype)
-    model, params, step = checkpoint.restore_generator(args.workdir, args.step, dtype)
+    model, params, restored = inference.restore(args.workdir, model=args.model, step=args.step,
+                                                dtype=dtype)
   except (FileNotFoundError, ValueError) as e:
-    return fail(f"cannot restore a generator from {args.workdir!r}: {e}")
-  print(f"restored generator from {args.workdir} at step {step} "
-        f"(compute dtype {jnp.dtype(model.dtype).name})", file=sys.stderr)
+    source = (f"workdir {args.workdir!r}" if args.workdir is not None
+              else f"shipped model {args.model or pretrained.DEFAULT_MODEL!r}")
+    return fail(f"cannot restore a generator from {source}: {e}")
+  step = restored.step or 0  # a shipped model: the step it was packed from
+  print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
+        file=sys.stderr)
   try:
     source = pipeline.get_source(args.dataset, args.split,
                                  data_dir=os.path.expanduser(args.data_dir),
@@ -458,8 +600,9 @@ def main(argv: list[str] | None = None) -> int:
       save_outputs=args.save_outputs, kohler_frame=args.kohler_frame,
       kohler_frames_dir=builder_kwargs.get("path") if args.kohler_best_frame else None,
       progress=not args.no_progress,
-      extra_summary={"workdir": os.path.abspath(args.workdir), "split": args.split,
-                     "path": builder_kwargs.get("path")})
+      extra_summary={**({"workdir": os.path.abspath(args.workdir)} if args.workdir is not None
+                        else {"model": restored.model}),
+                     "split": args.split, "path": builder_kwargs.get("path")})
   print(format_result(summary))
   print(f"results in {os.path.abspath(args.output_dir)} ({SUMMARY_FILE}"
         f"{', ' + CSV_FILE if summary['means'] else ''}, {GRID_DIR}/"

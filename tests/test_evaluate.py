@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from flax_gradnet import checkpoint, evaluate, metrics, train
+from flax_gradnet import checkpoint, evaluate, inference, metrics, pretrained, train
 from flax_gradnet.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -258,3 +258,134 @@ def test_paper_tables_check_each_workdirs_ablation():
   (bad,) = tables.config_mismatches("wo_rgcl", ablations.default.get_config())
   assert bad.startswith("model.use_rgcl=True")
   assert len(tables.config_mismatches("ours", ablations.get_config("wo_content"))) == 1
+
+
+class _Scale:
+  """A stand-in generator, y = a * x: evaluation tests without training."""
+  dtype = None
+
+  def apply(self, variables, x):
+    return x * variables["params"]["a"]
+
+
+def _family_source(with_family=True):
+  """8 random pairs over 3 blur families, family order shake, linear, defocus."""
+  rng = np.random.default_rng(3)
+  families = ["shake", "shake", "linear", "shake", "defocus", "linear", "defocus", "shake"]
+  source = []
+  for i, family in enumerate(families):
+    sharp = rng.integers(0, 256, (24, 20, 3), np.uint8)
+    blur = np.clip(sharp + rng.normal(0, 5 + 5 * i, sharp.shape), 0, 255).astype(np.uint8)
+    ex = {"blur": blur, "sharp": sharp, "name": f"photo{i % 2}/{family}{i}.png"}
+    if with_family:
+      ex["family"] = family
+    source.append(ex)
+  return source
+
+
+def test_by_family_means_table_and_grids(tmp_path):
+  out = tmp_path / "eval"
+  params = {"a": np.float32(0.9)}
+  summary = evaluate.evaluate_generator(_Scale(), params, _family_source(), output_dir=str(out),
+                                        dataset="synthetic_online", num_grids=2, progress=False)
+  rows = read_csv(out / evaluate.CSV_FILE)
+  assert list(rows[0]) == list(evaluate.CSV_FIELDS) + ["family"]
+  by_family = json.loads((out / evaluate.SUMMARY_FILE).read_text())["by_family"]
+  assert list(by_family) == ["shake", "linear", "defocus", evaluate.FAMILY_ALL]
+  assert by_family == summary["by_family"]
+  for family, m in by_family.items():
+    rs = [r for r in rows if family in (r["family"], evaluate.FAMILY_ALL)]
+    assert m["num_images"] == len(rs)
+    for k in evaluate.METRIC_KEYS:
+      assert m[k] == pytest.approx(np.mean([float(r[k]) for r in rs]), abs=1e-9)
+    gains = [float(r["psnr"]) - float(r["blurry_psnr"]) for r in rs]
+    assert m["psnr_gain"] == pytest.approx(np.mean(gains), abs=1e-9)
+    assert m["worst_psnr_gain"] == pytest.approx(min(gains), abs=1e-9)
+  assert by_family["all"]["psnr"] == pytest.approx(summary["means"]["psnr"], abs=1e-12)
+
+  text = evaluate.format_result(summary)
+  lines = text.splitlines()
+  for family, m in by_family.items():
+    (line,) = [x for x in lines if x.split()[:1] == [family]]
+    assert line.split() == [family, str(m["num_images"]), f"{m['blurry_psnr']:.2f}",
+                            f"{m['psnr']:.2f}", f"{m['psnr_gain']:+.2f}",
+                            f"{m['blurry_ssim']:.4f}", f"{m['ssim']:.4f}",
+                            f"{m['worst_psnr_gain']:+.2f}"]
+  assert "synthetic_online held-out set" in text  # the dataset's protocol line
+
+  # num_grids=2 but 3 families: each family's first image, in data order.
+  grids = sorted(os.listdir(out / evaluate.GRID_DIR))
+  assert grids == ["00_photo0_shake0.png", "01_photo0_linear2.png", "02_photo0_defocus4.png"]
+  assert summary["files"]["grids"] == [os.path.join(evaluate.GRID_DIR, g) for g in grids]
+  assert np.asarray(Image.open(out / evaluate.GRID_DIR / grids[0])).shape == (24, 60, 3)
+
+
+def test_without_families_nothing_changes(tmp_path):
+  out = tmp_path / "eval"
+  params = {"a": np.float32(0.9)}
+  summary = evaluate.evaluate_generator(_Scale(), params, _family_source(with_family=False),
+                                        output_dir=str(out), num_grids=2, progress=False)
+  rows = read_csv(out / evaluate.CSV_FILE)
+  assert list(rows[0]) == list(evaluate.CSV_FIELDS) and len(rows) == 8
+  assert "by_family" not in summary
+  assert "by_family" not in json.loads((out / evaluate.SUMMARY_FILE).read_text())
+  assert len(evaluate.format_result(summary).splitlines()) == 2  # means + protocol
+  assert sorted(os.listdir(out / evaluate.GRID_DIR)) == ["00_photo0_shake0.png",
+                                                         "01_photo1_shake1.png"]
+  with pytest.raises(ValueError, match="'family'"):
+    mixed = _family_source(with_family=False) + _family_source()[:1]
+    evaluate.evaluate_generator(_Scale(), params, mixed, output_dir=str(tmp_path / "m"),
+                                progress=False)
+
+
+def test_choose_grids_covers_families_then_fills_in_order():
+  cands = [(f"n{j}", f, j) for j, f in enumerate("aabac")]
+  assert [g for _, g in evaluate._choose_grids(cands, 2)] == [0, 2, 4]  # every family once
+  assert [g for _, g in evaluate._choose_grids(cands, 4)] == [0, 1, 2, 4]
+  assert evaluate._choose_grids(cands, 0) == []
+  plain = [(f"n{j}", None, j) for j in range(3)]
+  assert [g for _, g in evaluate._choose_grids(plain, 2)] == [0, 1]
+
+
+def test_cli_shipped_model(tmp_path, generator_workdir, capsys, monkeypatch):
+  """--model evaluates a shipped model (packed into a tmp root); flag conflicts exit 2."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax_gradnet.models import Generator  # pylint: disable=g-import-not-at-top
+  tiny = dict(base_features=4, gradientnet_features=4, num_mbrbs=1)
+  params = jax.jit(Generator(**tiny).init)(jax.random.key(0, impl="rbg"),
+                                           jnp.zeros((1, 16, 16, 3)))["params"]
+  workdir = str(tmp_path / "workdir")
+  generator_workdir(workdir, tiny, params, 4)
+  root = str(tmp_path / "models")
+  pretrained.pack(workdir, "tiny", root=root)
+  monkeypatch.setenv(pretrained.ENV_VAR, root)
+
+  folder = tmp_path / "photos"
+  folder.mkdir()
+  photo = np.random.default_rng(0).integers(0, 256, (36, 44, 3), np.uint8)
+  Image.fromarray(photo).save(folder / "a.png")
+  base = ["--dataset", "blur_only", "--path", str(folder), "--data_dir", str(tmp_path / "tfds"),
+          "--no_progress"]
+  out = tmp_path / "out"
+  rc = evaluate.main(base + ["--model", "tiny", "--output_dir", str(out)])
+  captured = capsys.readouterr()
+  assert rc == 0, captured.err
+  assert "restored generator from shipped model tiny" in captured.err
+  summary = json.loads((out / evaluate.SUMMARY_FILE).read_text())
+  assert summary["model"] == "tiny" and "workdir" not in summary
+  assert summary["step"] == 4  # the step the model was packed from
+  module, loaded = pretrained.load("tiny")
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(out / evaluate.OUTPUT_DIR / "a.png")),
+      inference.deblur_image(inference.make_deblur_fn(module, loaded), photo))
+
+  o2 = ["--output_dir", str(tmp_path / "o2")]
+  assert evaluate.main(base + ["--workdir", workdir, "--model", "tiny"] + o2) == 2
+  assert "not both" in capsys.readouterr().err
+  assert evaluate.main(base + ["--model", "tiny", "--step", "4"] + o2) == 2
+  assert "--step" in capsys.readouterr().err
+  assert evaluate.main(base + o2) == 2  # the default model is not in this root
+  err = capsys.readouterr().err
+  assert "cannot restore a generator" in err and pretrained.DEFAULT_MODEL in err
+  assert not (tmp_path / "o2").exists()
