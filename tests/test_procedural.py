@@ -94,3 +94,29 @@ def test_size_below_two_raises():
     _leaves(0, 1)
   with pytest.raises(ValueError, match="size"):
     _leaves(0, 0)
+
+
+def test_blob_mask_range_and_coverage():
+  rng = np.random.default_rng(0)
+  mask = procedural.blob_mask(rng, 96, coverage=0.4)
+  assert mask.shape == (96, 96)
+  assert mask.min() >= 0.0 and mask.max() <= 1.0
+  # The hard threshold keeps 40% of the pixels; the 0.7 px edge blur moves
+  # the mean by a fraction of the edge length only.
+  assert abs(mask.mean() - 0.4) < 0.05
+
+
+def test_dead_leaves_scene_is_deterministic_and_has_a_soft_background():
+  a = procedural.dead_leaves_scene(np.random.default_rng(3), 96, p_soft_background=1.0)
+  b = procedural.dead_leaves_scene(np.random.default_rng(3), 96, p_soft_background=1.0)
+  np.testing.assert_array_equal(a, b)
+  assert a.dtype == np.uint8 and a.shape == (96, 96, 3)
+  sharp = procedural.dead_leaves_scene(np.random.default_rng(3), 96, p_soft_background=0.0)
+  np.testing.assert_array_equal(sharp, procedural.dead_leaves(np.random.default_rng(3), 96,
+                                                              r_min=4.0))
+  # A soft background removes edges: fewer edge pixels than the all-sharp image.
+  soft = [procedural.dead_leaves_scene(np.random.default_rng(s), 96, p_soft_background=1.0)
+          for s in range(4)]
+  crisp = [procedural.dead_leaves(np.random.default_rng(s), 96, r_min=4.0) for s in range(4)]
+  assert (np.mean([procedural.edge_density(x) for x in soft])
+          < np.mean([procedural.edge_density(x) for x in crisp]))

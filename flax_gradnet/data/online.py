@@ -29,7 +29,7 @@ from PIL import Image
 
 from flax_gradnet.data import procedural, synthetic
 
-VERSION = "2.0.0"
+VERSION = "2.1.0"
 # Held out by photograph, chosen before training: the cat (fur, a face), the
 # rocket (flat sky, thin structures), gravel (dense texture) and coffee
 # (an indoor still life). No training record ever reads them.
@@ -58,13 +58,14 @@ class OnlinePairs(Sequence):
 
   Each record:
     * sharp: with probability `procedural_fraction` a dead-leaves image
-      (`procedural.dead_leaves`, smallest leaf radius U(3, 8) px), else a
+      (`procedural.dead_leaves_scene`, smallest leaf radius U(3, 8) px; half of
+      them a sharp foreground before an out-of-focus background), else a
       training photograph downscaled by U(0.35, 1) (area-averaged, so it stays
       sharp) and cut at a random position;
     * blur: one family of `families`, uniformly: "shake" (Boracchi-Foi camera
       shake, path 4-30 px), "linear" (3-25 px at any angle), "frames"
-      (GOPRO-style average of 7-13 moved frames), "defocus" (disk radius 1-6 px),
-      "gaussian" (sigma 0.6-2 px), "mix" (shake or linear composed with a
+      (GOPRO-style average of 7-13 moved frames), "defocus" (disk radius 0.5-6 px),
+      "gaussian" (sigma 0.3-2 px), "mix" (shake or linear composed with a
       defocus of radius 1-3 or a Gaussian of sigma 0.5-1.2); computed on a
       margin around the crop so no border leaks in;
     * noise: Poisson-Gaussian of a random level, none in 20% of records
@@ -143,7 +144,8 @@ class OnlinePairs(Sequence):
     side = self.size + 2 * _MARGIN
     family = self.families[int(rng.integers(len(self.families)))]
     if rng.uniform() < self.procedural_fraction:
-      region, source = procedural.dead_leaves(rng, side, r_min=rng.uniform(3.0, 8.0)), "dead_leaves"
+      region = procedural.dead_leaves_scene(rng, side, r_min=rng.uniform(3.0, 8.0))
+      source = "dead_leaves"
     else:
       region, source = self._photo_region(rng, side)
     blurred = synthetic.blur_family(region, family, rng)

@@ -125,3 +125,54 @@ def edge_density(image: np.ndarray, threshold: float = 10.0) -> float:
   g = np.asarray(image, np.float64).mean(-1)
   gy, gx = ndimage.sobel(g, 0) / 8.0, ndimage.sobel(g, 1) / 8.0
   return float(np.mean(np.hypot(gx, gy) > threshold))
+
+
+def blob_mask(rng: np.random.Generator, size: int, *, coverage: float | None = None,
+              cell: int = 16) -> np.ndarray:
+  """A soft-edged random foreground mask in [0, 1]: thresholded smooth noise.
+
+  Args:
+    rng: the random generator.
+    size: side of the mask.
+    coverage: share of pixels in the foreground; U(0.3, 0.7) if None.
+    cell: the blobs' typical size in pixels.
+
+  Returns:
+    float64 [size, size]; edges are anti-aliased over about one pixel.
+  """
+  coverage = rng.uniform(0.3, 0.7) if coverage is None else coverage
+  coarse = rng.standard_normal((size // cell + 3, size // cell + 3))
+  field = ndimage.zoom(coarse, cell, order=3)[cell:cell + size, cell:cell + size]
+  hard = (field > np.quantile(field, 1.0 - coverage)).astype(np.float64)
+  return np.clip(ndimage.gaussian_filter(hard, 0.7), 0.0, 1.0)
+
+
+def dead_leaves_scene(rng: np.random.Generator, size: int, *, p_soft_background: float = 0.5,
+                      r_min: float = 4.0) -> np.ndarray:
+  """A dead-leaves image, sometimes with a depth of field: sharp leaves in front
+  of an out-of-focus dead-leaves background.
+
+  Photographs are seldom sharp everywhere: a sharp subject stands before a soft
+  background. A net trained only on images that are sharp everywhere learns to
+  sharpen everything, and on such photographs it carves halos into the
+  background. With probability `p_soft_background` the scene is a sharp
+  dead-leaves foreground (a blob-shaped region, `blob_mask`) over a second
+  dead-leaves image blurred by a Gaussian of sigma U(1, 4) px; the soft
+  background is part of the *sharp target*, so the net learns to remove only
+  the blur it is given.
+
+  Returns:
+    uint8 [size, size, 3].
+  """
+  front = dead_leaves(rng, size, r_min=r_min)
+  if rng.uniform() >= p_soft_background:
+    return front
+  half = max(2, size // 2)  # the background is soft: render it at half size
+  back = dead_leaves(rng, half, r_min=max(1.5, r_min / 2), supersample=1).astype(np.float64)
+  back = ndimage.zoom(back, (size / half, size / half, 1), order=1)[:size, :size]
+  sigma = rng.uniform(1.0, 4.0)
+  back = np.stack([ndimage.gaussian_filter(back[..., c], sigma, mode="reflect")
+                   for c in range(3)], axis=-1)
+  mask = blob_mask(rng, size)[..., None]
+  scene = mask * front.astype(np.float64) + (1.0 - mask) * back
+  return np.round(np.clip(scene, 0, 255)).astype(np.uint8)

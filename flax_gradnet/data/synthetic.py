@@ -341,9 +341,9 @@ def random_psf(family: str, rng: np.random.Generator) -> np.ndarray:
   if family == "linear":
     return linear_motion_psf(rng.uniform(3.0, 25.0), rng.uniform(0.0, np.pi))
   if family == "defocus":
-    return defocus_psf(rng.uniform(1.0, 6.0))
+    return defocus_psf(rng.uniform(0.5, 6.0))
   if family == "gaussian":
-    return gaussian_psf(rng.uniform(0.6, 2.0))
+    return gaussian_psf(rng.uniform(0.3, 2.0))
   if family == "mix":
     motion = random_psf("shake" if rng.uniform() < 0.5 else "linear", rng)
     if rng.uniform() < 0.5:
@@ -352,7 +352,7 @@ def random_psf(family: str, rng: np.random.Generator) -> np.ndarray:
       soft = gaussian_psf(rng.uniform(0.5, 1.2))
     return compose_psfs(motion, soft)
   if family == "frames":
-    raise ValueError("'frames' has no PSF: it averages moved frames (frame_average_blur).")
+    raise ValueError("blur family 'frames' has no PSF: it averages moved frames (frame_average_blur).")
   raise ValueError(f"Unknown blur family {family!r}; choose from {BLUR_FAMILIES}.")
 
 
