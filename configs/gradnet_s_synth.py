@@ -67,7 +67,7 @@ def get_config():
   config.critic_learning_rate = 2e-4
   config.lr_schedule = "cosine"
   config.per_device_batch_size = 8
-  config.num_train_steps = 8000
+  config.num_train_steps = 7000
 
   config.log_every_steps = 100
   config.eval_every_steps = 1000

@@ -27,7 +27,7 @@ def _assert_pairs_equal(a, b):
 
 
 def test_version_and_heldout_photos():
-  assert online.VERSION == "2.1.0"
+  assert online.VERSION == "2.2.0"
   train = online.training_photographs()
   assert set(online.HELDOUT_PHOTOS) <= set(synthetic.builtin_photographs())
   assert not set(train) & set(online.HELDOUT_PHOTOS)
@@ -206,3 +206,14 @@ def test_repr_names_the_data_not_the_object(small_heldout):
              dict(kw, photos={**small_heldout, "rocket": small_heldout["rocket"][::-1]})]
   reprs = {repr(online.OnlinePairs(**k)) for k in [kw] + changed}
   assert len(reprs) == len(changed) + 1
+
+
+def test_unblurred_records_are_the_sharp_image_plus_noise():
+  src = online.OnlinePairs(size=32, seed=0, procedural_fraction=1.0, noise=False, p_unblurred=1.0,
+                           num_records=100)
+  for i in range(3):
+    ex = src[i]
+    np.testing.assert_array_equal(ex["blur"], ex["sharp"])
+    assert ex["name"].endswith("_none")
+  with pytest.raises(ValueError, match="p_unblurred"):
+    online.OnlinePairs(size=32, p_unblurred=1.5)

@@ -29,7 +29,7 @@ from PIL import Image
 
 from flax_gradnet.data import procedural, synthetic
 
-VERSION = "2.1.0"
+VERSION = "2.2.0"
 # Held out by photograph, chosen before training: the cat (fur, a face), the
 # rocket (flat sky, thin structures), gravel (dense texture) and coffee
 # (an indoor still life). No training record ever reads them.
@@ -69,7 +69,11 @@ class OnlinePairs(Sequence):
       defocus of radius 1-3 or a Gaussian of sigma 0.5-1.2); computed on a
       margin around the crop so no border leaks in;
     * noise: Poisson-Gaussian of a random level, none in 20% of records
-      (`synthetic.random_sensor_noise`).
+      (`synthetic.random_sensor_noise`);
+    * unblurred: with probability `p_unblurred` the blur is skipped (family
+      "none": noise only), so the net also sees inputs that are already sharp
+      and learns to leave them alone instead of sharpening what is soft in the
+      scene itself.
 
   Args:
     size: side of the square pairs.
@@ -78,12 +82,14 @@ class OnlinePairs(Sequence):
     families: blur families to draw from.
     noise: add sensor noise.
     num_records: records per epoch (the sampler's length).
+    p_unblurred: share of records without blur (noise only).
     photos: sharp photographs to use (default: `training_photographs()`).
   """
 
   def __init__(self, *, size: int = 128, seed: int = 0, procedural_fraction: float = 0.5,
                families: Sequence[str] = synthetic.BLUR_FAMILIES, noise: bool = True,
-               num_records: int = NUM_RECORDS, photos: dict[str, np.ndarray] | None = None):
+               num_records: int = NUM_RECORDS, photos: dict[str, np.ndarray] | None = None,
+               p_unblurred: float = 0.1):
     families = tuple(families)
     for f in families:
       if f not in synthetic.BLUR_FAMILIES:
@@ -93,6 +99,8 @@ class OnlinePairs(Sequence):
       raise ValueError("families is empty.")
     if not 0.0 <= procedural_fraction <= 1.0:
       raise ValueError(f"procedural_fraction must be in [0, 1], got {procedural_fraction}.")
+    if not 0.0 <= p_unblurred <= 1.0:
+      raise ValueError(f"p_unblurred must be in [0, 1], got {p_unblurred}.")
     if size < 8:
       raise ValueError(f"size must be >= 8, got {size}.")
     self.size = int(size)
@@ -101,6 +109,7 @@ class OnlinePairs(Sequence):
     self.families = families
     self.noise = bool(noise)
     self.num_records = int(num_records)
+    self.p_unblurred = float(p_unblurred)
     self._photos = photos if photos is not None else training_photographs()
     if procedural_fraction < 1.0 and not self._photos:
       raise ValueError("No photographs to draw from; set procedural_fraction=1.0.")
@@ -118,6 +127,7 @@ class OnlinePairs(Sequence):
     return (f"OnlinePairs(version={VERSION!r}, size={self.size}, seed={self.seed}, "
             f"procedural_fraction={self.procedural_fraction}, families={self.families}, "
             f"noise={self.noise}, num_records={self.num_records}, "
+            f"p_unblurred={self.p_unblurred}, "
             f"photos={len(self._names)}:{self._photo_crc:08x})")
 
   def __len__(self) -> int:
@@ -148,7 +158,10 @@ class OnlinePairs(Sequence):
       source = "dead_leaves"
     else:
       region, source = self._photo_region(rng, side)
-    blurred = synthetic.blur_family(region, family, rng)
+    if rng.uniform() < self.p_unblurred:
+      blurred, family = region, "none"
+    else:
+      blurred = synthetic.blur_family(region, family, rng)
     inner = (slice(_MARGIN, _MARGIN + self.size), slice(_MARGIN, _MARGIN + self.size))
     blur = np.ascontiguousarray(blurred[inner])
     if self.noise:

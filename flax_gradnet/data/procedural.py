@@ -157,7 +157,7 @@ def dead_leaves_scene(rng: np.random.Generator, size: int, *, p_soft_background:
   sharpen everything, and on such photographs it carves halos into the
   background. With probability `p_soft_background` the scene is a sharp
   dead-leaves foreground (a blob-shaped region, `blob_mask`) over a second
-  dead-leaves image blurred by a Gaussian of sigma U(1, 4) px; the soft
+  dead-leaves image blurred by a Gaussian of sigma U(1.5, 10) px (bokeh); the soft
   background is part of the *sharp target*, so the net learns to remove only
   the blur it is given.
 
@@ -170,7 +170,7 @@ def dead_leaves_scene(rng: np.random.Generator, size: int, *, p_soft_background:
   half = max(2, size // 2)  # the background is soft: render it at half size
   back = dead_leaves(rng, half, r_min=max(1.5, r_min / 2), supersample=1).astype(np.float64)
   back = ndimage.zoom(back, (size / half, size / half, 1), order=1)[:size, :size]
-  sigma = rng.uniform(1.0, 4.0)
+  sigma = rng.uniform(1.5, 10.0)
   back = np.stack([ndimage.gaussian_filter(back[..., c], sigma, mode="reflect")
                    for c in range(3)], axis=-1)
   mask = blob_mask(rng, size)[..., None]
