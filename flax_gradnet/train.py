@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from absl import logging
+from absl import flags, logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import jax_utils
 
@@ -153,8 +153,29 @@ def _check_finite(history: list[dict[str, Any]], first_step: int) -> list[dict[s
   return host
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains the GAN of the config in `workdir`; returns the last evaluation's metrics."""
+def log_to_workdir(workdir: str, program: str) -> None:
+  """Sends library INFO logs (orbax, TFDS, clu, absl) to files in the workdir.
+
+  absl writes `<program>.INFO` (a link to the newest log) in `workdir`; the
+  terminal keeps warnings and errors only. Call it from a program's main, after
+  absl has parsed its flags.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  logging.get_absl_handler().use_absl_log_file(program_name=program, log_dir=workdir)
+  flags.FLAGS.stderrthreshold = "warning"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       progress: bool = False) -> dict[str, float]:
+  """Trains the GAN of the config in `workdir`; returns the last evaluation's metrics.
+
+  Args:
+    config: the training configuration (see configs/default.py).
+    workdir: checkpoints, config.json and TensorBoard logs; resumed if it holds
+      a checkpoint.
+    progress: show a progress bar on stderr (steps, generator loss, last
+      held-out PSNR gain).
+  """
   if config.initialize_distributed:
     jax.distributed.initialize()
   workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -226,6 +247,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_metrics: dict[str, float] = {}
   train_start = time.time()
   logging.info("Training from step %d to %d.", initial_step, total_steps)
+  bar = None
+  if progress and is_chief:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=total_steps, initial=initial_step, desc="training", unit="step",
+               dynamic_ncols=True)
   with _Preemption() as preemption, metric_writers.ensure_flushes(writer):
     step = initial_step
     while step < total_steps:
@@ -238,6 +264,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       history.append(jax.tree_util.tree_map(lambda x: x[0], m))
       for hook in hooks:
         hook(step)
+      if bar is not None:
+        bar.update(1)
 
       last = step == total_steps
       if step % config.log_every_steps == 0 or last:
@@ -249,6 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         scalars["steps_per_hour"] = 3600 * (step - initial_step) / (time.time() - train_start)
         writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
         history, history_start = [], step + 1
+        if bar is not None:
+          bar.set_postfix(loss=f"{scalars['generator_loss']:.4g}", refresh=False)
 
       if step % config.eval_every_steps == 0 or last:
         with report_progress.timed("eval"):
@@ -262,6 +292,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.write_images(step, {f"eval/blurry|deblurred|sharp_{i}": g[None]
                                      for i, g in enumerate(grids)})
         logging.info("step %d eval: %s", step, eval_metrics)
+        if bar is not None:
+          bar.set_postfix(heldout_gain_dB=f"{eval_metrics['psnr_gain']:+.2f}", refresh=False)
 
       if step % config.checkpoint_every_steps == 0 or last or preemption.requested:
         _check_finite(history, history_start)  # never checkpoint a diverged state
@@ -270,6 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if preemption.requested:
           logging.warning("Checkpoint saved at step %d; exiting on SIGTERM.", step)
           break
+  if bar is not None:
+    bar.close()
   manager.wait_until_finished()
   manager.close()
   return eval_metrics
