@@ -20,7 +20,7 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m flax_gradnet.demo --workdir=$(DEMO_WORKDIR) --config.data_dir=$(DEMO_WORKDIR)/tfds
+	$(PY) -m flax_gradnet.demo --workdir=$(DEMO_WORKDIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
