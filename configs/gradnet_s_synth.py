@@ -26,7 +26,7 @@ packs it into flax_gradnet/pretrained/gradnet_s_synth/. Departures from the pape
     paper's gradient loss (Eq. 9) at weight 1;
   - no adversarial term (gamma = 0): the target is PSNR on unseen images, and on
     2 cores the 5 critic updates per step would cost ~3x the steps;
-  - batch 8 of 128x128 crops, Adam 2e-4 with cosine decay, `num_train_steps`.
+  - batch 8 of 128x128 crops, Adam 1e-3 (beta1 0.9) with cosine decay over 5000 steps.
 """
 
 import importlib.util
@@ -63,14 +63,15 @@ def get_config():
   config.content_loss = "pixel"
   config.content_weight = 100.0
   config.adversarial_weight = 0.0
-  config.learning_rate = 2e-4
-  config.critic_learning_rate = 2e-4
+  config.learning_rate = 1e-3  # 5x the first try's 2e-4: same loss per step early, better held-out
+  config.critic_learning_rate = 2e-4  # used only when a derived config turns the GAN on
+  config.b1 = 0.9  # Adam's usual beta1 for this regression (the paper's 0.5 is a GAN setting)
   config.lr_schedule = "cosine"
   config.per_device_batch_size = 8
-  config.num_train_steps = 7000
+  config.num_train_steps = 5000
 
   config.log_every_steps = 100
-  config.eval_every_steps = 1000
+  config.eval_every_steps = 500
   config.checkpoint_every_steps = 250
   config.num_image_summaries = 3
   return config

@@ -4,7 +4,7 @@
 
 The main job of `make demo`. It is `configs/gradnet_s_synth.py` (the recipe of
 the shipped model, whose docstring explains each departure from the paper)
-trained for 700 instead of 7,000 steps, with the paper's WGAN-GP term switched
+trained for 700 instead of 5,000 steps, with the paper's WGAN-GP term switched
 on for the last 50 steps, so the demo runs the whole method: 5 critic updates
 per generator update, gradient penalty lambda = 10; its weight is 0.01 rather
 than the paper's 1, as a late, gentle adversarial phase after a pixel/gradient
