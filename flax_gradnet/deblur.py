@@ -45,15 +45,7 @@ def _parser() -> argparse.ArgumentParser:
       description="Deblur images with a generator restored from a training workdir or "
                   "shipped with the package.")
   p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-  p.add_argument("--workdir", default=None,
-                 help="training workdir (config.json + checkpoints/); default: the shipped "
-                      "model, see --model")
-  p.add_argument("--model", default=None,
-                 help="name of a model shipped with the package (python -m "
-                      "flax_gradnet.pretrained --list); the default when --workdir is absent: "
-                      f"{pretrained.DEFAULT_MODEL}")
-  p.add_argument("--step", type=int, default=None,
-                 help="checkpoint step of --workdir (default: latest)")
+  pretrained.add_restore_flags(p)
   p.add_argument("--output_dir", required=True, help="folder for the results (created if missing)")
   p.add_argument("--tile", type=int, default=None,
                  help="tile side in pixels, a multiple of 4 (default: whole image at once)")

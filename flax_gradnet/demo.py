@@ -40,7 +40,7 @@ from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wron
 from ml_collections import config_flags
 
 from flax_gradnet import checkpoint as ckpt_lib
-from flax_gradnet import image_io, inference, metrics, train
+from flax_gradnet import evaluate, image_io, inference, metrics, train
 from flax_gradnet.data import online
 
 _DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
@@ -125,17 +125,6 @@ def format_table(table: dict[str, dict], models: Sequence[str]) -> list[str]:
              for m in models]
     lines.append("Worst per-image PSNR gain: " + "; ".join(worst))
   return lines
-
-
-def _json_value(v: Any) -> Any:
-  """inf/nan as strings (strict JSON has neither)."""
-  if isinstance(v, float) and not math.isfinite(v):
-    return str(v)
-  if isinstance(v, dict):
-    return {k: _json_value(x) for k, x in v.items()}
-  if isinstance(v, (list, tuple)):
-    return [_json_value(x) for x in v]
-  return v
 
 
 # ----------------------------------------------------------------------------
@@ -244,7 +233,7 @@ def main(argv):
       "seconds": {"train": train_s, "evaluate": eval_s, "total": time.time() - start},
   }
   ckpt_lib.atomic_write_text(os.path.join(workdir, RESULTS_FILE),
-                             json.dumps(_json_value(results), indent=2) + "\n")
+                             json.dumps(evaluate.json_safe(results), indent=2) + "\n")
 
   panels = "blurry | quickstart" + (" | shipped" if shipped is not None else "")
   lines = ["", f"Held-out set: {len(rows)} images ({photos}: photographs no training record "

@@ -128,14 +128,14 @@ def _flat_name(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.splitext(name)[0]).strip("_") or "image"
 
 
-def _json_value(v: Any) -> Any:
+def json_safe(v: Any) -> Any:
   """floats as floats, except inf/nan as strings (strict JSON has neither)."""
   if isinstance(v, float) and not math.isfinite(v):
     return str(v)
   if isinstance(v, dict):
-    return {k: _json_value(x) for k, x in v.items()}
+    return {k: json_safe(x) for k, x in v.items()}
   if isinstance(v, (list, tuple)):
-    return [_json_value(x) for x in v]
+    return [json_safe(x) for x in v]
   return v
 
 
@@ -402,7 +402,7 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
       **(extra_summary or {}),
   }
   checkpoint.atomic_write_text(os.path.join(output_dir, SUMMARY_FILE),
-                               json.dumps(_json_value(summary), indent=2) + "\n")
+                               json.dumps(json_safe(summary), indent=2) + "\n")
   return summary
 
 
@@ -484,15 +484,7 @@ def _parser() -> argparse.ArgumentParser:
       prog="python -m flax_gradnet.evaluate",
       description="Evaluate a trained generator on a dataset: per-image CSV, mean PSNR/SSIM "
                   "with the protocol, image grids, clu events, deblurred outputs.")
-  p.add_argument("--workdir", default=None,
-                 help="training workdir (config.json + checkpoints/); default: the shipped "
-                      "model, see --model")
-  p.add_argument("--model", default=None,
-                 help="name of a model shipped with the package (python -m "
-                      "flax_gradnet.pretrained --list); the default when --workdir is absent: "
-                      f"{pretrained.DEFAULT_MODEL}")
-  p.add_argument("--step", type=int, default=None,
-                 help="checkpoint step of --workdir (default: latest)")
+  pretrained.add_restore_flags(p)
   p.add_argument("--dataset", required=True,
                  help="gopro | gopro/blur_gamma | paired_folder | kohler | blur_only | synthetic")
   p.add_argument("--split", default="test", help="split or TFDS slice (default test)")

@@ -373,3 +373,17 @@ def pack(workdir: str, name: str, *, step: int | None = None, root: str | None =
     if old is not None:
       shutil.rmtree(old, ignore_errors=True)
   return dest
+
+
+def add_restore_flags(parser) -> None:
+  """Adds the `--workdir`, `--model` and `--step` flags every inference CLI shares
+  (`inference.restore` takes their values)."""
+  parser.add_argument("--workdir", default=None,
+                      help="training workdir (config.json + checkpoints/); default: the shipped "
+                           "model, see --model")
+  parser.add_argument("--model", default=None,
+                      help="name of a model shipped with the package (python -m "
+                           "flax_gradnet.pretrained --list); the default when --workdir is "
+                           f"absent: {DEFAULT_MODEL}")
+  parser.add_argument("--step", type=int, default=None,
+                      help="checkpoint step of --workdir (default: latest)")
