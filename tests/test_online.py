@@ -90,17 +90,21 @@ def test_photograph_records_never_use_heldout_photographs():
 
 
 def test_every_family_is_drawn_and_named():
-  src = online.OnlinePairs(size=16, seed=0, procedural_fraction=1.0, photos={})
+  src = online.OnlinePairs(size=16, seed=0, procedural_fraction=1.0, photos={}, p_unblurred=0.0)
   for family in synthetic.BLUR_FAMILIES:
     one = online.OnlinePairs(size=16, seed=0, procedural_fraction=1.0, photos={},
-                             families=(family,))
+                             families=(family,), p_unblurred=0.0)
     assert one[0]["name"].endswith(f"_{family}")
   seen = {src[i]["name"].rsplit("_", 1)[-1] for i in range(40)}
   assert seen == set(synthetic.BLUR_FAMILIES)
+  # With the default p_unblurred = 0.1, "none" (noise only) joins the families.
+  default = online.OnlinePairs(size=16, seed=0, procedural_fraction=1.0, photos={})
+  seen = {default[i]["name"].rsplit("_", 1)[-1] for i in range(60)}
+  assert seen == set(synthetic.BLUR_FAMILIES) | {"none"}
 
 
 def test_blur_lowers_gradient_energy():
-  src = online.OnlinePairs(size=48, seed=0, noise=False)
+  src = online.OnlinePairs(size=48, seed=0, noise=False, p_unblurred=0.0)
   ratios = [_gradient_energy(ex["blur"]) / _gradient_energy(ex["sharp"])
             for ex in (src[i] for i in range(12))]
   assert np.mean(ratios) < 0.7, ratios
