@@ -52,7 +52,7 @@ config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training configurati
 HELDOUT_DIR = "heldout"
 CLOCK_FILE = "clock_motion_comparison.png"
 RESULTS_FILE = "heldout_results.json"
-ALL = "all"  # the row of all images in `family_table`
+ALL = evaluate.FAMILY_ALL  # the row of all images in `family_table`
 QUICKSTART, SHIPPED = "quickstart", "shipped"  # model keys of the rows and the table
 
 
@@ -71,6 +71,9 @@ def clock_motion_path() -> str:
 def family_table(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> dict[str, dict]:
   """Per-image rows -> per-family means, families in first-seen order, then `ALL`.
 
+  Each model's numbers are `evaluate.family_means` of its own rows, the same
+  computation as `python -m flax_gradnet.evaluate`'s per-family table.
+
   Args:
     rows: one dict per image: 'name', 'family', 'blurry_psnr', 'blurry_ssim',
       and '<model>_psnr', '<model>_ssim' for each model.
@@ -83,25 +86,17 @@ def family_table(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> dict[
     PSNR; `worst_psnr_gain` = the smallest per-image PSNR - blurry PSNR, of
     image `worst_image`.
   """
-  groups: dict[str, list[dict[str, Any]]] = {}
-  for r in rows:
-    groups.setdefault(str(r["family"]), []).append(r)
-  groups[ALL] = list(rows)
-  table = {}
-  for family, rs in groups.items():
-    blurry_psnr = float(np.mean([r["blurry_psnr"] for r in rs]))
-    entry: dict[str, Any] = {
-        "num_images": len(rs),
-        "blurry": {"psnr": blurry_psnr, "ssim": float(np.mean([r["blurry_ssim"] for r in rs]))}}
-    for m in models:
-      gains = [r[f"{m}_psnr"] - r["blurry_psnr"] for r in rs]
-      worst = int(np.argmin(gains))
-      psnr = float(np.mean([r[f"{m}_psnr"] for r in rs]))
-      entry[m] = {"psnr": psnr, "ssim": float(np.mean([r[f"{m}_ssim"] for r in rs])),
-                  "psnr_gain": psnr - blurry_psnr, "worst_psnr_gain": float(gains[worst]),
-                  "worst_image": rs[worst]["name"]}
-    table[family] = entry
-  return table
+  if not models:
+    raise ValueError("family_table needs at least one model")
+  per_model = {m: evaluate.family_means(
+      [{"name": r["name"], "family": r["family"], "psnr": r[f"{m}_psnr"],
+        "ssim": r[f"{m}_ssim"], "blurry_psnr": r["blurry_psnr"],
+        "blurry_ssim": r["blurry_ssim"]} for r in rows]) for m in models}
+  keys = ("psnr", "ssim", "psnr_gain", "worst_psnr_gain", "worst_image")
+  return {family: {"num_images": b["num_images"],
+                   "blurry": {"psnr": b["blurry_psnr"], "ssim": b["blurry_ssim"]},
+                   **{m: {k: per_model[m][family][k] for k in keys} for m in models}}
+          for family, b in per_model[models[0]].items()}
 
 
 def format_table(table: dict[str, dict], models: Sequence[str]) -> list[str]:

@@ -190,7 +190,8 @@ def family_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
   Families in first-seen order, then `FAMILY_ALL` over every row. `psnr_gain` =
   mean PSNR - mean blurry PSNR; `worst_psnr_gain` = the smallest per-image
-  `psnr - blurry_psnr` (negative: that image got worse than its blurry input).
+  `psnr - blurry_psnr` (negative: that image got worse than its blurry input),
+  of the image `worst_image` (its 'name').
   """
   groups: dict[str, list[dict[str, Any]]] = {}
   for r in rows:
@@ -199,8 +200,10 @@ def family_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
   out = {}
   for family, rs in groups.items():
     m = {k: float(np.mean([r[k] for r in rs])) for k in METRIC_KEYS}
+    worst = min(rs, key=lambda r: r["psnr"] - r["blurry_psnr"])
     out[family] = {"num_images": len(rs), **m, "psnr_gain": m["psnr"] - m["blurry_psnr"],
-                   "worst_psnr_gain": float(min(r["psnr"] - r["blurry_psnr"] for r in rs))}
+                   "worst_psnr_gain": float(worst["psnr"] - worst["blurry_psnr"]),
+                   "worst_image": worst.get("name")}
   return out
 
 
@@ -427,31 +430,6 @@ def evaluate_workdir(workdir: str, source: Any, *, output_dir: str, step: int | 
   extra = {"workdir": os.path.abspath(workdir), **kwargs.pop("extra_summary", {})}
   return evaluate_generator(model, params, source, output_dir=output_dir, step=restored_step,
                             extra_summary=extra, **kwargs)
-
-
-def evaluate_model(name: str | None, source: Any, *, output_dir: str, dtype: Any = None,
-                   **kwargs) -> dict:
-  """Loads a model shipped with the package and runs `evaluate_generator`.
-
-  Args:
-    name: the shipped model (`pretrained.available()`); None for
-      `pretrained.DEFAULT_MODEL`.
-    source: see `evaluate_generator`.
-    output_dir: see `evaluate_generator`.
-    dtype: compute dtype (None = the model config's `compute_dtype`).
-    **kwargs: the rest of `evaluate_generator`'s options.
-  Returns:
-    The summary dict, with `model` added; its `step` is the training step the
-    model was packed from (0 if its metadata does not say).
-  Raises:
-    FileNotFoundError: no such model, or a missing file (named).
-    ValueError: a damaged model file (named).
-  """
-  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
-  model, params, restored = inference.restore(model=name, dtype=dtype)
-  extra = {"model": restored.model, **kwargs.pop("extra_summary", {})}
-  return evaluate_generator(model, params, source, output_dir=output_dir,
-                            step=restored.step or 0, extra_summary=extra, **kwargs)
 
 
 def format_result(summary: dict) -> str:

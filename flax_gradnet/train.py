@@ -25,6 +25,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from flax import jax_utils
 
 from flax_gradnet import checkpoint as ckpt_lib
+from flax_gradnet import evaluate as evaluate_lib
 from flax_gradnet import metrics as metrics_lib, steps
 from flax_gradnet.data import pipeline
 
@@ -80,8 +81,7 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
   for the deblurred output and, as a baseline, for the blurry input.
   """
   apply = jax.jit(generator.apply)
-  sums: dict[str, list[float]] = {"psnr": [], "ssim": [], "blurry_psnr": [], "blurry_ssim": []}
-  family_gain: dict[str, list[float]] = {}
+  rows: list[dict[str, Any]] = []
   grids = []
   for i, example in enumerate(pipeline.eval_iterator(source)):
     if num_images and i >= num_images:
@@ -91,22 +91,22 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
     out = np.asarray(metrics_lib.quantize(out))
     sharp = example["sharp"]
     kw = dict(data_range=255.0, crop_border=crop_border)
-    sums["psnr"].append(float(metrics_lib.psnr(out, sharp, **kw)))
-    sums["ssim"].append(float(metrics_lib.ssim(out, sharp, **kw)))
-    sums["blurry_psnr"].append(float(metrics_lib.psnr(blur, sharp, **kw)))
-    sums["blurry_ssim"].append(float(metrics_lib.ssim(blur, sharp, **kw)))
-    if "family" in example:  # held-out sets with several blur families
-      family_gain.setdefault(example["family"], []).append(
-          sums["psnr"][-1] - sums["blurry_psnr"][-1])
+    rows.append({"name": example["name"], "family": example.get("family"),
+                 "psnr": float(metrics_lib.psnr(out, sharp, **kw)),
+                 "ssim": float(metrics_lib.ssim(out, sharp, **kw)),
+                 "blurry_psnr": float(metrics_lib.psnr(blur, sharp, **kw)),
+                 "blurry_ssim": float(metrics_lib.ssim(blur, sharp, **kw))})
     if len(grids) < num_summaries:
       grids.append(np.concatenate([blur, out.astype(np.uint8), sharp], axis=1))
-  if not sums["psnr"]:
+  if not rows:
     raise ValueError("the evaluation split is empty")
-  means = {k: float(np.mean(v)) for k, v in sums.items()}
-  means["psnr_gain"] = means["psnr"] - means["blurry_psnr"]
-  means.update({f"psnr_gain_{f}": float(np.mean(v)) for f, v in family_gain.items()})
-  if family_gain:
-    means["worst_image_psnr_gain"] = float(np.min(np.subtract(sums["psnr"], sums["blurry_psnr"])))
+  # The same per-family numbers as `python -m flax_gradnet.evaluate` prints.
+  by_family = evaluate_lib.family_means(rows)
+  overall = by_family.pop(evaluate_lib.FAMILY_ALL)
+  means = {k: overall[k] for k in ("psnr", "ssim", "blurry_psnr", "blurry_ssim", "psnr_gain")}
+  if rows[0]["family"] is not None:  # held-out sets with several blur families
+    means.update({f"psnr_gain_{f}": m["psnr_gain"] for f, m in by_family.items()})
+    means["worst_image_psnr_gain"] = overall["worst_psnr_gain"]
   return means, grids
 
 
