@@ -89,4 +89,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_image_summaries = 3  # blurry | deblurred | sharp grids written per evaluation
   config.eval_crop_border = 0  # pixels ignored at the border by PSNR/SSIM
   config.initialize_distributed = False  # call jax.distributed.initialize() (multi-host)
+
+  # Fine-tuning: start the generator from trained weights instead of at random.
+  # A training workdir ("path/to/workdir", or "path/to/workdir@STEP"), or the
+  # name of a shipped model (flax_gradnet.pretrained.available()); "" = random
+  # init. Only the generator's weights are taken (fresh optimizer, step 0, new
+  # critic); a workdir that already holds a checkpoint resumes that instead.
+  config.init_from = ""
+  config.init_strict = True  # refuse missing, unexpected or reshaped weights (else keep init for those)
   return config

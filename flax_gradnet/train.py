@@ -22,7 +22,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import flags, logging
 from clu import metric_writers, parameter_overview, periodic_actions
-from flax import jax_utils
+from flax import jax_utils, serialization, traverse_util
 
 from flax_gradnet import checkpoint as ckpt_lib
 from flax_gradnet import evaluate as evaluate_lib
@@ -215,6 +215,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = _from_state_dict(state, restored.state)
     train_iter.set_state(restored.data["iterator"])
     logging.info("Resumed from %s at step %d.", manager.directory, latest)
+  elif config.init_from:
+    params, description = load_init_params(config.init_from, state.generator.params,
+                                           strict=config.init_strict)
+    state = state.replace(generator=state.generator.replace(params=params))
+    logging.info("Generator initialised from %s.", description)
   initial_step = int(state.step)
   if is_chief and initial_step == 0:
     logging.info("Generator:\n%s", parameter_overview.get_parameter_overview(
@@ -314,6 +319,68 @@ def _state_dict(state: steps.GANState) -> dict[str, Any]:
   def net(s):
     return {"step": s.step, "params": s.params, "opt_state": s.opt_state}
   return {"generator": net(state.generator), "critic": net(state.critic)}
+
+
+def _split_init_from(init_from: str) -> tuple[str | None, str | None, int | None]:
+  """"workdir[@step]" or a shipped model's name -> (workdir, model, step)."""
+  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
+  path, step = init_from, None
+  head, sep, tail = init_from.rpartition("@")
+  if sep and tail.isdigit():
+    path, step = head, int(tail)
+  if os.path.isdir(os.path.expanduser(path)):
+    return os.path.expanduser(path), None, step
+  if step is None and init_from in pretrained.available():
+    return None, init_from, None
+  raise FileNotFoundError(
+      f"config.init_from={init_from!r} is neither a training workdir (optionally "
+      f"'@STEP') nor a shipped model (available: {pretrained.available()})")
+
+
+def load_init_params(init_from: str, params: Any, *, strict: bool = True) -> tuple[Any, str]:
+  """The generator weights of `config.init_from`, fitted onto `params` (the fresh init).
+
+  Every weight of `params` is looked up by its path in the source. Paths only
+  in `params` (missing), only in the source (unexpected), or present in both
+  with other shapes (mismatched) are listed in one table; with `strict` any of
+  them raises, otherwise those keep their fresh initial values.
+
+  Returns:
+    (params, a one-line description of the source and of what was loaded).
+  """
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  workdir, model, step = _split_init_from(init_from)
+  _, source, restored = inference.restore(workdir, model=model, step=step)
+  target_flat = traverse_util.flatten_dict(serialization.to_state_dict(params), sep="/")
+  source_flat = traverse_util.flatten_dict(serialization.to_state_dict(source), sep="/")
+  problems = []
+  for key in sorted(set(target_flat) | set(source_flat)):
+    if key not in source_flat:
+      problems.append((key, "missing", str(tuple(target_flat[key].shape)), "-"))
+    elif key not in target_flat:
+      problems.append((key, "unexpected", "-", str(tuple(np.shape(source_flat[key])))))
+    elif tuple(np.shape(source_flat[key])) != tuple(target_flat[key].shape):
+      problems.append((key, "shape", str(tuple(target_flat[key].shape)),
+                       str(tuple(np.shape(source_flat[key])))))
+  if problems:
+    rows = [f"  {k:60s} {kind:10s} model {a:18s} source {b}" for k, kind, a, b in problems]
+    if len(rows) > 60:
+      rows = rows[:60] + [f"  ... and {len(rows) - 60} more"]
+    table = "\n".join(rows)
+    message = (f"config.init_from={init_from!r} ({restored}) does not fit the "
+               f"generator of this config: {len(problems)} weight(s)\n{table}")
+    if strict:
+      raise ValueError(message + "\nSet config.init_strict=False to load the matching weights "
+                       "and keep the initial values of the others.")
+    logging.warning("%s\nLoading the %d matching weight(s) only (init_strict=False).",
+                    message, len(target_flat) - sum(p[1] != "unexpected" for p in problems))
+  bad = {p[0] for p in problems}
+  merged = {k: (jnp.asarray(source_flat[k], v.dtype) if k not in bad else v)
+            for k, v in target_flat.items()}
+  loaded = serialization.from_state_dict(
+      params, traverse_util.unflatten_dict(merged, sep="/"))
+  n_loaded = sum(k not in bad for k in target_flat)
+  return loaded, f"{restored}: {n_loaded}/{len(target_flat)} weights loaded"
 
 
 def _from_state_dict(state: steps.GANState, tree: dict[str, Any]) -> steps.GANState:

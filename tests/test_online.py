@@ -27,7 +27,8 @@ def _assert_pairs_equal(a, b):
 
 
 def test_version_and_heldout_photos():
-  assert online.VERSION == "2.2.0"
+  assert online.VERSION == "2.3.0"
+  assert online.HELDOUT_VERSION == "2.2.0"  # frozen: held-out numbers stay comparable
   train = online.training_photographs()
   assert set(online.HELDOUT_PHOTOS) <= set(synthetic.builtin_photographs())
   assert not set(train) & set(online.HELDOUT_PHOTOS)
@@ -207,6 +208,7 @@ def test_repr_names_the_data_not_the_object(small_heldout):
   assert "0x" not in repr(online.OnlinePairs(**kw))
   changed = [dict(kw, seed=1), dict(kw, size=48), dict(kw, procedural_fraction=0.2),
              dict(kw, families=("shake",)), dict(kw, noise=False), dict(kw, num_records=5),
+             dict(kw, p_soft=0.3),
              dict(kw, photos={**small_heldout, "rocket": small_heldout["rocket"][::-1]})]
   reprs = {repr(online.OnlinePairs(**k)) for k in [kw] + changed}
   assert len(reprs) == len(changed) + 1
@@ -221,3 +223,29 @@ def test_unblurred_records_are_the_sharp_image_plus_noise():
     assert ex["name"].endswith("_none")
   with pytest.raises(ValueError, match="p_unblurred"):
     online.OnlinePairs(size=32, p_unblurred=1.5)
+
+
+def _high_frequency_energy(image):
+  """Mean squared 4-neighbour Laplacian of the grey image (0 for a flat image)."""
+  g = image.astype(np.float64).mean(-1)
+  lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+  return float(np.mean(lap ** 2))
+
+
+def test_soft_records_have_soft_targets(small_heldout):
+  kw = dict(size=48, seed=0, noise=False, p_unblurred=1.0, num_records=100,
+            photos=small_heldout, procedural_fraction=0.5)
+  soft, crisp = online.OnlinePairs(p_soft=1.0, **kw), online.OnlinePairs(p_soft=0.0, **kw)
+  soft_energy, crisp_energy = [], []
+  for i in range(12):
+    s, c = soft[i], crisp[i]
+    assert "_soft_" in s["name"] and "_soft" not in c["name"]
+    np.testing.assert_array_equal(s["blur"], s["sharp"])  # unblurred: the target is the soft image
+    soft_energy.append(_high_frequency_energy(s["sharp"]))
+    crisp_energy.append(_high_frequency_energy(c["sharp"]))
+  # A Gaussian of sigma >= 0.5 px removes at least half of the Laplacian's
+  # energy of a broadband image (its gain at the Nyquist corner is
+  # exp(-pi^2 sigma^2) <= 0.085); the records differ, so compare the medians.
+  assert np.median(soft_energy) < 0.5 * np.median(crisp_energy)
+  with pytest.raises(ValueError, match="p_soft"):
+    online.OnlinePairs(size=32, p_soft=-0.1)

@@ -184,3 +184,75 @@ def test_critic_schedule_follows_the_generator_step(lr_schedule, warmup):
   np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-9)  # float32
   for c in (0, 4, 5, 123, 399):  # scalar counts, as optax's Adam passes them
     np.testing.assert_allclose(float(critic(c)), ref[c], rtol=1e-5, atol=1e-9)
+
+
+def _fresh_generator_params(config):
+  generator, _ = train.steps.build_models(config)
+  x = np.zeros((1, config.crop_size, config.crop_size, 3), np.float32)
+  return generator.init(jax.random.key(1), x)["params"]
+
+
+def test_init_from_a_shipped_model_loads_every_weight():
+  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
+  config = load_config("gradnet_s_synth")
+  fresh = _fresh_generator_params(config)
+  loaded, description = train.load_init_params(pretrained.DEFAULT_MODEL, fresh)
+  _, reference = pretrained.load(pretrained.DEFAULT_MODEL)
+  assert_trees_equal(loaded, reference)
+  n = len(jax.tree_util.tree_leaves(fresh))
+  assert f"{n}/{n} weights loaded" in description
+
+
+def test_init_from_a_workdir_then_fine_tunes(tmp_path, data_dir, tiny_config):
+  source = str(tmp_path / "source")
+  train.train_and_evaluate(tiny_config(data_dir), source)
+  _, source_state = restored_state(source)
+  # Fine-tune at learning rate 0 from step 2 of the source: the new run's
+  # generator starts (and, at rate 0, stays) at those weights; its step and
+  # critic are its own.
+  config = tiny_config(data_dir)
+  config.init_from = f"{source}@2"
+  config.learning_rate = 0.0
+  config.critic_learning_rate = 0.0
+  config.num_train_steps = 2
+  config.checkpoint_every_steps = 2
+  tuned = str(tmp_path / "tuned")
+  train.train_and_evaluate(config, tuned)
+  step, tuned_state = restored_state(tuned)
+  assert step == 2
+  manager = ckpt_lib.checkpoint_manager(source)
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  at2 = manager.restore(2, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+  manager.close()
+  assert_trees_equal(tuned_state["generator"]["params"], at2["generator"]["params"])
+  assert not np.array_equal(  # step 2 and step 4 of the source differ, so @2 was honoured
+      np.asarray(jax.tree_util.tree_leaves(at2["generator"]["params"])[0]),
+      np.asarray(jax.tree_util.tree_leaves(source_state["generator"]["params"])[0]))
+
+
+def test_init_from_refuses_a_different_model_unless_not_strict(tiny_train_config, data_dir):
+  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
+  config = tiny_train_config(data_dir)  # widths 4: every conv differs from the shipped model
+  fresh = _fresh_generator_params(config)
+  with pytest.raises(ValueError, match="(?s)does not fit the generator.*shape.*init_strict=False"):
+    train.load_init_params(pretrained.DEFAULT_MODEL, fresh)
+  loaded, description = train.load_init_params(pretrained.DEFAULT_MODEL, fresh, strict=False)
+  flat_fresh = jax.tree_util.tree_leaves_with_path(fresh)
+  flat_loaded = dict(jax.tree_util.tree_leaves_with_path(loaded))
+  _, shipped = pretrained.load(pretrained.DEFAULT_MODEL)
+  flat_shipped = dict(jax.tree_util.tree_leaves_with_path(shipped))
+  n_taken = 0
+  for path, value in flat_fresh:  # every weight: either the source's (same shape) or kept
+    src = flat_shipped.get(path)
+    if src is not None and np.shape(src) == value.shape:
+      np.testing.assert_array_equal(np.asarray(flat_loaded[path]), np.asarray(src))
+      n_taken += 1
+    else:
+      np.testing.assert_array_equal(np.asarray(flat_loaded[path]), np.asarray(value))
+  assert f"{n_taken}/{len(flat_fresh)} weights loaded" in description
+
+
+@pytest.mark.parametrize("init_from", ["no_such_model", "/no/such/workdir@3"])
+def test_init_from_unknown_source_names_it(init_from):
+  with pytest.raises(FileNotFoundError, match="(?s)neither a training workdir.*available"):
+    train.load_init_params(init_from, {})
