@@ -8,8 +8,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax.linen.dtypes import promote_dtype
 
-from flax_gradnet.models.layers import MBRB, ChannelAttention, Conv3x3, PaddedConv, pad_same
+from flax_gradnet.models.layers import (MBRB, ChannelAttention, Conv3x3, ConvWeights, PaddedConv,
+                                        conv_transpose_3x3_s2, pad_same)
 
 Dtype = Any
 
@@ -131,10 +134,20 @@ class Generator(nn.Module):
 
     def up(y, features, name):
       if self.upsample == "transpose":
-        return nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding="SAME",
-                                use_bias=not use_norm, name=name, **common)(y)
+        # nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding="SAME"):
+        # its parameters, computed phase by phase (layers.conv_transpose_3x3_s2).
+        parts = list(y) if isinstance(y, (list, tuple)) else [y]
+        sizes = [p.shape[-1] for p in parts]
+        kernel, bias = ConvWeights(features, (3, 3), use_bias=not use_norm,
+                                   param_dtype=self.param_dtype, name=name)(sum(sizes))
+        out = None
+        for part, k in zip(parts, jnp.split(kernel, np.cumsum(sizes)[:-1].tolist(), axis=2)):
+          part, k = promote_dtype(part, k, dtype=self.dtype)
+          term = conv_transpose_3x3_s2(part, k)
+          out = term if out is None else out + term
+        return out if bias is None else out + jnp.asarray(bias, out.dtype)
       y = PaddedConv(4 * features, (3, 3), padding_mode=self.padding_mode,
-                     use_bias=not use_norm, name=name, **common)(y)
+                     use_bias=not use_norm, name=name, **common)(y)  # y may be [d, skip]
       return pixel_shuffle(y, 2)
 
     f = self.base_features
@@ -150,13 +163,14 @@ class Generator(nn.Module):
                       num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
                       padding_mode=self.padding_mode, name="gradientnet", **common)(b)
 
+    # Skip connections: each decoder stage reads [upsampled, encoder feature]
+    # concatenated on channels; the convolutions take the pair and never build
+    # the concatenation (PaddedConv), which saves memory at full resolution.
     d1 = norm_act(up(b, 2 * f, "dec_up1"), "dec_norm1")
-    d1 = jnp.concatenate([d1, e1], axis=-1)
-    d0 = norm_act(up(d1, f, "dec_up0"), "dec_norm0")
-    d0 = jnp.concatenate([d0, e0], axis=-1)
+    d0 = norm_act(up([d1, e1], f, "dec_up0"), "dec_norm0")
     kernel_init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
     y = PaddedConv(3, (7, 7), padding_mode=self.padding_mode, kernel_init=kernel_init,
-                   name="out_conv", **common)(d0)
+                   name="out_conv", **common)([d0, e0])
     y = jnp.tanh(y)[:, :h, :w, :]
     if self.residual:
       y = jnp.clip(y + inputs, -1.0, 1.0)

@@ -1,0 +1,151 @@
+"""Times the generator's forward pass on one image (inference), after compilation.
+
+    python experiments/bench_inference.py                                # paper config, 1280x720
+    python experiments/bench_inference.py --config=configs/quickstart.py
+    python experiments/bench_inference.py --size=1920x1080 --dtype=bfloat16
+    python experiments/bench_inference.py --reference                    # the pre-issue-9 modules
+
+Prints the median wall time of `--repeats` forward passes (random weights,
+one image, fp32 unless --dtype), the XLA-counted FLOPs of the *reference*
+model (tests/reference_generator.py, the straightforward implementation that
+the optimised modules must equal; its count is the work the model asks for,
+whatever tricks the fast code plays), the achieved GFLOP/s, a dense float32
+matmul's GFLOP/s measured in the same process, their ratio, and the process's
+peak resident memory after the timed passes (before the matmul).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import resource
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from flax_gradnet import checkpoint  # noqa: E402
+
+
+def load_config(path: str):
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def reference_generator(config, dtype):
+  """The pre-optimisation generator of the same config (tests/reference_generator.py)."""
+  spec = importlib.util.spec_from_file_location(
+      "reference_generator", os.path.join(ROOT, "tests", "reference_generator.py"))
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses (flax modules) look their module up
+  spec.loader.exec_module(module)
+  fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.to_dict().items()}
+  return module.Generator(**fields, dtype=dtype)
+
+
+def random_params(model, x):
+  """Weights of the model's shapes from numpy (N(0, 1/fan_in) kernels, small
+  biases, unit norm scales), without compiling `init`: a deblurring run loads
+  its weights, and a compiled init of the whole net would add its own ~0.75 GiB
+  to the peak resident memory measured here."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x[:, :32, :32])["params"]
+  rng = np.random.default_rng(0)
+
+  def fill(path, s):
+    if jax.tree_util.keystr(path).endswith("['scale']"):
+      return jnp.ones(s.shape, s.dtype)
+    if len(s.shape) >= 2:
+      return jnp.asarray(rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1])), s.dtype)
+    return jnp.asarray(0.01 * rng.normal(size=s.shape), s.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def matmul_flops_per_s(n: int = 4096, repeats: int = 5) -> float:
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x * 1e-4)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n**3 / float(np.median(times))
+
+
+def peak_rss_gib() -> float:
+  kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+  return kib / 2**20
+
+
+def parse_size(text: str) -> tuple[int, int]:
+  try:
+    w, h = (int(v) for v in text.lower().split("x"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"--size must be WIDTHxHEIGHT, e.g. 1280x720; got {text!r}")
+  if w < 1 or h < 1:
+    raise argparse.ArgumentTypeError(f"--size must be positive, got {text!r}")
+  return w, h
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", default=os.path.join(ROOT, "configs", "default.py"),
+                      help="a training config; its `model` fields build the generator")
+  parser.add_argument("--size", type=parse_size, default=(1280, 720), help="WIDTHxHEIGHT")
+  parser.add_argument("--repeats", type=int, default=3, help="timed passes after compilation")
+  parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+  parser.add_argument("--reference", action="store_true",
+                      help="time the reference (pre-optimisation) modules instead")
+  args = parser.parse_args()
+
+  config = load_config(args.config)
+  dtype = jnp.dtype(args.dtype)
+  model = (reference_generator(config, dtype) if args.reference
+           else checkpoint.generator_from_config(config, dtype))
+  w, h = args.size
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3)), jnp.float32)
+  params = random_params(model, x)
+  forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
+
+  reference = reference_generator(config, dtype)
+  cost = jax.jit(lambda p, x: reference.apply({"params": p}, x)).lower(params, x).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost["flops"])
+
+  t = time.perf_counter()
+  forward(params, x).block_until_ready()
+  first_s = time.perf_counter() - t
+  times = []
+  for _ in range(args.repeats):
+    t = time.perf_counter()
+    forward(params, x).block_until_ready()
+    times.append(time.perf_counter() - t)
+  seconds = float(np.median(times))
+  rss = peak_rss_gib()
+  peak = matmul_flops_per_s()
+
+  print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPU(s); "
+        f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); jax {jax.__version__}")
+  print(f"model: {args.config}{' (reference modules)' if args.reference else ''}, "
+        f"{args.dtype}, one {w}x{h} image")
+  print(f"first call (compile + run): {first_s:.1f} s")
+  print(f"forward: {seconds:.2f} s (median of {args.repeats}; all: "
+        f"{', '.join(f'{t:.2f}' for t in times)})")
+  print(f"model FLOPs (XLA, reference modules): {flops / 1e9:.1f} G -> achieved "
+        f"{flops / seconds / 1e9:.1f} GFLOP/s")
+  print(f"dense f32 matmul (4096^2) in this process: {peak / 1e9:.1f} GFLOP/s; "
+        f"ratio {flops / seconds / peak:.2f}")
+  print(f"peak RSS after the timed passes: {rss:.2f} GiB")
+
+
+if __name__ == "__main__":
+  main()
