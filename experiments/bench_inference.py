@@ -4,10 +4,11 @@
     python experiments/bench_inference.py --config=configs/quickstart.py
     python experiments/bench_inference.py --size=1920x1080 --dtype=bfloat16
     python experiments/bench_inference.py --reference                    # the pre-issue-9 modules
+    python experiments/bench_inference.py --size=3840x2160 --tile=512    # tiled, as deblur --tile
 
 Prints the median wall time of `--repeats` forward passes (random weights,
 one image, fp32 unless --dtype), the XLA-counted FLOPs of the *reference*
-model (tests/reference_generator.py, the straightforward implementation that
+model (flax_gradnet/models/reference.py, the straightforward implementation that
 the optimised modules must equal; its count is the work the model asks for,
 whatever tricks the fast code plays), the achieved GFLOP/s, a dense float32
 matmul's GFLOP/s measured in the same process, their ratio, and the process's
@@ -31,6 +32,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from flax_gradnet import checkpoint  # noqa: E402
+from flax_gradnet.models import reference  # noqa: E402
 
 
 def load_config(path: str):
@@ -41,14 +43,9 @@ def load_config(path: str):
 
 
 def reference_generator(config, dtype):
-  """The pre-optimisation generator of the same config (tests/reference_generator.py)."""
-  spec = importlib.util.spec_from_file_location(
-      "reference_generator", os.path.join(ROOT, "tests", "reference_generator.py"))
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses (flax modules) look their module up
-  spec.loader.exec_module(module)
+  """The straightforward generator of the same config (flax_gradnet.models.reference)."""
   fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.to_dict().items()}
-  return module.Generator(**fields, dtype=dtype)
+  return reference.Generator(**fields, dtype=dtype)
 
 
 def random_params(model, x):
@@ -103,6 +100,9 @@ def main():
   parser.add_argument("--size", type=parse_size, default=(1280, 720), help="WIDTHxHEIGHT")
   parser.add_argument("--repeats", type=int, default=3, help="timed passes after compilation")
   parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+  parser.add_argument("--tile", type=int, default=0,
+                      help="tile side (inference.deblur_array, as `deblur --tile`); 0 = whole image")
+  parser.add_argument("--tile_overlap", type=int, default=32)
   parser.add_argument("--reference", action="store_true",
                       help="time the reference (pre-optimisation) modules instead")
   args = parser.parse_args()
@@ -114,7 +114,15 @@ def main():
   w, h = args.size
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3)), jnp.float32)
   params = random_params(model, x)
-  forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
+  if args.tile:
+    from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+    fn = inference.make_deblur_fn(model, params)
+
+    def forward(p, x):  # noqa: ARG001  (the params are inside fn)
+      return jnp.asarray(inference.deblur_array(fn, np.asarray(x[0]), tile=args.tile,
+                                                tile_overlap=args.tile_overlap))
+  else:
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
 
   reference = reference_generator(config, dtype)
   cost = jax.jit(lambda p, x: reference.apply({"params": p}, x)).lower(params, x).cost_analysis()
@@ -136,7 +144,8 @@ def main():
   print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPU(s); "
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); jax {jax.__version__}")
   print(f"model: {args.config}{' (reference modules)' if args.reference else ''}, "
-        f"{args.dtype}, one {w}x{h} image")
+        f"{args.dtype}, one {w}x{h} image"
+        + (f", tiles of {args.tile} overlapping by {args.tile_overlap}" if args.tile else ""))
   print(f"first call (compile + run): {first_s:.1f} s")
   print(f"forward: {seconds:.2f} s (median of {args.repeats}; all: "
         f"{', '.join(f'{t:.2f}' for t in times)})")

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.dtypes import promote_dtype
 
-from flax_gradnet.models.layers import (MBRB, ChannelAttention, Conv3x3, ConvWeights, PaddedConv,
-                                        conv_transpose_3x3_s2, pad_same)
+from flax_gradnet.models.layers import (MBRB, SPLIT_MIN_CHANNELS, ChannelAttention, Conv3x3,
+                                        ConvWeights, PaddedConv, conv_transpose_3x3_s2, pad_same)
 
 Dtype = Any
 
@@ -137,6 +137,8 @@ class Generator(nn.Module):
         # nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding="SAME"):
         # its parameters, computed phase by phase (layers.conv_transpose_3x3_s2).
         parts = list(y) if isinstance(y, (list, tuple)) else [y]
+        if len(parts) > 1 and min(p.shape[-1] for p in parts) < SPLIT_MIN_CHANNELS:
+          parts = [jnp.concatenate(parts, axis=-1)]  # see layers.SPLIT_MIN_CHANNELS
         sizes = [p.shape[-1] for p in parts]
         kernel, bias = ConvWeights(features, (3, 3), use_bias=not use_norm,
                                    param_dtype=self.param_dtype, name=name)(sum(sizes))

@@ -113,6 +113,13 @@ def conv_transpose_3x3_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return y.reshape(n, 2 * h, 2 * w, kernel.shape[-1])
 
 
+# Narrower parts are concatenated first: XLA CPU runs a conv of few input
+# channels poorly (7x7 to 3 channels at 1280x720, zero padding: 16+16 channels
+# split 205 ms, concatenated 105 ms; reflect, 32+32: split 86 ms, concatenated
+# 220 ms; 64+64: 208 vs 499 ms; 2-core dev machine, experiments/bench_inference.py era).
+SPLIT_MIN_CHANNELS = 32
+
+
 class ConvWeights(nn.Module):
   """The parameters of `nn.Conv` (same names, shapes, initialisers and order),
   returned instead of applied, for layers that combine kernels before use."""
@@ -157,13 +164,16 @@ class PaddedConv(nn.Module):
   def __call__(self, x: jax.Array | Sequence[jax.Array]) -> jax.Array:
     """Convolves `x`; a sequence of arrays is convolved as their channel concatenation.
 
-    The concatenation is never built: the kernel is split along its input
-    channels and the partial convolutions summed (the same linear map; at
-    1280x720 the U-Net's last skip concatenation alone is 0.47 GB of float32).
+    When every part has at least `SPLIT_MIN_CHANNELS` channels the
+    concatenation is never built: the kernel is split along its input channels
+    and the partial convolutions summed (the same linear map; at 1280x720 the
+    paper U-Net's last skip concatenation alone is 0.47 GB of float32).
     """
     parts = [x] if isinstance(x, jax.Array) else list(x)
     sizes = [p.shape[-1] for p in parts]
     kernel, bias = self.conv(sum(sizes))
+    if len(parts) > 1 and min(sizes) < SPLIT_MIN_CHANNELS:
+      parts = [jnp.concatenate(parts, axis=-1)]
     if len(parts) == 1:
       return conv_bias(parts[0], kernel, bias, self.padding_mode, self.dtype)
     splits = np.cumsum(sizes)[:-1].tolist()

@@ -1,7 +1,17 @@
-"""A frozen copy of the generator as it was before the CPU speed work (issue 9,
-commit 544aa60): the straightforward reading of the paper, one module per
-operation. tests/test_fast_generator.py checks that the optimised modules of
-flax_gradnet.models compute the same function with the same parameter tree."""
+"""The generator written the straightforward way: the paper's operations one by one.
+
+A frozen copy of `layers.py` and `generator.py` as they were before the CPU
+speed work (issue 9, commit 544aa60): a reflect-padded copy before every
+convolution, the RGCL's 1x3 and 3x1 convolutions applied separately, the skip
+concatenations built, `nn.ConvTranspose` as flax has it. Same parameter tree,
+same function. Two uses:
+  * the FLOP count of Table 3 (`summary.forward_cost`): the work the network
+    asks for, not what an implementation's tricks add (the cross kernel's zero
+    taps) or save (the transposed conv's zero-multiplications);
+  * the oracle of tests/test_fast_generator.py, which checks that the modules of
+    `flax_gradnet.models` equal these to 1e-5.
+Not for training or inference: 3.6x slower on XLA CPU with the paper config.
+"""
 
 from __future__ import annotations
 
