@@ -75,7 +75,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_schedule = "constant"  # "constant" or "cosine" (decays to 0 at num_train_steps)
   config.b1 = 0.5
   config.b2 = 0.999
-  config.per_device_batch_size = 4  # paper: batch 4 on one GPU
+  # The global batch: all devices of all processes together (the paper: 4, on
+  # one GPU). Split evenly over the devices (an error names the numbers if it
+  # does not divide); scale learning_rate with it when you change it.
+  config.batch_size = 4
   # 150 epochs of 2103 GOPRO pairs at batch 4 (per generator update).
   config.num_epochs = 150
   config.num_train_steps = -1  # -1: derive from num_epochs and the train split's size

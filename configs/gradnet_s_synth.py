@@ -67,7 +67,7 @@ def get_config():
   config.critic_learning_rate = 2e-4  # used only when a derived config turns the GAN on
   config.b1 = 0.9  # Adam's usual beta1 for this regression (the paper's 0.5 is a GAN setting)
   config.lr_schedule = "cosine"
-  config.per_device_batch_size = 8
+  config.batch_size = 8  # global batch (all devices together)
   config.num_train_steps = 5000
 
   config.log_every_steps = 100

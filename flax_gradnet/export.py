@@ -51,8 +51,13 @@ _POLY_SPECS = {  # name -> (shape spec, constraints)
 MIN_POLY_SIDE = 8
 
 
+DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
 def export_generator(model: Any, params: Any, *, height: int | None = None,
-                     width: int | None = None) -> bytes:
+                     width: int | None = None,
+                     platforms: tuple[str, ...] = DEFAULT_PLATFORMS) -> bytes:
   """Serializes `model` with `params` to the zip format `load_exported` reads.
 
   Args:
@@ -60,11 +65,17 @@ def export_generator(model: Any, params: Any, *, height: int | None = None,
     params: its parameters.
     height, width: export one function for this fixed size (symbolic batch);
       both None for the shape-polymorphic set.
+    platforms: lower for all of these (one artifact; it runs on whichever of
+      them loads it). Lowering needs no such device here.
   Returns:
     the file's bytes.
   """
   if (height is None) != (width is None):
     raise ValueError("give both --height and --width, or neither (polymorphic)")
+  platforms = tuple(platforms)
+  unknown = sorted(set(platforms) - set(KNOWN_PLATFORMS))
+  if not platforms or unknown:
+    raise ValueError(f"platforms must be a non-empty subset of {KNOWN_PLATFORMS}; got {platforms}")
   leaves, treedef = jax.tree_util.tree_flatten(params)
 
   def fn(param_leaves, x):
@@ -78,14 +89,16 @@ def export_generator(model: Any, params: Any, *, height: int | None = None,
     if height < 1 or width < 1:
       raise ValueError(f"height and width must be positive, got {height}x{width}")
     shape = jax.export.symbolic_shape(f"b, {height}, {width}, 3")
-    entries["fixed"] = jax.export.export(jitted)(leaf_specs, jax.ShapeDtypeStruct(shape, jnp.float32))
+    entries["fixed"] = jax.export.export(jitted, platforms=platforms)(
+        leaf_specs, jax.ShapeDtypeStruct(shape, jnp.float32))
   else:
     for name, (spec, constraints) in _POLY_SPECS.items():
       shape = jax.export.symbolic_shape(spec, constraints=constraints)
-      entries[name] = jax.export.export(jitted)(leaf_specs,
-                                                jax.ShapeDtypeStruct(shape, jnp.float32))
+      entries[name] = jax.export.export(jitted, platforms=platforms)(
+          leaf_specs, jax.ShapeDtypeStruct(shape, jnp.float32))
   meta = {"format": FORMAT, "kind": "fixed" if height is not None else "polymorphic",
           "height": height, "width": width, "functions": sorted(entries),
+          "platforms": list(next(iter(entries.values())).platforms),
           "num_params": int(sum(np.size(l) for l in leaves))}
   buf = io.BytesIO()
   with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
@@ -151,10 +164,16 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--width", type=int, default=None, help="fixed image width (with --height)")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                       help="compute dtype (default: the training config's)")
+  parser.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS),
+                      help=f"comma-separated platforms to lower for, of {KNOWN_PLATFORMS} "
+                           "(one artifact for all; default %(default)s)")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
   args = parser.parse_args(argv)
   if (args.height is None) != (args.width is None):
     parser.error("give both --height and --width, or neither (polymorphic)")
+  platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
+  if not platforms or set(platforms) - set(KNOWN_PLATFORMS):
+    parser.error(f"--platforms must name some of {KNOWN_PLATFORMS}, got {args.platforms!r}")
 
   from flax_gradnet import inference  # the shared restore path
   try:
@@ -166,10 +185,12 @@ def main(argv: list[str] | None = None) -> int:
   if not args.overwrite and os.path.lexists(args.output):
     print(f"error: {args.output} exists (pass --overwrite to replace it)", file=sys.stderr)
     return 2
-  data = export_generator(model, params, height=args.height, width=args.width)
+  data = export_generator(model, params, height=args.height, width=args.width,
+                          platforms=platforms)
   _atomic_write_bytes(args.output, data, overwrite=args.overwrite)
   kind = f"{args.height}x{args.width}" if args.height else "any H x W >= 8"
-  print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB): step {step}, {kind}, batch symbolic")
+  print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB): step {step}, {kind}, batch symbolic, "
+        f"platforms {','.join(platforms)}")
   return 0
 
 

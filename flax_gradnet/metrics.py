@@ -145,7 +145,7 @@ def protocol_string(y_channel: bool, crop_border: int, *, data_range: float = 25
 class EvalMetrics(clu.metrics.Collection):
   """Per-image PSNR and SSIM averaged over images, devices and hosts.
 
-  Under `pmap(axis_name="batch")` build it with
+  Under a named mapped axis (e.g. `shard_map(..., axis_names={"batch"})`) build it with
   `EvalMetrics.gather_from_model_output(psnr=[B], ssim=[B])`; on one device
   `EvalMetrics.single_from_model_output(...)`. Merge batches with `.merge`.
   Pass `mask=[B]` (bool) to leave padded examples out of the average.

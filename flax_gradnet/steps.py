@@ -2,9 +2,10 @@
 
 One generator step of the paper = `critic_steps` (5) WGAN-GP critic updates on
 the batch, then one generator update with the Eq. (11) loss. The step is a pure
-function `(state, batch, rng) -> (state, metrics)`; `train.py` wraps it in
-`jax.pmap(axis_name="batch")`, and the same function runs under plain
-`jax.jit` (with sharded inputs) when `axis_name=None`.
+function `(state, batch, rng) -> (state, metrics)`; `train.py` runs it under
+`jax.jit` over a device mesh (batch sharded on axis "data", state replicated),
+where the global-batch means already average across devices. Under a named
+mapped axis (e.g. `shard_map`) pass `axis_name` to average explicitly.
 """
 
 from __future__ import annotations
@@ -72,14 +73,15 @@ def _tree_all_finite(tree) -> jax.Array:
 def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
                content_fn: Callable, *, generator_apply: Callable, critic_apply: Callable,
                cfg: StepConfig, adversarial: bool = True,
-               axis_name: str | None = "batch") -> tuple[GANState, dict[str, jax.Array]]:
+               axis_name: str | None = None) -> tuple[GANState, dict[str, jax.Array]]:
   """One generator update preceded by `cfg.critic_steps` critic updates.
 
   Args:
     state: both networks' TrainStates.
     batch: {"blur", "sharp"}: float images in [-1, 1], [B, H, W, 3] per device.
-    rng: a key shared by all devices; folded with the step and, under pmap,
-      with the device index so each device draws its own interpolation factors.
+    rng: a key shared by all devices; folded with the step and, with
+      `axis_name`, with the axis index so each shard draws its own
+      interpolation factors.
     generator_apply, critic_apply: `module.apply`.
     content_fn: `(pred, target) -> scalar`, Eq. (8) or its stand-in. Pass it
       positionally as a `jax.tree_util.Partial` (as `make_content_fn` returns)
@@ -88,8 +90,8 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
     cfg: loss weights and loop settings.
     adversarial: False skips the critic and the adversarial term (the
       content/gradient warm-up some trainers run before the GAN starts).
-    axis_name: the pmap axis over which gradients and metrics are averaged;
-      None under plain jit.
+    axis_name: a named mapped axis (shard_map) over which gradients and metrics
+      are averaged; None (default) under jit, where the batch is one global array.
 
   Returns:
     The new state and a dict of scalar metrics (averaged over devices).
@@ -163,7 +165,7 @@ def make_content_fn(config) -> jax.tree_util.Partial:
   """Eq. (8) with converted VGG19 weights, or the documented pixel stand-in.
 
   Returns a `jax.tree_util.Partial`: a pytree whose leaves are the VGG19
-  weights, so it can be an argument of the jitted/pmapped step.
+  weights, so it can be an argument of the jitted step.
   """
   if config.content_loss == "pixel":
     return jax.tree_util.Partial(losses.pixel_content_loss)

@@ -1,4 +1,4 @@
-"""The training loop: states, pmapped steps, checkpoints, writers, evaluation.
+"""The training loop: states, jitted steps over a device mesh, checkpoints, writers, evaluation.
 
 `train_and_evaluate(config, workdir)` is the whole job; `main.py` only parses
 flags. A run started again on the same workdir resumes from its latest
@@ -22,7 +22,8 @@ import optax
 import orbax.checkpoint as ocp
 from absl import flags, logging
 from clu import metric_writers, parameter_overview, periodic_actions
-from flax import jax_utils, serialization, traverse_util
+from flax import serialization, traverse_util
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flax_gradnet import checkpoint as ckpt_lib
 from flax_gradnet import evaluate as evaluate_lib
@@ -60,8 +61,25 @@ def critic_schedule(config, num_steps: int) -> optax.Schedule:
 def num_train_steps(config, train_size: int) -> int:
   if config.num_train_steps > 0:
     return config.num_train_steps
-  global_batch = config.per_device_batch_size * jax.device_count()
-  return int(np.ceil(config.num_epochs * train_size / global_batch))
+  return int(np.ceil(config.num_epochs * train_size / config.batch_size))
+
+
+def batch_shares(batch_size: int, num_devices: int | None = None,
+                 num_processes: int | None = None) -> tuple[int, int]:
+  """(per-process, per-device) shares of the global batch `config.batch_size`.
+
+  Raises:
+    ValueError: naming the numbers, when the batch does not split evenly.
+  """
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  num_processes = jax.process_count() if num_processes is None else num_processes
+  if batch_size < 1 or batch_size % num_devices:
+    raise ValueError(
+        f"config.batch_size={batch_size} is the global batch (all devices of all processes "
+        f"together) and must be a positive multiple of the {num_devices} device(s) "
+        f"({num_processes} process(es)); e.g. {num_devices * max(1, batch_size // num_devices)}. "
+        "Scale config.learning_rate with it if you change it (README, Training).")
+  return batch_size // num_processes, batch_size // num_devices
 
 
 def _source(config, split: str, *, for_eval: bool = False):
@@ -200,9 +218,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   state = steps.create_state(init_rng, generator, critic, image_size=config.crop_size,
                              generator_tx=g_tx, critic_tx=c_tx)
 
+  _, per_device = batch_shares(config.batch_size)
   train_iter = pipeline.create_train_iterator(
-      train_source, crop_size=config.crop_size,
-      per_device_batch_size=config.per_device_batch_size,
+      train_source, crop_size=config.crop_size, per_device_batch_size=per_device,
       num_local_devices=jax.local_device_count(), seed=config.seed, flips=config.flips,
       rot90=config.rot90, color_jitter=config.color_jitter, scale_jitter=config.scale_jitter,
       worker_count=config.worker_count)
@@ -228,21 +246,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
 
   cfg = steps.StepConfig.from_config(config)
-  make_step = functools.partial(steps.train_step, generator_apply=generator.apply,
-                                critic_apply=critic.apply, cfg=cfg)
-  # content_fn is an argument (its VGG19 weights broadcast to all devices), not a constant.
-  p_train_step = jax.pmap(make_step, axis_name="batch", donate_argnums=(0,),
-                          in_axes=(0, 0, None, None))
-  p_warmup_step = jax.pmap(functools.partial(make_step, adversarial=False), axis_name="batch",
-                           donate_argnums=(0,), in_axes=(0, 0, None, None))
-  p_state = jax_utils.replicate(state)
-  del state
+  # One program for all devices (jit over a 1-D mesh, axis "data"): the batch
+  # is split across devices, parameters and optimizer states are replicated,
+  # and XLA inserts the gradient all-reduce that averaging over the global
+  # batch implies. content_fn is an argument (its VGG19 weights are replicated
+  # once), not a constant baked into the compiled step.
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+  replicated = NamedSharding(mesh, P())
+  data_sharding = NamedSharding(mesh, P("data"))
+
+  def compile_step(adversarial: bool):
+    fn = functools.partial(steps.train_step, generator_apply=generator.apply,
+                           critic_apply=critic.apply, cfg=cfg, adversarial=adversarial,
+                           axis_name=None)
+    return jax.jit(fn, in_shardings=(replicated, data_sharding, replicated, replicated),
+                   out_shardings=replicated, donate_argnums=(0,))
+
+  train_step, warmup_step = compile_step(True), compile_step(False)
+  state = jax.device_put(state, replicated)
+  content_fn = jax.device_put(content_fn, replicated)
+  step_rng = jax.device_put(step_rng, replicated)
+
+  def global_batch(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    # The pipeline yields [local devices, per device, ...]; this process's rows
+    # of the global batch, assembled into one array sharded over all devices.
+    return {k: jax.make_array_from_process_local_data(
+        data_sharding, v.reshape((-1,) + v.shape[2:])) for k, v in local.items()}
 
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   hooks = [report_progress] if is_chief else []
 
   def save(step: int):
-    host_state = jax.device_get(jax_utils.unreplicate(p_state))
+    host_state = jax.device_get(state)
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_state_dict(host_state)),
         data=ocp.args.JsonSave({"iterator": train_iter.get_state()})), force=True)
@@ -262,11 +297,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     while step < total_steps:
       step += 1
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = next(train_iter)
+        batch = global_batch(next(train_iter))
         warm = step <= config.adversarial_warmup_steps
-        fn = p_warmup_step if warm else p_train_step
-        p_state, m = fn(p_state, batch, step_rng, content_fn)
-      history.append(jax.tree_util.tree_map(lambda x: x[0], m))
+        fn = warmup_step if warm else train_step
+        state, m = fn(state, batch, step_rng, content_fn)
+      history.append(m)
       for hook in hooks:
         hook(step)
       if bar is not None:
@@ -287,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
       if step % config.eval_every_steps == 0 or last:
         with report_progress.timed("eval"):
-          params = jax.device_get(jax_utils.unreplicate(p_state.generator.params))
+          params = jax.device_get(state.generator.params)
           eval_metrics, grids = evaluate(generator, params, eval_source,
                                          num_images=config.num_eval_images,
                                          crop_border=config.eval_crop_border,

@@ -77,7 +77,7 @@ def tiny_train_config():
     m.base_features, m.gradientnet_features, m.num_mbrbs, m.ca_reduction = 4, 4, 1, 4
     config.critic_features, config.critic_layers = 4, 2
     config.content_loss = "pixel"
-    config.per_device_batch_size = 2
+    config.batch_size = 2
     for key, value in overrides.items():
       config[key] = value
     return config

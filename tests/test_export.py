@@ -35,6 +35,13 @@ def test_polymorphic_export_matches_module(trained, tmp_path):
   assert export.main([f"--workdir={wd}", f"--output={out}"]) == 0
   fn = export.load_exported(out)
   assert fn.meta["kind"] == "polymorphic"
+  # One artifact lowered for CPU, GPU and TPU by default, made and run here on a CPU.
+  assert fn.meta["platforms"] == list(export.DEFAULT_PLATFORMS) == ["cpu", "cuda", "tpu"]
+  import zipfile  # pylint: disable=g-import-not-at-top
+  with zipfile.ZipFile(out) as z:
+    for name in fn.meta["functions"]:
+      exported = jax.export.deserialize(bytearray(z.read(f"{name}.jaxexport")))
+      assert exported.platforms == ("cpu", "cuda", "tpu")
   # square, portrait, landscape, and sizes that are not multiples of 4; batch sizes vary.
   apply = jax.jit(model.apply)
   for shape in [(1, 16, 16, 3), (2, 37, 22, 3), (1, 24, 41, 3), (3, 8, 9, 3)]:
@@ -51,8 +58,10 @@ def test_polymorphic_export_matches_module(trained, tmp_path):
 def test_fixed_shape_export(trained, tmp_path):
   wd, model, params = trained
   out = str(tmp_path / "fixed.jaxexport")
-  assert export.main([f"--workdir={wd}", f"--output={out}", "--height=20", "--width=26"]) == 0
+  assert export.main([f"--workdir={wd}", f"--output={out}", "--height=20", "--width=26",
+                      "--platforms=cpu"]) == 0
   fn = export.load_exported(out)
+  assert fn.meta["platforms"] == ["cpu"]
   x = _x((2, 20, 26, 3))
   np.testing.assert_allclose(fn(x), jax.jit(model.apply)({"params": params}, x), atol=1e-5)
   with pytest.raises(ValueError, match="20x26"):
@@ -89,3 +98,8 @@ def test_export_errors(tmp_path, capsys):
   assert "config.json" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     export.main([f"--workdir={tmp_path}", f"--output={tmp_path / 'o'}", "--height=8"])
+  with pytest.raises(SystemExit):  # argparse's usage error, exit 2
+    export.main([f"--workdir={tmp_path}", f"--output={tmp_path / 'o'}", "--platforms=cpu,vulkan"])
+  assert "--platforms" in capsys.readouterr().err
+  with pytest.raises(ValueError, match="platforms"):
+    export.export_generator(None, {}, platforms=())

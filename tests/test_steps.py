@@ -99,38 +99,49 @@ def test_missing_vgg_weights_message(tmp_path):
 
 _TWO_DEVICE_SCRIPT = textwrap.dedent("""
     import functools, jax, jax.numpy as jnp, numpy as np, optax
-    from flax import jax_utils
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from flax_gradnet import losses, steps
     from flax_gradnet.models import Generator, PatchCritic
-    assert jax.local_device_count() == 2, jax.devices()
+    assert jax.device_count() == 2, jax.devices()
     g = Generator(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4)
     c = PatchCritic(features=4, num_layers=2)
     tx = optax.adam(1e-3, b1=0.5, b2=0.999)
-    state = steps.create_state(jax.random.PRNGKey(0), g, c, image_size=32,
-                               generator_tx=tx, critic_tx=tx)
-    p_step = jax.pmap(functools.partial(
-        steps.train_step, generator_apply=g.apply, critic_apply=c.apply,
-        content_fn=losses.pixel_content_loss, cfg=steps.StepConfig()),
-        axis_name="batch", in_axes=(0, 0, None), donate_argnums=(0,))
-    p_state = jax_utils.replicate(state)
+    state0 = steps.create_state(jax.random.PRNGKey(0), g, c, image_size=32,
+                                generator_tx=tx, critic_tx=tx)
+    fn = functools.partial(steps.train_step, generator_apply=g.apply, critic_apply=c.apply,
+                           content_fn=losses.pixel_content_loss, cfg=steps.StepConfig(),
+                           axis_name=None)
     rng = np.random.default_rng(0)
-    for i in range(2):
-      # Different data on each device: only pmean keeps the replicas equal.
-      batch = {k: rng.uniform(-1, 1, (2, 2, 32, 32, 3)).astype(np.float32)
-               for k in ("blur", "sharp")}
-      p_state, m = p_step(p_state, batch, jax.random.PRNGKey(7))
-    leaves = jax.tree_util.tree_leaves((p_state.generator.params, p_state.critic.params))
-    for x in leaves:
-      x = np.asarray(x)
-      np.testing.assert_array_equal(x[0], x[1])
-    assert int(p_state.critic.step[0]) == 10
-    # Each device drew its own interpolation factors, yet metrics are averaged.
-    assert np.allclose(np.asarray(m["critic_loss"])[0], np.asarray(m["critic_loss"])[1])
-    print("OK", len(leaves))
+    batches = [{k: rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+                for k in ("blur", "sharp")} for _ in range(2)]
+
+    def run(devices):
+      # train.py's layout: batch split over a 1-D "data" mesh, the rest replicated.
+      mesh = Mesh(np.asarray(devices), ("data",))
+      rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+      step = jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=rep)
+      state = jax.device_put(state0, rep)
+      for batch in batches:
+        state, m = step(state, jax.device_put(batch, data), jax.device_put(jax.random.PRNGKey(7), rep))
+      return state, m
+
+    two, m2 = run(jax.devices())
+    one, m1 = run(jax.devices()[:1])
+    leaves2 = jax.tree_util.tree_leaves((two.generator.params, two.critic.params))
+    leaves1 = jax.tree_util.tree_leaves((one.generator.params, one.critic.params))
+    for x in leaves2:  # replicated: every device holds the same parameters
+      shards = [np.asarray(s.data) for s in x.addressable_shards]
+      assert len(shards) == 2
+      np.testing.assert_array_equal(shards[0], shards[1])
+    for x, y in zip(leaves2, leaves1):  # the same global batch, split or not
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+    assert int(two.critic.step) == 10
+    np.testing.assert_allclose(float(m2["critic_loss"]), float(m1["critic_loss"]), rtol=1e-4)
+    print("OK", len(leaves2))
 """)
 
 
-def test_two_devices_keep_identical_parameters():
+def test_two_devices_equal_one_device_on_the_same_global_batch():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, "-c", _TWO_DEVICE_SCRIPT], env=env,

@@ -256,3 +256,11 @@ def test_init_from_refuses_a_different_model_unless_not_strict(tiny_train_config
 def test_init_from_unknown_source_names_it(init_from):
   with pytest.raises(FileNotFoundError, match="(?s)neither a training workdir.*available"):
     train.load_init_params(init_from, {})
+
+
+def test_batch_is_global_and_must_divide_over_devices():
+  assert train.batch_shares(4, num_devices=1, num_processes=1) == (4, 4)  # the paper's batch
+  assert train.batch_shares(8, num_devices=4, num_processes=2) == (4, 2)
+  for bad in (6, 0):
+    with pytest.raises(ValueError, match=rf"config.batch_size={bad} .*global.*4 device"):
+      train.batch_shares(bad, num_devices=4, num_processes=2)
