@@ -45,6 +45,8 @@ def get_config():
   config.dataset_options.size = 128  # generated pair side (= crop_size: no crop needed)
   config.dataset_options.seed = 0  # data seed: same seed, same pairs
   config.dataset_options.procedural_fraction = 0.5  # dead-leaves share of the sharp images
+  config.dataset_options.p_unblurred = 0.1  # share of records with no blur (noise only)
+  config.dataset_options.p_soft = 0.0  # share of sharp images softened first (v2.3; 0 = v2.2's data)
   config.crop_size = 128
   config.rot90 = True
 

@@ -217,7 +217,7 @@ def main(argv):
 
   results = {
       "protocol": protocol,
-      "heldout_set": (f"data/online.py v{online.VERSION} heldout_pairs(): {photos} x "
+      "heldout_set": (f"data/online.py heldout_pairs() v{online.HELDOUT_VERSION}: {photos} x "
                       f"{len(table) - 1} blur families, sensor noise, seed {online.HELDOUT_SEED}"),
       "models": models,
       "shipped_model": shipped,

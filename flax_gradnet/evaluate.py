@@ -95,7 +95,7 @@ def dataset_protocol(dataset: str, *, kohler_frame: str = "middle",
     return "blur-only photographs: no targets, no metrics"
   if dataset == "synthetic_online":
     from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
-    return (f"synthetic_online held-out set v{online.VERSION}: photographs never used in "
+    return (f"synthetic_online held-out set v{online.HELDOUT_VERSION}: photographs never used in "
             f"training ({', '.join(online.HELDOUT_PHOTOS)}), each blurred whole by every "
             f"blur family, sensor noise, seed {online.HELDOUT_SEED}")
   return f"dataset '{dataset}'" if dataset else "dataset given as a source"
