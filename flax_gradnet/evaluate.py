@@ -508,6 +508,10 @@ def _builder_kwargs(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
   """Runs the tool; returns the exit status (0 done, 2 nothing could run)."""
   args = _parser().parse_args(argv)
+  # TensorFlow (imported by clu's writers) logs INFO lines to the terminal;
+  # keep it to warnings, as main.py and demo.py do.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
   def fail(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
