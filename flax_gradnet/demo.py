@@ -26,6 +26,7 @@ import functools
 import json
 import math
 import os
+import sys
 import pathlib
 import time
 from typing import Any, Sequence
@@ -194,7 +195,11 @@ def main(argv):
   train.log_to_workdir(workdir, "demo")
   print(f"Training the quickstart in {workdir} ({config.num_train_steps} steps; library logs: "
         f"{workdir}/demo.INFO)", flush=True)
-  train.train_and_evaluate(config, workdir, progress=True)
+  try:
+    train.train_and_evaluate(config, workdir, progress=True)
+  except train.Preempted as e:  # saved; `make demo` again resumes
+    print(f"\n{e}", file=sys.stderr, flush=True)
+    sys.exit(train.PREEMPTED_EXIT_STATUS)
   train_s = time.time() - start
   logging.info("Training finished after %.1f min.", train_s / 60)
 

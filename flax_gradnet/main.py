@@ -5,6 +5,7 @@
 """
 
 import os
+import sys
 
 # TensorFlow (imported by clu's writers, which only write summaries) logs C++
 # INFO lines to the terminal otherwise; its oneDNN kernels are never used here.
@@ -30,7 +31,11 @@ def main(argv):
   print(f"Training in {FLAGS.workdir}; library logs: {FLAGS.workdir}/train.INFO; "
         f"TensorBoard: tensorboard --logdir {FLAGS.workdir}", flush=True)
   logging.info("Config:\n%s", FLAGS.config)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=True)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=True)
+  except train.Preempted as e:
+    print(f"\n{e}", file=sys.stderr, flush=True)
+    sys.exit(train.PREEMPTED_EXIT_STATUS)
 
 
 def run():

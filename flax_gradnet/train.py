@@ -35,6 +35,22 @@ class NonFiniteError(FloatingPointError):
   """Training produced NaN or Inf; the last good checkpoint is kept."""
 
 
+# `python -m flax_gradnet.main` exits with this status after a SIGTERM: the
+# checkpoint is saved, training is *not* finished (so `main && evaluate` stops),
+# and 128 + SIGTERM is what schedulers expect of a process they terminated.
+PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
+
+
+class Preempted(Exception):
+  """SIGTERM stopped training after a checkpoint of `step` was saved; rerun to resume."""
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(f"SIGTERM: checkpoint saved at step {step} in {workdir}; training is not "
+                     "finished. Run the same command again to resume from it.")
+    self.step = step
+    self.workdir = workdir
+
+
 def make_schedule(config, base_lr: float, num_steps: int) -> optax.Schedule:
   if config.lr_schedule == "constant":
     return optax.constant_schedule(base_lr)
@@ -186,6 +202,10 @@ def log_to_workdir(workdir: str, program: str) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        progress: bool = False) -> dict[str, float]:
   """Trains the GAN of the config in `workdir`; returns the last evaluation's metrics.
+
+  Raises:
+    Preempted: after a SIGTERM, once the checkpoint of the current step is saved.
+    NonFiniteError: on NaN or Inf, before any checkpoint of that state.
 
   Args:
     config: the training configuration (see configs/default.py).
@@ -346,6 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     bar.close()
   manager.wait_until_finished()
   manager.close()
+  if preemption.requested:
+    raise Preempted(step, workdir)
   return eval_metrics
 
 

@@ -124,8 +124,11 @@ def test_sigterm_saves_checkpoint_and_exits(tmp_path, data_dir, monkeypatch, tin
   monkeypatch.setattr(pipeline, "create_train_iterator",
                       lambda *a, **k: Interrupting(real(*a, **k)))
   workdir = str(tmp_path / "preempted")
-  train.train_and_evaluate(config, workdir)
+  with pytest.raises(train.Preempted, match="step 2.*not finished") as info:
+    train.train_and_evaluate(config, workdir)
+  assert info.value.step == 2
   assert restored_state(workdir)[0] == 2
+  assert train.PREEMPTED_EXIT_STATUS == 143  # documented in the README (128 + SIGTERM)
 
 
 def test_paper_config_without_vgg_weights_fails_with_instructions(tmp_path):
