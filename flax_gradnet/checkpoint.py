@@ -11,11 +11,14 @@ rebuilds the generator from config.json and reads only its parameters.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -69,6 +72,51 @@ def generator_from_config(config: ml_collections.ConfigDict, dtype: Any = None) 
   return Generator(**fields, dtype=dtype)
 
 
+# Keys of the digests saved in each checkpoint's "data" item: the generator's
+# and the critic's parameters (plain nested dicts, so the digest does not
+# depend on whether a restore had a target tree). Optimizer states are not
+# digested; a restore refuses them if they hold non-finite values.
+PARAMS_DIGEST_KEY = "generator_params_sha256"
+CRITIC_DIGEST_KEY = "critic_params_sha256"
+
+
+def state_digest(tree: Any) -> str:
+  """sha256 of a checkpointed tree: every leaf's path, dtype, shape and bytes.
+
+  Saved beside each checkpoint (the "data" item) and compared on every
+  restore, so bytes damaged on disk (which orbax restores without complaint)
+  stop the run with an error naming the checkpoint instead of turning into
+  garbage weights.
+  """
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def verify_state(tree: Any, data: dict | None, where: str, key: str) -> None:
+  """Raises ValueError naming `where` if `tree` differs from the digest saved
+  under `key`, or holds a non-finite value (all that can be checked of
+  checkpoints older than the digests)."""
+  expected = (data or {}).get(key)
+  if expected is not None:
+    got = state_digest(tree)
+    if got != expected:
+      raise ValueError(f"checkpoint {where} is damaged: its arrays' sha256 is {got[:16]}..., "
+                       f"saved as {expected[:16]}...; restore an earlier step (--step) or retrain")
+  check_finite(tree, where)
+
+
+def check_finite(tree: Any, where: str) -> None:
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    a = np.asarray(leaf)
+    if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+      raise ValueError(f"checkpoint {where} is damaged: non-finite values in "
+                       f"{jax.tree_util.keystr(path)}")
+
+
 def restore_generator(workdir: str, step: int | None = None, dtype: Any = None):
   """Restores `(generator_module, params, step)` from a training workdir.
 
@@ -91,11 +139,16 @@ def restore_generator(workdir: str, step: int | None = None, dtype: Any = None):
       step = manager.latest_step()
     elif step not in steps:
       raise FileNotFoundError(f"no checkpoint for step {step} in {ckpt_dir}; saved steps: {steps}")
+    where = os.path.join(ckpt_dir, str(step))
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+      items = {"state": ocp.args.StandardRestore()}
+      if os.path.isdir(os.path.join(where, "data")):
+        items["data"] = ocp.args.JsonRestore()
+      restored = manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types on damaged files
-      raise ValueError(f"checkpoint {os.path.join(ckpt_dir, str(step))} cannot be read: {e}") from e
+      raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
   finally:
     manager.close()
   params = restored.state["generator"]["params"]
+  verify_state(params, restored.get("data"), where, PARAMS_DIGEST_KEY)
   return model, params, step

@@ -250,6 +250,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if latest is not None:
     restored = manager.restore(latest, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_state_dict(state)), data=ocp.args.JsonRestore()))
+    where = os.path.join(str(manager.directory), str(latest))
+    ckpt_lib.verify_state(restored.state["generator"]["params"], restored.data, where,
+                          ckpt_lib.PARAMS_DIGEST_KEY)
+    ckpt_lib.verify_state(restored.state["critic"]["params"], restored.data, where,
+                          ckpt_lib.CRITIC_DIGEST_KEY)
+    ckpt_lib.check_finite(restored.state, where)
     state = _from_state_dict(state, restored.state)
     train_iter.set_state(restored.data["iterator"])
     logging.info("Resumed from %s at step %d.", manager.directory, latest)
@@ -297,10 +303,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   hooks = [report_progress] if is_chief else []
 
   def save(step: int):
-    host_state = jax.device_get(state)
+    host_state = _state_dict(jax.device_get(state))
     manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_state_dict(host_state)),
-        data=ocp.args.JsonSave({"iterator": train_iter.get_state()})), force=True)
+        state=ocp.args.StandardSave(host_state),
+        data=ocp.args.JsonSave({"iterator": train_iter.get_state(),
+                                ckpt_lib.PARAMS_DIGEST_KEY: ckpt_lib.state_digest(
+                                    host_state["generator"]["params"]),
+                                ckpt_lib.CRITIC_DIGEST_KEY: ckpt_lib.state_digest(
+                                    host_state["critic"]["params"])})),
+                 force=True)
 
   history: list[dict[str, Any]] = []
   history_start = initial_step + 1

@@ -267,3 +267,35 @@ def test_batch_is_global_and_must_divide_over_devices():
   for bad in (6, 0):
     with pytest.raises(ValueError, match=rf"config.batch_size={bad} .*global.*4 device"):
       train.batch_shares(bad, num_devices=4, num_processes=2)
+
+
+def _damage_largest_array_file(workdir, step):
+  files = [f for f in glob.glob(os.path.join(workdir, "checkpoints", str(step), "state", "**", "d",
+                                             "*"), recursive=True) if os.path.isfile(f)]
+  target = max(files, key=os.path.getsize)
+  with open(target, "r+b") as f:
+    f.seek(os.path.getsize(target) // 2)
+    chunk = f.read(64)
+    f.seek(os.path.getsize(target) // 2)
+    f.write(bytes(b ^ 0xFF for b in chunk))
+  return target
+
+
+def test_damaged_checkpoint_is_refused_everywhere(tmp_path, data_dir, tiny_config):
+  """Bytes flipped in a checkpoint's array file (sizes and metadata intact): resume,
+  inference restore and the CLIs fail naming the checkpoint, never load garbage."""
+  from flax_gradnet import export, inference  # pylint: disable=g-import-not-at-top
+  config = tiny_config(data_dir)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  inference.restore(workdir)  # intact: restores
+  _damage_largest_array_file(workdir, 4)
+  problem = "(?s)checkpoint .*checkpoints/4.* (is damaged|cannot be read)"
+  with pytest.raises(ValueError, match=problem):
+    inference.restore(workdir)
+  with pytest.raises(ValueError, match=problem):
+    train.train_and_evaluate(config, workdir)  # resume refuses too
+  assert export.main([f"--workdir={workdir}", f"--output={tmp_path / 'x.jaxexport'}"]) == 2
+  assert not os.path.exists(tmp_path / "x.jaxexport")
+  _, params, _ = inference.restore(workdir, step=2)  # the earlier step is intact
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(params))
