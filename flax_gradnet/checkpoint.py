@@ -151,4 +151,8 @@ def restore_generator(workdir: str, step: int | None = None, dtype: Any = None):
     manager.close()
   params = restored.state["generator"]["params"]
   verify_state(params, restored.get("data"), where, PARAMS_DIGEST_KEY)
+  if "critic" in restored.state:
+    verify_state(restored.state["critic"]["params"], restored.get("data"), where,
+                 CRITIC_DIGEST_KEY)
+  check_finite(restored.state, where)
   return model, params, step

@@ -248,9 +248,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   manager = ckpt_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
   latest = manager.latest_step()
   if latest is not None:
-    restored = manager.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_state_dict(state)), data=ocp.args.JsonRestore()))
     where = os.path.join(str(manager.directory), str(latest))
+    try:
+      restored = manager.restore(latest, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_state_dict(state)), data=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax raises many types on damaged files
+      raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
     ckpt_lib.verify_state(restored.state["generator"]["params"], restored.data, where,
                           ckpt_lib.PARAMS_DIGEST_KEY)
     ckpt_lib.verify_state(restored.state["critic"]["params"], restored.data, where,

@@ -269,16 +269,20 @@ def test_batch_is_global_and_must_divide_over_devices():
       train.batch_shares(bad, num_devices=4, num_processes=2)
 
 
-def _damage_largest_array_file(workdir, step):
+def _damage_array_files(workdir, step):
+  """Flips 64 bytes in the middle of every array file of a checkpoint (orbax
+  groups arrays into files in an order that varies, so every file is hit to
+  be sure the parameters are)."""
   files = [f for f in glob.glob(os.path.join(workdir, "checkpoints", str(step), "state", "**", "d",
                                              "*"), recursive=True) if os.path.isfile(f)]
-  target = max(files, key=os.path.getsize)
-  with open(target, "r+b") as f:
-    f.seek(os.path.getsize(target) // 2)
-    chunk = f.read(64)
-    f.seek(os.path.getsize(target) // 2)
-    f.write(bytes(b ^ 0xFF for b in chunk))
-  return target
+  assert files
+  for target in files:
+    size = os.path.getsize(target)
+    with open(target, "r+b") as f:
+      f.seek(size // 2)
+      chunk = f.read(64)
+      f.seek(size // 2)
+      f.write(bytes(b ^ 0xFF for b in chunk))
 
 
 def test_damaged_checkpoint_is_refused_everywhere(tmp_path, data_dir, tiny_config):
@@ -289,7 +293,7 @@ def test_damaged_checkpoint_is_refused_everywhere(tmp_path, data_dir, tiny_confi
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)
   inference.restore(workdir)  # intact: restores
-  _damage_largest_array_file(workdir, 4)
+  _damage_array_files(workdir, 4)
   problem = "(?s)checkpoint .*checkpoints/4.* (is damaged|cannot be read)"
   with pytest.raises(ValueError, match=problem):
     inference.restore(workdir)
