@@ -8,11 +8,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax.linen.dtypes import promote_dtype
 
-from flax_gradnet.models.layers import (MBRB, SPLIT_MIN_CHANNELS, ChannelAttention, Conv3x3,
-                                        ConvWeights, PaddedConv, conv_transpose_3x3_s2, pad_same)
+from flax_gradnet.models.layers import (MBRB, ChannelAttention, Conv3x3, ConvWeights, PaddedConv,
+                                        conv_over_parts, conv_transpose_3x3_s2, pad_same)
 
 Dtype = Any
 
@@ -137,17 +135,10 @@ class Generator(nn.Module):
         # nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding="SAME"):
         # its parameters, computed phase by phase (layers.conv_transpose_3x3_s2).
         parts = list(y) if isinstance(y, (list, tuple)) else [y]
-        if len(parts) > 1 and min(p.shape[-1] for p in parts) < SPLIT_MIN_CHANNELS:
-          parts = [jnp.concatenate(parts, axis=-1)]  # see layers.SPLIT_MIN_CHANNELS
-        sizes = [p.shape[-1] for p in parts]
         kernel, bias = ConvWeights(features, (3, 3), use_bias=not use_norm,
-                                   param_dtype=self.param_dtype, name=name)(sum(sizes))
-        out = None
-        for part, k in zip(parts, jnp.split(kernel, np.cumsum(sizes)[:-1].tolist(), axis=2)):
-          part, k = promote_dtype(part, k, dtype=self.dtype)
-          term = conv_transpose_3x3_s2(part, k)
-          out = term if out is None else out + term
-        return out if bias is None else out + jnp.asarray(bias, out.dtype)
+                                   param_dtype=self.param_dtype,
+                                   name=name)(sum(p.shape[-1] for p in parts))
+        return conv_over_parts(parts, kernel, bias, self.dtype, conv_transpose_3x3_s2)
       y = PaddedConv(4 * features, (3, 3), padding_mode=self.padding_mode,
                      use_bias=not use_norm, name=name, **common)(y)  # y may be [d, skip]
       return pixel_shuffle(y, 2)

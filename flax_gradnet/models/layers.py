@@ -170,18 +170,30 @@ class PaddedConv(nn.Module):
     paper U-Net's last skip concatenation alone is 0.47 GB of float32).
     """
     parts = [x] if isinstance(x, jax.Array) else list(x)
-    sizes = [p.shape[-1] for p in parts]
-    kernel, bias = self.conv(sum(sizes))
-    if len(parts) > 1 and min(sizes) < SPLIT_MIN_CHANNELS:
-      parts = [jnp.concatenate(parts, axis=-1)]
-    if len(parts) == 1:
-      return conv_bias(parts[0], kernel, bias, self.padding_mode, self.dtype)
-    splits = np.cumsum(sizes)[:-1].tolist()
-    y = None
-    for part, k in zip(parts, jnp.split(kernel, splits, axis=2)):
-      term = conv_bias(part, k, None, self.padding_mode, self.dtype)
-      y = term if y is None else y + term
-    return y if bias is None else y + jnp.asarray(bias, y.dtype)
+    kernel, bias = self.conv(sum(p.shape[-1] for p in parts))
+    return conv_over_parts(
+        parts, kernel, bias, self.dtype,
+        lambda part, k: conv2d_same(part, k, self.padding_mode))
+
+
+def conv_over_parts(parts: Sequence[jax.Array], kernel: jax.Array, bias: jax.Array | None,
+                    dtype: Dtype, conv: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+  """`conv(concatenate(parts), kernel) + bias` in `dtype`, for any conv linear in its input.
+
+  When every part has at least `SPLIT_MIN_CHANNELS` channels the concatenation
+  is never built: the kernel is split along its input channels and the
+  partial convolutions summed. Narrower parts are concatenated first.
+  """
+  parts = list(parts)
+  if len(parts) > 1 and min(p.shape[-1] for p in parts) < SPLIT_MIN_CHANNELS:
+    parts = [jnp.concatenate(parts, axis=-1)]
+  splits = np.cumsum([p.shape[-1] for p in parts])[:-1].tolist()
+  y = None
+  for part, k in zip(parts, jnp.split(kernel, splits, axis=2)):
+    part, k = promote_dtype(part, k, dtype=dtype)
+    term = conv(part, k)
+    y = term if y is None else y + term
+  return y if bias is None else y + jnp.asarray(bias, y.dtype)
 
 
 def conv_bias(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, mode: PaddingMode,
