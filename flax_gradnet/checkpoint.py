@@ -96,21 +96,23 @@ def state_digest(tree: Any) -> str:
   return h.hexdigest()
 
 
-def verify_state(tree: Any, data: dict | None, where: str, key: str) -> None:
-  """Raises ValueError naming `where` if `tree` differs from the digest saved
-  under `key`, or holds a non-finite value (all that can be checked of
-  checkpoints older than the digests)."""
-  expected = (data or {}).get(key)
-  if expected is not None:
-    got = state_digest(tree)
-    if got != expected:
-      raise ValueError(f"checkpoint {where} is damaged: its arrays' sha256 is {got[:16]}..., "
-                       f"saved as {expected[:16]}...; restore an earlier step (--step) or retrain")
-  check_finite(tree, where)
+def verify_checkpoint(state: Any, data: dict | None, where: str) -> None:
+  """Raises ValueError naming `where` if a restored checkpoint is damaged.
 
-
-def check_finite(tree: Any, where: str) -> None:
-  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+  `state` is the restored {"generator", "critic"} tree and `data` its "data"
+  item. Each network's parameters must match the digest saved with them
+  (checkpoints older than the digests have none), and no value may be
+  non-finite.
+  """
+  for net, key in (("generator", PARAMS_DIGEST_KEY), ("critic", CRITIC_DIGEST_KEY)):
+    expected = (data or {}).get(key)
+    if expected is not None and net in state:
+      got = state_digest(state[net]["params"])
+      if got != expected:
+        raise ValueError(f"checkpoint {where} is damaged: the {net}'s sha256 is {got[:16]}..., "
+                         f"saved as {expected[:16]}...; restore an earlier step (--step) or "
+                         "retrain")
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
     a = np.asarray(leaf)
     if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
       raise ValueError(f"checkpoint {where} is damaged: non-finite values in "
@@ -149,10 +151,5 @@ def restore_generator(workdir: str, step: int | None = None, dtype: Any = None):
       raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
   finally:
     manager.close()
-  params = restored.state["generator"]["params"]
-  verify_state(params, restored.get("data"), where, PARAMS_DIGEST_KEY)
-  if "critic" in restored.state:
-    verify_state(restored.state["critic"]["params"], restored.get("data"), where,
-                 CRITIC_DIGEST_KEY)
-  check_finite(restored.state, where)
-  return model, params, step
+  verify_checkpoint(restored.state, restored.get("data"), where)
+  return model, restored.state["generator"]["params"], step

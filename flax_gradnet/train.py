@@ -254,11 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           state=ocp.args.StandardRestore(_state_dict(state)), data=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types on damaged files
       raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
-    ckpt_lib.verify_state(restored.state["generator"]["params"], restored.data, where,
-                          ckpt_lib.PARAMS_DIGEST_KEY)
-    ckpt_lib.verify_state(restored.state["critic"]["params"], restored.data, where,
-                          ckpt_lib.CRITIC_DIGEST_KEY)
-    ckpt_lib.check_finite(restored.state, where)
+    ckpt_lib.verify_checkpoint(restored.state, restored.data, where)
     state = _from_state_dict(state, restored.state)
     train_iter.set_state(restored.data["iterator"])
     logging.info("Resumed from %s at step %d.", manager.directory, latest)
