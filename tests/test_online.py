@@ -249,3 +249,24 @@ def test_soft_records_have_soft_targets(small_heldout):
   assert np.median(soft_energy) < 0.5 * np.median(crisp_energy)
   with pytest.raises(ValueError, match="p_soft"):
     online.OnlinePairs(size=32, p_soft=-0.1)
+
+
+def test_photo_scale_default_is_v23_and_enlarging_softens(small_heldout):
+  kw = dict(size=48, seed=0, noise=False, p_unblurred=1.0, num_records=100,
+            photos=small_heldout, procedural_fraction=0.0)
+  default, explicit = online.OnlinePairs(**kw), online.OnlinePairs(photo_scale=(0.35, 1.0), **kw)
+  assert repr(default) == repr(explicit) and "photo_scale" not in repr(default)  # v2.3 reprs
+  for i in range(4):
+    np.testing.assert_array_equal(default[i]["sharp"], explicit[i]["sharp"])
+  small = online.OnlinePairs(photo_scale=(0.4, 0.4), **kw)
+  large = online.OnlinePairs(photo_scale=(2.0, 2.0), **kw)
+  assert "photo_scale=(2.0, 2.0)" in repr(large)
+  # Downscaled by 0.4 (area average) vs enlarged 2x (bicubic): enlarging
+  # halves every frequency, so the Laplacian energy drops by far more than half.
+  e_small = [_high_frequency_energy(small[i]["sharp"]) for i in range(8)]
+  e_large = [_high_frequency_energy(large[i]["sharp"]) for i in range(8)]
+  assert np.median(e_large) < 0.5 * np.median(e_small)
+  with pytest.raises(ValueError, match="photo_scale"):
+    online.OnlinePairs(size=32, photo_scale=(1.0, 0.5))
+  with pytest.raises(ValueError, match="photo_scale"):
+    online.OnlinePairs(size=32, photo_scale=(0.0, 1.0))

@@ -64,8 +64,9 @@ class OnlinePairs(Sequence):
     * sharp: with probability `procedural_fraction` a dead-leaves image
       (`procedural.dead_leaves_scene`, smallest leaf radius U(3, 8) px; half of
       them a sharp foreground before an out-of-focus background), else a
-      training photograph downscaled by U(0.35, 1) (area-averaged, so it stays
-      sharp) and cut at a random position;
+      training photograph rescaled by U(photo_scale) (default 0.35-1,
+      area-averaged, so it stays sharp; above 1 bicubic, as soft as an
+      enlarged photograph) and cut at a random position;
     * blur: one family of `families`, uniformly: "shake" (Boracchi-Foi camera
       shake, path 4-30 px), "linear" (3-25 px at any angle), "frames"
       (GOPRO-style average of 7-13 moved frames), "defocus" (disk radius 0.5-6 px),
@@ -94,14 +95,21 @@ class OnlinePairs(Sequence):
     num_records: records per epoch (the sampler's length).
     p_unblurred: share of records without blur (noise only).
     p_soft: share of records whose sharp image is softened first (v2.3).
+    photo_scale: (low, high) of the uniform scale applied to photographs;
+      the default (0.35, 1) is v2.3's generator; a high end above 1 adds
+      photographs at their own scale and enlarged (soft targets).
     photos: sharp photographs to use (default: `training_photographs()`).
   """
 
   def __init__(self, *, size: int = 128, seed: int = 0, procedural_fraction: float = 0.5,
                families: Sequence[str] = synthetic.BLUR_FAMILIES, noise: bool = True,
                num_records: int = NUM_RECORDS, photos: dict[str, np.ndarray] | None = None,
-               p_unblurred: float = 0.1, p_soft: float = 0.0):
+               p_unblurred: float = 0.1, p_soft: float = 0.0,
+               photo_scale: Sequence[float] = (0.35, 1.0)):
     families = tuple(families)
+    photo_scale = tuple(float(s) for s in photo_scale)
+    if len(photo_scale) != 2 or not 0.0 < photo_scale[0] <= photo_scale[1]:
+      raise ValueError(f"photo_scale must be (low, high) with 0 < low <= high, got {photo_scale}.")
     for f in families:
       if f not in synthetic.BLUR_FAMILIES:
         raise ValueError(f"Unknown blur family {f!r} in families; choose from "
@@ -124,6 +132,7 @@ class OnlinePairs(Sequence):
     self.num_records = int(num_records)
     self.p_unblurred = float(p_unblurred)
     self.p_soft = float(p_soft)
+    self.photo_scale = photo_scale
     self._photos = photos if photos is not None else training_photographs()
     if procedural_fraction < 1.0 and not self._photos:
       raise ValueError("No photographs to draw from; set procedural_fraction=1.0.")
@@ -142,7 +151,8 @@ class OnlinePairs(Sequence):
             f"procedural_fraction={self.procedural_fraction}, families={self.families}, "
             f"noise={self.noise}, num_records={self.num_records}, "
             f"p_unblurred={self.p_unblurred}, p_soft={self.p_soft}, "
-            f"photos={len(self._names)}:{self._photo_crc:08x})")
+            + (f"photo_scale={self.photo_scale}, " if self.photo_scale != (0.35, 1.0) else "")
+            + f"photos={len(self._names)}:{self._photo_crc:08x})")
 
   def __len__(self) -> int:
     return self.num_records
@@ -150,14 +160,17 @@ class OnlinePairs(Sequence):
   def _photo_region(self, rng: np.random.Generator, side: int) -> tuple[np.ndarray, str]:
     name = self._names[int(rng.integers(len(self._names)))]
     photo = self._photos[name]
-    scale = rng.uniform(0.35, 1.0)
+    scale = rng.uniform(*self.photo_scale)
     h, w = photo.shape[:2]
-    # Cut the source window first, then downscale only that window.
+    # Cut the source window first, then resize only that window: downscaling
+    # averages areas (the result stays sharp); upscaling (scale > 1) is bicubic,
+    # so the target is as soft as an enlarged photograph.
     src = int(np.ceil(side / scale))
     top = int(rng.integers(0, max(h - src, 0) + 1))
     left = int(rng.integers(0, max(w - src, 0) + 1))
     window = synthetic._reflect_crop(photo, top, left, src, src)  # pylint: disable=protected-access
-    region = np.asarray(Image.fromarray(window).resize((side, side), Image.BOX))
+    resample = Image.BOX if src >= side else Image.BICUBIC
+    region = np.asarray(Image.fromarray(window).resize((side, side), resample))
     return region, name
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray | str]:
