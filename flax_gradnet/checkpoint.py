@@ -57,7 +57,7 @@ def checkpoint_manager(workdir: str, *, max_to_keep: int | None = None,
                                          save_interval_steps=save_interval_steps,
                                          create=True)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
-                               options=options, item_names=("state", "data"))
+                               options=options, item_names=("state", "data", "iterator"))
 
 
 def generator_from_config(config: ml_collections.ConfigDict, dtype: Any = None) -> Generator:

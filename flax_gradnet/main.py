@@ -2,6 +2,11 @@
 
   python -m flax_gradnet.main --config=configs/quickstart.py --workdir=workdirs/quick \
       [--config.num_train_steps=10 ...]
+
+Several processes (hosts), each started with the same flags and its own id:
+
+  python -m flax_gradnet.main --config=... --workdir=SHARED_DIR \
+      --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0   # and =1
 """
 
 import os
@@ -21,15 +26,24 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config.json.")
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                 lock_config=True)
+flags.DEFINE_string("coordinator_address", None,
+                    "Multi-process: host:port of process 0 (jax.distributed.initialize).")
+flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process: this process's id, 0..num_processes-1.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  train.log_to_workdir(FLAGS.workdir, "train")
-  print(f"Training in {FLAGS.workdir}; library logs: {FLAGS.workdir}/train.INFO; "
-        f"TensorBoard: tensorboard --logdir {FLAGS.workdir}", flush=True)
+  program = f"train_process{FLAGS.process_id}" if FLAGS.process_id else "train"
+  train.log_to_workdir(FLAGS.workdir, program)
+  if FLAGS.coordinator_address or FLAGS.num_processes is not None:
+    train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                 FLAGS.process_id)
+  if not FLAGS.process_id:
+    print(f"Training in {FLAGS.workdir}; library logs: {FLAGS.workdir}/{program}.INFO; "
+          f"TensorBoard: tensorboard --logdir {FLAGS.workdir}", flush=True)
   logging.info("Config:\n%s", FLAGS.config)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=True)

@@ -9,11 +9,13 @@ parameters equal those of an uninterrupted N-step run.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import time
 from typing import Any
 
+import grain.checkpoint as grain_ckpt
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,6 +25,7 @@ import orbax.checkpoint as ocp
 from absl import flags, logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import serialization, traverse_util
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flax_gradnet import checkpoint as ckpt_lib
@@ -107,19 +110,35 @@ def _source(config, split: str, *, for_eval: bool = False):
                              **options.to_dict())
 
 
+def _allgather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Every process's rows, on every process (process-major order)."""
+  if jax.process_count() == 1:
+    return rows
+  text = np.frombuffer(json.dumps(rows).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.array([text.size], np.int64)).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:text.size] = text
+  everyone = multihost_utils.process_allgather(padded)
+  return [row for size, buf in zip(sizes, everyone)
+          for row in json.loads(bytes(buf[:int(size)]).decode())]
+
+
 def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int = 0,
              num_summaries: int = 0):
   """Deblurs whole held-out images; returns mean metrics and a few image grids.
 
   Metrics are measured on uint8-quantized outputs against the uint8 targets,
-  for the deblurred output and, as a baseline, for the blurry input.
+  for the deblurred output and, as a baseline, for the blurry input. With
+  several processes each deblurs every P-th image on its first local device
+  and the per-image rows are gathered, so every process returns the same
+  means; the grids are process 0's.
   """
   apply = jax.jit(generator.apply)
   rows: list[dict[str, Any]] = []
   grids = []
-  for i, example in enumerate(pipeline.eval_iterator(source)):
-    if num_images and i >= num_images:
-      break
+  count = len(source) if not num_images else min(num_images, len(source))
+  for example in pipeline.eval_iterator(source, stop=count, shard_index=jax.process_index(),
+                                        shard_count=jax.process_count()):
     blur = example["blur"]
     out = apply({"params": params}, jnp.asarray(blur, jnp.float32)[None] / 127.5 - 1.0)[0]
     out = np.asarray(metrics_lib.quantize(out))
@@ -132,6 +151,7 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
                  "blurry_ssim": float(metrics_lib.ssim(blur, sharp, **kw))})
     if len(grids) < num_summaries:
       grids.append(np.concatenate([blur, out.astype(np.uint8), sharp], axis=1))
+  rows = _allgather_rows(rows)
   if not rows:
     raise ValueError("the evaluation split is empty")
   # The same per-family numbers as `python -m flax_gradnet.evaluate` prints.
@@ -144,14 +164,44 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
   return means, grids
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks, so it can checkpoint and exit."""
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """`jax.distributed.initialize` for a multi-process run (call before any JAX work).
 
-  def __init__(self):
+  With no arguments JAX detects the cluster (SLURM, Open MPI, Cloud TPU, ...);
+  otherwise every process is given the same coordinator address ("host:port",
+  served by process 0) and process count, and its own id. On CPU the
+  cross-process collectives go through gloo.
+  """
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
+class _Preemption:
+  """Turns SIGTERM into a stop the loop checks, so it can checkpoint and exit.
+
+  One process: a Python SIGTERM handler sets a flag. Several processes: JAX's
+  preemption notifier (installed by `jax.distributed.initialize`) catches
+  SIGTERM on any of them, and orbax's `reached_preemption(step)` is true on
+  every process at the same step, so all of them save that step and stop.
+  """
+
+  def __init__(self, manager: ocp.CheckpointManager | None = None):
     self.requested = False
     self._previous = None
+    self._manager = manager if jax.process_count() > 1 else None
+
+  def check(self, step: int) -> bool:
+    """True (on every process alike) once the run must save `step` and stop."""
+    if self._manager is not None and self._manager.reached_preemption(step):
+      self.requested = True
+    return self.requested
 
   def __enter__(self):
+    if self._manager is not None:
+      return self  # the JAX preemption notifier owns SIGTERM
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handler)
     except ValueError:  # not the main thread: no signal handling
@@ -214,8 +264,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     progress: show a progress bar on stderr (steps, generator loss, last
       held-out PSNR gain).
   """
-  if config.initialize_distributed:
-    jax.distributed.initialize()
+  if config.initialize_distributed and not jax.distributed.is_initialized():
+    initialize_distributed()
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
@@ -223,7 +273,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if is_chief:
     ckpt_lib.save_config(workdir, config)
 
-  content_fn = steps.make_content_fn(config)  # fail early, before data preparation
+  # Fail early, before data preparation: the batch split and the VGG19 weights.
+  _, per_device = batch_shares(config.batch_size)
+  content_fn = steps.make_content_fn(config)
   train_source = _source(config, "train")
   eval_source = _source(config, "test", for_eval=True)
   total_steps = num_train_steps(config, len(train_source))
@@ -238,7 +290,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   state = steps.create_state(init_rng, generator, critic, image_size=config.crop_size,
                              generator_tx=g_tx, critic_tx=c_tx)
 
-  _, per_device = batch_shares(config.batch_size)
   train_iter = pipeline.create_train_iterator(
       train_source, crop_size=config.crop_size, per_device_batch_size=per_device,
       num_local_devices=jax.local_device_count(), seed=config.seed, flips=config.flips,
@@ -256,7 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
     ckpt_lib.verify_checkpoint(restored.state, restored.data, where)
     state = _from_state_dict(state, restored.state)
-    train_iter.set_state(restored.data["iterator"])
+    _restore_iterator(manager, latest, train_iter, restored.data, where)
     logging.info("Resumed from %s at step %d.", manager.directory, latest)
   elif config.init_from:
     params, description = load_init_params(config.init_from, state.generator.params,
@@ -288,9 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                    out_shardings=replicated, donate_argnums=(0,))
 
   train_step, warmup_step = compile_step(True), compile_step(False)
-  state = jax.device_put(state, replicated)
-  content_fn = jax.device_put(content_fn, replicated)
-  step_rng = jax.device_put(step_rng, replicated)
+  state, content_fn, step_rng = _replicate((state, content_fn, step_rng), replicated)
 
   def global_batch(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     # The pipeline yields [local devices, per device, ...]; this process's rows
@@ -305,8 +354,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     host_state = _state_dict(jax.device_get(state))
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(host_state),
-        data=ocp.args.JsonSave({"iterator": train_iter.get_state(),
-                                ckpt_lib.PARAMS_DIGEST_KEY: ckpt_lib.state_digest(
+        # One data-iterator state per process (grain's handler writes
+        # process_<i>-of-<n>.json); orbax's JSON item is written by process 0 only.
+        iterator=grain_ckpt.CheckpointSave(pipeline.IteratorCheckpoint(train_iter)),
+        data=ocp.args.JsonSave({ckpt_lib.PARAMS_DIGEST_KEY: ckpt_lib.state_digest(
                                     host_state["generator"]["params"]),
                                 ckpt_lib.CRITIC_DIGEST_KEY: ckpt_lib.state_digest(
                                     host_state["critic"]["params"])})),
@@ -322,7 +373,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm(total=total_steps, initial=initial_step, desc="training", unit="step",
                dynamic_ncols=True)
-  with _Preemption() as preemption, metric_writers.ensure_flushes(writer):
+  with _Preemption(manager) as preemption, metric_writers.ensure_flushes(writer):
     step = initial_step
     while step < total_steps:
       step += 1
@@ -365,7 +416,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if bar is not None:
           bar.set_postfix(heldout_gain_dB=f"{eval_metrics['psnr_gain']:+.2f}", refresh=False)
 
-      if step % config.checkpoint_every_steps == 0 or last or preemption.requested:
+      # Every process asks at every step (the agreement needs each step's call).
+      stop = preemption.check(step)
+      if step % config.checkpoint_every_steps == 0 or last or stop:
         _check_finite(history, history_start)  # never checkpoint a diverged state
         with report_progress.timed("checkpoint"):
           save(step)
@@ -379,6 +432,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if preemption.requested:
     raise Preempted(step, workdir)
   return eval_metrics
+
+
+def _replicate(tree: Any, sharding: NamedSharding) -> Any:
+  """Places host copies of `tree`'s arrays on every device of `sharding`.
+
+  From host values, so it also holds for arrays that live on one local device
+  (a restored checkpoint): with several processes, `jax.device_put` of those
+  would be a cross-host transfer, which the CPU backend refuses.
+  """
+  def put(x):
+    if not isinstance(x, (jax.Array, np.ndarray)):
+      return x
+    host = np.asarray(jax.device_get(x))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(put, tree)
+
+
+def _restore_iterator(manager: ocp.CheckpointManager, step: int,
+                      train_iter: pipeline.TrainIterator, data: dict, where: str) -> None:
+  """Gives this process its own data-iterator state of checkpoint `step`."""
+  if os.path.isdir(os.path.join(where, "iterator")):
+    mine = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    if not os.path.exists(os.path.join(where, "iterator", mine)):
+      saved = sorted(os.listdir(os.path.join(where, "iterator")))
+      raise ValueError(f"checkpoint {where} holds the data-iterator states {saved}, none for "
+                       f"this process ({mine}): resume with the process count that wrote it.")
+    manager.restore(step, args=ocp.args.Composite(
+        iterator=grain_ckpt.CheckpointRestore(pipeline.IteratorCheckpoint(train_iter))))
+  elif "iterator" in data and jax.process_count() == 1:
+    train_iter.set_state(data["iterator"])  # checkpoints written before 2026-11-27
+  else:
+    raise ValueError(f"checkpoint {where} holds no data-iterator state for process "
+                     f"{jax.process_index()} of {jax.process_count()}; it was written by a "
+                     "single-process run of an earlier version: resume it on one process.")
 
 
 def _state_dict(state: steps.GANState) -> dict[str, Any]:

@@ -51,33 +51,28 @@ def _compilation_cache(tmp_path_factory):
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Tiny synthetic data: one 48x48 pair per photograph and split.
-TINY_SYNTHETIC = dict(train_pairs_per_image=1, test_pairs_per_image=1, size=48)
+
+
+def _load_by_path(name, path):
+  spec = importlib.util.spec_from_file_location(f"test_cfg_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def load_config_file(name, arg=None):
   """`configs/<name>.py`'s get_config(arg), loaded by path like config_flags does."""
-  spec = importlib.util.spec_from_file_location(f"test_cfg_{name}", ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = _load_by_path(name, ROOT / "configs" / f"{name}.py")
   return module.get_config(arg) if arg is not None else module.get_config()
 
 
 @pytest.fixture(scope="session")
 def tiny_train_config():
-  """`make(data_dir, **overrides)`: the paper config shrunk to seconds on a CPU."""
+  """`make(data_dir, **overrides)`: tests/tiny_config.py with data_dir and overrides."""
 
   def make(data_dir, **overrides):
-    config = load_config_file("default")
-    config.dataset = "synthetic"
-    config.dataset_options = ml_collections.ConfigDict(dict(TINY_SYNTHETIC))
+    config = _load_by_path("tiny_config", ROOT / "tests" / "tiny_config.py").get_config()
     config.data_dir = data_dir
-    config.crop_size = 32
-    m = config.model
-    m.base_features, m.gradientnet_features, m.num_mbrbs, m.ca_reduction = 4, 4, 1, 4
-    config.critic_features, config.critic_layers = 4, 2
-    config.content_loss = "pixel"
-    config.batch_size = 2
     for key, value in overrides.items():
       config[key] = value
     return config

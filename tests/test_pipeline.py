@@ -134,17 +134,43 @@ def test_epochs_cover_everything_and_reshuffle():
   it.close()
 
 
-def test_hosts_read_disjoint_shards():
-  src = _source(n=8)
-  ids = []
-  for shard in (0, 1):
-    it = _iterator(src, per_device_batch_size=4, shard_index=shard,
-                   shard_count=2)
-    ids.append(_ids(_take(it, 2)))  # 2 epochs of the 4-example shard.
+def test_processes_read_slices_of_the_one_process_batches():
+  """P processes together read exactly the global batches (and augmentations)
+  of one process, each its block of every batch, across epochs (n=7 is not a
+  multiple of the batch)."""
+  src = _source(n=7)
+  kw = dict(per_device_batch_size=2, flips=True, rot90=True, seed=5)
+  one = _iterator(src, num_local_devices=4, **kw)
+  parts = [_iterator(src, num_local_devices=2, shard_index=p, shard_count=2, **kw)
+           for p in (0, 1)]
+  for _ in range(6):  # 6 x 8 examples: 7 epochs of 7
+    whole = next(one)["blur"].reshape(8, 16, 16, 3)
+    sliced = np.concatenate([next(it)["blur"].reshape(4, 16, 16, 3) for it in parts])
+    np.testing.assert_array_equal(whole, sliced)
+  for it in (one, *parts):
     it.close()
-  assert sorted(ids[0][:4]) == sorted(ids[0][4:])
-  assert not set(ids[0]) & set(ids[1])
-  assert set(ids[0]) | set(ids[1]) == set(range(8))
+
+
+def test_global_batch_slice_positions():
+  sampler = pipeline.GlobalBatchSliceSampler(
+      pipeline.grain.IndexSampler(num_records=10, shuffle=True, num_epochs=None, seed=1),
+      process_batch=3, shard_index=1, shard_count=2)
+  # Process 1 of 2 is asked for indices 1, 3, 5, ...: its k-th example is
+  # position (k // 3) * 6 + 3 + k % 3 of the one-process sequence.
+  assert [sampler.global_position(k * 2 + 1) for k in range(7)] == [3, 4, 5, 9, 10, 11, 15]
+  with pytest.raises(ValueError, match="not process 1"):
+    sampler.global_position(2)
+
+
+def test_a_process_refuses_another_process_iterator_state():
+  src = _source(n=8)
+  p0 = _iterator(src, shard_index=0, shard_count=2)
+  p1 = _iterator(src, shard_index=1, shard_count=2)
+  _take(p0, 2)
+  with pytest.raises(ValueError, match="[Ss]ampler"):
+    p1.set_state(p0.get_state())
+  p0.close()
+  p1.close()
 
 
 def test_save_and_restore_gives_the_same_following_batches():

@@ -31,6 +31,9 @@ from PIL import Image
 
 from flax_gradnet.data import builders, online
 
+# How long the other processes wait for process 0 to prepare a TFDS data set.
+_PREPARE_TIMEOUT_S = 6 * 3600
+
 DATASETS = ("gopro", "gopro/blur_gamma", "paired_folder", "kohler",
             "blur_only", "synthetic", "synthetic_online")
 
@@ -86,11 +89,27 @@ def get_source(dataset: str, split: str, *, data_dir: str,
       heldout = {k: v for k, v in kwargs.items() if k in ("families", "noise")}
       return online.heldout_pairs(**heldout)
     raise ValueError(f"synthetic_online has splits 'train' and 'test', got {split!r}.")
-  builder = make_builder(dataset, data_dir=data_dir, **kwargs)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-          manual_dir=manual_dir,
-          download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  import jax  # pylint: disable=g-import-not-at-top
+  # Several processes: process 0 prepares the records, the others wait for it
+  # and then open what it wrote (all must see the same data_dir).
+  if jax.process_index() == 0:
+    builder = make_builder(dataset, data_dir=data_dir, **kwargs)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=manual_dir,
+            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  if jax.process_count() > 1:
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    # A coordination-service barrier (not a device collective): preparing
+    # GOPRO takes long; a barrier name is used once per run and split.
+    ocp.multihost.sync_global_processes(f"flax_gradnet prepared {dataset}/{split} in {data_dir}",
+                                        timeout=_PREPARE_TIMEOUT_S)
+    if jax.process_index() != 0:
+      builder = make_builder(dataset, data_dir=data_dir, **kwargs)
+      if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"{dataset}: process 0 prepared it in {data_dir!r}, which process "
+            f"{jax.process_index()} cannot read; give every process the same shared data_dir.")
   return builder.as_data_source(split=split)
 
 
@@ -257,6 +276,68 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
       pass
 
 
+class GlobalBatchSliceSampler:
+  """One process's slice of a single-process sampler's global batches.
+
+  grain's DataLoader asks process `p` of `P` for sampler indices
+  `k * P + p` (k = 0, 1, ...). This sampler maps the k-th example of process p
+  to position `(k // b) * b * P + p * b + k % b` of the wrapped sampler's
+  sequence (b = examples per process per step): global step s reads positions
+  [s * b * P, (s + 1) * b * P), process p the p-th block of them. The record
+  and its augmentation RNG are the wrapped sampler's at that position, so a
+  run on P processes sees the batches of a one-process run, in the same
+  device order.
+  """
+
+  def __init__(self, sampler: grain.IndexSampler, *, process_batch: int, shard_index: int,
+               shard_count: int):
+    self._sampler = sampler
+    self._b = int(process_batch)
+    self._p = int(shard_index)
+    self._n = int(shard_count)
+
+  def __len__(self) -> int:
+    return len(self._sampler)
+
+  def __repr__(self) -> str:
+    # grain compares this with the checkpoint's: it names the slice, so a
+    # process can only resume its own iterator state.
+    return (f"GlobalBatchSliceSampler({self._sampler!r}, process_batch={self._b}, "
+            f"shard_index={self._p}, shard_count={self._n})")
+
+  def global_position(self, index: int) -> int:
+    if index % self._n != self._p:
+      raise ValueError(f"index {index} is not process {self._p}'s (of {self._n}).")
+    k = index // self._n
+    return (k // self._b) * self._b * self._n + self._p * self._b + k % self._b
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    meta = self._sampler[self.global_position(index)]
+    return grain.RecordMetadata(index=index, record_key=meta.record_key, rng=meta.rng)
+
+
+class IteratorCheckpoint:
+  """A `TrainIterator` as grain's orbax handler expects it.
+
+  `grain.checkpoint.CheckpointSave(IteratorCheckpoint(it))` in an orbax
+  Composite writes one `process_<i>-of-<n>.json` per process, and
+  `CheckpointRestore` gives each process back its own state (orbax's JSON
+  handler writes on the primary process only).
+  """
+
+  def __init__(self, iterator: TrainIterator):
+    self.iterator = iterator
+
+  def get_state(self) -> bytes:
+    return json.dumps(self.iterator.get_state(), indent=2).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self.iterator.set_state(state)
+
+  def start_prefetch(self) -> None:
+    """Prefetching starts with the next batch asked for."""
+
+
 def create_train_iterator(
     source: Sequence[Mapping[str, Any]],
     *,
@@ -306,15 +387,21 @@ def create_train_iterator(
   shard_options = grain.ShardOptions(shard_index=shard_index,
                                      shard_count=shard_count,
                                      drop_remainder=True)
-  sampler = grain.IndexSampler(num_records=n, shard_options=shard_options,
+  process_batch = num_local_devices * per_device_batch_size
+  # One process: grain's shuffled index sequence. Several: the same sequence,
+  # each process reading its slice of every global batch, so the global batch
+  # (and each example's augmentation) does not depend on the process count.
+  sampler = grain.IndexSampler(num_records=n, shard_options=grain.ShardOptions(0, 1, True),
                                shuffle=True, num_epochs=None, seed=seed)
-  global_batch = num_local_devices * per_device_batch_size
+  if shard_count > 1:
+    sampler = GlobalBatchSliceSampler(sampler, process_batch=process_batch,
+                                      shard_index=shard_index, shard_count=shard_count)
   loader = grain.DataLoader(
       data_source=source,
       sampler=sampler,
       operations=[
           _CropAndAugment(crop_size, flips, rot90, color_jitter, scale_jitter),
-          grain.Batch(global_batch, drop_remainder=True),
+          grain.Batch(process_batch, drop_remainder=True),
           _ToDeviceBatches(num_local_devices),
       ],
       worker_count=worker_count,
@@ -323,7 +410,7 @@ def create_train_iterator(
       # default 500 decoded 720p pairs would take ~2.7 GB).
       read_options=grain.ReadOptions(
           num_threads=max(1, min(8, os.cpu_count() or 1)),
-          prefetch_buffer_size=2 * global_batch),
+          prefetch_buffer_size=2 * process_batch),
   )
   return TrainIterator(loader)
 
@@ -341,6 +428,7 @@ def _text(x) -> str:
 def eval_iterator(
     source: Sequence[Mapping[str, Any]],
     *,
+    stop: int | None = None,
     shard_index: int = 0,
     shard_count: int = 1,
 ) -> Iterator[dict[str, Any]]:
@@ -348,6 +436,7 @@ def eval_iterator(
 
   Args:
     source: random-access source from `get_source`.
+    stop: only the first `stop` examples (default: all).
     shard_index, shard_count: yield only examples shard_index::shard_count
       (default: all), for evaluation spread over hosts.
 
@@ -355,7 +444,8 @@ def eval_iterator(
     {'blur': uint8 [H, W, 3], 'sharp': uint8 [H, W, 3] (absent for
      blur-only sources), 'name': str}.
   """
-  for i in range(shard_index, len(source), shard_count):
+  stop = len(source) if stop is None else min(stop, len(source))
+  for i in range(shard_index, stop, shard_count):
     ex = source[i]
     out = {"blur": np.asarray(ex["blur"], np.uint8), "name": _text(ex["name"])}
     if "family" in ex:

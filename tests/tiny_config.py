@@ -1,0 +1,33 @@
+"""The paper config shrunk to seconds on a CPU, as a config file.
+
+Used by `conftest.tiny_train_config` (in-process tests) and, through
+`--config=tests/tiny_config.py`, by the multi-process tests, which start
+`python -m flax_gradnet.main` in subprocesses.
+"""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+_spec = importlib.util.spec_from_file_location(
+    "flax_gradnet_tests_default", pathlib.Path(__file__).resolve().parents[1] / "configs" /
+    "default.py")
+default = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(default)
+
+# Tiny synthetic data: one 48x48 pair per photograph and split.
+TINY_SYNTHETIC = dict(train_pairs_per_image=1, test_pairs_per_image=1, size=48)
+
+
+def get_config():
+  config = default.get_config()
+  config.dataset = "synthetic"
+  config.dataset_options = ml_collections.ConfigDict(dict(TINY_SYNTHETIC))
+  config.crop_size = 32
+  m = config.model
+  m.base_features, m.gradientnet_features, m.num_mbrbs, m.ca_reduction = 4, 4, 1, 4
+  config.critic_features, config.critic_layers = 4, 2
+  config.content_loss = "pixel"
+  config.batch_size = 2
+  return config
