@@ -14,10 +14,11 @@ def get_model_config() -> ml_collections.ConfigDict:
   """Generator fields; names equal `flax_gradnet.models.Generator`'s fields."""
   m = ml_collections.ConfigDict()
   m.base_features = 64  # first encoder stage width (Fig. 2: n64)
-  m.gradientnet_features = 64  # width inside GradientNet; sets the cost (README, Table 3)
+  m.gradientnet_features = 64  # width inside GradientNet: not in the paper; chosen to fit Table 3's cost
   m.num_mbrbs = 10  # cascaded MBRBs in the MBRU (Sec. 3.1.2)
   m.num_paths = 3  # RGCL paths per MBRB (1 = Table 5 "w/o MBRBs")
-  m.use_rgcl = True  # False = Table 5 "w/o RGCL"
+  m.use_rgcl = True  # False = Table 5 "w/o RGCL" (a 3x3 conv + LeakyReLU per path)
+  m.rgcl_kernels = "gradient"  # "gradient" (Eq. 7: 1x3 + 3x1) or "square" (a 3x3 in the RGCL)
   m.use_gradientnet = True  # False = Table 5 "w/o GradientNet"
   m.num_recurrences = 3  # r in Eq. (7)
   m.ca_reduction = 16  # squeeze-and-excitation ratio

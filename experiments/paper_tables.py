@@ -36,17 +36,23 @@ PAPER_TABLE4 = {"wo_content": (26.3751, 0.7921), "wo_gradient": (28.7011, 0.8617
                 "ours": (29.2252, 0.8714)}
 PAPER_TABLE5 = {"wo_rgcl": (29.0429, 0.8691), "wo_mbrbs": (29.0859, 0.884),
                 "wo_gradientnet": (27.8708, 0.8324), "ours": (29.2252, 0.8714)}
+# Rows that the paper does not have, reported beside its Table 5 (None: no
+# paper numbers): the RGCL kept with a 3x3 conv in place of its 1x3 + 3x1 pair.
+EXTRA_TABLE5 = {"wo_rgcl_kernels": None}
 ROW_NAMES = {"ours": "Ours", "wo_content": "w/o content", "wo_gradient": "w/o gradient",
-             "wo_rgcl": "w/o RGCL", "wo_mbrbs": "w/o MBRBs", "wo_gradientnet": "w/o GradientNet",
+             "wo_rgcl": "w/o RGCL", "wo_rgcl_kernels": "w/o RGCL kernels (3x3 in the RGCL; not in the paper)",
+             "wo_mbrbs": "w/o MBRBs", "wo_gradientnet": "w/o GradientNet",
              "gopro": "GOPRO test", "kohler": "Köhler"}
 
 
-def _row(label: str, paper: tuple[float, float], summary: dict | None) -> str:
+def _row(label: str, paper: tuple[float, float] | None, summary: dict | None) -> str:
+  ref = f"{paper[0]:.4f} | {paper[1]:.4f}" if paper else "— | —"
   if summary is None or not summary.get("means"):
-    return f"| {label} | {paper[0]:.4f} | {paper[1]:.4f} | not run | not run | | | |"
+    return f"| {label} | {ref} | not run | not run | | | |"
   m = summary["means"]
-  return (f"| {label} | {paper[0]:.4f} | {paper[1]:.4f} | {m['psnr']:.4f} | {m['ssim']:.4f} | "
-          f"{m['psnr'] - paper[0]:+.4f} | {summary['num_images']} | {summary['step']} |")
+  delta = f"{m['psnr'] - paper[0]:+.4f}" if paper else ""
+  return (f"| {label} | {ref} | {m['psnr']:.4f} | {m['ssim']:.4f} | "
+          f"{delta} | {summary['num_images']} | {summary['step']} |")
 
 
 def metric_table(title: str, paper: dict[str, tuple[float, float]],
@@ -103,9 +109,10 @@ def _parse_workdirs(spec: str) -> dict[str, str]:
   out = {}
   for item in filter(None, (s.strip() for s in spec.split(","))):
     key, sep, path = item.partition("=")
-    if not sep or key not in {**PAPER_TABLE4, **PAPER_TABLE5}:
-      raise ValueError(f"--workdirs entries are ROW=WORKDIR with ROW in "
-                       f"{sorted({**PAPER_TABLE4, **PAPER_TABLE5})}, got {item!r}")
+    rows = {**PAPER_TABLE4, **PAPER_TABLE5, **EXTRA_TABLE5}
+    if not sep or key not in rows:
+      raise ValueError(f"--workdirs entries are ROW=WORKDIR with ROW in {sorted(rows)}, "
+                       f"got {item!r}")
     out[key] = path
   if not out:
     raise ValueError("--workdirs is empty")
@@ -119,13 +126,17 @@ def config_mismatches(key: str, config) -> list[str]:
   spec = importlib.util.spec_from_file_location("paper_tables_ablations", path)
   ablations = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(ablations)
-  expected = ablations.default.get_config() if key == "ours" else ablations.get_config(key)
+  default = ablations.default.get_config()
+  expected = default if key == "ours" else ablations.get_config(key)
   keys = {k for a in ablations.ABLATIONS.values() for k in a}
   out = []
   for k in sorted(keys):
-    want, have = expected, config
+    want, have, fallback = expected, config, default
     for part in k.split("."):
-      want, have = want[part], (have.get(part) if have is not None else None)
+      want, fallback = want[part], fallback[part]
+      have = have.get(part) if have is not None else None
+    # A field missing from an older workdir's config.json had the default value.
+    have = fallback if have is None else have
     if have != want:
       out.append(f"{k}={have!r} (the '{key}' row expects {want!r})")
   return out
@@ -149,8 +160,9 @@ def table45(args) -> str:
   return "\n".join(notes + [""] * bool(notes) + [
       metric_table("Table 4: loss ablations on GOPRO test", PAPER_TABLE4,
                    {k: results.get(k) for k in PAPER_TABLE4}, command),
-      metric_table("Table 5: building-block ablations on GOPRO test", PAPER_TABLE5,
-                   {k: results.get(k) for k in PAPER_TABLE5}, command)])
+      metric_table("Table 5: building-block ablations on GOPRO test", {**PAPER_TABLE5,
+                                                                       **EXTRA_TABLE5},
+                   {k: results.get(k) for k in {**PAPER_TABLE5, **EXTRA_TABLE5}}, command)])
 
 
 def device_description() -> str:
@@ -251,7 +263,7 @@ def main(argv=None) -> int:
   p45 = sub.add_parser("table45", help="ablation workdirs on GOPRO test (Tables 4 and 5)")
   p45.add_argument("--workdirs", required=True,
                    help="ROW=WORKDIR,... with ROW in ours, wo_content, wo_gradient, wo_rgcl, "
-                        "wo_mbrbs, wo_gradientnet")
+                        "wo_rgcl_kernels (not in the paper), wo_mbrbs, wo_gradientnet")
   common(p45, True)
   args = parser.parse_args(argv)
 

@@ -27,6 +27,7 @@ PAPER_GFLOPS = 446.98  # Table 3, "Ours", 1280x720
 VARIANTS = {
     "default": {},
     "w/o RGCL": {"use_rgcl": False},
+    "w/o RGCL kernels (3x3 in the RGCL)": {"rgcl_kernels": "square"},
     "w/o MBRBs": {"num_paths": 1},
     "w/o GradientNet": {"use_gradientnet": False},
     "pixel-shuffle upsampling": {"upsample": "pixel_shuffle"},

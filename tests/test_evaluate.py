@@ -245,6 +245,8 @@ def test_paper_table_markdown():
   text = tables.metric_table("Table 5", tables.PAPER_TABLE5, {"ours": summary}, "cmd")
   assert "| Ours | 29.2252 | 0.8714 | 28.0000 | 0.8500 | -1.2252 | 1111 | 7 |" in text
   assert "| w/o RGCL | 29.0429 | 0.8691 | not run |" in text
+  extra = tables.metric_table("Table 5", tables.EXTRA_TABLE5, {"wo_rgcl_kernels": summary}, "c")
+  assert "| w/o RGCL kernels (3x3 in the RGCL; not in the paper) | — | — | 28.0000 |" in extra
   assert "Protocol: P; D." in text
   with pytest.raises(ValueError, match="ROW=WORKDIR"):
     tables._parse_workdirs("wo_everything=/w")
@@ -258,6 +260,11 @@ def test_paper_tables_check_each_workdirs_ablation():
   (bad,) = tables.config_mismatches("wo_rgcl", ablations.default.get_config())
   assert bad.startswith("model.use_rgcl=True")
   assert len(tables.config_mismatches("ours", ablations.get_config("wo_content"))) == 1
+  (bad,) = tables.config_mismatches("ours", ablations.get_config("wo_rgcl_kernels"))
+  assert bad.startswith("model.rgcl_kernels='square'")
+  older = ablations.default.get_config()  # a config.json written before rgcl_kernels existed
+  del older.model["rgcl_kernels"]
+  assert tables.config_mismatches("ours", older) == []
 
 
 class _Scale:

@@ -56,9 +56,11 @@ def test_conv2d_same_rejects_unknown_padding():
     ("PaddedConv", dict(features=6, kernel_size=(1, 3), use_bias=False)),
     ("RGCL", dict(ca_reduction=2)),
     ("RGCL", dict(ca_reduction=2, num_recurrences=1, conv_kernel=(5, 5))),
+    ("RGCL", dict(ca_reduction=2, kernels="square")),
     ("MBRB", dict(ca_reduction=2)),
     ("MBRB", dict(ca_reduction=2, use_rgcl=False)),
     ("MBRB", dict(ca_reduction=2, num_paths=1)),
+    ("MBRB", dict(ca_reduction=2, rgcl_kernels="square")),
 ])
 def test_layers_equal_the_reference(module_name, kwargs, mode, random_params):
   x = _inputs((2, 13, 10, 6))
@@ -88,6 +90,7 @@ GENERATOR_CASES = [
     dict(SMALL, use_rgcl=False),  # Table 5 ablations
     dict(SMALL, num_paths=1),
     dict(SMALL, use_gradientnet=False),
+    dict(SMALL, rgcl_kernels="square"),  # the narrower "w/o RGCL" (configs/ablations.py)
 ]
 
 

@@ -151,6 +151,30 @@ def test_rgcl_more_recurrences_change_the_output(random_params):
   assert not np.allclose(np.asarray(y1), np.asarray(y3))
 
 
+def test_rgcl_square_kernel_holding_the_cross_equals_the_gradient_pair(random_params):
+  """kernels="square" keeps everything of Eq. (7) but the 1x3 + 3x1 pair: with
+  its 3x3 kernel set to their cross (1x3 on the middle row, 3x1 on the middle
+  column, biases summed) it computes the gradient RGCL exactly."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 11, 4)), jnp.float32)
+  pair = RGCL(ca_reduction=2)
+  variables = random_params(pair, x)
+  p = variables["params"]
+  k13, k31 = np.asarray(p["conv_1x3"]["conv"]["kernel"]), np.asarray(p["conv_3x1"]["conv"]["kernel"])
+  cross = np.zeros((3, 3, 4, 4), np.float32)
+  cross[1] += k13[0]
+  cross[:, 1] += k31[:, 0]
+  square = {k: v for k, v in p.items() if k not in ("conv_1x3", "conv_3x1")}
+  square["conv_3x3"] = {"conv": {"kernel": jnp.asarray(cross),
+                                 "bias": p["conv_1x3"]["conv"]["bias"] + p["conv_3x1"]["conv"]["bias"]}}
+  model = RGCL(ca_reduction=2, kernels="square")
+  assert jax.tree.structure(jax.eval_shape(model.init, jax.random.key(0), x)["params"]) == \
+      jax.tree.structure(square)
+  np.testing.assert_allclose(np.asarray(model.apply({"params": square}, x)),
+                             np.asarray(pair.apply(variables, x)), atol=1e-5, rtol=0)
+  with pytest.raises(ValueError, match="kernels"):
+    RGCL(kernels="round").init(jax.random.key(0), x)
+
+
 def test_rgcl_rejects_zero_recurrences():
   with pytest.raises(ValueError, match="num_recurrences"):
     RGCL(num_recurrences=0).init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))

@@ -31,12 +31,15 @@ class GradientNet(nn.Module):
     num_mbrbs: cascaded MBRBs (10 in the paper).
     num_paths: RGCL paths per MBRB (3; 1 = "w/o MBRBs" ablation).
     use_rgcl: False = "w/o RGCL" ablation (plain 3x3 convs in the paths).
+    rgcl_kernels: "gradient" (Eq. 7) or "square" (RGCLs with a 3x3 conv in
+      place of the 1x3 + 3x1 pair).
   """
 
   features: int = 64
   num_mbrbs: int = 10
   num_paths: int = 3
   use_rgcl: bool = True
+  rgcl_kernels: str = "gradient"
   num_recurrences: int = 3
   ca_reduction: int = 16
   padding_mode: str = "reflect"
@@ -50,7 +53,7 @@ class GradientNet(nn.Module):
     u = Conv3x3(self.features, name="prftm_fe1", **common)(x)  # Eq. (2)
     u = Conv3x3(self.features, name="prftm_fe2", **common)(u)  # Eq. (3)
     for i in range(self.num_mbrbs):  # Eq. (4): cascaded MBRBs
-      u = MBRB(num_paths=self.num_paths, use_rgcl=self.use_rgcl,
+      u = MBRB(num_paths=self.num_paths, use_rgcl=self.use_rgcl, rgcl_kernels=self.rgcl_kernels,
                num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
                name=f"mbrb_{i}", **common)(u)
     u = ChannelAttention(self.ca_reduction, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -92,6 +95,7 @@ class Generator(nn.Module):
   num_mbrbs: int = 10
   num_paths: int = 3
   use_rgcl: bool = True
+  rgcl_kernels: str = "gradient"
   use_gradientnet: bool = True
   num_recurrences: int = 3
   ca_reduction: int = 16
@@ -153,7 +157,7 @@ class Generator(nn.Module):
     if self.use_gradientnet:
       b = GradientNet(features=self.gradientnet_features, num_mbrbs=self.num_mbrbs,
                       num_paths=self.num_paths, use_rgcl=self.use_rgcl,
-                      num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
+                      rgcl_kernels=self.rgcl_kernels, num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
                       padding_mode=self.padding_mode, name="gradientnet", **common)(b)
 
     # Skip connections: each decoder stage reads [upsampled, encoder feature]

@@ -256,10 +256,14 @@ class RGCL(nn.Module):
       paper; 3x3 by default).
     negative_slope: slope of the LeakyReLU ("LR").
     ca_reduction: reduction ratio of the channel attention.
+    kernels: "gradient" (Eq. 7: the 1x3 + 3x1 pair) or "square" (one full 3x3
+      conv in their place, everything else kept: the ablation that isolates
+      the asymmetric gradient kernels).
   """
 
   num_recurrences: int = 3
   conv_kernel: tuple[int, int] = (3, 3)
+  kernels: str = "gradient"
   negative_slope: float = 0.2
   ca_reduction: int = 16
   padding_mode: PaddingMode = "reflect"
@@ -273,14 +277,19 @@ class RGCL(nn.Module):
     x = jnp.asarray(x, self.dtype)
     c = x.shape[-1]
     kw = dict(padding_mode=self.padding_mode, dtype=self.dtype, param_dtype=self.param_dtype)
-    k_1x3, b_1x3 = Conv1x3(c, name="conv_1x3", **kw).weights(c)  # horizontal gradient kernel
-    k_3x1, b_3x1 = Conv3x1(c, name="conv_3x1", **kw).weights(c)  # vertical gradient kernel
+    if self.kernels == "gradient":
+      k_1x3, b_1x3 = Conv1x3(c, name="conv_1x3", **kw).weights(c)  # horizontal gradient kernel
+      k_3x1, b_3x1 = Conv3x1(c, name="conv_3x1", **kw).weights(c)  # vertical gradient kernel
+      # k_1x3 (x) z + k_3x1 (x) z is one 3x3 convolution whose kernel is their
+      # cross (the 1x3 on the middle row, the 3x1 on the middle column), exactly,
+      # for either padding: one convolution instead of two, and no sum.
+      k_cross = jnp.zeros((3, 3, c, c), k_1x3.dtype).at[1].add(k_1x3[0]).at[:, 1].add(k_3x1[:, 0])
+      b_cross = b_1x3 + b_3x1
+    elif self.kernels == "square":
+      k_cross, b_cross = Conv3x3(c, name="conv_3x3", **kw).weights(c)
+    else:
+      raise ValueError(f"RGCL kernels must be 'gradient' or 'square', got {self.kernels!r}")
     fuse = PaddedConv(c, kernel_size=self.conv_kernel, name="conv", **kw)
-    # k_1x3 (x) z + k_3x1 (x) z is one 3x3 convolution whose kernel is their
-    # cross (the 1x3 on the middle row, the 3x1 on the middle column), exactly,
-    # for either padding: one convolution instead of two, and no sum.
-    k_cross = jnp.zeros((3, 3, c, c), k_1x3.dtype).at[1].add(k_1x3[0]).at[:, 1].add(k_3x1[:, 0])
-    b_cross = b_1x3 + b_3x1
 
     def cell(z):  # Conv(LR(k_1x3 (x) z + k_3x1 (x) z))
       gradients = conv_bias(z, k_cross, b_cross, self.padding_mode, self.dtype)
@@ -324,10 +333,13 @@ class MBRB(nn.Module):
     num_paths: 3 in the paper; 1 is the "w/o MBRBs" ablation of Table 5
       (a single path instead of the multi-path reuse).
     use_rgcl: False is the "w/o RGCL" ablation (plain 3x3 convs in the paths).
+    rgcl_kernels: the RGCLs' `kernels` ("square" = the ablation that keeps
+      the RGCL and replaces only its 1x3 + 3x1 pair by a 3x3 conv).
   """
 
   num_paths: int = 3
   use_rgcl: bool = True
+  rgcl_kernels: str = "gradient"
   num_recurrences: int = 3
   ca_reduction: int = 16
   padding_mode: PaddingMode = "reflect"
@@ -345,7 +357,7 @@ class MBRB(nn.Module):
     for i in range(self.num_paths):
       if self.use_rgcl:
         layer = RGCL(num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
-                     name=f"rgcl_{i}", **common)
+                     kernels=self.rgcl_kernels, name=f"rgcl_{i}", **common)
       else:
         layer = PlainPath(name=f"plain_{i}", **common)
       paths.append(layer(x))

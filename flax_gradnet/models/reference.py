@@ -124,6 +124,7 @@ class RGCL(nn.Module):
 
   num_recurrences: int = 3
   conv_kernel: tuple[int, int] = (3, 3)
+  kernels: str = "gradient"  # or "square": one 3x3 conv instead of the 1x3 + 3x1 pair
   negative_slope: float = 0.2
   ca_reduction: int = 16
   padding_mode: PaddingMode = "reflect"
@@ -137,12 +138,16 @@ class RGCL(nn.Module):
     x = jnp.asarray(x, self.dtype)
     c = x.shape[-1]
     kw = dict(padding_mode=self.padding_mode, dtype=self.dtype, param_dtype=self.param_dtype)
-    horizontal = Conv1x3(c, name="conv_1x3", **kw)
-    vertical = Conv3x1(c, name="conv_3x1", **kw)
+    if self.kernels == "gradient":
+      horizontal = Conv1x3(c, name="conv_1x3", **kw)
+      vertical = Conv3x1(c, name="conv_3x1", **kw)
+      gradients = lambda z: horizontal(z) + vertical(z)
+    else:
+      gradients = Conv3x3(c, name="conv_3x3", **kw)
     fuse = PaddedConv(c, kernel_size=self.conv_kernel, name="conv", **kw)
 
     def cell(z):
-      return fuse(nn.leaky_relu(horizontal(z) + vertical(z), self.negative_slope))
+      return fuse(nn.leaky_relu(gradients(z), self.negative_slope))
 
     h = cell(x)
     for _ in range(self.num_recurrences - 1):  # weights shared: same submodules
@@ -186,6 +191,7 @@ class MBRB(nn.Module):
 
   num_paths: int = 3
   use_rgcl: bool = True
+  rgcl_kernels: str = "gradient"
   num_recurrences: int = 3
   ca_reduction: int = 16
   padding_mode: PaddingMode = "reflect"
@@ -203,7 +209,7 @@ class MBRB(nn.Module):
     for i in range(self.num_paths):
       if self.use_rgcl:
         layer = RGCL(num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
-                     name=f"rgcl_{i}", **common)
+                     kernels=self.rgcl_kernels, name=f"rgcl_{i}", **common)
       else:
         layer = PlainPath(name=f"plain_{i}", **common)
       paths.append(layer(x))
@@ -238,6 +244,7 @@ class GradientNet(nn.Module):
   num_mbrbs: int = 10
   num_paths: int = 3
   use_rgcl: bool = True
+  rgcl_kernels: str = "gradient"
   num_recurrences: int = 3
   ca_reduction: int = 16
   padding_mode: str = "reflect"
@@ -251,7 +258,7 @@ class GradientNet(nn.Module):
     u = Conv3x3(self.features, name="prftm_fe1", **common)(x)  # Eq. (2)
     u = Conv3x3(self.features, name="prftm_fe2", **common)(u)  # Eq. (3)
     for i in range(self.num_mbrbs):  # Eq. (4): cascaded MBRBs
-      u = MBRB(num_paths=self.num_paths, use_rgcl=self.use_rgcl,
+      u = MBRB(num_paths=self.num_paths, use_rgcl=self.use_rgcl, rgcl_kernels=self.rgcl_kernels,
                num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
                name=f"mbrb_{i}", **common)(u)
     u = ChannelAttention(self.ca_reduction, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -293,6 +300,7 @@ class Generator(nn.Module):
   num_mbrbs: int = 10
   num_paths: int = 3
   use_rgcl: bool = True
+  rgcl_kernels: str = "gradient"
   use_gradientnet: bool = True
   num_recurrences: int = 3
   ca_reduction: int = 16
@@ -349,6 +357,7 @@ class Generator(nn.Module):
     if self.use_gradientnet:
       b = GradientNet(features=self.gradientnet_features, num_mbrbs=self.num_mbrbs,
                       num_paths=self.num_paths, use_rgcl=self.use_rgcl,
+                      rgcl_kernels=self.rgcl_kernels,
                       num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
                       padding_mode=self.padding_mode, name="gradientnet", **common)(b)
 
