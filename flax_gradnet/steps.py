@@ -169,10 +169,22 @@ def make_content_fn(config) -> jax.tree_util.Partial:
   """
   if config.content_loss == "pixel":
     return jax.tree_util.Partial(losses.pixel_content_loss)
-  if config.content_loss != "vgg":
-    raise ValueError(f"config.content_loss must be 'vgg' or 'pixel', got {config.content_loss!r}")
+  path = check_content_loss(config)
   from flax_gradnet import vgg  # pylint: disable=g-import-not-at-top
 
+  variables = vgg.load_params(path)
+  vgg.make_feature_fn(variables, layer=config.vgg_layer)  # validates the layer and weights
+  fn = functools.partial(_vgg_content_loss, layer=config.vgg_layer)
+  return jax.tree_util.Partial(fn, jax.tree_util.tree_map(jnp.asarray, variables))
+
+
+def check_content_loss(config) -> str | None:
+  """Raises a one-line error if the content loss cannot be built; returns the
+  VGG19 weights' path (None for the pixel stand-in). Reads nothing."""
+  if config.content_loss == "pixel":
+    return None
+  if config.content_loss != "vgg":
+    raise ValueError(f"config.content_loss must be 'vgg' or 'pixel', got {config.content_loss!r}")
   path = os.path.expanduser(config.vgg_weights or "")
   if not path or not os.path.isfile(path):
     raise FileNotFoundError(
@@ -182,10 +194,7 @@ def make_content_fn(config) -> jax.tree_util.Partial:
         "yourself, convert it with `python -m flax_gradnet.convert_vgg19 --input "
         "vgg19-dcbb9e9d.pth --output vgg19.npz`, and pass --config.vgg_weights=vgg19.npz "
         "(or use --config.content_loss=pixel for the documented stand-in).")
-  variables = vgg.load_params(path)
-  vgg.make_feature_fn(variables, layer=config.vgg_layer)  # validates the layer and weights
-  fn = functools.partial(_vgg_content_loss, layer=config.vgg_layer)
-  return jax.tree_util.Partial(fn, jax.tree_util.tree_map(jnp.asarray, variables))
+  return path
 
 
 def build_models(config):

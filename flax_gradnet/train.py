@@ -249,6 +249,71 @@ def log_to_workdir(workdir: str, program: str) -> None:
   flags.FLAGS.stderrthreshold = "warning"
 
 
+# Fields a resumed run must keep: they shape the saved state (both networks and
+# their optimizers) or the data stream that the saved iterator state indexes.
+# Run length, logging, evaluation and paths may change between restarts.
+RESUME_FIXED_FIELDS = ("model", "critic_features", "critic_layers", "learning_rate",
+                       "critic_learning_rate", "lr_schedule", "b1", "b2", "batch_size",
+                       "dataset", "dataset_options", "crop_size", "seed")
+
+
+def _flat_json(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+  tree = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") \
+      else config
+  return traverse_util.flatten_dict(tree, sep=".") if tree else {}
+
+
+def resume_conflicts(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """`RESUME_FIXED_FIELDS` that differ from the config of `workdir`'s checkpoints.
+
+  Empty when the workdir holds no checkpoint. A field absent from an older
+  config.json is compared as its default (configs/default.py values are the
+  dataclass defaults).
+  """
+  ckpt_dir = os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)
+  if not os.path.isdir(ckpt_dir) or not any(d.isdigit() for d in os.listdir(ckpt_dir)):
+    return []
+  if not os.path.isfile(os.path.join(workdir, ckpt_lib.CONFIG_FILE)):
+    return []
+  stored = _flat_json(ckpt_lib.load_config(workdir))
+  new = _flat_json(config)
+  out = []
+  for key in sorted(set(stored) | set(new)):
+    if not key.split(".")[0] in RESUME_FIXED_FIELDS:
+      continue
+    if key not in stored:  # written before the field existed: its default then
+      name = key.split(".", 1)[1] if key.startswith("model.") else None
+      fields = ckpt_lib.Generator.__dataclass_fields__
+      if name in fields and new.get(key) != fields[name].default:
+        out.append(f"{key}: absent (default {fields[name].default!r}) -> {new.get(key)!r}")
+      continue
+    if stored.get(key) != new.get(key):
+      out.append(f"{key}: {stored.get(key)!r} -> {new.get(key)!r}")
+  return out
+
+
+def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The checks a run makes before it writes anything, each a one-line error.
+
+  Raises:
+    ValueError: the workdir is a file; the batch does not divide over the
+      devices; the workdir's checkpoints were trained with other values of
+      `RESUME_FIXED_FIELDS` (its config.json is left as it is).
+    FileNotFoundError: the content loss needs VGG19 weights that are missing.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir {workdir} is a file; give a folder (created if missing).")
+  batch_shares(config.batch_size)
+  steps.check_content_loss(config)
+  conflicts = resume_conflicts(config, workdir)
+  if conflicts:
+    raise ValueError(
+        f"{workdir} holds checkpoints trained with other values of fields that shape the saved "
+        f"state or the data stream ({'; '.join(conflicts)}). Restore them to resume, or train "
+        f"in a new --workdir (--config.init_from={workdir} starts from its generator).")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        progress: bool = False) -> dict[str, float]:
   """Trains the GAN of the config in `workdir`; returns the last evaluation's metrics.
@@ -267,15 +332,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if config.initialize_distributed and not jax.distributed.is_initialized():
     initialize_distributed()
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  preflight(config, workdir)  # nothing is written before these checks pass
+  _, per_device = batch_shares(config.batch_size)
+  content_fn = steps.make_content_fn(config)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if is_chief:
     ckpt_lib.save_config(workdir, config)
 
-  # Fail early, before data preparation: the batch split and the VGG19 weights.
-  _, per_device = batch_shares(config.batch_size)
-  content_fn = steps.make_content_fn(config)
   train_source = _source(config, "train")
   eval_source = _source(config, "test", for_eval=True)
   total_steps = num_train_steps(config, len(train_source))

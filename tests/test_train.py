@@ -5,6 +5,8 @@ import importlib.util
 import os
 import pathlib
 import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -14,7 +16,8 @@ from flax_gradnet import checkpoint as ckpt_lib
 from flax_gradnet import train
 from flax_gradnet.data import pipeline
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 
 
 def load_config(name, arg=None):
@@ -303,3 +306,47 @@ def test_damaged_checkpoint_is_refused_everywhere(tmp_path, data_dir, tiny_confi
   assert not os.path.exists(tmp_path / "x.jaxexport")
   _, params, _ = inference.restore(workdir, step=2)  # the earlier step is intact
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(params))
+
+
+def test_restart_with_a_changed_model_is_refused_and_keeps_the_workdir(tmp_path, data_dir,
+                                                                       tiny_config):
+  config = tiny_config(data_dir)
+  with config.unlocked():
+    config.num_train_steps = 2
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  stored = open(os.path.join(workdir, "config.json")).read()
+  changed = tiny_config(data_dir)
+  with changed.unlocked():
+    changed.num_train_steps = 4  # run length may change ...
+    changed.model.base_features = 8  # ... the saved state's shapes may not
+    changed.b1 = 0.9
+  with pytest.raises(ValueError, match=r"\(b1: 0.5 -> 0.9; model.base_features: 4 -> 8\)"):
+    train.train_and_evaluate(changed, workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == stored
+  model, _, step = ckpt_lib.restore_generator(workdir)  # still deblurs
+  assert step == 2 and model.base_features == 4
+  assert train.resume_conflicts(changed, str(tmp_path / "empty")) == []  # nothing to resume
+
+
+MAIN = [sys.executable, "-m", "flax_gradnet.main"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/quickstart.py", "--config.num_train_stepz=3"],
+     "unknown config field in the command line: 'num_train_stepz'"),
+    (["--config=configs/no_such_config.py"], "--config could not be loaded"),
+    (["--config=configs/default.py"], "config.vgg_weights=''"),
+    (["--config=configs/quickstart.py", "--workdir_is_a_file"], "is a file"),
+])
+def test_main_reports_bad_input_in_one_line_and_writes_nothing(tmp_path, args, message):
+  workdir = tmp_path / "w"
+  if "--workdir_is_a_file" in args:
+    args = [a for a in args if a != "--workdir_is_a_file"]
+    workdir.write_text("not a folder")
+  proc = subprocess.run(MAIN + args + [f"--workdir={workdir}"], cwd=ROOT, capture_output=True,
+                        text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+  assert not workdir.exists() or workdir.is_file()
