@@ -70,6 +70,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Optimisation (Sec. 4.2).
   config.critic_steps = 5  # critic updates per generator update
+  # What the critic updates read: "same" = the generator's batch and one fake
+  # batch for all of them (DeblurGAN's trainer, which the paper's setup follows;
+  # the paper does not say); "fresh" = a new real batch and new fakes per
+  # critic update (WGAN-GP's Algorithm 1). Epochs and num_train_steps count
+  # generator updates either way; "fresh" reads critic_steps + 1 batches per step.
+  config.critic_batches = "same"
   config.critic_unroll = True  # unroll the 5 critic updates in the compiled step (faster on CPU)
   config.learning_rate = 1e-4  # both networks
   config.critic_learning_rate = 1e-4

@@ -79,6 +79,11 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
   Args:
     state: both networks' TrainStates.
     batch: {"blur", "sharp"}: float images in [-1, 1], [B, H, W, 3] per device.
+      With "critic_blur", "critic_sharp" ([critic_steps, B, H, W, 3]; the
+      config's `critic_batches="fresh"`), critic update k reads the k-th of
+      them (its real images, and fakes made from its blurry ones), as WGAN-GP's
+      Algorithm 1 draws new samples for each critic iteration; without them
+      every critic update reads `batch` and one fake batch (DeblurGAN's trainer).
     rng: a key shared by all devices; folded with the step and, with
       `axis_name`, with the axis index so each shard draws its own
       interpolation factors.
@@ -107,10 +112,15 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
 
   critic = state.critic
   if adversarial and cfg.adversarial_weight != 0:
-    # The critic sees one fake batch for all its updates (as DeblurGAN's trainer).
-    fake = jax.lax.stop_gradient(generator_apply({"params": state.generator.params}, blur))
+    fresh = "critic_blur" in batch
 
-    def critic_loss_fn(params, key):
+    def make_fake(b):
+      return jax.lax.stop_gradient(generator_apply({"params": state.generator.params}, b))
+
+    if not fresh:  # one fake batch for all critic updates (as DeblurGAN's trainer)
+      fake_once = make_fake(blur)
+
+    def critic_loss_fn(params, key, sharp, fake):
       score_fn = functools.partial(critic_scores, params)
       real_scores, fake_scores = score_fn(sharp), score_fn(fake)
       penalty = losses.gradient_penalty(score_fn, sharp, fake, key, weight=cfg.gp_weight)
@@ -118,14 +128,24 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
       return loss, {"critic_loss": loss, "gradient_penalty": penalty,
                     "wasserstein": losses.wasserstein_estimate(real_scores, fake_scores)}
 
-    def critic_update(c_state, key):
-      grads, aux = jax.grad(critic_loss_fn, has_aux=True)(c_state.params, key)
+    def critic_update(c_state, xs):
+      key, critic_batch = xs
+      if fresh:
+        real, fake = critic_batch["sharp"], make_fake(critic_batch["blur"])
+      else:
+        real, fake = sharp, fake_once
+      grads, aux = jax.grad(critic_loss_fn, has_aux=True)(c_state.params, key, real, fake)
       grads = _pmean(grads, axis_name)
       aux["critic_grad_norm"] = optax.tree.norm(grads)
       return c_state.apply_gradients(grads=grads), aux
 
     keys = jax.random.split(jax.random.fold_in(rng, 1), cfg.critic_steps)
-    critic, critic_metrics = jax.lax.scan(critic_update, critic, keys,
+    critic_batches = ({"blur": batch["critic_blur"], "sharp": batch["critic_sharp"]} if fresh
+                      else None)
+    if fresh and batch["critic_blur"].shape[0] != cfg.critic_steps:
+      raise ValueError(f"batch['critic_blur'] holds {batch['critic_blur'].shape[0]} batches for "
+                       f"{cfg.critic_steps} critic updates.")
+    critic, critic_metrics = jax.lax.scan(critic_update, critic, (keys, critic_batches),
                                           unroll=cfg.critic_steps if cfg.critic_unroll else 1)
     # Report the last critic update's values (the critic the generator faces).
     metrics.update(jax.tree_util.tree_map(lambda x: x[-1], critic_metrics))

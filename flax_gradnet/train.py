@@ -252,7 +252,8 @@ def log_to_workdir(workdir: str, program: str) -> None:
 # Fields a resumed run must keep: they shape the saved state (both networks and
 # their optimizers) or the data stream that the saved iterator state indexes.
 # Run length, logging, evaluation and paths may change between restarts.
-RESUME_FIXED_FIELDS = ("model", "critic_features", "critic_layers", "learning_rate",
+RESUME_FIXED_FIELDS = ("model", "critic_features", "critic_layers", "critic_batches",
+                       "learning_rate",
                        "critic_learning_rate", "lr_schedule", "b1", "b2", "batch_size",
                        "dataset", "dataset_options", "crop_size", "seed")
 
@@ -306,6 +307,9 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise ValueError(f"--workdir {workdir} is a file; give a folder (created if missing).")
   batch_shares(config.batch_size)
   steps.check_content_loss(config)
+  if config.critic_batches not in ("same", "fresh"):
+    raise ValueError(f"config.critic_batches must be 'same' or 'fresh', got "
+                     f"{config.critic_batches!r}.")
   conflicts = resume_conflicts(config, workdir)
   if conflicts:
     raise ValueError(
@@ -396,11 +400,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P("data"))
 
+  # critic_batches="fresh": each critic update reads its own batch, drawn from
+  # the same stream before the generator's ([critic_steps, batch, ...]).
+  fresh = config.critic_batches == "fresh" and config.adversarial_weight != 0
+  critic_data_sharding = NamedSharding(mesh, P(None, "data"))
+
   def compile_step(adversarial: bool):
     fn = functools.partial(steps.train_step, generator_apply=generator.apply,
                            critic_apply=critic.apply, cfg=cfg, adversarial=adversarial,
                            axis_name=None)
-    return jax.jit(fn, in_shardings=(replicated, data_sharding, replicated, replicated),
+    batch_sharding = {"blur": data_sharding, "sharp": data_sharding}
+    if fresh and adversarial:
+      batch_sharding.update(critic_blur=critic_data_sharding, critic_sharp=critic_data_sharding)
+    return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated),
                    out_shardings=replicated, donate_argnums=(0,))
 
   train_step, warmup_step = compile_step(True), compile_step(False)
@@ -411,6 +423,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # of the global batch, assembled into one array sharded over all devices.
     return {k: jax.make_array_from_process_local_data(
         data_sharding, v.reshape((-1,) + v.shape[2:])) for k, v in local.items()}
+
+  def next_batch(adversarial: bool) -> dict[str, jax.Array]:
+    if not (fresh and adversarial):
+      return global_batch(next(train_iter))
+    drawn = [next(train_iter) for _ in range(config.critic_steps)]
+    batch = global_batch(next(train_iter))
+    for k in ("blur", "sharp"):
+      local = np.stack([d[k].reshape((-1,) + d[k].shape[2:]) for d in drawn])
+      batch[f"critic_{k}"] = jax.make_array_from_process_local_data(critic_data_sharding, local)
+    return batch
 
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   hooks = [report_progress] if is_chief else []
@@ -443,8 +465,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     while step < total_steps:
       step += 1
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = global_batch(next(train_iter))
         warm = step <= config.adversarial_warmup_steps
+        batch = next_batch(adversarial=not warm)
         fn = warmup_step if warm else train_step
         state, m = fn(state, batch, step_rng, content_fn)
       history.append(m)

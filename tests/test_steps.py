@@ -64,6 +64,36 @@ def test_unrolled_and_rolled_critic_loops_agree():
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
 
 
+def test_fresh_critic_batches_equal_same_when_every_batch_is_the_generators():
+  """critic_batches="fresh" makes update k's fakes from its own blurry batch
+  with the generator of this step: given k copies of the generator's batch
+  it must compute exactly what "same" computes."""
+  state, fn, batch = _setup(critic_steps=3)
+  same, m_same = jax.jit(fn)(state, batch, jax.random.PRNGKey(1))
+  copies = dict(batch, critic_blur=jnp.stack([batch["blur"]] * 3),
+                critic_sharp=jnp.stack([batch["sharp"]] * 3))
+  fresh, m_fresh = jax.jit(fn)(state, copies, jax.random.PRNGKey(1))
+  for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(fresh), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  np.testing.assert_array_equal(m_same["critic_loss"], m_fresh["critic_loss"])
+
+
+def test_fresh_critic_batches_are_read_by_the_critic_updates():
+  state, fn, batch = _setup(critic_steps=3)
+  rng = np.random.default_rng(5)
+  other = {f"critic_{k}": jnp.asarray(rng.uniform(-1, 1, (3, 2, 32, 32, 3)), jnp.float32)
+           for k in ("blur", "sharp")}
+  same, _ = jax.jit(fn)(state, batch, jax.random.PRNGKey(1))
+  fresh, _ = jax.jit(fn)(state, dict(batch, **other), jax.random.PRNGKey(1))
+  assert int(fresh.critic.step) == 3
+  diff = [float(jnp.max(jnp.abs(a - b))) for a, b in
+          zip(jax.tree.leaves(same.critic.params), jax.tree.leaves(fresh.critic.params))]
+  assert max(diff) > 1e-6
+  with pytest.raises(ValueError, match="2 batches for 3 critic updates"):
+    jax.jit(fn)(state, dict(batch, critic_blur=other["critic_blur"][:2],
+                            critic_sharp=other["critic_sharp"][:2]), jax.random.PRNGKey(1))
+
+
 def test_warmup_step_leaves_critic_alone():
   state, fn, batch = _setup()
   new, metrics = jax.jit(functools.partial(fn, adversarial=False))(

@@ -350,3 +350,36 @@ def test_main_reports_bad_input_in_one_line_and_writes_nothing(tmp_path, args, m
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
   assert not workdir.exists() or workdir.is_file()
+
+
+def test_fresh_critic_batches_read_critic_steps_plus_one_batches(tmp_path, data_dir, tiny_config,
+                                                                 monkeypatch):
+  config = tiny_config(data_dir)
+  with config.unlocked():
+    config.num_train_steps = 2
+    config.critic_steps = 2
+    config.critic_batches = "fresh"
+  real = pipeline.create_train_iterator
+  counts = []
+
+  class Counting:
+    def __init__(self, it):
+      self.it = it
+      counts.append(0)
+
+    def __next__(self):
+      counts[-1] += 1
+      return next(self.it)
+
+    def __getattr__(self, name):
+      return getattr(self.it, name)
+
+  monkeypatch.setattr(pipeline, "create_train_iterator",
+                      lambda *a, **k: Counting(real(*a, **k)))
+  metrics = train.train_and_evaluate(config, str(tmp_path / "fresh"))
+  assert np.isfinite(metrics["psnr"])
+  assert counts == [2 * (2 + 1)]  # per step: one batch per critic update + the generator's
+  with config.unlocked():
+    config.critic_batches = "new"
+  with pytest.raises(ValueError, match="critic_batches"):
+    train.train_and_evaluate(config, str(tmp_path / "bad"))
