@@ -94,6 +94,61 @@ def test_fresh_critic_batches_are_read_by_the_critic_updates():
                             critic_sharp=other["critic_sharp"][:2]), jax.random.PRNGKey(1))
 
 
+def test_bfloat16_train_steps_stay_finite_and_close_to_float32():
+  """compute_dtype=bfloat16 (params float32): 3 full WGAN-GP steps on CPU stay
+  finite and close to float32. Stated tolerance: every loss within 0.5% of
+  float32's at every step; the generator's total parameter change points the
+  same way (cosine > 0.9, relative L2 difference < 0.5; Adam moves
+  parameters with tiny gradients by about the learning rate whatever their
+  sign, so elementwise closeness is not expected). Seen: losses within
+  0.05%, cosine 0.97, relative L2 0.25."""
+  tx = optax.adam(1e-3, b1=0.5, b2=0.999)
+  rng = np.random.default_rng(0)
+  batch = {k: jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+           for k in ("blur", "sharp")}
+  changes, history = [], []
+  for dtype in (jnp.float32, jnp.bfloat16):
+    g = Generator(dtype=dtype, **TINY)
+    c = PatchCritic(features=4, num_layers=2, dtype=dtype)
+    state = steps.create_state(jax.random.PRNGKey(0), g, c, image_size=32,
+                               generator_tx=tx, critic_tx=tx)
+    init = state.generator.params
+    step = jax.jit(functools.partial(
+        steps.train_step, generator_apply=g.apply, critic_apply=c.apply,
+        content_fn=losses.pixel_content_loss, cfg=steps.StepConfig(critic_steps=2)))
+    losses_seen = []
+    for _ in range(3):
+      state, m = step(state, batch, jax.random.PRNGKey(1))
+      assert float(m["params_finite"]) == 1.0
+      assert all(np.isfinite(float(v)) for v in m.values())
+      losses_seen.append([float(m[k]) for k in ("generator_loss", "critic_loss",
+                                                  "gradient_penalty", "generator_content")])
+    history.append(np.asarray(losses_seen))
+    changes.append(np.concatenate([(np.asarray(a) - np.asarray(b)).ravel() for a, b in zip(
+        jax.tree.leaves(state.generator.params), jax.tree.leaves(init))]))
+  np.testing.assert_allclose(history[1], history[0], rtol=5e-3)
+  d32, d16 = changes
+  assert d16 @ d32 / (np.linalg.norm(d16) * np.linalg.norm(d32)) > 0.9
+  assert np.linalg.norm(d16 - d32) / np.linalg.norm(d32) < 0.5
+
+
+def test_bfloat16_residual_stream_is_float32(random_params):
+  from flax_gradnet.models.generator import GradientNet  # pylint: disable=g-import-not-at-top
+  from flax_gradnet.models.layers import MBRB, RGCL  # pylint: disable=g-import-not-at-top
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 8, 8, 4)), jnp.float32)
+  for module in (RGCL(ca_reduction=2, dtype=jnp.bfloat16), MBRB(ca_reduction=2, dtype=jnp.bfloat16),
+                 GradientNet(features=4, num_mbrbs=2, ca_reduction=2, dtype=jnp.bfloat16)):
+    y = module.apply(random_params(module, x), x)
+    assert y.dtype == jnp.float32, type(module).__name__
+  # An input that bf16 cannot hold passes through the residual exactly when the
+  # branch adds nothing (fe4 = 0): a bf16 stream would round it.
+  mbrb = MBRB(ca_reduction=2, dtype=jnp.bfloat16)
+  v = random_params(mbrb, x)
+  v["params"]["fe4"] = jax.tree.map(jnp.zeros_like, v["params"]["fe4"])
+  x_fine = x + 1e-4
+  np.testing.assert_array_equal(np.asarray(mbrb.apply(v, x_fine)), np.asarray(x_fine))
+
+
 def test_warmup_step_leaves_critic_alone():
   state, fn, batch = _setup()
   new, metrics = jax.jit(functools.partial(fn, adversarial=False))(

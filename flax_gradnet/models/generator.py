@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from flax_gradnet.models.layers import (MBRB, ChannelAttention, Conv3x3, ConvWeights, PaddedConv,
-                                        conv_over_parts, conv_transpose_3x3_s2, pad_same)
+                                        conv_over_parts, conv_transpose_3x3_s2, pad_same,
+                                        residual_add)
 
 Dtype = Any
 
@@ -48,10 +49,13 @@ class GradientNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    skip = x
     x = jnp.asarray(x, self.dtype)
     common = dict(padding_mode=self.padding_mode, dtype=self.dtype, param_dtype=self.param_dtype)
     u = Conv3x3(self.features, name="prftm_fe1", **common)(x)  # Eq. (2)
     u = Conv3x3(self.features, name="prftm_fe2", **common)(u)  # Eq. (3)
+    # The MBRB residual stream in float32 even with bf16 compute (residual_add).
+    u = u.astype(jnp.promote_types(u.dtype, jnp.float32))
     for i in range(self.num_mbrbs):  # Eq. (4): cascaded MBRBs
       u = MBRB(num_paths=self.num_paths, use_rgcl=self.use_rgcl, rgcl_kernels=self.rgcl_kernels,
                num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
@@ -59,7 +63,7 @@ class GradientNet(nn.Module):
     u = ChannelAttention(self.ca_reduction, dtype=self.dtype, param_dtype=self.param_dtype,
                          name="mbru_ca")(u)
     u = Conv3x3(x.shape[-1], name="out_proj", **common)(u)
-    return u + x
+    return residual_add(u, skip)
 
 
 class Generator(nn.Module):

@@ -236,6 +236,18 @@ class ChannelAttention(nn.Module):
     return x * s
 
 
+def residual_add(branch: jax.Array, skip: jax.Array) -> jax.Array:
+  """`branch + skip` in float32 at least.
+
+  With bfloat16 compute the convolutions run in bf16, but the residual stream
+  (30 RGCL, 10 MBRB and the GradientNet adds in the paper's config) is kept in
+  float32: a bf16 stream would round every block's small update against a
+  large running sum (8 bits of mantissa). A no-op in float32.
+  """
+  dtype = jnp.promote_types(jnp.promote_types(branch.dtype, skip.dtype), jnp.float32)
+  return branch.astype(dtype) + skip.astype(dtype)
+
+
 class RGCL(nn.Module):
   """Recurrent gradient convolutional layer, Eq. (7).
 
@@ -274,6 +286,7 @@ class RGCL(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.num_recurrences < 1:
       raise ValueError(f"num_recurrences must be >= 1, got {self.num_recurrences}")
+    skip = x
     x = jnp.asarray(x, self.dtype)
     c = x.shape[-1]
     kw = dict(padding_mode=self.padding_mode, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -300,7 +313,7 @@ class RGCL(nn.Module):
       h = cell(x + h)
     y = nn.sigmoid(h)
     y = ChannelAttention(self.ca_reduction, dtype=self.dtype, param_dtype=self.param_dtype, name="ca")(y)
-    return y + x
+    return residual_add(y, skip)
 
 
 class PlainPath(nn.Module):
@@ -350,6 +363,7 @@ class MBRB(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.num_paths < 1:
       raise ValueError(f"num_paths must be >= 1, got {self.num_paths}")
+    skip = x
     x = jnp.asarray(x, self.dtype)
     c = x.shape[-1]
     common = dict(padding_mode=self.padding_mode, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -365,4 +379,4 @@ class MBRB(nn.Module):
     f = ChannelAttention(self.ca_reduction, dtype=self.dtype, param_dtype=self.param_dtype, name="ca")(f)
     f = nn.relu(Conv3x3(c, name="fe3", **common)(f))
     f = Conv3x3(c, name="fe4", **common)(f)
-    return f + x
+    return residual_add(f, skip)
