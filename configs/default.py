@@ -23,6 +23,10 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.num_recurrences = 3  # r in Eq. (7)
   m.ca_reduction = 16  # squeeze-and-excitation ratio
   m.norm = "instance"  # "instance" (Fig. 2) or "none"
+  # PyTorch's InstanceNorm2d defaults (the paper's framework; pix2pix/DeblurGAN
+  # use them too): no learned scale/bias, eps 1e-5. flax's would be True, 1e-6.
+  m.norm_affine = False
+  m.norm_epsilon = 1e-5
   m.upsample = "transpose"  # "transpose" (Fig. 2) or "pixel_shuffle"
   m.residual = False  # add the blurry input to the Tanh output (DeblurGAN); not in Fig. 2
   m.zero_init_output = False  # last conv at zero (identity start when residual=True)
@@ -56,6 +60,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.critic_features = 64  # PatchGAN first-layer width (pix2pix: 64)
   config.critic_layers = 3  # stride-2 layers: 3 gives 70x70 patches
   config.critic_conv_impl = "lax"  # "lax" (GPU/TPU) or "matmul" (faster WGAN-GP on XLA CPU)
+  # Initial weights: "torch" = PyTorch's Conv/Linear default (kaiming_uniform with
+  # a = sqrt(5): weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), a third of
+  # lecun_normal's variance; the paper's framework), "lecun_normal" = flax's
+  # default (biases 0), "normal_0.02" = pix2pix/DeblurGAN's N(0, 0.02), biases 0.
+  # All-zero kernels (model.zero_init_output) stay zero.
+  config.init_scheme = "torch"
   config.compute_dtype = "float32"  # "float32" or "bfloat16" activations; params stay float32
 
   # Losses, Eq. (11).

@@ -59,6 +59,7 @@ def get_config():
   m.residual = True
   m.zero_init_output = True
   m.padding_mode = "zeros"
+  config.init_scheme = "lecun_normal"  # flax's init, as this recipe was trained
   config.critic_features = 16  # unused while adversarial_weight = 0 (kept small)
   config.critic_conv_impl = "matmul"
 

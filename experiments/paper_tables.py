@@ -207,8 +207,9 @@ def time_forward(height: int, width: int, runs: int, dtype: str = "float32",
 def table3(args) -> str:
   from flax_gradnet import summary  # pylint: disable=g-import-not-at-top
   from flax_gradnet.models import Generator  # pylint: disable=g-import-not-at-top
-  n_params, flops = summary.forward_cost(Generator(), args.height, args.width)
-  timing = time_forward(args.height, args.width, args.runs, args.dtype)
+  n_params, flops = summary.forward_cost(Generator(**summary.PAPER_MODEL), args.height,
+                                         args.width)
+  timing = time_forward(args.height, args.width, args.runs, args.dtype, summary.PAPER_MODEL)
   macs = flops / 2e9
   command = " ".join(["python experiments/paper_tables.py"] + sys.argv[1:])
   runs = ", ".join(f"{s:.2f}" for s in timing["seconds"])

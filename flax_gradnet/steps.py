@@ -18,7 +18,9 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from flax import traverse_util
 from flax.training import train_state
 
 from flax_gradnet import checkpoint as ckpt_lib
@@ -229,15 +231,60 @@ def make_optimizer(learning_rate: float | optax.Schedule, b1: float, b2: float):
   return optax.adam(learning_rate, b1=b1, b2=b2)
 
 
+INIT_SCHEMES = ("lecun_normal", "torch", "normal_0.02")
+
+
+def reinitialize(params: Any, scheme: str, rng: jax.Array) -> Any:
+  """Redraws every kernel (and the bias beside it) of a parameter tree.
+
+  "lecun_normal": flax's defaults, returned unchanged. "torch": PyTorch's
+  Conv2d/Linear default (kaiming_uniform, a = sqrt(5)): kernel and bias
+  ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = the product of all kernel
+  dimensions but the last (for transposed convs PyTorch counts the output
+  channels instead; here it is the input's, like a conv). "normal_0.02":
+  pix2pix/DeblurGAN's N(0, 0.02) kernels and zero biases. Kernels that are all
+  zero (a zero-initialised output conv) keep zero, and so does their bias;
+  norm scales and biases are left as they are.
+  """
+  if scheme not in INIT_SCHEMES:
+    raise ValueError(f"init_scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+  if scheme == "lecun_normal":
+    return params
+  flat = traverse_util.flatten_dict(flax.core.unfreeze(params))
+  out = dict(flat)
+  for i, (path, kernel) in enumerate(sorted(flat.items())):
+    if path[-1] != "kernel" or not bool(jnp.any(kernel != 0)):
+      continue
+    key = jax.random.fold_in(rng, i)
+    fan_in = int(np.prod(kernel.shape[:-1]))
+    bias_path = path[:-1] + ("bias",)
+    if scheme == "torch":
+      bound = 1.0 / np.sqrt(fan_in)
+      k_key, b_key = jax.random.split(key)
+      out[path] = jax.random.uniform(k_key, kernel.shape, kernel.dtype, -bound, bound)
+      if bias_path in flat:
+        out[bias_path] = jax.random.uniform(b_key, flat[bias_path].shape, flat[bias_path].dtype,
+                                            -bound, bound)
+    else:
+      out[path] = 0.02 * jax.random.normal(key, kernel.shape, kernel.dtype)
+      if bias_path in flat:
+        out[bias_path] = jnp.zeros_like(flat[bias_path])
+  return traverse_util.unflatten_dict(out)
+
+
 def create_state(rng: jax.Array, generator, critic, *, image_size: int,
                  generator_tx: optax.GradientTransformation,
-                 critic_tx: optax.GradientTransformation) -> GANState:
-  """Initialises both networks on a dummy `image_size` batch (params float32)."""
+                 critic_tx: optax.GradientTransformation,
+                 init_scheme: str = "lecun_normal") -> GANState:
+  """Initialises both networks on a dummy `image_size` batch (params float32),
+  with the kernels of `init_scheme` (see `reinitialize`)."""
   g_rng, c_rng = jax.random.split(rng)
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   # One compiled init per network: op-by-op init dispatches a kernel per parameter.
   g_params = jax.jit(generator.init)(g_rng, x)["params"]
   c_params = jax.jit(critic.init)(c_rng, x)["params"]
+  g_params = reinitialize(g_params, init_scheme, jax.random.fold_in(g_rng, 1))
+  c_params = reinitialize(c_params, init_scheme, jax.random.fold_in(c_rng, 1))
   return GANState(
       generator=TrainState.create(apply_fn=generator.apply, params=g_params, tx=generator_tx),
       critic=TrainState.create(apply_fn=critic.apply, params=c_params, tx=critic_tx))

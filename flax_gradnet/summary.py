@@ -23,6 +23,10 @@ from flax_gradnet.models import Generator, PatchCritic, reference
 
 PAPER_GFLOPS = 446.98  # Table 3, "Ours", 1280x720
 
+# The paper config's generator fields that differ from Generator's defaults
+# (configs/default.py: PyTorch's InstanceNorm2d, without affine parameters).
+PAPER_MODEL = {"norm_affine": False, "norm_epsilon": 1e-5}
+
 # The default generator and the Table 5 ablations, as field overrides.
 VARIANTS = {
     "default": {},
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
   unknown = [m for m in names if m not in VARIANTS]
   if unknown:
     parser.error(f"unknown --models entries {unknown}; choose from {list(VARIANTS)}")
-  print(report(args.height, args.width, {m: VARIANTS[m] for m in names}))
+  print(report(args.height, args.width, {m: VARIANTS[m] for m in names}, base=PAPER_MODEL))
   return 0
 
 

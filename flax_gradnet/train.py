@@ -307,6 +307,9 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise ValueError(f"--workdir {workdir} is a file; give a folder (created if missing).")
   batch_shares(config.batch_size)
   steps.check_content_loss(config)
+  if config.init_scheme not in steps.INIT_SCHEMES:
+    raise ValueError(f"config.init_scheme must be one of {steps.INIT_SCHEMES}, got "
+                     f"{config.init_scheme!r}.")
   if config.critic_batches not in ("same", "fresh"):
     raise ValueError(f"config.critic_batches must be 'same' or 'fresh', got "
                      f"{config.critic_batches!r}.")
@@ -357,7 +360,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   rng = jax.random.PRNGKey(config.seed)
   init_rng, step_rng = jax.random.split(rng)
   state = steps.create_state(init_rng, generator, critic, image_size=config.crop_size,
-                             generator_tx=g_tx, critic_tx=c_tx)
+                             generator_tx=g_tx, critic_tx=c_tx, init_scheme=config.init_scheme)
 
   train_iter = pipeline.create_train_iterator(
       train_source, crop_size=config.crop_size, per_device_batch_size=per_device,

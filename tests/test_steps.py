@@ -262,3 +262,58 @@ def test_vgg_content_loss_runs_in_the_step_with_weights_as_arguments(tmp_path):
   _, metrics = step(state, batch, jax.random.PRNGKey(0), content_fn)
   np.testing.assert_allclose(float(metrics["generator_content"]), expected, rtol=1e-4)
   assert expected > 0
+
+
+def test_reinitialize_schemes_match_their_definitions():
+  params = {"conv": {"kernel": jnp.ones((3, 3, 16, 32)), "bias": jnp.zeros((32,))},
+            "zero_out": {"kernel": jnp.zeros((3, 3, 32, 3)), "bias": jnp.zeros((3,))},
+            "norm": {"scale": jnp.ones((32,)), "bias": jnp.zeros((32,))},
+            "dense": {"kernel": jnp.ones((64, 8)), "bias": jnp.zeros((8,))}}
+  rng = jax.random.PRNGKey(0)
+  assert steps.reinitialize(params, "lecun_normal", rng) is params
+  torch_like = steps.reinitialize(params, "torch", rng)
+  for name, fan_in in (("conv", 3 * 3 * 16), ("dense", 64)):
+    bound = 1 / np.sqrt(fan_in)
+    k, b = np.asarray(torch_like[name]["kernel"]), np.asarray(torch_like[name]["bias"])
+    assert np.abs(k).max() <= bound and np.abs(b).max() <= bound
+    # U(-a, a) has variance a^2 / 3: PyTorch's kaiming_uniform(a=sqrt(5)).
+    np.testing.assert_allclose(k.var(), bound ** 2 / 3, rtol=0.1)
+    assert np.abs(b).max() > 0
+  for leaf in ("kernel", "bias"):  # a zero-initialised output conv stays zero
+    np.testing.assert_array_equal(torch_like["zero_out"][leaf], 0.0)
+  np.testing.assert_array_equal(torch_like["norm"]["scale"], 1.0)
+  normal = steps.reinitialize(params, "normal_0.02", rng)
+  np.testing.assert_allclose(np.asarray(normal["conv"]["kernel"]).std(), 0.02, rtol=0.1)
+  np.testing.assert_array_equal(normal["conv"]["bias"], 0.0)
+  with pytest.raises(ValueError, match="init_scheme"):
+    steps.reinitialize(params, "xavier", rng)
+
+
+def test_instance_norm_fields_follow_pytorch_in_the_paper_config():
+  import torch  # pylint: disable=g-import-not-at-top
+  from conftest import load_config_file  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  config = load_config_file("default")
+  with config.unlocked():
+    for k, v in TINY.items():
+      config.model[k] = v
+  model = ckpt_lib.generator_from_config(config)
+  assert (model.norm_affine, model.norm_epsilon) == (False, 1e-5)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 16, 16, 3)), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+  assert not any("norm" in "/".join(map(str, p)) for p in
+                 traverse_paths(params)), "InstanceNorm without affine has no parameters"
+  # flax's InstanceNorm with these fields is torch.nn.InstanceNorm2d's default.
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  y = np.random.default_rng(1).normal(size=(2, 5, 7, 4)).astype(np.float32) * 3 + 1
+  ours = nn.InstanceNorm(epsilon=1e-5, use_scale=False, use_bias=False).apply({}, y)
+  ref = torch.nn.InstanceNorm2d(4)(torch.from_numpy(y).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+  np.testing.assert_allclose(np.asarray(ours), ref.numpy(), atol=1e-5)
+  # A config.json written before the fields existed gets flax's values back.
+  del config.model["norm_affine"], config.model["norm_epsilon"]
+  old = ckpt_lib.generator_from_config(config)
+  assert (old.norm_affine, old.norm_epsilon) == (True, 1e-6)
+
+
+def traverse_paths(tree):
+  return [p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]

@@ -87,6 +87,7 @@ class Generator(nn.Module):
     gradientnet_features: channels inside GradientNet.
     use_gradientnet: False = "w/o GradientNet" ablation (identity bottleneck).
     norm: "instance" (the paper) or "none".
+    norm_affine, norm_epsilon: InstanceNorm's learned scale/bias and epsilon.
     upsample: "transpose" (3x3 stride-2 transposed conv, as Fig. 2) or
       "pixel_shuffle" (3x3 conv to 4x channels + depth-to-space; much cheaper
       to differentiate on XLA CPU).
@@ -104,6 +105,11 @@ class Generator(nn.Module):
   num_recurrences: int = 3
   ca_reduction: int = 16
   norm: str = "instance"
+  # InstanceNorm's affine scale/bias and epsilon. These defaults are flax's (and
+  # what checkpoints written before the fields existed used); the paper config
+  # sets PyTorch's InstanceNorm2d defaults (no affine, eps 1e-5).
+  norm_affine: bool = True
+  norm_epsilon: float = 1e-6
   upsample: str = "transpose"
   residual: bool = False
   zero_init_output: bool = False
@@ -130,7 +136,8 @@ class Generator(nn.Module):
 
     def norm_act(y, name):
       if use_norm:
-        y = nn.InstanceNorm(name=name, **common)(y)
+        y = nn.InstanceNorm(epsilon=self.norm_epsilon, use_scale=self.norm_affine,
+                            use_bias=self.norm_affine, name=name, **common)(y)
       return nn.relu(y)
 
     def down(y, features, name):

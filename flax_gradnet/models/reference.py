@@ -305,6 +305,11 @@ class Generator(nn.Module):
   num_recurrences: int = 3
   ca_reduction: int = 16
   norm: str = "instance"
+  # InstanceNorm's affine scale/bias and epsilon. These defaults are flax's (and
+  # what checkpoints written before the fields existed used); the paper config
+  # sets PyTorch's InstanceNorm2d defaults (no affine, eps 1e-5).
+  norm_affine: bool = True
+  norm_epsilon: float = 1e-6
   upsample: str = "transpose"
   residual: bool = False
   zero_init_output: bool = False
@@ -331,7 +336,8 @@ class Generator(nn.Module):
 
     def norm_act(y, name):
       if use_norm:
-        y = nn.InstanceNorm(name=name, **common)(y)
+        y = nn.InstanceNorm(epsilon=self.norm_epsilon, use_scale=self.norm_affine,
+                            use_bias=self.norm_affine, name=name, **common)(y)
       return nn.relu(y)
 
     def down(y, features, name):
