@@ -39,6 +39,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
                     ".gif")
 
 
+TILE_OVERLAP_DEFAULT = 32
+
+
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="python -m flax_gradnet.deblur",
@@ -49,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--output_dir", required=True, help="folder for the results (created if missing)")
   p.add_argument("--tile", type=int, default=None,
                  help="tile side in pixels, a multiple of 4 (default: whole image at once)")
-  p.add_argument("--tile_overlap", type=int, default=32, help="overlap of neighbouring tiles")
+  p.add_argument("--tile_overlap", type=int, default=None,
+                 help=f"overlap of neighbouring tiles (with --tile; default {TILE_OVERLAP_DEFAULT})")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                  help="compute dtype (default: the training config's compute_dtype)")
   p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
@@ -111,8 +115,18 @@ def plan_outputs(inputs: list[str], output_dir: str, suffix: str,
 def main(argv: list[str] | None = None) -> int:
   """Runs the tool; returns the exit status (0 ok, 1 some files failed, 2 nothing could run)."""
   args = _parser().parse_args(argv)
+  args.tile_overlap_given = args.tile_overlap is not None
+  if args.tile_overlap is None:
+    args.tile_overlap = TILE_OVERLAP_DEFAULT
   if args.tile is not None and (args.tile <= 0 or args.tile % 4):
     print(f"error: --tile must be a positive multiple of 4, got {args.tile}", file=sys.stderr)
+    return 2
+  if args.tile is None and args.tile_overlap_given:
+    print("error: --tile_overlap applies to tiled inference; give --tile too", file=sys.stderr)
+    return 2
+  if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+    print(f"error: --output_dir {args.output_dir} is a file; give a folder (created if missing)",
+          file=sys.stderr)
     return 2
   if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
     print(f"error: need 0 <= --tile_overlap < --tile, got {args.tile_overlap}", file=sys.stderr)
@@ -160,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
   failures.update(refused)
   for src, why in refused.items():
     print(f"skipped {src}: {why}", file=sys.stderr)
-  os.makedirs(args.output_dir, exist_ok=True)
+  if jobs:  # the folder appears only when something is written into it
+    os.makedirs(args.output_dir, exist_ok=True)
 
   written = 0
   start = time.time()

@@ -107,6 +107,8 @@ def read_image(path: str) -> np.ndarray:
         if im.format == "PNG" and isinstance(rawmode, str) and rawmode.startswith(("RGB;16", "RGBA;16")):
           _warn(path, "16-bit RGB PNG reduced to 8 bits by Pillow (high byte; "
                       "within one level of round(v/257))")
+        if getattr(im, "n_frames", 1) > 1:
+          _warn(path, f"{im.n_frames} frames (animated or multi-page); only the first is used")
         im.load()  # decode now: truncation and corruption surface here
         im = ImageOps.exif_transpose(im)
         array = _to_rgb_uint8(im, path)

@@ -286,3 +286,34 @@ def test_cli_shipped_model(tmp_path, workdir, capsys, monkeypatch):
   assert "--step" in capsys.readouterr().err
   assert deblur.main([a, "--step", "5"] + o3) == 2
   assert not (tmp_path / "o3").exists()
+
+
+def test_cli_output_dir_edges_gif_and_tile_overlap(tmp_path, workdir, capsys):
+  Image.fromarray(_photo()).save(tmp_path / "a.png")
+  a_file = tmp_path / "taken"
+  a_file.write_text("a file, not a folder")
+  assert deblur.main([str(tmp_path / "a.png"), "--workdir", workdir,
+                      "--output_dir", str(a_file)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"error: --output_dir {a_file} is a file; give a folder (created if missing)"]
+  assert a_file.read_text() == "a file, not a folder"
+
+  assert deblur.main([str(tmp_path / "a.png"), "--workdir", workdir, "--tile_overlap", "8",
+                      "--output_dir", str(tmp_path / "o1")]) == 2
+  assert "give --tile too" in capsys.readouterr().err
+  assert not (tmp_path / "o1").exists()
+
+  # Nothing to write (every output exists, no --overwrite): no folder is created.
+  missing = tmp_path / "nothing_written"
+  assert deblur.main([str(tmp_path / "no_such.png"), "--workdir", workdir,
+                      "--output_dir", str(missing)]) == 2
+  assert not missing.exists()
+
+  # An animated GIF: the first frame, with a warning naming the file.
+  frames = [Image.fromarray(np.full((24, 28, 3), v, np.uint8)) for v in (40, 200)]
+  frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+  assert deblur.main([str(tmp_path / "anim.gif"), "--workdir", workdir,
+                      "--output_dir", str(tmp_path / "o2")]) == 0
+  err = capsys.readouterr().err
+  assert "anim.gif: 2 frames (animated or multi-page); only the first is used" in err
+  assert (tmp_path / "o2" / "anim.png").exists()
