@@ -514,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
   def fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
+    # On its own line, also after a progress bar that left the cursor mid-line.
+    start = "\n" if sys.stderr.isatty() else ""
+    print(f"{start}error: {msg}", file=sys.stderr)
     return 2
 
   if args.tile is not None and (args.tile <= 0 or args.tile % 4):

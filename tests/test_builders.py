@@ -161,7 +161,7 @@ def test_truncated_png_is_named(tmp_path):
 
 def test_size_mismatch_is_named(tmp_path):
   _paired(str(tmp_path / "pairs"), sizes={1: (12, 15)})
-  with pytest.raises(ValueError, match=r"Size mismatch: blurry image .*"
+  with pytest.raises(ValueError, match=r"1 pairing fault\(s\) under .*"
                      r"input/img1.png is 16x12 but its sharp twin .*target/img1.png "
                      r"is 15x12"):
     _build_paired(tmp_path)
@@ -171,9 +171,23 @@ def test_missing_twin_is_named(tmp_path):
   _paired(str(tmp_path / "pairs"))
   (tmp_path / "pairs" / "target" / "img0.png").unlink()
   with pytest.raises(FileNotFoundError,
-                     match=r"input/img0.png has no sharp twin: expected "
-                           r".*target/img0.png"):
+                     match=r"input/img0.png has no sharp twin \(.*target/img0.png\)"):
     _build_paired(tmp_path)
+
+
+def test_every_pairing_fault_is_reported_and_orphan_targets_counted(tmp_path, caplog):
+  _paired(str(tmp_path / "pairs"), n=14, sizes={3: (12, 15)})
+  for i in (0, 5, 6, 7, 8, 9, 10, 11, 12, 13):
+    (tmp_path / "pairs" / "target" / f"img{i}.png").unlink()
+  for i in (1, 2):  # sharp images without a blurry twin
+    (tmp_path / "pairs" / "input" / f"img{i}.png").unlink()
+  with pytest.raises(FileNotFoundError) as info:
+    _build_paired(tmp_path)
+  message = str(info.value)
+  assert message.startswith("11 pairing fault(s) under ")
+  assert message.count("has no sharp twin") == 9 and "img3.png is 16x12" in message
+  assert message.endswith("; and 1 more.")
+  assert "2 sharp image(s) under target/ have no blurry twin in input/" in caplog.text
 
 
 def test_gray_and_rgba_converted_with_warning(tmp_path, caplog):

@@ -332,7 +332,55 @@ class PairedFolder(_Builder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    return {s: self._generate_examples(d) for s, d in self._split_dirs().items()}
+    splits = self._split_dirs()
+    self._check_pairs(splits.values())
+    return {s: self._generate_examples(d) for s, d in splits.items()}
+
+  # At most this many faults are listed in the error (all are counted).
+  MAX_LISTED_FAULTS = 10
+
+  def _check_pairs(self, split_dirs) -> None:
+    """Finds every pairing fault before anything is prepared.
+
+    Raises FileNotFoundError listing (up to MAX_LISTED_FAULTS) blurry images
+    without a sharp twin and pairs whose sizes differ (read from the files'
+    headers); warns with the count of sharp images that have no blurry twin.
+    """
+    cfg = self.builder_config
+    faults, orphans = [], 0
+    for split_dir in split_dirs:
+      in_root = os.path.join(split_dir, cfg.input_dir)
+      tgt_root = os.path.join(split_dir, cfg.target_dir)
+      blurry = set()
+      for root, _, _ in os.walk(in_root):
+        rel_dir = os.path.relpath(root, in_root)
+        for f in _list_images(root):
+          rel = os.path.normpath(os.path.join(rel_dir, f))
+          blurry.add(rel)
+          blur_path, sharp_path = os.path.join(root, f), os.path.join(tgt_root, rel)
+          if not os.path.isfile(sharp_path):
+            faults.append(f"{blur_path} has no sharp twin ({sharp_path})")
+            continue
+          try:
+            with Image.open(blur_path) as a, Image.open(sharp_path) as b:
+              if a.size != b.size:
+                faults.append(f"{blur_path} is {a.size[0]}x{a.size[1]} but its sharp twin "
+                              f"{sharp_path} is {b.size[0]}x{b.size[1]}")
+          except (OSError, ValueError):
+            pass  # undecodable files are named by the reader when the pair is prepared
+      for root, _, _ in os.walk(tgt_root):
+        rel_dir = os.path.relpath(root, tgt_root)
+        orphans += sum(os.path.normpath(os.path.join(rel_dir, f)) not in blurry
+                       for f in _list_images(root))
+    if orphans:
+      logging.warning("%d sharp image(s) under %s/ have no blurry twin in %s/ and are not used.",
+                      orphans, cfg.target_dir, cfg.input_dir)
+    if faults:
+      listed = "; ".join(faults[:self.MAX_LISTED_FAULTS])
+      more = len(faults) - self.MAX_LISTED_FAULTS
+      error = (FileNotFoundError if any("no sharp twin" in f for f in faults) else ValueError)
+      raise error(f"{len(faults)} pairing fault(s) under {cfg.path}: {listed}"
+                  + (f"; and {more} more" if more > 0 else "") + ".")
 
   def _generate_examples(self, split_dir: str):
     cfg = self.builder_config
