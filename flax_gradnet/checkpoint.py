@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from typing import Any
 
@@ -119,6 +120,22 @@ def verify_checkpoint(state: Any, data: dict | None, where: str) -> None:
                        f"{jax.tree_util.keystr(path)}")
 
 
+class _UnretrievedFutureFilter(logging.Filter):
+  """Drops asyncio's 'exception was never retrieved' reports."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).endswith("exception was never retrieved")
+
+
+def quiet_failed_restore() -> None:
+  """After orbax failed to read a damaged checkpoint, the reads it had started
+  for the other arrays fail too, and asyncio reports each one (~90 lines of
+  tracebacks at exit) after the one clear error. Call on that failure only."""
+  logger = logging.getLogger("asyncio")
+  if not any(isinstance(f, _UnretrievedFutureFilter) for f in logger.filters):
+    logger.addFilter(_UnretrievedFutureFilter())
+
+
 def restore_generator(workdir: str, step: int | None = None, dtype: Any = None):
   """Restores `(generator_module, params, step)` from a training workdir.
 
@@ -148,6 +165,7 @@ def restore_generator(workdir: str, step: int | None = None, dtype: Any = None):
         items["data"] = ocp.args.JsonRestore()
       restored = manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types on damaged files
+      quiet_failed_restore()
       raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
   finally:
     manager.close()

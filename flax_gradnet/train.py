@@ -376,6 +376,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       restored = manager.restore(latest, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(_state_dict(state)), data=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types on damaged files
+      ckpt_lib.quiet_failed_restore()
+      manager.close()
       raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
     ckpt_lib.verify_checkpoint(restored.state, restored.data, where)
     state = _from_state_dict(state, restored.state)
