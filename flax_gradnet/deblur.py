@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                  help="tile side in pixels, a multiple of 4 (default: whole image at once)")
   p.add_argument("--tile_overlap", type=int, default=None,
                  help=f"overlap of neighbouring tiles (with --tile; default {TILE_OVERLAP_DEFAULT})")
+  p.add_argument("--self_ensemble", action="store_true",
+                 help="x8 geometric self-ensemble: the mean over flips and transposes (8x the time)")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                  help="compute dtype (default: the training config's compute_dtype)")
   p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
-  fn = inference.make_deblur_fn(model, params)
+  fn = inference.make_deblur_fn(model, params, ensemble=args.self_ensemble)
 
   jobs, refused = plan_outputs(inputs, args.output_dir, args.suffix, args.overwrite)
   failures.update(refused)

@@ -231,7 +231,8 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
                        tile: int | None = None, tile_overlap: int = 32,
                        num_images: int = 0, num_grids: int = 4, save_outputs: bool = True,
                        kohler_frame: str = "middle", kohler_frames_dir: str | None = None,
-                       progress: bool = True, extra_summary: dict | None = None) -> dict:
+                       progress: bool = True, extra_summary: dict | None = None,
+                       self_ensemble: bool = False) -> dict:
   """Deblurs every image of `source`, measures it, and writes the report files.
 
   Args:
@@ -253,6 +254,8 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
       against its best-PSNR GroundTruth frame (see `dataset_protocol`).
     progress: show a tqdm bar on stderr.
     extra_summary: more entries for summary.json (e.g. workdir, split).
+    self_ensemble: the x8 geometric self-ensemble (`inference.self_ensemble`);
+      recorded in the protocol line.
 
   Returns:
     The summary dict (also written as summary.json): `num_images`, `means`
@@ -280,10 +283,12 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   if num_images and total is not None:
     total = min(total, num_images)
 
-  fn = inference.make_deblur_fn(model, params)
+  fn = inference.make_deblur_fn(model, params, ensemble=self_ensemble)
   psnr_fn, ssim_fn = _metric_fns(int(crop_border), bool(y_channel))
   frames = _kohler_frames(kohler_frames_dir) if kohler_frames_dir else None
   protocol = metrics_lib.protocol_string(y_channel, crop_border)
+  if self_ensemble:
+    protocol += "; x8 geometric self-ensemble (flips and transposes, outputs averaged)"
   data_protocol = dataset_protocol(dataset, kohler_frame=kohler_frame,
                                    kohler_best_frame=frames is not None)
   tag = "eval/" + (re.sub(r"[^A-Za-z0-9]+", "_", dataset).strip("_") or "data")
@@ -486,6 +491,8 @@ def _parser() -> argparse.ArgumentParser:
                  help="write every deblurred image to OUTPUT_DIR/deblurred (always for blur_only)")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                  help="compute dtype (default: the training config's compute_dtype)")
+  p.add_argument("--self_ensemble", action="store_true",
+                 help="x8 geometric self-ensemble: the mean over flips and transposes (8x the time)")
   p.add_argument("--no_progress", action="store_true", help="no progress bar")
   return p
 
@@ -575,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
       tile_overlap=args.tile_overlap, num_images=args.num_images, num_grids=args.num_grids,
       save_outputs=args.save_outputs, kohler_frame=args.kohler_frame,
       kohler_frames_dir=builder_kwargs.get("path") if args.kohler_best_frame else None,
-      progress=not args.no_progress,
+      progress=not args.no_progress, self_ensemble=args.self_ensemble,
       extra_summary={**({"workdir": os.path.abspath(args.workdir)} if args.workdir is not None
                         else {"model": restored.model}),
                      "split": args.split, "path": builder_kwargs.get("path")})

@@ -34,7 +34,7 @@ from flax_gradnet.checkpoint import restore_generator  # noqa: F401  (the shared
 from flax_gradnet.metrics import quantize
 
 __all__ = [
-    "restore", "Restored", "restore_generator", "make_deblur_fn", "deblur_image", "deblur_array", "tile_starts",
+    "restore", "Restored", "restore_generator", "make_deblur_fn", "self_ensemble", "deblur_image", "deblur_array", "tile_starts",
     "tile_window", "weight_sum", "to_float", "to_uint8",
 ]
 
@@ -104,17 +104,45 @@ def restore(workdir: str | None = None, *, model: str | None = None, step: int |
       step=int(packed_step) if isinstance(packed_step, int) else None)
 
 
-def make_deblur_fn(model: Any, params: Any) -> DeblurFn:
+def _flips(x: jax.Array) -> jax.Array:
+  """[N, H, W, C] -> [4N, H, W, C]: x, x flipped left-right, up-down, and both."""
+  return jnp.concatenate([x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]])
+
+
+def _unflip_mean(y: jax.Array) -> jax.Array:
+  """Inverse of `_flips` on the outputs, summed over the 4 (not yet divided)."""
+  a, b, c, d = jnp.split(y, 4)
+  return a + b[:, :, ::-1] + c[:, ::-1] + d[:, ::-1, ::-1]
+
+
+def self_ensemble(apply: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+  """Geometric self-ensemble (x8): the mean of `T^-1(apply(T(x)))` over the 8
+  flips and rotations T of the square's symmetry group.
+
+  The 4 transforms that keep the orientation (identity and the 3 flips) run as
+  one batch, the 4 that swap height and width (the transpose and its flips) as
+  another: two calls of 4N images each, also for non-square images.
+  """
+  upright = _unflip_mean(apply(_flips(x)))
+  xt = jnp.swapaxes(x, 1, 2)
+  swapped = jnp.swapaxes(_unflip_mean(apply(_flips(xt))), 1, 2)
+  return (upright + swapped) / 8.0
+
+
+def make_deblur_fn(model: Any, params: Any, *, ensemble: bool = False) -> DeblurFn:
   """A jit-compiled `fn(images [N, H, W, 3] in [-1, 1]) -> float32 [N, H, W, 3] in [-1, 1]`.
 
   Parameters are an argument of the compiled function (not constants baked into
   it), so compiling for a new shape stays cheap; each new shape retraces once.
+  With `ensemble=True` each call is the geometric self-ensemble (`self_ensemble`,
+  8 generator passes; with tiling, per tile).
   """
   params = jax.device_put(params)
 
   @jax.jit
   def apply(p, x):
-    return jnp.asarray(model.apply({"params": p}, x), jnp.float32)
+    one = lambda z: jnp.asarray(model.apply({"params": p}, z), jnp.float32)
+    return self_ensemble(one, x) if ensemble else one(x)
 
   def fn(x):
     return apply(params, x)

@@ -317,3 +317,16 @@ def test_cli_output_dir_edges_gif_and_tile_overlap(tmp_path, workdir, capsys):
   err = capsys.readouterr().err
   assert "anim.gif: 2 frames (animated or multi-page); only the first is used" in err
   assert (tmp_path / "o2" / "anim.png").exists()
+
+
+def test_cli_self_ensemble(tmp_path, workdir):
+  Image.fromarray(_photo()).save(tmp_path / "a.png")
+  for flag, out in (([], "one"), (["--self_ensemble"], "ens")):
+    assert deblur.main([str(tmp_path / "a.png"), "--workdir", workdir, *flag,
+                        "--output_dir", str(tmp_path / out)]) == 0
+  ens = np.asarray(Image.open(tmp_path / "ens" / "a.png")).astype(int)
+  model, params, _ = inference.restore(workdir)
+  want = inference.deblur_image(inference.make_deblur_fn(model, params, ensemble=True), _photo())
+  assert np.abs(ens - want.astype(int)).max() <= 1  # the API's ensemble, as written by the CLI
+  one = np.asarray(Image.open(tmp_path / "one" / "a.png")).astype(int)
+  assert np.abs(one - ens).max() > 0  # an untrained net is not flip-equivariant

@@ -138,3 +138,44 @@ def test_restore_generator_reexported(tmp_path, tiny, generator_workdir):
   assert step == 3
   x = np.zeros((1, 16, 16, 3), np.float32)
   np.testing.assert_allclose(m.apply({"params": p}, x), model.apply({"params": params}, x))
+
+
+class _Fn:
+  """A stand-in generator: `apply(variables, x) = f(x)`."""
+
+  def __init__(self, f):
+    self.f = f
+
+  def apply(self, variables, x):
+    del variables
+    return self.f(x)
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 6, 3), (1, 5, 9, 3)])
+def test_self_ensemble_of_identity_and_equivariant_models(shape):
+  x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+  identity = inference.make_deblur_fn(_Fn(lambda z: z), {}, ensemble=True)
+  np.testing.assert_allclose(np.asarray(identity(x)), x, atol=1e-6)
+  # A flip- and transpose-equivariant model (pointwise, or a symmetric 3x3
+  # blur): the ensemble equals one pass.
+  pointwise = lambda z: jnp.tanh(2 * z) * 0.9
+  box = lambda z: jax.lax.reduce_window(z, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1),
+                                        "SAME") / 9.0
+  for f in (pointwise, box):
+    one = inference.make_deblur_fn(_Fn(f), {})(x)
+    ens = inference.make_deblur_fn(_Fn(f), {}, ensemble=True)(x)
+    np.testing.assert_allclose(np.asarray(ens), np.asarray(one), atol=1e-6)
+  # A model that is not equivariant (a shift right): the ensemble averages the
+  # 8 transforms' answers, so it differs from one pass.
+  shift = lambda z: jnp.roll(z, 1, axis=2)
+  one = inference.make_deblur_fn(_Fn(shift), {})(x)
+  ens = inference.make_deblur_fn(_Fn(shift), {}, ensemble=True)(x)
+  assert np.abs(np.asarray(ens) - np.asarray(one)).max() > 1e-3
+  # It is the numpy mean of T^-1(shift(T(x))) over the 8 rotations and
+  # flipped rotations T of the square.
+  want = np.zeros_like(x)
+  for t in range(8):
+    fwd = lambda a: np.rot90(a[:, :, ::-1] if t >= 4 else a, t % 4, axes=(1, 2))
+    inv = lambda a: (lambda b: b[:, :, ::-1] if t >= 4 else b)(np.rot90(a, -(t % 4), axes=(1, 2)))
+    want += inv(np.roll(fwd(x), 1, axis=2))
+  np.testing.assert_allclose(np.asarray(ens), want / 8, atol=1e-6)
