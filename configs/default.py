@@ -108,6 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_checkpoints_to_keep = 3
   config.num_image_summaries = 3  # blurry | deblurred | sharp grids written per evaluation
   config.eval_crop_border = 0  # pixels ignored at the border by PSNR/SSIM
+  config.profile_steps = 0  # > 0: trace this many steps after the first 10 (TensorBoard profile)
   config.initialize_distributed = False  # call jax.distributed.initialize() (multi-host)
 
   # Fine-tuning: start the generator from trained weights instead of at random.

@@ -441,6 +441,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   hooks = [report_progress] if is_chief else []
+  if is_chief and config.profile_steps > 0:
+    # One trace of `profile_steps` steps after the first 10 (compilation and
+    # warm-up done), written under the workdir for TensorBoard's profile tab.
+    hooks.append(periodic_actions.Profile(
+        logdir=workdir, num_profile_steps=config.profile_steps, profile_duration_ms=None,
+        first_profile=initial_step + 10, every_steps=None, every_secs=None))
 
   def save(step: int):
     host_state = _state_dict(jax.device_get(state))

@@ -383,3 +383,16 @@ def test_fresh_critic_batches_read_critic_steps_plus_one_batches(tmp_path, data_
     config.critic_batches = "new"
   with pytest.raises(ValueError, match="critic_batches"):
     train.train_and_evaluate(config, str(tmp_path / "bad"))
+
+
+def test_profile_steps_write_a_trace(tmp_path, data_dir, tiny_config):
+  config = tiny_config(data_dir)
+  with config.unlocked():
+    config.num_train_steps = 13
+    config.checkpoint_every_steps = 13
+    config.eval_every_steps = 13
+    config.profile_steps = 2
+  workdir = tmp_path / "profiled"
+  train.train_and_evaluate(config, str(workdir))
+  traces = list(workdir.glob("plugins/profile/*/*.xplane.pb"))
+  assert traces, sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
