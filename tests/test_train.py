@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from flax_gradnet import checkpoint as ckpt_lib
-from flax_gradnet import train
+from flax_gradnet import pretrained, train
 from flax_gradnet.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -396,3 +396,23 @@ def test_profile_steps_write_a_trace(tmp_path, data_dir, tiny_config):
   train.train_and_evaluate(config, str(workdir))
   traces = list(workdir.glob("plugins/profile/*/*.xplane.pb"))
   assert traces, sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+
+
+def test_finetune_folder_config_trains_on_a_paired_tree(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 3), ("test", 2)):
+    for i in range(n):
+      for sub in ("input", "target"):
+        folder = tmp_path / "pairs" / split / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 44, 3), np.uint8)).save(folder / f"{i}.png")
+  config = load_config("finetune_folder", str(tmp_path / "pairs"))
+  assert config.init_from == pretrained.DEFAULT_MODEL
+  with config.unlocked():
+    config.data_dir = str(tmp_path / "tfds")
+    config.num_train_steps, config.batch_size, config.crop_size = 1, 2, 32
+  metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(metrics["psnr"]) and metrics["blurry_psnr"] > 0
+  with pytest.raises(ValueError, match="needs the pairs' folder"):
+    load_config("finetune_folder", "")
