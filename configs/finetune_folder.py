@@ -32,7 +32,7 @@ def get_config(path: str = ""):
   config.dataset_options = ml_collections.ConfigDict({"path": path})  # train/ and test/ inside
   config.crop_size = 128  # random crops of your images (each side must be >= 128)
   config.flips = True
-  config.init_from = "gradnet_s_soft"  # the default shipped model's weights
+  config.init_from = "gradnet_s_native"  # the default shipped model's weights
   config.learning_rate = 2e-4  # a fine-tune: lower than the from-scratch 1e-3
   config.num_train_steps = 2000  # a few thousand steps of batch 8: tens of minutes on a CPU
   config.eval_every_steps = 250
