@@ -250,26 +250,30 @@ def reinitialize(params: Any, scheme: str, rng: jax.Array) -> Any:
     raise ValueError(f"init_scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
   if scheme == "lecun_normal":
     return params
-  flat = traverse_util.flatten_dict(flax.core.unfreeze(params))
+  # Drawn with numpy on the host (seeded from `rng`): one jax.random call per
+  # kernel shape would compile a kernel each.
+  gen = np.random.default_rng(np.asarray(jax.random.key_data(rng)
+                                         if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+                                         else rng).astype(np.uint32).ravel().tolist())
+  flat = traverse_util.flatten_dict(flax.core.unfreeze(jax.device_get(params)))
   out = dict(flat)
-  for i, (path, kernel) in enumerate(sorted(flat.items())):
-    if path[-1] != "kernel" or not bool(jnp.any(kernel != 0)):
+  for path, kernel in sorted(flat.items()):
+    kernel = np.asarray(kernel)
+    if path[-1] != "kernel" or not kernel.any():
       continue
-    key = jax.random.fold_in(rng, i)
     fan_in = int(np.prod(kernel.shape[:-1]))
     bias_path = path[:-1] + ("bias",)
     if scheme == "torch":
       bound = 1.0 / np.sqrt(fan_in)
-      k_key, b_key = jax.random.split(key)
-      out[path] = jax.random.uniform(k_key, kernel.shape, kernel.dtype, -bound, bound)
+      out[path] = gen.uniform(-bound, bound, kernel.shape).astype(kernel.dtype)
       if bias_path in flat:
-        out[bias_path] = jax.random.uniform(b_key, flat[bias_path].shape, flat[bias_path].dtype,
-                                            -bound, bound)
+        bias = np.asarray(flat[bias_path])
+        out[bias_path] = gen.uniform(-bound, bound, bias.shape).astype(bias.dtype)
     else:
-      out[path] = 0.02 * jax.random.normal(key, kernel.shape, kernel.dtype)
+      out[path] = (0.02 * gen.standard_normal(kernel.shape)).astype(kernel.dtype)
       if bias_path in flat:
-        out[bias_path] = jnp.zeros_like(flat[bias_path])
-  return traverse_util.unflatten_dict(out)
+        out[bias_path] = np.zeros_like(np.asarray(flat[bias_path]))
+  return jax.tree.map(jnp.asarray, traverse_util.unflatten_dict(out))
 
 
 def create_state(rng: jax.Array, generator, critic, *, image_size: int,

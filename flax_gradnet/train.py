@@ -249,13 +249,12 @@ def log_to_workdir(workdir: str, program: str) -> None:
   flags.FLAGS.stderrthreshold = "warning"
 
 
-# Fields a resumed run must keep: they shape the saved state (both networks and
-# their optimizers) or the data stream that the saved iterator state indexes.
-# Run length, logging, evaluation and paths may change between restarts.
-RESUME_FIXED_FIELDS = ("model", "critic_features", "critic_layers", "critic_batches",
-                       "learning_rate",
-                       "critic_learning_rate", "lr_schedule", "b1", "b2", "batch_size",
-                       "dataset", "dataset_options", "crop_size", "seed")
+# Fields a resumed run must keep: they shape the saved state (both networks, and
+# Adam's moments, whose meaning b1 and b2 set) or the data stream that the saved
+# iterator state indexes. Run length, learning rates, logging, evaluation and
+# paths may change between restarts.
+RESUME_FIXED_FIELDS = ("model", "critic_features", "critic_layers", "critic_batches", "b1",
+                       "b2", "batch_size", "dataset", "dataset_options", "crop_size", "seed")
 
 
 def _flat_json(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
@@ -540,10 +539,11 @@ def _replicate(tree: Any, sharding: NamedSharding) -> Any:
   would be a cross-host transfer, which the CPU backend refuses.
   """
   def put(x):
-    if not isinstance(x, (jax.Array, np.ndarray)):
-      return x
-    host = np.asarray(jax.device_get(x))
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    if isinstance(x, jax.Array) and x.committed:
+      x = np.asarray(jax.device_get(x))
+    # Uncommitted arrays and Python scalars keep their (weak) types, so the
+    # first step's outputs match its inputs and the step compiles once.
+    return jax.device_put(x, sharding)
 
   return jax.tree.map(put, tree)
 
