@@ -257,18 +257,17 @@ RESUME_FIXED_FIELDS = ("model", "critic_features", "critic_layers", "critic_batc
                        "b2", "batch_size", "dataset", "dataset_options", "crop_size", "seed")
 
 
-def _flat_json(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
-  tree = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") \
-      else config
-  return traverse_util.flatten_dict(tree, sep=".") if tree else {}
+def _flat_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """{"model.base_features": 16, ...} with values as config.json stores them."""
+  return traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
 
 
 def resume_conflicts(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """`RESUME_FIXED_FIELDS` that differ from the config of `workdir`'s checkpoints.
 
-  Empty when the workdir holds no checkpoint. A field absent from an older
-  config.json is compared as its default (configs/default.py values are the
-  dataclass defaults).
+  Empty when the workdir holds no checkpoint. A `model.` field absent from an
+  older config.json is compared as Generator's default (what that checkpoint
+  was built with); other absent fields are not compared.
   """
   ckpt_dir = os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)
   if not os.path.isdir(ckpt_dir) or not any(d.isdigit() for d in os.listdir(ckpt_dir)):
@@ -392,7 +391,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info("Generator:\n%s", parameter_overview.get_parameter_overview(
         state.generator.params))
     logging.info("Critic:\n%s", parameter_overview.get_parameter_overview(state.critic.params))
-    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+    writer.write_hparams(traverse_util.flatten_dict(config.to_dict(), sep="."))
 
   cfg = steps.StepConfig.from_config(config)
   # One program for all devices (jit over a 1-D mesh, axis "data"): the batch
@@ -641,13 +640,3 @@ def _from_state_dict(state: steps.GANState, tree: dict[str, Any]) -> steps.GANSt
     return s.replace(step=t["step"], params=t["params"], opt_state=t["opt_state"])
   return steps.GANState(generator=net(state.generator, tree["generator"]),
                         critic=net(state.critic, tree["critic"]))
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
