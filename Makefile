@@ -1,28 +1,38 @@
 # Two set-up commands, each works alone on a fresh machine:
-#   make demo   creates .venv, installs, runs the main job on the built-in synthetic data
-#   make test   creates .venv, installs (with test extras), runs all tests
+#   make demo   creates .venv, installs the package (no test extras), runs the main job on the
+#               built-in synthetic data
+#   make test   creates .venv, installs the package with the test extras, runs all tests
+# `make install` / `make install-test` do only the installing.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 DEMO_WORKDIR ?= demo_workdir
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): $(PY) setup.cfg pyproject.toml
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e .
 	touch $(STAMP)
 
+# The test extras: pytest, chex, and torch, safetensors, h5py (the `convert` extra).
+$(TEST_STAMP): $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP) $(TEST_STAMP)
+
 install: $(STAMP)
+
+install-test: $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(PY) -m flax_gradnet.demo --workdir=$(DEMO_WORKDIR)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
 
 clean:

@@ -15,14 +15,7 @@ motivation raises (do the asymmetric gradient kernels matter?); both are
 offered and experiments/paper_tables.py reports both.
 """
 
-import importlib.util
-import pathlib
-
-# Loaded by path, so the config works from any working directory and script.
-_spec = importlib.util.spec_from_file_location(
-    "flax_gradnet_configs_default", pathlib.Path(__file__).with_name("default.py"))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+from configs import default
 
 ABLATIONS = {
     "wo_content": {"content_weight": 0.0},

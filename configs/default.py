@@ -25,8 +25,8 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.norm = "instance"  # "instance" (Fig. 2) or "none"
   # PyTorch's InstanceNorm2d defaults (the paper's framework; pix2pix/DeblurGAN
   # use them too): no learned scale/bias, eps 1e-5. flax's would be True, 1e-6.
-  m.norm_affine = False
-  m.norm_epsilon = 1e-5
+  m.norm_affine = False  # learned per-channel scale and bias in the instance norm
+  m.norm_epsilon = 1e-5  # added to the variance in the instance norm
   m.upsample = "transpose"  # "transpose" (Fig. 2) or "pixel_shuffle"
   m.residual = False  # add the blurry input to the Tanh output (DeblurGAN); not in Fig. 2
   m.zero_init_output = False  # last conv at zero (identity start when residual=True)
@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_eval_images = 0  # held-out images per periodic evaluation (0 = all)
 
   # Model.
-  config.model = get_model_config()
+  config.model = get_model_config()  # the generator (fields above)
   config.critic_features = 64  # PatchGAN first-layer width (pix2pix: 64)
   config.critic_layers = 3  # stride-2 layers: 3 gives 70x70 patches
   config.critic_conv_impl = "lax"  # "lax" (GPU/TPU) or "matmul" (faster WGAN-GP on XLA CPU)
@@ -88,10 +88,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.critic_batches = "same"
   config.critic_unroll = True  # unroll the 5 critic updates in the compiled step (faster on CPU)
   config.learning_rate = 1e-4  # both networks
-  config.critic_learning_rate = 1e-4
+  config.critic_learning_rate = 1e-4  # the critic's; same schedule, per generator step
   config.lr_schedule = "constant"  # "constant" or "cosine" (decays to 0 at num_train_steps)
-  config.b1 = 0.5
-  config.b2 = 0.999
+  config.b1 = 0.5  # Adam's beta1, both networks (the paper's GAN setting)
+  config.b2 = 0.999  # Adam's beta2, both networks
   # The global batch: all devices of all processes together (the paper: 4, on
   # one GPU). Split evenly over the devices (an error names the numbers if it
   # does not divide); scale learning_rate with it when you change it.
@@ -101,11 +101,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = -1  # -1: derive from num_epochs and the train split's size
 
   # Loop.
-  config.seed = 0
-  config.log_every_steps = 100
-  config.eval_every_steps = 5000
-  config.checkpoint_every_steps = 2000
-  config.max_checkpoints_to_keep = 3
+  config.seed = 0  # initial weights and the order, crops and flips of the training data
+  config.log_every_steps = 100  # write the mean training losses every this many steps
+  config.eval_every_steps = 5000  # held-out PSNR/SSIM and image grids; also at the last step
+  config.checkpoint_every_steps = 2000  # also saved at the last step and on SIGTERM
+  config.max_checkpoints_to_keep = 3  # the newest are kept, older ones deleted
+  # Also keep the checkpoint with the best held-out PSNR of the periodic evaluation
+  # (of the EMA weights when ema_decay > 0), whatever max_checkpoints_to_keep; every
+  # evaluated step is then checkpointed too. The inference tools take it with --step=best.
+  config.keep_best = True
+  # Moving average of the generator's weights (BasicSR's ema_decay, e.g. 0.999): after
+  # every generator update ema = decay * ema + (1 - decay) * weights. Checkpointed,
+  # evaluated beside the raw weights (eval_ema/ in TensorBoard), and what evaluate,
+  # deblur, export and pretrained load unless --weights=raw. 0 = off (not in the paper).
+  config.ema_decay = 0.0
   config.num_image_summaries = 3  # blurry | deblurred | sharp grids written per evaluation
   config.eval_crop_border = 0  # pixels ignored at the border by PSNR/SSIM
   config.profile_steps = 0  # > 0: trace this many steps after the first 10 (TensorBoard profile)

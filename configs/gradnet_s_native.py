@@ -15,13 +15,7 @@ It starts from the shipped `gradnet_s_soft` (config.init_from) with a fresh
 Adam and a cosine decay from 3e-4 over 5000 steps.
 """
 
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location(
-    "flax_gradnet_configs_gradnet_s_soft", pathlib.Path(__file__).with_name("gradnet_s_soft.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from configs import gradnet_s_soft as base
 
 
 def get_config():

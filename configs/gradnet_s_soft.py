@@ -18,13 +18,7 @@ It starts from the shipped model's weights (config.init_from) with a fresh
 Adam and a cosine decay from 5e-4 over 6000 steps.
 """
 
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location(
-    "flax_gradnet_configs_gradnet_s_synth", pathlib.Path(__file__).with_name("gradnet_s_synth.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from configs import gradnet_s_synth as base
 
 
 def get_config():

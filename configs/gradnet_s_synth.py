@@ -29,14 +29,7 @@ packs it into flax_gradnet/pretrained/gradnet_s_synth/. Departures from the pape
   - batch 8 of 128x128 crops, Adam 1e-3 (beta1 0.9) with cosine decay over 5000 steps.
 """
 
-import importlib.util
-import pathlib
-
-# Loaded by path, so the config works from any working directory and script.
-_spec = importlib.util.spec_from_file_location(
-    "flax_gradnet_configs_default", pathlib.Path(__file__).with_name("default.py"))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+from configs import default
 
 
 def get_config():
@@ -73,8 +66,6 @@ def get_config():
   config.batch_size = 8  # global batch (all devices together)
   config.num_train_steps = 5000
 
-  config.log_every_steps = 100
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 250
-  config.num_image_summaries = 3
   return config

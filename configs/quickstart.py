@@ -11,15 +11,7 @@ than the paper's 1, as a late, gentle adversarial phase after a pixel/gradient
 warm-up (ESRGAN-style trainers do the same).
 """
 
-import importlib.util
-import pathlib
-
-# Loaded by path, so the config works from any working directory and script.
-_spec = importlib.util.spec_from_file_location(
-    "flax_gradnet_configs_gradnet_s_synth",
-    pathlib.Path(__file__).with_name("gradnet_s_synth.py"))
-recipe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(recipe)
+from configs import gradnet_s_synth as recipe
 
 
 def get_config():

@@ -18,7 +18,6 @@ peak resident memory after the timed passes (before the matmul).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import resource
@@ -31,15 +30,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import configs  # noqa: E402
 from flax_gradnet import checkpoint  # noqa: E402
 from flax_gradnet.models import reference  # noqa: E402
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def reference_generator(config, dtype):
@@ -95,8 +88,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--config", default=os.path.join(ROOT, "configs", "default.py"),
-                      help="a training config; its `model` fields build the generator")
+  parser.add_argument("--config", default="configs/default.py",
+                      help="configs/<name>.py[:arg] (imported from the configs package); "
+                           "its `model` fields build the generator")
   parser.add_argument("--size", type=parse_size, default=(1280, 720), help="WIDTHxHEIGHT")
   parser.add_argument("--repeats", type=int, default=3, help="timed passes after compilation")
   parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -107,7 +101,7 @@ def main():
                       help="time the reference (pre-optimisation) modules instead")
   args = parser.parse_args()
 
-  config = load_config(args.config)
+  config = configs.load(args.config)
   dtype = jnp.dtype(args.dtype)
   model = (reference_generator(config, dtype) if args.reference
            else checkpoint.generator_from_config(config, dtype))

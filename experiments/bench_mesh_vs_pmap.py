@@ -22,7 +22,8 @@ import sys
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--config", default="configs/quickstart.py")
+  parser.add_argument("--config", default="configs/quickstart.py",
+                      help="configs/<name>.py[:arg] (imported from the configs package)")
   parser.add_argument("--devices", type=int, default=2)
   parser.add_argument("--batch", type=int, default=8, help="global batch")
   parser.add_argument("--size", type=int, default=128)
@@ -41,15 +42,12 @@ def main():
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  import importlib.util  # pylint: disable=g-import-not-at-top
+  import configs  # pylint: disable=g-import-not-at-top
   from flax_gradnet import steps  # pylint: disable=g-import-not-at-top
 
   if jax.device_count() != args.devices or args.batch % args.devices:
     sys.exit(f"need {args.devices} devices (have {jax.device_count()}) and a batch divisible by them")
-  spec = importlib.util.spec_from_file_location("bench_config", args.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = configs.load(args.config)
   config.content_loss = "pixel"
   generator, critic = steps.build_models(config)
   tx = steps.make_optimizer(config.learning_rate, config.b1, config.b2)

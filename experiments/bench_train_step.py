@@ -15,21 +15,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import configs
 from flax_gradnet import steps
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
@@ -45,7 +38,8 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--config", default="configs/default.py")
+  parser.add_argument("--config", default="configs/default.py",
+                      help="configs/<name>.py[:arg] (imported from the configs package)")
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--size", type=int, default=256)
   parser.add_argument("--steps", type=int, default=3, help="timed steps after compilation")
@@ -54,7 +48,7 @@ def main():
   parser.add_argument("--vgg_weights", default="")
   args = parser.parse_args()
 
-  config = load_config(args.config)
+  config = configs.load(args.config)
   if args.critic_conv_impl:
     config.critic_conv_impl = args.critic_conv_impl
   if args.critic_unroll:

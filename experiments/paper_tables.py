@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from configs import ablations
 from flax_gradnet import checkpoint
 from flax_gradnet import evaluate as evaluate_lib
 
@@ -121,11 +122,6 @@ def _parse_workdirs(spec: str) -> dict[str, str]:
 
 def config_mismatches(key: str, config) -> list[str]:
   """How a workdir's config differs from the row's ablation (configs/ablations.py)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "ablations.py")
-  spec = importlib.util.spec_from_file_location("paper_tables_ablations", path)
-  ablations = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(ablations)
   default = ablations.default.get_config()
   expected = default if key == "ours" else ablations.get_config(key)
   keys = {k for a in ablations.ABLATIONS.values() for k in a}

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import sys
-import pathlib
 import time
 from typing import Any, Sequence
 
@@ -40,11 +39,13 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags
 
+import configs.quickstart
 from flax_gradnet import checkpoint as ckpt_lib
 from flax_gradnet import evaluate, image_io, inference, metrics, train
 from flax_gradnet.data import online
 
-_DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
+# The installed configs package's file, so the default works from any directory.
+_DEFAULT_CONFIG = configs.quickstart.__file__
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "demo_workdir", "Where checkpoints, logs and pictures go.")

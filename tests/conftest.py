@@ -1,13 +1,13 @@
 """Shared fixtures of the model tests (test_layers, test_generator, test_critic)."""
 
-import importlib.util
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+
+import configs
+import tiny_config
 
 
 def _random_params(model, *args, seed=0):
@@ -50,20 +50,21 @@ def _compilation_cache(tmp_path_factory):
   yield
 
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+def import_or_skip(module, extra="test"):
+  """`module` imported, or the caller skipped (at module level: the whole file).
 
-
-def _load_by_path(name, path):
-  spec = importlib.util.spec_from_file_location(f"test_cfg_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  For the packages of the test extras (torch, the independent reference of the
+  model tests) and of the converter's `convert` extras (torch, safetensors,
+  h5py): `make test` installs them all, so CI runs every such test.
+  """
+  __tracebackhide__ = True  # the skip names the test (or test file), not this line
+  return pytest.importorskip(module, reason=f"{module} is not installed: it comes with the "
+                                            f"{extra!r} extras, pip install -e '.[{extra}]'")
 
 
 def load_config_file(name, arg=None):
-  """`configs/<name>.py`'s get_config(arg), loaded by path like config_flags does."""
-  module = _load_by_path(name, ROOT / "configs" / f"{name}.py")
-  return module.get_config(arg) if arg is not None else module.get_config()
+  """`configs/<name>.py`'s get_config(arg), imported from the configs package."""
+  return configs.load(name if arg is None else f"{name}:{arg}")
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +72,7 @@ def tiny_train_config():
   """`make(data_dir, **overrides)`: tests/tiny_config.py with data_dir and overrides."""
 
   def make(data_dir, **overrides):
-    config = _load_by_path("tiny_config", ROOT / "tests" / "tiny_config.py").get_config()
+    config = tiny_config.get_config()
     config.data_dir = data_dir
     for key, value in overrides.items():
       config[key] = value

@@ -6,9 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
+from conftest import import_or_skip
 from flax_gradnet.models.critic import CriticConv, PatchCritic, conv_as_matmul
 
 # pix2pix's n_layers=3 PatchGAN: (kernel, stride, padding) of each conv, input first.
@@ -113,6 +112,8 @@ def test_receptive_field_is_clipped_at_the_border(random_params):
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv_as_matmul_matches_torch(stride):
+  torch = import_or_skip("torch")
+  F = torch.nn.functional
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 9, 10, 3)).astype(np.float32)
   kernel = rng.normal(size=(4, 4, 3, 5)).astype(np.float32)

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
+from conftest import import_or_skip
 from flax_gradnet.models.generator import (
     Generator,
     GeneratorWithoutGradientNet,
@@ -281,6 +281,7 @@ def test_jitted_forward_traces_once_per_shape(random_params):
 
 @pytest.mark.parametrize("factor,shape", [(2, (2, 3, 5, 12)), (3, (1, 4, 2, 18))])
 def test_pixel_shuffle_matches_torch(factor, shape):
+  torch = import_or_skip("torch")
   x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
   y = jax.jit(pixel_shuffle, static_argnums=1)(x, factor)
   ref = torch.nn.functional.pixel_shuffle(torch.from_numpy(x).permute(0, 3, 1, 2), factor)

@@ -9,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
+from conftest import import_or_skip
 from flax_gradnet.models.layers import MBRB, RGCL, ChannelAttention, PaddedConv, PlainPath
+
+torch = import_or_skip("torch")  # the reference of most tests here
+F = torch.nn.functional
 
 
 def _np(tree):

@@ -6,9 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+from conftest import import_or_skip
 from flax_gradnet import losses, vgg
 
 
@@ -109,6 +108,8 @@ def test_critic_and_generator_adversarial_losses():
 
 def _tiny_vgg(layer="relu2_1", seed=0):
   """Random VGG19 variables up to `layer` and the same network in torch (NCHW)."""
+  torch = import_or_skip("torch")
+  nn = torch.nn
   rng = np.random.default_rng(seed)
   params, modules = {}, []
   for name in vgg.LAYERS[:vgg.TORCHVISION_INDEX[layer] + 1]:
@@ -129,6 +130,7 @@ def _tiny_vgg(layer="relu2_1", seed=0):
 
 
 def _torch_phi(model, x_nhwc):
+  torch = import_or_skip("torch")
   x01 = (x_nhwc + 1) / 2
   x = (x01 - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225],
                                                                       np.float32)

@@ -290,8 +290,8 @@ def test_reinitialize_schemes_match_their_definitions():
 
 
 def test_instance_norm_fields_follow_pytorch_in_the_paper_config():
-  import torch  # pylint: disable=g-import-not-at-top
-  from conftest import load_config_file  # pylint: disable=g-import-not-at-top
+  from conftest import import_or_skip, load_config_file  # pylint: disable=g-import-not-at-top
+  torch = import_or_skip("torch")
   from flax_gradnet import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   config = load_config_file("default")
   with config.unlocked():

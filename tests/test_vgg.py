@@ -2,16 +2,19 @@
 
 import os
 
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from safetensors.numpy import save_file
-from torch import nn
 
+from conftest import import_or_skip
 from flax_gradnet import convert_vgg19, vgg
+
+# They write the files the converter reads (most tests here need one of them).
+torch = import_or_skip("torch", "convert")
+nn = torch.nn
+h5py = import_or_skip("h5py", "convert")
+save_file = import_or_skip("safetensors.numpy", "convert").save_file
 
 # torchvision's vgg19 configuration "E", written out here (torchvision is not a dependency).
 _CFG_E = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",

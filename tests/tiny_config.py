@@ -5,16 +5,9 @@ Used by `conftest.tiny_train_config` (in-process tests) and, through
 `python -m flax_gradnet.main` in subprocesses.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location(
-    "flax_gradnet_tests_default", pathlib.Path(__file__).resolve().parents[1] / "configs" /
-    "default.py")
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+from configs import default
 
 # Tiny synthetic data: one 48x48 pair per photograph and split.
 TINY_SYNTHETIC = dict(train_pairs_per_image=1, test_pairs_per_image=1, size=48)

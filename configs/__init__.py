@@ -1,0 +1,53 @@
+"""The training configurations: one module per recipe, each with a `get_config`.
+
+By path, through ml_collections' config flags (the text after a colon is
+`get_config`'s argument):
+
+  python -m flax_gradnet.main --config=configs/quickstart.py --workdir=...
+  python -m flax_gradnet.main --config=configs/ablations.py:wo_rgcl --workdir=...
+
+By import, which gives the same ConfigDict:
+
+  from configs import quickstart
+  config = quickstart.get_config()
+  config = configs.load("configs/ablations.py:wo_rgcl")  # a --config value
+
+The package lives at the top of the repository, beside `flax_gradnet/`, and is
+installed with it, so `import configs` works from any directory once the
+project is installed (`pip install -e .` or `pip install .`). A config derives
+from another by importing it (`from configs import default`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+import pkgutil
+
+import ml_collections
+
+
+def names() -> list[str]:
+  """The configs of this package (`configs/<name>.py`)."""
+  return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """`get_config()` of the config that `spec` names, imported from this package.
+
+  Args:
+    spec: a config as `--config` names it, `configs/<name>.py` (any folder
+      named `configs` before it), or just `<name>`; `:arg` after it is passed to
+      `get_config(arg)`, as config_flags does.
+
+  Raises:
+    ValueError: `spec` names no config of this package.
+  """
+  path, sep, arg = spec.partition(":")
+  p = pathlib.PurePath(path)
+  name = p.stem if p.suffix == ".py" and p.parent.name in ("configs", "") else path
+  if name not in names():
+    raise ValueError(f"{spec!r} names no config of the configs package; expected "
+                     f"configs/<name>.py[:arg] or <name>[:arg] with <name> in {names()}")
+  module = importlib.import_module(f"{__name__}.{name}")
+  return module.get_config(arg) if sep else module.get_config()
