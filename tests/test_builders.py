@@ -274,3 +274,181 @@ def test_synthetic_builder_small(tmp_path):
 def test_unknown_dataset():
   with pytest.raises(ValueError, match="Unknown dataset"):
     pipeline.get_source("nope", "train", data_dir="/tmp/x")
+
+
+# ----------------------------------------------------------------------------
+# HIDE and RealBlur, on small trees in their published layouts.
+
+_HIDE_BLURRY = {"train": ["1fromGOPR0950.png", "2fromGOPR0950.png", "7fromGOPR1002.png"],
+                "test/test-close-ups": ["3fromGOPR0981.png", "9fromGOPR0981.png"],
+                "test/test-long-shot": ["5fromGOPR1044.png"]}
+
+
+def _hide_tree(root):
+  """HIDE_dataset/{train, test/test-close-ups, test/test-long-shot, GT}; returns
+  {(split, name): (blur, sharp)} with the names the builder gives."""
+  written = {}
+  for i, (folder, files) in enumerate(_HIDE_BLURRY.items()):
+    for j, f in enumerate(files):
+      blur, sharp = _img(10 * i + j), _img(500 + 10 * i + j)
+      _save(os.path.join(root, folder, f), blur)
+      _save(os.path.join(root, "GT", f), sharp)
+      split, _, sub = folder.partition("/")
+      written[(split, f"{sub}/{f}" if sub else f)] = (blur, sharp)
+  _save(os.path.join(root, "GT", "99fromGOPR9999.png"), _img(999))  # a GT nobody uses
+  return written
+
+
+def _hide(tmp_path, split, manual="manual"):
+  return pipeline.get_source("hide", split, data_dir=str(tmp_path / "data"),
+                             manual_dir=str(tmp_path / manual))
+
+
+def test_hide_splits_pairing_and_sequences(tmp_path, caplog):
+  written = _hide_tree(str(tmp_path / "manual" / "HIDE_dataset"))
+  with caplog.at_level(logging.WARNING):
+    train, test = _by_name(_hide(tmp_path, "train")), _by_name(_hide(tmp_path, "test"))
+  assert sorted(train) == sorted(_HIDE_BLURRY["train"])
+  assert sorted(test) == ["test-close-ups/3fromGOPR0981.png", "test-close-ups/9fromGOPR0981.png",
+                          "test-long-shot/5fromGOPR1044.png"]
+  for split, got in (("train", train), ("test", test)):
+    for name, ex in got.items():
+      blur, sharp = written[(split, name)]
+      np.testing.assert_array_equal(ex["blur"], blur)
+      np.testing.assert_array_equal(ex["sharp"], sharp)  # GT/<same file name>
+      assert ex["sequence"].decode() == name.rpartition("/")[0]
+  assert "HIDE split 'test' has 3 pairs; the published split has 2025" in caplog.text
+
+
+def test_hide_zip_is_read_in_place(tmp_path):
+  written = _hide_tree(str(tmp_path / "tree" / "HIDE_dataset"))
+  (tmp_path / "manual").mkdir()
+  with zipfile.ZipFile(tmp_path / "manual" / "HIDE_dataset.zip", "w") as z:
+    for root, _, files in os.walk(tmp_path / "tree"):
+      for f in files:
+        z.write(os.path.join(root, f), os.path.relpath(os.path.join(root, f), tmp_path / "tree"))
+  got = _by_name(_hide(tmp_path, "test"))
+  assert len(got) == 3
+  n = "test-long-shot/5fromGOPR1044.png"
+  np.testing.assert_array_equal(got[n]["sharp"], written[("test", n)][1])
+
+
+def test_hide_missing_gt_twins_are_listed(tmp_path):
+  root = tmp_path / "manual" / "HIDE_dataset"
+  _hide_tree(str(root))
+  (root / "GT" / "9fromGOPR0981.png").unlink()
+  (root / "GT" / "2fromGOPR0950.png").unlink()
+  with pytest.raises(FileNotFoundError) as e:
+    _hide(tmp_path, "test")
+  msg = str(e.value)
+  assert msg.startswith(f"2 pairing fault(s) under {root}: ")
+  assert (f"{root / 'test' / 'test-close-ups' / '9fromGOPR0981.png'} has no sharp twin "
+          f"({root / 'GT' / '9fromGOPR0981.png'})") in msg
+  assert f"{root / 'train' / '2fromGOPR0950.png'} has no sharp twin" in msg
+
+
+@pytest.mark.parametrize("dataset,expected", [
+    ("hide", ["HIDE_dataset.zip", "test-close-ups", builders.HIDE_URL]),
+    ("realblur_j", ["RealBlur_J_test_list.txt", builders.REALBLUR_FOLDERS["j"],
+                    builders.REALBLUR_URL])])
+def test_benchmark_manual_dir_missing_says_where_to_put_it(tmp_path, dataset, expected):
+  with pytest.raises(FileNotFoundError) as e:
+    pipeline.get_source(dataset, "test", data_dir=str(tmp_path / "data"),
+                        manual_dir=str(tmp_path / "nowhere"))
+  msg = str(e.value)
+  assert f"manual dir '{tmp_path / 'nowhere'}' does not exist" in msg
+  for text in expected:
+    assert text in msg
+
+
+def test_hide_folder_missing_names_both_places(tmp_path):
+  (tmp_path / "manual").mkdir()
+  with pytest.raises(FileNotFoundError,
+                     match=f"HIDE not found: neither {tmp_path / 'manual' / 'HIDE_dataset'} nor "
+                           f"{tmp_path / 'manual' / 'HIDE_dataset.zip'} exists"):
+    _hide(tmp_path, "test")
+
+
+def _realblur_tree(root, variant="j"):
+  """2 train scenes and 1 test scene, 2 pairs each, and the two list files;
+  returns {(split, name): (blur, sharp)}."""
+  folder = builders.REALBLUR_FOLDERS[variant]
+  written, lists = {}, {"train": [], "test": []}
+  for s, (scene, split) in enumerate((("scene001", "train"), ("scene002", "train"),
+                                      ("scene230", "test"))):
+    for k in (2, 1):  # list order is kept by the list, not by name
+      blur, sharp = _img(100 * s + k), _img(100 * s + k + 50)
+      blur_rel, gt_rel = (f"{folder}/{scene}/blur/blur_{k}.png", f"{folder}/{scene}/gt/gt_{k}.png")
+      _save(os.path.join(root, blur_rel), blur)
+      _save(os.path.join(root, gt_rel), sharp)
+      lists[split].append(f"{gt_rel} {blur_rel}")
+      written[(split, f"{scene}/blur/blur_{k}.png")] = (blur, sharp)
+  for split, lines in lists.items():
+    with open(os.path.join(root, builders.realblur_list_file(variant, split)), "w") as f:
+      f.write("\n".join(lines) + "\n")
+  return written
+
+
+@pytest.mark.parametrize("variant,nested", [("j", False), ("r", True)])
+def test_realblur_splits_follow_the_list_files(tmp_path, variant, nested):
+  root = tmp_path / "manual" / ("RealBlur" if nested else "")
+  written = _realblur_tree(str(root), variant)
+  for split, n in (("train", 4), ("test", 2)):
+    got = _by_name(pipeline.get_source(f"realblur_{variant}", split,
+                                       data_dir=str(tmp_path / "data"),
+                                       manual_dir=str(tmp_path / "manual")))
+    assert len(got) == n
+    assert sorted(got) == sorted(name for s, name in written if s == split)
+    for name, ex in got.items():
+      blur, sharp = written[(split, name)]
+      np.testing.assert_array_equal(ex["blur"], blur)
+      np.testing.assert_array_equal(ex["sharp"], sharp)  # the gt of the same line
+      assert ex["sequence"].decode() == name.split("/")[0]
+
+
+def _realblur(tmp_path, split="test", variant="j"):
+  return pipeline.get_source(f"realblur_{variant}", split, data_dir=str(tmp_path / "data"),
+                             manual_dir=str(tmp_path / "manual"))
+
+
+def test_realblur_missing_list_file_is_named(tmp_path):
+  _realblur_tree(str(tmp_path / "manual"))
+  missing = tmp_path / "manual" / "RealBlur_J_test_list.txt"
+  missing.unlink()
+  with pytest.raises(FileNotFoundError, match=f"RealBlur list file {missing} does not exist"):
+    _realblur(tmp_path)
+
+
+def test_realblur_missing_folder_is_named(tmp_path):
+  _realblur_tree(str(tmp_path / "manual"), "j")
+  folder = tmp_path / "manual" / builders.REALBLUR_FOLDERS["r"]
+  with pytest.raises(FileNotFoundError, match=f"RealBlur-R folder {folder} does not exist"):
+    _realblur(tmp_path, variant="r")
+
+
+def test_realblur_listed_file_missing_is_named_with_its_line(tmp_path):
+  _realblur_tree(str(tmp_path / "manual"))
+  gone = tmp_path / "manual" / builders.REALBLUR_FOLDERS["j"] / "scene230" / "gt" / "gt_1.png"
+  gone.unlink()
+  lst = tmp_path / "manual" / "RealBlur_J_test_list.txt"
+  with pytest.raises(FileNotFoundError) as e:
+    _realblur(tmp_path)
+  assert str(e.value) == (f"1 pairing fault(s) under {tmp_path / 'manual'}: {lst}:2 lists "
+                          f"{gone}, which does not exist.")
+
+
+def test_realblur_bad_lines(tmp_path):
+  _realblur_tree(str(tmp_path / "manual"))
+  lst = tmp_path / "manual" / "RealBlur_J_test_list.txt"
+  lines = lst.read_text().splitlines()
+  gt, blur = lines[0].split()
+  lst.write_text(f"{blur} {gt}\n" + "\n".join(lines[1:]) + "\n")
+  with pytest.raises(ValueError, match=rf"{lst}:1: the columns look swapped"):
+    _realblur(tmp_path)
+  lst.write_text("\n".join(lines + [gt]) + "\n")
+  with pytest.raises(ValueError, match=rf"{lst}:3: expected '<gt path> <blur path>'"):
+    _realblur(tmp_path)
+  lst.write_text("\n".join(lines + [lines[0]]) + "\n")
+  with pytest.raises(ValueError, match=r"lists the blurry image\(s\) \['scene230/blur/blur_2.png'\]"
+                     r" more than once"):
+    _realblur(tmp_path)

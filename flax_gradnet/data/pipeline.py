@@ -34,8 +34,17 @@ from flax_gradnet.data import builders, online
 # How long the other processes wait for process 0 to prepare a TFDS data set.
 _PREPARE_TIMEOUT_S = 6 * 3600
 
-DATASETS = ("gopro", "gopro/blur_gamma", "paired_folder", "kohler",
-            "blur_only", "synthetic", "synthetic_online")
+DATASETS = ("gopro", "gopro/blur_gamma", "hide", "realblur_j", "realblur_r",
+            "paired_folder", "kohler", "blur_only", "synthetic", "synthetic_online")
+# The benchmarks read from the TFDS manual dir: name -> (builder, config).
+MANUAL_DATASETS = {
+    "gopro": (builders.Gopro, "blur"),
+    "gopro/blur": (builders.Gopro, "blur"),
+    "gopro/blur_gamma": (builders.Gopro, "blur_gamma"),
+    "hide": (builders.Hide, None),
+    "realblur_j": (builders.RealBlur, "j"),
+    "realblur_r": (builders.RealBlur, "r"),
+}
 
 
 def make_builder(dataset: str, *, data_dir: str,
@@ -50,11 +59,11 @@ def make_builder(dataset: str, *, data_dir: str,
       `train_pairs_per_image=4, seed=1, image_dir=...`).
   """
   common = dict(data_dir=data_dir, file_format="array_record")
-  if dataset in ("gopro", "gopro/blur", "gopro/blur_gamma"):
-    config = dataset.split("/")[1] if "/" in dataset else "blur"
+  if dataset in MANUAL_DATASETS:
+    cls, config = MANUAL_DATASETS[dataset]
     if kwargs:
-      raise TypeError(f"gopro takes no options, got {sorted(kwargs)}")
-    return builders.Gopro(config=config, **common)
+      raise TypeError(f"{dataset} takes no options, got {sorted(kwargs)}")
+    return cls(**({"config": config} if config else {}), **common)
   if dataset in ("paired_folder", "kohler", "blur_only"):
     if "path" not in kwargs:
       raise TypeError(f"{dataset} needs path=<folder>.")
@@ -74,7 +83,8 @@ def get_source(dataset: str, split: str, *, data_dir: str,
     dataset: one of `DATASETS`.
     split: a split name ("train", "test"), or a TFDS slice ("train[:10]").
     data_dir: where TFDS stores the prepared records.
-    manual_dir: the TFDS manual dir (GOPRO: holds GOPRO_Large/ or the zip).
+    manual_dir: the TFDS manual dir (GOPRO: holds GOPRO_Large/ or the zip;
+      HIDE: HIDE_dataset/ or the zip; RealBlur: the extracted RealBlur.tar.gz).
     **kwargs: builder options (see `make_builder`).
 
   Returns:
