@@ -9,7 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_gradnet.models.layers import (MBRB, ChannelAttention, Conv3x3, ConvWeights, PaddedConv,
+from flax_gradnet.models.layers import (MBRB, ChannelAttention, Conv3x3, ConvWeights,
+                                        LocalInstanceNorm, PaddedConv,
                                         conv_over_parts, conv_transpose_3x3_s2, pad_same,
                                         residual_add)
 
@@ -34,6 +35,9 @@ class GradientNet(nn.Module):
     use_rgcl: False = "w/o RGCL" ablation (plain 3x3 convs in the paths).
     rgcl_kernels: "gradient" (Eq. 7) or "square" (RGCLs with a 3x3 conv in
       place of the 1x3 + 3x1 pair).
+    stats_window: 0 = the paper's global channel-attention pooling; > 0 = the
+      side (in GradientNet's own pixels) of the local pooling window of every
+      channel attention inside (test-time local statistics, layers.local_mean).
   """
 
   features: int = 64
@@ -43,6 +47,7 @@ class GradientNet(nn.Module):
   rgcl_kernels: str = "gradient"
   num_recurrences: int = 3
   ca_reduction: int = 16
+  stats_window: int = 0
   padding_mode: str = "reflect"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -59,9 +64,9 @@ class GradientNet(nn.Module):
     for i in range(self.num_mbrbs):  # Eq. (4): cascaded MBRBs
       u = MBRB(num_paths=self.num_paths, use_rgcl=self.use_rgcl, rgcl_kernels=self.rgcl_kernels,
                num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
-               name=f"mbrb_{i}", **common)(u)
-    u = ChannelAttention(self.ca_reduction, dtype=self.dtype, param_dtype=self.param_dtype,
-                         name="mbru_ca")(u)
+               stats_window=self.stats_window, name=f"mbrb_{i}", **common)(u)
+    u = ChannelAttention(self.ca_reduction, self.stats_window, dtype=self.dtype,
+                         param_dtype=self.param_dtype, name="mbru_ca")(u)
     u = Conv3x3(x.shape[-1], name="out_proj", **common)(u)
     return residual_add(u, skip)
 
@@ -114,6 +119,12 @@ class Generator(nn.Module):
   residual: bool = False
   zero_init_output: bool = False
   padding_mode: str = "reflect"
+  # Test-time local statistics (TLC; inference.with_local_stats): 0 = the
+  # paper's global statistics; > 0 = instance norm and channel attention average
+  # over a box of this side in input pixels (halved at each downsampling), e.g.
+  # the training crop size, so a net trained on crops sees crop-sized statistics
+  # on a whole image. No parameters depend on it.
+  stats_window: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -134,10 +145,17 @@ class Generator(nn.Module):
     common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     use_norm = self.norm == "instance"
 
-    def norm_act(y, name):
+    def window(level):  # the stats window at 1/2**level resolution (0 = global)
+      return max(1, self.stats_window >> level) if self.stats_window > 0 else 0
+
+    def norm_act(y, name, level):
       if use_norm:
-        y = nn.InstanceNorm(epsilon=self.norm_epsilon, use_scale=self.norm_affine,
-                            use_bias=self.norm_affine, name=name, **common)(y)
+        norm = dict(epsilon=self.norm_epsilon, use_scale=self.norm_affine,
+                    use_bias=self.norm_affine, name=name, **common)
+        if self.stats_window > 0:
+          y = LocalInstanceNorm(window(level), **norm)(y)
+        else:
+          y = nn.InstanceNorm(**norm)(y)
       return nn.relu(y)
 
     def down(y, features, name):
@@ -160,22 +178,23 @@ class Generator(nn.Module):
 
     f = self.base_features
     e0 = norm_act(PaddedConv(f, (7, 7), padding_mode=self.padding_mode, use_bias=not use_norm,
-                             name="enc_conv0", **common)(x), "enc_norm0")
-    e1 = norm_act(down(e0, 2 * f, "enc_down1"), "enc_norm1")
-    e2 = norm_act(down(e1, 4 * f, "enc_down2"), "enc_norm2")
+                             name="enc_conv0", **common)(x), "enc_norm0", 0)
+    e1 = norm_act(down(e0, 2 * f, "enc_down1"), "enc_norm1", 1)
+    e2 = norm_act(down(e1, 4 * f, "enc_down2"), "enc_norm2", 2)
 
     b = e2
     if self.use_gradientnet:
       b = GradientNet(features=self.gradientnet_features, num_mbrbs=self.num_mbrbs,
                       num_paths=self.num_paths, use_rgcl=self.use_rgcl,
                       rgcl_kernels=self.rgcl_kernels, num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
-                      padding_mode=self.padding_mode, name="gradientnet", **common)(b)
+                      stats_window=window(2), padding_mode=self.padding_mode,
+                      name="gradientnet", **common)(b)
 
     # Skip connections: each decoder stage reads [upsampled, encoder feature]
     # concatenated on channels; the convolutions take the pair and never build
     # the concatenation (PaddedConv), which saves memory at full resolution.
-    d1 = norm_act(up(b, 2 * f, "dec_up1"), "dec_norm1")
-    d0 = norm_act(up([d1, e1], f, "dec_up0"), "dec_norm0")
+    d1 = norm_act(up(b, 2 * f, "dec_up1"), "dec_norm1", 1)
+    d0 = norm_act(up([d1, e1], f, "dec_up0"), "dec_norm0", 0)
     kernel_init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
     y = PaddedConv(3, (7, 7), padding_mode=self.padding_mode, kernel_init=kernel_init,
                    name="out_conv", **common)([d0, e0])

@@ -210,6 +210,49 @@ Conv1x3 = functools.partial(PaddedConv, kernel_size=(1, 3))  # horizontal gradie
 Conv3x1 = functools.partial(PaddedConv, kernel_size=(3, 1))  # vertical gradient kernel
 
 
+def _window_means_1d(x: jax.Array, window: int, axis: int) -> jax.Array:
+  """Means of every `window` consecutive entries along `axis` (valid positions
+  only, `n - window + 1` of them), then edge-replicated back to length `n`.
+
+  A running sum along one axis (not a 2-D integral image): its rounding error
+  grows with the side length, not with the number of pixels.
+  """
+  n = x.shape[axis]
+  window = min(window, n)
+  zero = jnp.zeros_like(lax.slice_in_dim(x, 0, 1, axis=axis))
+  csum = jnp.concatenate([zero, jnp.cumsum(x, axis=axis)], axis=axis)
+  sums = (lax.slice_in_dim(csum, window, n + 1, axis=axis)
+          - lax.slice_in_dim(csum, 0, n + 1 - window, axis=axis))
+  before = (window - 1) // 2
+  pads = [(0, 0)] * x.ndim
+  pads[axis] = (before, window - 1 - before)
+  return jnp.pad(sums / window, pads, mode="edge")
+
+
+def local_mean(x: jax.Array, window: int) -> jax.Array:
+  """Test-time local statistics (TLC, Chu et al. 2022, as in NAFNet): for every
+  pixel of `x` [N, H, W, C], the mean over the `window` x `window` box around it.
+
+  The box is clipped to the image (a side of `min(window, H)` by
+  `min(window, W)`) and kept inside it: pixels nearer than half a window to a
+  border take the box of the nearest pixel whose box fits (edge replication of
+  the valid box means, NAFNet's choice). A window as large as the image gives
+  the global mean at every pixel. Computed in float32 at least.
+  """
+  if window < 1:
+    raise ValueError(f"local statistics window must be >= 1, got {window}")
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  return _window_means_1d(_window_means_1d(x, window, 1), window, 2)
+
+
+def spatial_mean(x: jax.Array, window: int = 0) -> jax.Array:
+  """The mean over H and W of x [N, H, W, C] ([N, 1, 1, C]), or with `window`
+  > 0 the local mean over a box of that side around each pixel ([N, H, W, C])."""
+  if window > 0:
+    return local_mean(x, window).astype(x.dtype)
+  return jnp.mean(x, axis=(1, 2), keepdims=True)
+
+
 class ChannelAttention(nn.Module):
   """Squeeze-and-excitation channel attention ("CA" in Fig. 2; SENet [20]).
 
@@ -218,9 +261,14 @@ class ChannelAttention(nn.Module):
 
   Attributes:
     reduction: the SE reduction ratio r (16 in SENet).
+    window: 0 (the paper's SE): the squeeze averages the whole feature map.
+      > 0: test-time local statistics, the squeeze averages a `window` box
+      around each pixel (`local_mean`), so a network trained on crops sees
+      crop-sized statistics on a whole image. Parameters are the same.
   """
 
   reduction: int = 16
+  window: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -229,11 +277,40 @@ class ChannelAttention(nn.Module):
     x = jnp.asarray(x, self.dtype)
     c = x.shape[-1]
     hidden = max(1, c // self.reduction)
-    s = jnp.mean(x, axis=(1, 2), keepdims=True)
+    s = spatial_mean(x, self.window)
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
     s = nn.relu(dense(hidden, name="squeeze")(s))
     s = nn.sigmoid(dense(c, name="excite")(s))
     return x * s
+
+
+class LocalInstanceNorm(nn.Module):
+  """Instance normalisation whose mean and variance are local (`local_mean`
+  over a `window` box around each pixel), with `nn.InstanceNorm`'s parameter
+  names ("scale", "bias") and formula, so a trained instance-norm generator
+  runs with test-time local statistics unchanged. Variance as flax computes
+  it: `max(0, E[x^2] - E[x]^2)`.
+  """
+
+  window: int
+  epsilon: float = 1e-6
+  use_scale: bool = True
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    mean = local_mean(x, self.window)
+    mean2 = local_mean(jnp.square(x.astype(mean.dtype)), self.window)
+    var = jnp.maximum(0.0, mean2 - jnp.square(mean))
+    y = (x.astype(mean.dtype) - mean) * lax.rsqrt(var + self.epsilon)
+    if self.use_scale:
+      y = y * self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+    return jnp.asarray(y, self.dtype)
 
 
 def residual_add(branch: jax.Array, skip: jax.Array) -> jax.Array:
@@ -278,6 +355,7 @@ class RGCL(nn.Module):
   kernels: str = "gradient"
   negative_slope: float = 0.2
   ca_reduction: int = 16
+  stats_window: int = 0  # ChannelAttention.window (test-time local statistics)
   padding_mode: PaddingMode = "reflect"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -312,7 +390,8 @@ class RGCL(nn.Module):
     for _ in range(self.num_recurrences - 1):  # weights shared: same submodules
       h = cell(x + h)
     y = nn.sigmoid(h)
-    y = ChannelAttention(self.ca_reduction, dtype=self.dtype, param_dtype=self.param_dtype, name="ca")(y)
+    y = ChannelAttention(self.ca_reduction, self.stats_window, dtype=self.dtype,
+                         param_dtype=self.param_dtype, name="ca")(y)
     return residual_add(y, skip)
 
 
@@ -355,6 +434,7 @@ class MBRB(nn.Module):
   rgcl_kernels: str = "gradient"
   num_recurrences: int = 3
   ca_reduction: int = 16
+  stats_window: int = 0  # ChannelAttention.window of the block and its RGCLs
   padding_mode: PaddingMode = "reflect"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -371,12 +451,14 @@ class MBRB(nn.Module):
     for i in range(self.num_paths):
       if self.use_rgcl:
         layer = RGCL(num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
-                     kernels=self.rgcl_kernels, name=f"rgcl_{i}", **common)
+                     stats_window=self.stats_window, kernels=self.rgcl_kernels,
+                     name=f"rgcl_{i}", **common)
       else:
         layer = PlainPath(name=f"plain_{i}", **common)
       paths.append(layer(x))
     f = jnp.concatenate(paths, axis=-1) if len(paths) > 1 else paths[0]
-    f = ChannelAttention(self.ca_reduction, dtype=self.dtype, param_dtype=self.param_dtype, name="ca")(f)
+    f = ChannelAttention(self.ca_reduction, self.stats_window, dtype=self.dtype,
+                         param_dtype=self.param_dtype, name="ca")(f)
     f = nn.relu(Conv3x3(c, name="fe3", **common)(f))
     f = Conv3x3(c, name="fe4", **common)(f)
     return residual_add(f, skip)
