@@ -1,12 +1,18 @@
 """The workdir's on-disk layout, shared by training and the inference tools.
 
     WORKDIR/config.json           the run's config (written once, by host 0)
-    WORKDIR/checkpoints/<step>/   orbax checkpoints with two items:
-        state: {"generator": TrainState, "critic": TrainState}  (params, opt states, steps)
-        data:  the training iterator's JSON state (resume sees the same data)
+    WORKDIR/checkpoints/<step>/   orbax checkpoints with the items:
+        state:    {"generator": TrainState, "critic": TrainState}  (params, opt states,
+                  steps); with config.ema_decay > 0 also "generator_ema": {"params"},
+                  the exponential moving average of the generator's weights
+        data:     JSON: the parameters' digests (see `verify_checkpoint`)
+        iterator: each process's data-iterator state (resume sees the same data)
+        metrics:  with config.keep_best, at the steps evaluated during training:
+                  the held-out metrics the best checkpoint is chosen by (`best_step`)
 
 A checkpoint that trains is a checkpoint that deblurs: `restore_generator`
-rebuilds the generator from config.json and reads only its parameters.
+rebuilds the generator from config.json and reads only its parameters (the EMA
+weights when the checkpoint has them, unless `weights="raw"`).
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,13 +59,86 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
+# `--step best` (and `step="best"`): the checkpoint with the highest held-out PSNR.
+BEST_STEP = "best"
+# Which generator weights a restore returns: the exponential moving average
+# (config.ema_decay > 0) or the raw trained weights.
+WEIGHTS = ("ema", "raw")
+EMA_KEY = "generator_ema"  # the state item's key of the EMA weights
+
+
+def eval_rank(metrics: dict | None) -> float:
+  """The number checkpoints are ranked by: the held-out PSNR that training
+  saved with them (of the EMA weights when it kept an EMA); -inf without one."""
+  value = (metrics or {}).get("psnr")
+  if value is None or math.isnan(float(value)):
+    return -math.inf
+  return float(value)
+
+
+class _UntrackedMetricsFilter(logging.Filter):
+  """Drops orbax's warning for a save without metrics: with `keep_best` only
+  the evaluated steps have them, by design."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "did not provide metrics" not in str(record.msg)
+
+
 def checkpoint_manager(workdir: str, *, max_to_keep: int | None = None,
-                       save_interval_steps: int = 1) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                         save_interval_steps=save_interval_steps,
-                                         create=True)
+                       save_interval_steps: int = 1,
+                       keep_best: bool = False) -> ocp.CheckpointManager:
+  """The orbax manager of `workdir`'s checkpoints.
+
+  Args:
+    workdir: the training workdir.
+    max_to_keep: keep the latest N checkpoints (None = all).
+    save_interval_steps: orbax's save interval (saves with force=True ignore it).
+    keep_best: also keep the checkpoint with the highest `eval_rank` of the
+      metrics passed to `save(..., metrics=)`, which orbax then writes as each
+      checkpoint's "metrics" item (read back by `best_step`).
+  """
+  if not keep_best:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                           save_interval_steps=save_interval_steps,
+                                           create=True)
+  else:
+    policies = ocp.checkpoint_managers
+    # Latest N, plus the best one: orbax's `best_fn` + `max_to_keep` alone would
+    # keep the N best instead, and drop the latest if it is not among them.
+    keep = policies.AnyPreservationPolicy([
+        policies.LatestN(n=max_to_keep),
+        policies.BestN(get_metric_fn=eval_rank, reverse=False, n=1,
+                       keep_checkpoints_without_metrics=False)])
+    options = ocp.CheckpointManagerOptions(save_interval_steps=save_interval_steps,
+                                           best_fn=eval_rank, best_mode="max",
+                                           preservation_policy=keep, create=True)
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _UntrackedMetricsFilter) for f in absl_logger.filters):
+      absl_logger.addFilter(_UntrackedMetricsFilter())
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
                                options=options, item_names=("state", "data", "iterator"))
+
+
+def best_step(manager: ocp.CheckpointManager) -> tuple[int, dict]:
+  """(step, metrics) of the saved checkpoint with the highest held-out PSNR.
+
+  Ties go to the later step (as orbax's best-checkpoint policy keeps it).
+
+  Raises:
+    FileNotFoundError: no saved checkpoint carries evaluation metrics.
+  """
+  scored = []
+  for step in manager.all_steps():
+    metrics = manager.metrics(step)
+    if eval_rank(metrics) > -math.inf:
+      scored.append((eval_rank(metrics), step, dict(metrics)))
+  if not scored:
+    raise FileNotFoundError(
+        f"no evaluated checkpoint in {manager.directory} for --step {BEST_STEP} (saved steps: "
+        f"{list(manager.all_steps())}): only runs with config.keep_best=True record the "
+        "held-out PSNR of the steps they evaluate; give a step number instead")
+  _, step, metrics = max(scored, key=lambda t: (t[0], t[1]))
+  return step, metrics
 
 
 def generator_from_config(config: ml_collections.ConfigDict, dtype: Any = None) -> Generator:
@@ -79,6 +159,7 @@ def generator_from_config(config: ml_collections.ConfigDict, dtype: Any = None) 
 # digested; a restore refuses them if they hold non-finite values.
 PARAMS_DIGEST_KEY = "generator_params_sha256"
 CRITIC_DIGEST_KEY = "critic_params_sha256"
+EMA_DIGEST_KEY = "generator_ema_params_sha256"
 
 
 def state_digest(tree: Any) -> str:
@@ -101,11 +182,12 @@ def verify_checkpoint(state: Any, data: dict | None, where: str) -> None:
   """Raises ValueError naming `where` if a restored checkpoint is damaged.
 
   `state` is the restored {"generator", "critic"} tree and `data` its "data"
-  item. Each network's parameters must match the digest saved with them
-  (checkpoints older than the digests have none), and no value may be
-  non-finite.
+  item. Each network's parameters (and the generator's EMA) must match the
+  digest saved with them (checkpoints older than the digests have none), and
+  no value may be non-finite.
   """
-  for net, key in (("generator", PARAMS_DIGEST_KEY), ("critic", CRITIC_DIGEST_KEY)):
+  for net, key in (("generator", PARAMS_DIGEST_KEY), ("critic", CRITIC_DIGEST_KEY),
+                   (EMA_KEY, EMA_DIGEST_KEY)):
     expected = (data or {}).get(key)
     if expected is not None and net in state:
       got = state_digest(state[net]["params"])
@@ -136,28 +218,84 @@ def quiet_failed_restore() -> None:
     logger.addFilter(_UnretrievedFutureFilter())
 
 
-def restore_generator(workdir: str, step: int | None = None, dtype: Any = None):
-  """Restores `(generator_module, params, step)` from a training workdir.
+def has_ema(step_dir: str) -> bool:
+  """Whether the checkpoint in `step_dir` (WORKDIR/checkpoints/<step>) holds EMA
+  weights; read from its "state" item's tree metadata, no array is read."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir) / "state")
+  return EMA_KEY in metadata.tree
+
+
+class RestoredGenerator(NamedTuple):
+  """What `restore_weights` restored."""
+
+  model: Generator
+  params: Any
+  step: int
+  weights: str  # "ema" or "raw": which of the checkpoint's generator weights `params` are
+  has_ema: bool  # whether the checkpoint holds EMA weights
+  metrics: dict | None  # the held-out metrics training saved with the step (keep_best)
+
+
+def _resolve_step(manager: ocp.CheckpointManager, step: int | str | None,
+                  ckpt_dir: str) -> int:
+  """A saved step: `step` itself, the latest (None) or the best ("best")."""
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"no checkpoints in {ckpt_dir}: has training saved one yet?")
+  if step is None:
+    return manager.latest_step()
+  if step == BEST_STEP:
+    return best_step(manager)[0]
+  if isinstance(step, str) and not step.isdigit():
+    raise ValueError(f"step must be a number or {BEST_STEP!r}, got {step!r}")
+  if int(step) not in steps:
+    raise FileNotFoundError(f"no checkpoint for step {step} in {ckpt_dir}; saved steps: {steps}")
+  return int(step)
+
+
+def _select_weights(state: dict, weights: str | None, where: str) -> tuple[Any, str]:
+  """(params, "ema" | "raw") of a restored state tree; default: EMA when present."""
+  if weights is None:
+    weights = "ema" if EMA_KEY in state else "raw"
+  if weights not in WEIGHTS:
+    raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+  if weights == "raw":
+    return state["generator"]["params"], weights
+  if EMA_KEY not in state:
+    raise ValueError(f"checkpoint {where} holds no EMA weights (it was trained with "
+                     "config.ema_decay=0); ask for the raw weights (--weights raw)")
+  return state[EMA_KEY]["params"], weights
+
+
+def restore_weights(workdir: str, step: int | str | None = None, dtype: Any = None, *,
+                    weights: str | None = None) -> RestoredGenerator:
+  """Restores a generator and one set of its weights from a training workdir.
 
   Args:
     workdir: a directory written by `python -m flax_gradnet.main`.
-    step: the checkpoint step; None for the latest.
+    step: the checkpoint step; None for the latest; "best" for the highest
+      held-out PSNR (`best_step`).
     dtype: compute dtype of the returned module (default: the config's).
+    weights: "ema" (the moving average training kept with config.ema_decay > 0),
+      "raw" (the trained weights), or None: EMA when the checkpoint has it.
+
+  Raises:
+    FileNotFoundError: no workdir, config.json, checkpoint, or (for "best") no
+      evaluated checkpoint.
+    ValueError: a damaged checkpoint, or "ema" from a checkpoint without EMA.
   """
   config = load_config(workdir)
   model = generator_from_config(config, dtype)
   ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
   if not os.path.isdir(ckpt_dir):
     raise FileNotFoundError(f"no checkpoints in {ckpt_dir}: has training saved one yet?")
+  if weights is not None and weights not in WEIGHTS:
+    raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
   manager = checkpoint_manager(workdir)
   try:
-    steps = manager.all_steps()
-    if not steps:
-      raise FileNotFoundError(f"no checkpoints in {ckpt_dir}: has training saved one yet?")
-    if step is None:
-      step = manager.latest_step()
-    elif step not in steps:
-      raise FileNotFoundError(f"no checkpoint for step {step} in {ckpt_dir}; saved steps: {steps}")
+    step = _resolve_step(manager, step, ckpt_dir)
+    metrics = manager.metrics(step)
     where = os.path.join(ckpt_dir, str(step))
     try:
       items = {"state": ocp.args.StandardRestore()}
@@ -170,4 +308,17 @@ def restore_generator(workdir: str, step: int | None = None, dtype: Any = None):
   finally:
     manager.close()
   verify_checkpoint(restored.state, restored.get("data"), where)
-  return model, restored.state["generator"]["params"], step
+  params, weights = _select_weights(restored.state, weights, where)
+  return RestoredGenerator(model, params, int(step), weights, EMA_KEY in restored.state,
+                           dict(metrics) if metrics else None)
+
+
+def restore_generator(workdir: str, step: int | str | None = None, dtype: Any = None, *,
+                      weights: str | None = None):
+  """Restores `(generator_module, params, step)` from a training workdir.
+
+  The short form of `restore_weights` (see there for the arguments): the EMA
+  weights when the checkpoint holds them, unless `weights="raw"`.
+  """
+  restored = restore_weights(workdir, step, dtype, weights=weights)
+  return restored.model, restored.params, restored.step

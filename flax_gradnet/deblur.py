@@ -5,10 +5,12 @@
     python -m flax_gradnet.deblur --workdir=workdirs/paper --output_dir=out photos/ extra/*.jpg
     flax-gradnet-deblur --workdir=W --output_dir=out --tile=512 --tile_overlap=32 big.png
 
-The generator comes from a training workdir (`--workdir`, optionally `--step`)
-or from a model shipped with the package (`--model`, see
-`python -m flax_gradnet.pretrained --list`); with neither, the shipped
-`pretrained.DEFAULT_MODEL`. Both go through `inference.restore`.
+The generator comes from a training workdir (`--workdir`, optionally `--step`:
+a step or `best`, the highest held-out PSNR training recorded; and `--weights
+ema|raw`, default the EMA when the checkpoint has one) or from a model shipped
+with the package (`--model`, see `python -m flax_gradnet.pretrained --list`);
+with neither, the shipped `pretrained.DEFAULT_MODEL`. Both go through
+`inference.restore`.
 
 Inputs are files, folders (their image files, not recursive) and glob patterns.
 Each result is written as PNG to `--output_dir/<input stem><--suffix>.png`.
@@ -21,7 +23,9 @@ Safety:
 * an unreadable, corrupt or truncated input is reported by name, the others are
   still processed, and the exit status is 1 with a summary at the end;
 * a missing or unreadable checkpoint or shipped model, no inputs, or bad flags
-  (--workdir with --model, --step without --workdir) exit with status 2.
+  (--workdir with --model, --step or --weights without --workdir), --weights=ema for a
+  checkpoint without EMA weights, or --step=best without an evaluated checkpoint exit with
+  status 2.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                  help=f"overlap of neighbouring tiles (with --tile; default {TILE_OVERLAP_DEFAULT})")
   p.add_argument("--self_ensemble", action="store_true",
                  help="x8 geometric self-ensemble: the mean over flips and transposes (8x the time)")
+  p.add_argument("--local_stats", type=int, nargs="?", const=-1, default=0, metavar="WINDOW",
+                 help="test-time local statistics: instance norm and channel attention average "
+                      "over WINDOW x WINDOW boxes (alone: the training crop size; 0 = whole "
+                      "image, as trained)")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                  help="compute dtype (default: the training config's compute_dtype)")
   p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
@@ -144,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     print("error: --step selects a checkpoint of --workdir; a shipped model (--model) has one "
           "set of weights", file=sys.stderr)
     return 2
+  if args.weights is not None and args.workdir is None:
+    print("error: --weights selects the weights of --workdir's checkpoint; a shipped model "
+          "(--model) has one set of weights", file=sys.stderr)
+    return 2
 
   inputs, unmatched = expand_inputs(args.inputs)
   failures: dict[str, str] = {s: "no such file, or no image files matched" for s in unmatched}
@@ -162,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     dtype = None if args.dtype is None else jnp.dtype(args.dtype)
     model, params, restored = inference.restore(args.workdir, model=args.model, step=args.step,
-                                                dtype=dtype)
+                                                dtype=dtype, weights=args.weights)
   except (FileNotFoundError, ValueError) as e:
     source = (f"workdir {args.workdir!r}" if args.workdir is not None
               else f"shipped model {args.model or pretrained.DEFAULT_MODEL!r}")
@@ -170,7 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
-  fn = inference.make_deblur_fn(model, params, ensemble=args.self_ensemble)
+  try:
+    local_stats = (inference.training_crop_size(restored) if args.local_stats == -1
+                   else args.local_stats)
+    if local_stats < 0:
+      raise ValueError(f"--local_stats must be >= 0 (0 = off), got {local_stats}")
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  fn = inference.make_deblur_fn(model, params, ensemble=args.self_ensemble,
+                                local_stats=local_stats)
 
   jobs, refused = plan_outputs(inputs, args.output_dir, args.suffix, args.overwrite)
   failures.update(refused)

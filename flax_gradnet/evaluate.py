@@ -2,14 +2,18 @@
 
     python -m flax_gradnet.evaluate --workdir=workdirs/paper --dataset=gopro \
         --data_dir=~/tensorflow_datasets --manual_dir=/data/gopro --output_dir=eval/gopro
+    flax-gradnet-evaluate --workdir=W --dataset=hide --manual_dir=/data --output_dir=eval/hide
+    flax-gradnet-evaluate --workdir=W --dataset=realblur_j --manual_dir=/data --output_dir=eval/rbj
     flax-gradnet-evaluate --workdir=W --dataset=kohler --path=/data/kohler --output_dir=eval/kohler
     flax-gradnet-evaluate --workdir=W --dataset=blur_only --path=/data/lai --output_dir=eval/lai
     flax-gradnet-evaluate --model=gradnet_s_synth --dataset=gopro --output_dir=eval/shipped
 
-The generator comes from a training workdir (`--workdir`, optionally `--step`)
-or from a model shipped with the package (`--model`, see
-`python -m flax_gradnet.pretrained --list`); with neither, the shipped
-`pretrained.DEFAULT_MODEL`. Both go through `inference.restore`.
+The generator comes from a training workdir (`--workdir`, optionally `--step`:
+a step or `best`, the highest held-out PSNR training recorded; and `--weights
+ema|raw`, default the EMA when the checkpoint has one) or from a model shipped
+with the package (`--model`, see `python -m flax_gradnet.pretrained --list`);
+with neither, the shipped `pretrained.DEFAULT_MODEL`. Both go through
+`inference.restore`.
 
 Writes into `--output_dir` (created if missing; this tool's own files in it are
 replaced on a rerun):
@@ -25,7 +29,9 @@ replaced on a rerun):
     events.out.tfevents.* clu writer: `<tag>/psnr`, `<tag>/ssim`, ... at the checkpoint step
 
 The means are printed with `metrics.protocol_string` plus the dataset's part of
-the protocol (GOPRO `blur` vs `blur_gamma`; which Köhler frame is the target).
+the protocol (GOPRO `blur` vs `blur_gamma`; which Köhler frame is the target;
+for HIDE and RealBlur-J/R their published protocols, see `dataset_protocol`:
+RealBlur numbers here are WITHOUT the authors' ECC alignment).
 Metrics are measured on the uint8 outputs exactly as written to `deblurred/`.
 
 Blur families. When the examples carry a 'family' key (`--dataset=synthetic_online`:
@@ -35,7 +41,8 @@ table: blurry and deblurred PSNR, the gain, blurry and deblurred SSIM, and the
 worst per-image PSNR gain of each family.
 
 Exit status: 0 done; 2 nothing ran (missing workdir/checkpoint/shipped model/dataset, bad
-flags such as --workdir with --model or --step without --workdir).
+flags such as --workdir with --model or --step without --workdir, --weights=ema for a
+checkpoint without EMA weights, --step=best without an evaluated checkpoint).
 """
 
 from __future__ import annotations
@@ -91,6 +98,18 @@ def dataset_protocol(dataset: str, *, kohler_frame: str = "middle",
               "unlike Köhler et al.'s own evaluation")
     return (f"Köhler: target = GroundTruth frame '{kohler_frame}' of each shake only (the "
             "literature takes the best-matching frame: see --kohler_best_frame)")
+  if dataset == "hide":
+    return ("HIDE: the published test split is test-close-ups/ + test-long-shot/ (2025 pairs) "
+            "against GT/, full-size RGB, no alignment or crop, as GOPRO; the usual protocol "
+            "(e.g. MPRNet, Restormer) tests models trained on GOPRO only and measures with "
+            "MATLAB's psnr/ssim, whose SSIM is computed differently (may differ slightly)")
+  if dataset in ("realblur_j", "realblur_r"):
+    v = dataset[-1].upper()
+    return (f"RealBlur-{v}: pairs of the authors' RealBlur_{v}_<split>_list.txt (test: 980 "
+            "pairs); WITHOUT the authors' alignment: their evaluation_RealBlur_ecc.py first "
+            "aligns each deblurred image to its ground truth (intensity scaling + ECC "
+            "homography) and measures only the valid region, so these numbers are NOT "
+            "comparable with published RealBlur tables")
   if dataset == "blur_only":
     return "blur-only photographs: no targets, no metrics"
   if dataset == "synthetic_online":
@@ -232,7 +251,7 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
                        num_images: int = 0, num_grids: int = 4, save_outputs: bool = True,
                        kohler_frame: str = "middle", kohler_frames_dir: str | None = None,
                        progress: bool = True, extra_summary: dict | None = None,
-                       self_ensemble: bool = False) -> dict:
+                       self_ensemble: bool = False, local_stats: int = 0) -> dict:
   """Deblurs every image of `source`, measures it, and writes the report files.
 
   Args:
@@ -256,6 +275,8 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
     extra_summary: more entries for summary.json (e.g. workdir, split).
     self_ensemble: the x8 geometric self-ensemble (`inference.self_ensemble`);
       recorded in the protocol line.
+    local_stats: test-time local statistics over boxes of this side (0 = off;
+      `inference.with_local_stats`); recorded in the protocol line.
 
   Returns:
     The summary dict (also written as summary.json): `num_images`, `means`
@@ -283,12 +304,14 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   if num_images and total is not None:
     total = min(total, num_images)
 
-  fn = inference.make_deblur_fn(model, params, ensemble=self_ensemble)
+  fn = inference.make_deblur_fn(model, params, ensemble=self_ensemble, local_stats=local_stats)
   psnr_fn, ssim_fn = _metric_fns(int(crop_border), bool(y_channel))
   frames = _kohler_frames(kohler_frames_dir) if kohler_frames_dir else None
   protocol = metrics_lib.protocol_string(y_channel, crop_border)
   if self_ensemble:
     protocol += "; x8 geometric self-ensemble (flips and transposes, outputs averaged)"
+  if local_stats:
+    protocol += f"; test-time local statistics over {local_stats}x{local_stats} boxes"
   data_protocol = dataset_protocol(dataset, kohler_frame=kohler_frame,
                                    kohler_best_frame=frames is not None)
   tag = "eval/" + (re.sub(r"[^A-Za-z0-9]+", "_", dataset).strip("_") or "data")
@@ -414,26 +437,29 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   return summary
 
 
-def evaluate_workdir(workdir: str, source: Any, *, output_dir: str, step: int | None = None,
-                     dtype: Any = None, **kwargs) -> dict:
+def evaluate_workdir(workdir: str, source: Any, *, output_dir: str,
+                     step: int | str | None = None, dtype: Any = None,
+                     weights: str | None = None, **kwargs) -> dict:
   """Restores the generator of a training workdir and runs `evaluate_generator`.
 
   Args:
     workdir: a directory written by `python -m flax_gradnet.main`.
     source: see `evaluate_generator`.
     output_dir: see `evaluate_generator`.
-    step: checkpoint step (None = latest).
+    step: checkpoint step (None = latest; "best" = the highest held-out PSNR).
     dtype: compute dtype (None = the config's `compute_dtype`).
+    weights: "ema" or "raw" (None = the EMA when the checkpoint has one).
     **kwargs: the rest of `evaluate_generator`'s options.
   Returns:
-    The summary dict, with `workdir` added.
+    The summary dict, with `workdir` and `weights` added.
   Raises:
     FileNotFoundError: no workdir, config.json or checkpoint (message says which).
   """
   from flax_gradnet import checkpoint  # pylint: disable=g-import-not-at-top
-  model, params, restored_step = checkpoint.restore_generator(workdir, step, dtype)
-  extra = {"workdir": os.path.abspath(workdir), **kwargs.pop("extra_summary", {})}
-  return evaluate_generator(model, params, source, output_dir=output_dir, step=restored_step,
+  r = checkpoint.restore_weights(workdir, step, dtype, weights=weights)
+  extra = {"workdir": os.path.abspath(workdir), "weights": r.weights,
+           **kwargs.pop("extra_summary", {})}
+  return evaluate_generator(r.model, r.params, source, output_dir=output_dir, step=r.step,
                             extra_summary=extra, **kwargs)
 
 
@@ -466,14 +492,21 @@ def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="python -m flax_gradnet.evaluate",
       description="Evaluate a trained generator on a dataset: per-image CSV, mean PSNR/SSIM "
-                  "with the protocol, image grids, clu events, deblurred outputs.")
+                  "with the protocol, image grids, clu events, deblurred outputs.",
+      epilog="Benchmark protocols. " + " ".join(
+          f"{d}: {dataset_protocol(d)}." for d in ("hide", "realblur_j")) + " realblur_r: "
+             "the same for RealBlur-R.")
   pretrained.add_restore_flags(p)
   p.add_argument("--dataset", required=True,
-                 help="gopro | gopro/blur_gamma | paired_folder | kohler | blur_only | synthetic")
+                 help="gopro | gopro/blur_gamma | hide | realblur_j | realblur_r | paired_folder "
+                      "| kohler | blur_only | synthetic | synthetic_online (protocols of hide and "
+                      "realblur_*: below; realblur_* is measured WITHOUT the RealBlur alignment)")
   p.add_argument("--split", default="test", help="split or TFDS slice (default test)")
   p.add_argument("--data_dir", default="~/tensorflow_datasets",
                  help="where TFDS keeps the prepared records")
-  p.add_argument("--manual_dir", default=None, help="TFDS manual dir (GOPRO: holds GOPRO_Large)")
+  p.add_argument("--manual_dir", default=None,
+                 help="TFDS manual dir holding GOPRO_Large/, HIDE_dataset/ (or their zips) and/or "
+                      "the extracted RealBlur.tar.gz (directly or in RealBlur/)")
   p.add_argument("--path", default=None, help="the folder of paired_folder / kohler / blur_only")
   p.add_argument("--kohler_frame", default="middle",
                  help="Köhler target frame of the builder: first | middle | last | N")
@@ -493,6 +526,10 @@ def _parser() -> argparse.ArgumentParser:
                  help="compute dtype (default: the training config's compute_dtype)")
   p.add_argument("--self_ensemble", action="store_true",
                  help="x8 geometric self-ensemble: the mean over flips and transposes (8x the time)")
+  p.add_argument("--local_stats", type=int, nargs="?", const=-1, default=0, metavar="WINDOW",
+                 help="test-time local statistics: instance norm and channel attention average "
+                      "over WINDOW x WINDOW boxes (alone: the training crop size; 0 = whole "
+                      "image, as trained)")
   p.add_argument("--no_progress", action="store_true", help="no progress bar")
   return p
 
@@ -539,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
   if args.step is not None and args.workdir is None:
     return fail("--step selects a checkpoint of --workdir; a shipped model (--model) has one "
                 "set of weights")
+  if args.weights is not None and args.workdir is None:
+    return fail("--weights selects the weights of --workdir's checkpoint; a shipped model "
+                "(--model) has one set of weights")
   try:
     builder_kwargs = _builder_kwargs(args)
   except (ValueError, FileNotFoundError) as e:
@@ -559,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
   try:  # before preparing the data set, which can take long
     dtype = None if args.dtype is None else jnp.dtype(args.dtype)
     model, params, restored = inference.restore(args.workdir, model=args.model, step=args.step,
-                                                dtype=dtype)
+                                                dtype=dtype, weights=args.weights)
   except (FileNotFoundError, ValueError) as e:
     source = (f"workdir {args.workdir!r}" if args.workdir is not None
               else f"shipped model {args.model or pretrained.DEFAULT_MODEL!r}")
@@ -567,6 +607,13 @@ def main(argv: list[str] | None = None) -> int:
   step = restored.step or 0  # a shipped model: the step it was packed from
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
+  try:
+    local_stats = (inference.training_crop_size(restored) if args.local_stats == -1
+                   else args.local_stats)
+  except ValueError as e:
+    return fail(str(e))
+  if local_stats < 0:
+    return fail(f"--local_stats must be >= 0 (0 = off), got {local_stats}")
   try:
     source = pipeline.get_source(args.dataset, args.split,
                                  data_dir=os.path.expanduser(args.data_dir),
@@ -582,9 +629,9 @@ def main(argv: list[str] | None = None) -> int:
       tile_overlap=args.tile_overlap, num_images=args.num_images, num_grids=args.num_grids,
       save_outputs=args.save_outputs, kohler_frame=args.kohler_frame,
       kohler_frames_dir=builder_kwargs.get("path") if args.kohler_best_frame else None,
-      progress=not args.no_progress, self_ensemble=args.self_ensemble,
+      progress=not args.no_progress, self_ensemble=args.self_ensemble, local_stats=local_stats,
       extra_summary={**({"workdir": os.path.abspath(args.workdir)} if args.workdir is not None
-                        else {"model": restored.model}),
+                        else {"model": restored.model}), "weights": restored.weights,
                      "split": args.split, "path": builder_kwargs.get("path")})
   print(format_result(summary))
   print(f"results in {os.path.abspath(args.output_dir)} ({SUMMARY_FILE}"

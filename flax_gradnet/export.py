@@ -2,6 +2,11 @@
 
     python -m flax_gradnet.export --workdir=W --output=gen.jaxexport            # any H x W >= 8
     python -m flax_gradnet.export --workdir=W --output=gen.jaxexport --height=720 --width=1280
+    python -m flax_gradnet.export --workdir=W --step=best --weights=raw --output=gen.jaxexport
+
+`--step` takes a step or `best` (the highest held-out PSNR training recorded);
+`--weights` ema|raw picks the checkpoint's moving average or raw generator
+weights (default: the EMA when the checkpoint has one).
 
 Loading (no flax_gradnet, no flax; only jax and numpy):
 
@@ -37,9 +42,11 @@ import zipfile
 from typing import Any, Callable
 
 import jax
+import jax.export  # `import jax` alone provides jax.export only from jax 0.8; setup.cfg allows 0.4.30
 import jax.numpy as jnp
 import numpy as np
 
+from flax_gradnet import pretrained
 from flax_gradnet.atomic import atomic_write
 
 FORMAT = "flax_gradnet.export/1"
@@ -158,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
       prog="python -m flax_gradnet.export",
       description="Write a trained generator as a serialized jax.export artifact.")
   parser.add_argument("--workdir", required=True, help="training workdir to restore from")
-  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  parser.add_argument("--step", type=pretrained.parse_step, default=None,
+                      help=pretrained.STEP_HELP)
+  parser.add_argument("--weights", choices=pretrained.WEIGHTS, default=None,
+                      help=pretrained.WEIGHTS_HELP)
   parser.add_argument("--output", required=True, help="file to write (e.g. generator.jaxexport)")
   parser.add_argument("--height", type=int, default=None, help="fixed image height (with --width)")
   parser.add_argument("--width", type=int, default=None, help="fixed image width (with --height)")
@@ -177,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
 
   from flax_gradnet import inference  # the shared restore path
   try:
-    model, params, step = inference.restore_generator(
-        args.workdir, args.step, None if args.dtype is None else jnp.dtype(args.dtype))
+    model, params, restored = inference.restore(
+        args.workdir, step=args.step, dtype=None if args.dtype is None else jnp.dtype(args.dtype),
+        weights=args.weights)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: cannot restore a generator from {args.workdir!r}: {e}", file=sys.stderr)
     return 2
@@ -189,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                           platforms=platforms)
   _atomic_write_bytes(args.output, data, overwrite=args.overwrite)
   kind = f"{args.height}x{args.width}" if args.height else "any H x W >= 8"
-  print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB): step {step}, {kind}, batch symbolic, "
-        f"platforms {','.join(platforms)}")
+  print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB): step {restored.step} "
+        f"({restored.weights} weights), {kind}, batch symbolic, platforms {','.join(platforms)}")
   return 0
 
 

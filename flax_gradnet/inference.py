@@ -20,6 +20,11 @@ tile batch; the host keeps two float32 accumulators of the image's size.
 Tiled output is not identical to whole-image output: the generator's receptive
 field crosses tile borders and its instance norms use per-tile statistics.
 docs/inference.md gives the measured difference.
+
+Test-time local statistics (`local_stats=W`, TLC as in NAFNet): instance norm
+and channel attention average over a W x W box around each pixel instead of
+the whole image (halved at each downsampling), so a generator trained on
+W x W crops sees crop-sized statistics at any image size, whole or tiled.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from flax_gradnet.checkpoint import restore_generator  # noqa: F401  (the shared
 from flax_gradnet.metrics import quantize
 
 __all__ = [
-    "restore", "Restored", "restore_generator", "make_deblur_fn", "self_ensemble", "deblur_image", "deblur_array", "tile_starts",
+    "restore", "Restored", "restore_generator", "make_deblur_fn", "self_ensemble",
+    "with_local_stats", "training_crop_size", "deblur_image", "deblur_array", "tile_starts",
     "tile_window", "weight_sum", "to_float", "to_uint8",
 ]
 
@@ -49,37 +55,46 @@ class Restored(str):
     model: the shipped model's name, or None for a workdir.
     step: the checkpoint step (for a shipped model: the step it was packed
       from, as its metadata.json says; None if it does not say).
+    weights: "ema" or "raw": which generator weights of the checkpoint (for a
+      shipped model: what its metadata.json says; None if it does not say).
   """
 
   workdir: str | None
   model: str | None
   step: int | None
+  weights: str | None
 
   def __new__(cls, text: str, *, workdir: str | None = None, model: str | None = None,
-              step: int | None = None):
+              step: int | None = None, weights: str | None = None):
     self = super().__new__(cls, text)
-    self.workdir, self.model, self.step = workdir, model, step
+    self.workdir, self.model, self.step, self.weights = workdir, model, step, weights
     return self
 
 
-def restore(workdir: str | None = None, *, model: str | None = None, step: int | None = None,
-            dtype: Any = None) -> tuple[Any, Any, Restored]:
+def restore(workdir: str | None = None, *, model: str | None = None,
+            step: int | str | None = None, dtype: Any = None,
+            weights: str | None = None) -> tuple[Any, Any, Restored]:
   """Restores `(module, params, description)` from a training workdir or a shipped model.
 
   Args:
     workdir: a directory written by `python -m flax_gradnet.main`.
     model: the name of a model shipped with the package (`pretrained.available()`).
       With neither `workdir` nor `model`, `pretrained.DEFAULT_MODEL`.
-    step: the workdir's checkpoint step (None = latest); only with `workdir`.
+    step: the workdir's checkpoint step (None = latest; "best" = the highest
+      held-out PSNR training recorded); only with `workdir`.
     dtype: compute dtype of the module (default: the config's `compute_dtype`).
+    weights: "ema" or "raw" weights of the workdir's checkpoint (None = the EMA
+      when it has one; see `checkpoint.restore_weights`); only with `workdir`.
 
   Returns:
     The generator module, its parameters, and a `Restored` description, e.g.
-    "workdir W at step S" or "shipped model gradnet_s_synth".
+    "workdir W at step S", "workdir W at step S (EMA weights)" or "shipped
+    model gradnet_s_synth".
 
   Raises:
-    ValueError: both `workdir` and `model`, or `step` without `workdir`; or a
-      damaged checkpoint/model.
+    ValueError: both `workdir` and `model`, or `step` or `weights` without
+      `workdir`; a damaged checkpoint/model; EMA weights asked of a checkpoint
+      without them.
     FileNotFoundError: no such workdir, checkpoint or model (the message says which).
   """
   from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
@@ -87,21 +102,39 @@ def restore(workdir: str | None = None, *, model: str | None = None, step: int |
     raise ValueError(f"restore from a workdir ({workdir!r}) or a shipped model ({model!r}), "
                      "not both")
   if workdir is not None:
-    module, params, restored_step = restore_generator(workdir, step, dtype)
-    return module, params, Restored(f"workdir {workdir} at step {restored_step}",
-                                    workdir=workdir, step=int(restored_step))
+    return _restore_workdir(workdir, step, dtype, weights)
   name = pretrained.DEFAULT_MODEL if model is None else model
-  if step is not None:
-    raise ValueError(f"step={step} selects a checkpoint of a workdir; shipped model {name!r} "
+  if step is not None or weights is not None:
+    what = f"step={step!r}" if step is not None else f"weights={weights!r}"
+    raise ValueError(f"{what} selects from a checkpoint of a workdir; shipped model {name!r} "
                      "has one set of weights")
   module, params = pretrained.load(name, dtype=dtype)
   try:
-    packed_step = pretrained.read_metadata(name).get("step")
+    meta = pretrained.read_metadata(name)
   except (OSError, ValueError, AttributeError):
-    packed_step = None
+    meta = {}
+  packed_step = meta.get("step") if isinstance(meta, dict) else None
+  packed_weights = meta.get("weights") if isinstance(meta, dict) else None
   return module, params, Restored(
       f"shipped model {name}", model=name,
-      step=int(packed_step) if isinstance(packed_step, int) else None)
+      step=int(packed_step) if isinstance(packed_step, int) else None,
+      weights=packed_weights if isinstance(packed_weights, str) else None)
+
+
+def _restore_workdir(workdir: str, step: int | str | None, dtype: Any,
+                     weights: str | None) -> tuple[Any, Any, Restored]:
+  """`restore` from a training workdir (`checkpoint.restore_weights`)."""
+  from flax_gradnet import checkpoint  # pylint: disable=g-import-not-at-top
+  r = checkpoint.restore_weights(workdir, step, dtype, weights=weights)
+  text = f"workdir {workdir} at step {r.step}"
+  notes = []
+  if step == checkpoint.BEST_STEP:
+    notes.append(f"best held-out PSNR {r.metrics['psnr']:.2f} dB")
+  if r.has_ema:
+    notes.append("EMA weights" if r.weights == "ema" else "raw weights, not the EMA")
+  if notes:
+    text += f" ({', '.join(notes)})"
+  return r.model, r.params, Restored(text, workdir=workdir, step=r.step, weights=r.weights)
 
 
 def _flips(x: jax.Array) -> jax.Array:
@@ -129,15 +162,48 @@ def self_ensemble(apply: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.
   return (upright + swapped) / 8.0
 
 
-def make_deblur_fn(model: Any, params: Any, *, ensemble: bool = False) -> DeblurFn:
+def with_local_stats(model: Any, window: int) -> Any:
+  """`model` with test-time local statistics over a `window` box (0 = global,
+  the model as trained). The parameters are unchanged.
+
+  Raises:
+    ValueError: a negative window, or a module without the `stats_window`
+      field (flax_gradnet.models.Generator has it).
+  """
+  if window < 0:
+    raise ValueError(f"local statistics window must be >= 0 (0 = off), got {window}")
+  if window == 0:
+    return model
+  if not hasattr(model, "stats_window"):
+    raise ValueError(f"{type(model).__name__} has no stats_window field: test-time local "
+                     "statistics need a flax_gradnet Generator")
+  return model.clone(stats_window=int(window))
+
+
+def training_crop_size(restored: "Restored") -> int:
+  """The crop side the restored generator was trained on (its config's
+  `crop_size`): the natural `local_stats` window."""
+  from flax_gradnet import checkpoint, pretrained  # pylint: disable=g-import-not-at-top
+  folder = restored.workdir if restored.workdir is not None else pretrained.model_dir(restored.model)
+  config = checkpoint.load_config(folder)
+  if "crop_size" not in config:
+    raise ValueError(f"{folder}/{checkpoint.CONFIG_FILE} has no crop_size: give the local "
+                     "statistics window explicitly")
+  return int(config.crop_size)
+
+
+def make_deblur_fn(model: Any, params: Any, *, ensemble: bool = False,
+                   local_stats: int = 0) -> DeblurFn:
   """A jit-compiled `fn(images [N, H, W, 3] in [-1, 1]) -> float32 [N, H, W, 3] in [-1, 1]`.
 
   Parameters are an argument of the compiled function (not constants baked into
   it), so compiling for a new shape stays cheap; each new shape retraces once.
   With `ensemble=True` each call is the geometric self-ensemble (`self_ensemble`,
-  8 generator passes; with tiling, per tile).
+  8 generator passes; with tiling, per tile). `local_stats=W > 0`: test-time
+  local statistics over W x W boxes (`with_local_stats`).
   """
   params = jax.device_put(params)
+  model = with_local_stats(model, local_stats)
 
   @jax.jit
   def apply(p, x):

@@ -34,10 +34,15 @@ class TrainState(train_state.TrainState):
 
 @flax.struct.dataclass
 class GANState:
-  """Both networks. `generator.step` counts generator updates (the paper's steps)."""
+  """Both networks. `generator.step` counts generator updates (the paper's steps).
+
+  `ema_params`: the exponential moving average of the generator's parameters
+  (config.ema_decay > 0), updated after every generator update; None without.
+  """
 
   generator: TrainState
   critic: TrainState
+  ema_params: Any = None
 
   @property
   def step(self):
@@ -54,13 +59,21 @@ class StepConfig:
   gradient_weight: float = 1.0
   adversarial_weight: float = 1.0
   critic_unroll: bool = True  # unroll the critic loop (faster on XLA CPU with lax convs)
+  ema_decay: float = 0.0  # of the generator's weights' moving average (used when the state has one)
 
   @classmethod
   def from_config(cls, config) -> "StepConfig":
     return cls(critic_steps=config.critic_steps, gp_weight=config.gp_weight,
                content_weight=config.content_weight, gradient_weight=config.gradient_weight,
                adversarial_weight=config.adversarial_weight,
-               critic_unroll=config.critic_unroll)
+               critic_unroll=config.critic_unroll,
+               ema_decay=float(config.get("ema_decay", 0.0)))
+
+
+def ema_update(ema_params: Any, params: Any, decay: float) -> Any:
+  """One step of the weights' moving average (BasicSR's `model_ema`):
+  ema = decay * ema + (1 - decay) * params, leaf by leaf."""
+  return optax.incremental_update(params, ema_params, step_size=1.0 - decay)
 
 
 def _pmean(tree, axis_name):
@@ -101,7 +114,9 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
       are averaged; None (default) under jit, where the batch is one global array.
 
   Returns:
-    The new state and a dict of scalar metrics (averaged over devices).
+    The new state and a dict of scalar metrics (averaged over devices). A state
+    with `ema_params` gets them moved towards the new generator parameters
+    (`ema_update` with `cfg.ema_decay`).
   """
   blur, sharp = batch["blur"], batch["sharp"]
   rng = jax.random.fold_in(rng, state.step)
@@ -175,7 +190,10 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
   # 1.0 when every new parameter is finite; the loop refuses to checkpoint otherwise.
   metrics["params_finite"] = jnp.logical_and(
       _tree_all_finite(generator.params), _tree_all_finite(critic.params)).astype(jnp.float32)
-  return GANState(generator=generator, critic=critic), metrics
+  ema_params = state.ema_params
+  if ema_params is not None:
+    ema_params = ema_update(ema_params, generator.params, cfg.ema_decay)
+  return GANState(generator=generator, critic=critic, ema_params=ema_params), metrics
 
 
 def _vgg_content_loss(variables, pred, target, *, layer: str):

@@ -311,6 +311,9 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
   if config.critic_batches not in ("same", "fresh"):
     raise ValueError(f"config.critic_batches must be 'same' or 'fresh', got "
                      f"{config.critic_batches!r}.")
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise ValueError(f"config.ema_decay must be in [0, 1) (0 = no EMA of the generator's "
+                     f"weights), got {config.ema_decay!r}.")
   conflicts = resume_conflicts(config, workdir)
   if conflicts:
     raise ValueError(
@@ -321,7 +324,8 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        progress: bool = False) -> dict[str, float]:
-  """Trains the GAN of the config in `workdir`; returns the last evaluation's metrics.
+  """Trains the GAN of the config in `workdir`; returns the last evaluation's metrics
+  (with config.ema_decay > 0 also the EMA weights', as `ema_<name>`).
 
   Raises:
     Preempted: after a SIGTERM, once the checkpoint of the current step is saved.
@@ -366,26 +370,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       rot90=config.rot90, color_jitter=config.color_jitter, scale_jitter=config.scale_jitter,
       worker_count=config.worker_count)
 
-  manager = ckpt_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
-  latest = manager.latest_step()
-  if latest is not None:
-    where = os.path.join(str(manager.directory), str(latest))
-    try:
-      restored = manager.restore(latest, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(_state_dict(state)), data=ocp.args.JsonRestore()))
-    except Exception as e:  # orbax raises many types on damaged files
-      ckpt_lib.quiet_failed_restore()
-      manager.close()
-      raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
-    ckpt_lib.verify_checkpoint(restored.state, restored.data, where)
-    state = _from_state_dict(state, restored.state)
-    _restore_iterator(manager, latest, train_iter, restored.data, where)
-    logging.info("Resumed from %s at step %d.", manager.directory, latest)
-  elif config.init_from:
-    params, description = load_init_params(config.init_from, state.generator.params,
-                                           strict=config.init_strict)
-    state = state.replace(generator=state.generator.replace(params=params))
-    logging.info("Generator initialised from %s.", description)
+  manager = ckpt_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep,
+                                        keep_best=config.keep_best)
+  if manager.latest_step() is not None:
+    state = _resume(manager, state, train_iter, ema=config.ema_decay > 0)
+  else:
+    if config.init_from:
+      params, description = load_init_params(config.init_from, state.generator.params,
+                                             strict=config.init_strict)
+      state = state.replace(generator=state.generator.replace(params=params))
+      logging.info("Generator initialised from %s.", description)
+    if config.ema_decay > 0:  # the average starts at the initial weights (as BasicSR's)
+      state = state.replace(ema_params=_host_copy(state.generator.params))
   initial_step = int(state.step)
   if is_chief and initial_step == 0:
     logging.info("Generator:\n%s", parameter_overview.get_parameter_overview(
@@ -446,18 +442,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         logdir=workdir, num_profile_steps=config.profile_steps, profile_duration_ms=None,
         first_profile=initial_step + 10, every_steps=None, every_secs=None))
 
-  def save(step: int):
+  def save(step: int, metrics: dict[str, float] | None):
     host_state = _state_dict(jax.device_get(state))
+    digests = {key: ckpt_lib.state_digest(host_state[net]["params"])
+               for net, key in (("generator", ckpt_lib.PARAMS_DIGEST_KEY),
+                                ("critic", ckpt_lib.CRITIC_DIGEST_KEY),
+                                (ckpt_lib.EMA_KEY, ckpt_lib.EMA_DIGEST_KEY)) if net in host_state}
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(host_state),
         # One data-iterator state per process (grain's handler writes
         # process_<i>-of-<n>.json); orbax's JSON item is written by process 0 only.
         iterator=grain_ckpt.CheckpointSave(pipeline.IteratorCheckpoint(train_iter)),
-        data=ocp.args.JsonSave({ckpt_lib.PARAMS_DIGEST_KEY: ckpt_lib.state_digest(
-                                    host_state["generator"]["params"]),
-                                ckpt_lib.CRITIC_DIGEST_KEY: ckpt_lib.state_digest(
-                                    host_state["critic"]["params"])})),
-                 force=True)
+        data=ocp.args.JsonSave(digests)),
+                 metrics=metrics if config.keep_best else None, force=True)
 
   history: list[dict[str, Any]] = []
   history_start = initial_step + 1
@@ -497,27 +494,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if bar is not None:
           bar.set_postfix(loss=f"{scalars['generator_loss']:.4g}", refresh=False)
 
+      best_metrics = None  # the metrics this step's checkpoint is ranked by (keep_best)
       if step % config.eval_every_steps == 0 or last:
         with report_progress.timed("eval"):
-          params = jax.device_get(state.generator.params)
-          eval_metrics, grids = evaluate(generator, params, eval_source,
-                                         num_images=config.num_eval_images,
-                                         crop_border=config.eval_crop_border,
-                                         num_summaries=config.num_image_summaries)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-        if grids:
-          writer.write_images(step, {f"eval/blurry|deblurred|sharp_{i}": g[None]
-                                     for i, g in enumerate(grids)})
-        logging.info("step %d eval: %s", step, eval_metrics)
+          eval_metrics, best_metrics = _periodic_eval(config, generator, state, eval_source,
+                                                      writer, step)
         if bar is not None:
-          bar.set_postfix(heldout_gain_dB=f"{eval_metrics['psnr_gain']:+.2f}", refresh=False)
+          bar.set_postfix(heldout_gain_dB=f"{best_metrics['psnr_gain']:+.2f}", refresh=False)
 
       # Every process asks at every step (the agreement needs each step's call).
       stop = preemption.check(step)
-      if step % config.checkpoint_every_steps == 0 or last or stop:
+      # With keep_best every evaluated step is saved too: it may be the best.
+      if (step % config.checkpoint_every_steps == 0 or last or stop or
+          (config.keep_best and best_metrics is not None)):
         _check_finite(history, history_start)  # never checkpoint a diverged state
         with report_progress.timed("checkpoint"):
-          save(step)
+          save(step, best_metrics)
         if preemption.requested:
           logging.warning("Checkpoint saved at step %d; exiting on SIGTERM.", step)
           break
@@ -528,6 +520,80 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if preemption.requested:
     raise Preempted(step, workdir)
   return eval_metrics
+
+
+def _periodic_eval(config: ml_collections.ConfigDict, generator, state: steps.GANState,
+                   eval_source, writer, step: int) -> tuple[dict[str, float], dict[str, float]]:
+  """The periodic evaluation: the generator's weights (`eval/...`) and, with an
+  EMA, the EMA weights too (`eval_ema/...`), written as scalars and image grids.
+
+  Returns:
+    (the raw weights' metrics, plus the EMA's as `ema_<name>`;
+     the metrics of the weights the inference tools pick by default (the EMA
+     when there is one), which `keep_best` ranks checkpoints by).
+  """
+  weights = {"eval": state.generator.params}
+  if state.ema_params is not None:
+    weights["eval_ema"] = state.ema_params
+  results = {}
+  for tag, params in weights.items():
+    metrics, grids = evaluate(generator, jax.device_get(params), eval_source,
+                              num_images=config.num_eval_images,
+                              crop_border=config.eval_crop_border,
+                              num_summaries=config.num_image_summaries)
+    writer.write_scalars(step, {f"{tag}/{k}": v for k, v in metrics.items()})
+    if grids:
+      writer.write_images(step, {f"{tag}/blurry|deblurred|sharp_{i}": g[None]
+                                 for i, g in enumerate(grids)})
+    logging.info("step %d %s: %s", step, tag, metrics)
+    results[tag] = metrics
+  combined = dict(results["eval"])
+  combined.update({f"ema_{k}": v for k, v in results.get("eval_ema", {}).items()})
+  best = results.get("eval_ema", results["eval"])
+  ranked = {k: float(best[k]) for k in ("psnr", "ssim", "psnr_gain")}
+  ranked["ema"] = float("eval_ema" in results)
+  return combined, ranked
+
+
+def _host_copy(tree: Any) -> Any:
+  """A host (numpy) copy of `tree`: its own buffers once placed on the devices,
+  so donating the state never donates one buffer twice."""
+  return jax.tree.map(lambda x: np.array(jax.device_get(x)), tree)
+
+
+def _resume(manager: ocp.CheckpointManager, state: steps.GANState,
+            train_iter: pipeline.TrainIterator, *, ema: bool) -> steps.GANState:
+  """`state` (the fresh one, for the tree's structure) restored from the
+  manager's latest checkpoint, and the data iterator with it.
+
+  The EMA follows the config (`ema`): a checkpoint without one (EMA off, or
+  written before EMA existed) starts it from the restored generator weights;
+  one with an EMA resumed with ema_decay = 0 drops it. Both are logged.
+  """
+  latest = manager.latest_step()
+  where = os.path.join(str(manager.directory), str(latest))
+  try:
+    saved_ema = ckpt_lib.has_ema(where)
+    target = state.replace(ema_params=state.generator.params if saved_ema else None)
+    restored = manager.restore(latest, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_state_dict(target)), data=ocp.args.JsonRestore()))
+  except Exception as e:  # orbax raises many types on damaged files
+    ckpt_lib.quiet_failed_restore()
+    manager.close()
+    raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
+  ckpt_lib.verify_checkpoint(restored.state, restored.data, where)
+  state = _from_state_dict(state, restored.state)
+  _restore_iterator(manager, latest, train_iter, restored.data, where)
+  logging.info("Resumed from %s at step %d.", manager.directory, latest)
+  if ema and not saved_ema:
+    logging.warning("config.ema_decay > 0 but checkpoint %s holds no EMA weights: the EMA "
+                    "starts from the generator's weights at step %d.", where, latest)
+    state = state.replace(ema_params=_host_copy(state.generator.params))
+  elif saved_ema and not ema:
+    logging.warning("config.ema_decay = 0: the EMA weights of checkpoint %s are dropped; later "
+                    "checkpoints hold none.", where)
+    state = state.replace(ema_params=None)
+  return state
 
 
 def _replicate(tree: Any, sharding: NamedSharding) -> Any:
@@ -570,7 +636,10 @@ def _state_dict(state: steps.GANState) -> dict[str, Any]:
   """The checkpointed tree (see checkpoint.py): plain dicts, no callables."""
   def net(s):
     return {"step": s.step, "params": s.params, "opt_state": s.opt_state}
-  return {"generator": net(state.generator), "critic": net(state.critic)}
+  tree = {"generator": net(state.generator), "critic": net(state.critic)}
+  if state.ema_params is not None:
+    tree[ckpt_lib.EMA_KEY] = {"params": state.ema_params}
+  return tree
 
 
 def _split_init_from(init_from: str) -> tuple[str | None, str | None, int | None]:
@@ -638,5 +707,7 @@ def load_init_params(init_from: str, params: Any, *, strict: bool = True) -> tup
 def _from_state_dict(state: steps.GANState, tree: dict[str, Any]) -> steps.GANState:
   def net(s, t):
     return s.replace(step=t["step"], params=t["params"], opt_state=t["opt_state"])
+  ema = tree.get(ckpt_lib.EMA_KEY)
   return steps.GANState(generator=net(state.generator, tree["generator"]),
-                        critic=net(state.critic, tree["critic"]))
+                        critic=net(state.critic, tree["critic"]),
+                        ema_params=None if ema is None else ema["params"])

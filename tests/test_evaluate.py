@@ -254,7 +254,7 @@ def test_paper_table_markdown():
 
 def test_paper_tables_check_each_workdirs_ablation():
   tables = _load(ROOT / "experiments" / "paper_tables.py", "paper_tables_under_test2")
-  ablations = _load(ROOT / "configs" / "ablations.py", "eval_test_ablations")
+  from configs import ablations  # pylint: disable=g-import-not-at-top
   assert tables.config_mismatches("ours", ablations.default.get_config()) == []
   assert tables.config_mismatches("wo_rgcl", ablations.get_config("wo_rgcl")) == []
   (bad,) = tables.config_mismatches("wo_rgcl", ablations.default.get_config())
@@ -396,3 +396,99 @@ def test_cli_shipped_model(tmp_path, generator_workdir, capsys, monkeypatch):
   err = capsys.readouterr().err
   assert "cannot restore a generator" in err and pretrained.DEFAULT_MODEL in err
   assert not (tmp_path / "o2").exists()
+
+
+# ----------------------------------------------------------------------------
+# HIDE and RealBlur through the CLI, on small trees in their published layouts.
+
+
+@pytest.fixture(scope="module")
+def tiny_workdir(tmp_path_factory, generator_workdir):
+  """A workdir holding a tiny random generator (no training)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax_gradnet.models import Generator  # pylint: disable=g-import-not-at-top
+  tiny = dict(base_features=4, gradientnet_features=4, num_mbrbs=1)
+  params = jax.jit(Generator(**tiny).init)(jax.random.key(1, impl="rbg"),
+                                           jnp.zeros((1, 16, 16, 3)))["params"]
+  workdir = str(tmp_path_factory.mktemp("tiny_workdir"))
+  generator_workdir(workdir, tiny, params, 3)
+  return workdir
+
+
+def _benchmark_trees(manual):
+  """2 HIDE test pairs and 2 RealBlur-J test pairs (+1 train pair) under one manual dir.
+
+  Returns {dataset: {name: (blur, sharp)}}, the names the builders give."""
+  from flax_gradnet.data import builders  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(5)
+
+  def pair(*paths):
+    sharp = rng.integers(0, 256, (28, 36, 3), np.uint8)
+    blur = np.clip(sharp + rng.normal(0, 12, sharp.shape), 0, 255).astype(np.uint8)
+    for path, image in zip(paths, (blur, sharp)):
+      path.parent.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(image).save(path)
+    return blur, sharp
+
+  hide = manual / "HIDE_dataset"
+  trees = {"hide": {f"{sub}/{f}": pair(hide / "test" / sub / f, hide / "GT" / f)
+                    for sub, f in (("test-close-ups", "3fromGOPR0981.png"),
+                                   ("test-long-shot", "5fromGOPR1044.png"))},
+           "realblur_j": {}}
+  folder = builders.REALBLUR_FOLDERS["j"]
+  for split, scene, ks in (("train", "scene001", (1,)), ("test", "scene230", (4, 2))):
+    lines = []
+    for k in ks:
+      blur_rel, gt_rel = f"{folder}/{scene}/blur/blur_{k}.png", f"{folder}/{scene}/gt/gt_{k}.png"
+      trees["realblur_j"][f"{scene}/blur/blur_{k}.png"] = pair(manual / blur_rel, manual / gt_rel)
+      lines.append(f"{gt_rel} {blur_rel}\n")
+    (manual / builders.realblur_list_file("j", split)).write_text("".join(lines))
+  del trees["realblur_j"]["scene001/blur/blur_1.png"]  # train, not evaluated
+  return trees
+
+
+def test_cli_hide_and_realblur(tiny_workdir, tmp_path, capsys):
+  """The right pairs reach the metrics (blurry PSNR/SSIM = scikit-image's on the files) and the
+  published protocol is printed and recorded; a missing data set is one clear error line."""
+  manual = tmp_path / "manual"
+  trees = _benchmark_trees(manual)
+  base = ["--workdir", tiny_workdir, "--manual_dir", str(manual), "--data_dir",
+          str(tmp_path / "tfds"), "--no_progress", "--no-save_outputs"]
+  for dataset, pairs in trees.items():
+    out = tmp_path / dataset
+    rc = evaluate.main(base + ["--dataset", dataset, "--output_dir", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    protocol = evaluate.dataset_protocol(dataset)
+    assert f"; {protocol}" in captured.out
+    assert json.loads((out / evaluate.SUMMARY_FILE).read_text())["dataset_protocol"] == protocol
+    rows = {r["name"]: r for r in read_csv(out / evaluate.CSV_FILE)}
+    assert sorted(rows) == sorted(pairs)
+    for name, (blur, sharp) in pairs.items():
+      p, s = skimage_metrics(blur, sharp)
+      assert float(rows[name]["blurry_psnr"]) == pytest.approx(p, abs=1e-3)
+      assert float(rows[name]["blurry_ssim"]) == pytest.approx(s, abs=1e-4)
+  assert "2025 pairs" in evaluate.dataset_protocol("hide")
+  for variant in ("j", "r"):
+    text = evaluate.dataset_protocol(f"realblur_{variant}")
+    assert f"RealBlur_{variant.upper()}_<split>_list.txt" in text
+    assert "WITHOUT the authors' alignment" in text and "NOT comparable" in text
+
+  rc = evaluate.main(base + ["--dataset", "realblur_r", "--output_dir", str(tmp_path / "r")])
+  err = capsys.readouterr().err
+  assert rc == 2 and "cannot open dataset 'realblur_r'" in err and "RealBlur-R folder" in err
+  rc = evaluate.main(base[:2] + ["--manual_dir", str(tmp_path / "empty"), "--dataset", "hide",
+                                 "--data_dir", str(tmp_path / "tfds2"),
+                                 "--output_dir", str(tmp_path / "h")])
+  err = capsys.readouterr().err
+  assert rc == 2 and "cannot open dataset 'hide'" in err and "HIDE_dataset.zip" in err
+
+
+def test_help_states_the_benchmark_protocols():
+  text = " ".join(evaluate._parser().format_help().split())
+  for name in ("hide", "realblur_j", "realblur_r"):
+    assert name in text
+  assert "measured WITHOUT the RealBlur alignment" in text
+  assert "NOT comparable with published RealBlur tables" in text
+  assert "test-close-ups/ + test-long-shot/ (2025 pairs)" in text

@@ -1,7 +1,6 @@
 """End-to-end tests of the training loop on tiny synthetic data (CPU)."""
 
 import glob
-import importlib.util
 import os
 import pathlib
 import signal
@@ -12,19 +11,16 @@ import jax
 import numpy as np
 import pytest
 
+import configs
 from flax_gradnet import checkpoint as ckpt_lib
-from flax_gradnet import pretrained, train
+from flax_gradnet import deblur, evaluate, export, image_io, inference, pretrained, train
 from flax_gradnet.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
 
 
 def load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(f"cfg_{name}", CONFIGS / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg is not None else module.get_config()
+  return configs.load(name if arg is None else f"{name}:{arg}")
 
 
 @pytest.fixture(scope="module")
@@ -416,3 +412,213 @@ def test_finetune_folder_config_trains_on_a_paired_tree(tmp_path):
   assert np.isfinite(metrics["psnr"]) and metrics["blurry_psnr"] > 0
   with pytest.raises(ValueError, match="needs the pairs' folder"):
     load_config("finetune_folder", "")
+
+
+# ---------------------------------------------------------------- EMA of the generator's weights
+
+
+def _leaves(tree):
+  return [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _assert_ema(ema, previous_ema, params, decay):
+  """ema == decay * previous_ema + (1 - decay) * params, leaf by leaf (float32)."""
+  for e, p0, p in zip(_leaves(ema), _leaves(previous_ema), _leaves(params), strict=True):
+    np.testing.assert_allclose(e, decay * p0 + (1 - decay) * p, rtol=1e-6, atol=1e-7)
+
+
+def test_ema_update_rule_matches_a_numpy_recurrence(tiny_train_config, data_dir):
+  import functools  # pylint: disable=g-import-not-at-top
+  config = tiny_train_config(data_dir, ema_decay=0.9)
+  generator, critic = train.steps.build_models(config)
+  tx = train.steps.make_optimizer(1e-2, config.b1, config.b2)
+  state = train.steps.create_state(jax.random.key(0), generator, critic, image_size=32,
+                                   generator_tx=tx, critic_tx=tx)
+  state = state.replace(ema_params=train._host_copy(state.generator.params))
+  step = jax.jit(functools.partial(
+      train.steps.train_step, generator_apply=generator.apply, critic_apply=critic.apply,
+      cfg=train.steps.StepConfig.from_config(config), adversarial=False))
+  rng = np.random.default_rng(0)
+  batch = {k: rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32) for k in ("blur", "sharp")}
+  content_fn = jax.tree_util.Partial(train.steps.losses.pixel_content_loss)
+  expected = _leaves(state.generator.params)  # the average starts at the initial weights
+  for _ in range(3):
+    state, _ = step(state, batch, jax.random.key(1), content_fn)
+    expected = [0.9 * e + 0.1 * p for e, p in zip(expected, _leaves(state.generator.params))]
+    for got, want in zip(_leaves(state.ema_params), expected, strict=True):
+      np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(_leaves(state.ema_params)[0], _leaves(state.generator.params)[0])
+
+
+def _checkpoint_state(workdir, step):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  manager = ckpt_lib.checkpoint_manager(workdir)
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+  manager.close()
+  return state
+
+
+def test_ema_resumes_from_a_checkpoint_without_it_and_is_restored(tmp_path, data_dir, tiny_config,
+                                                                  caplog):
+  """A run without EMA (checkpoints as older versions wrote them) resumed with
+  EMA on: the average starts from the step-2 weights, follows the recurrence,
+  is checkpointed and restored, and is what the inference tools load; a
+  restart with EMA off drops it."""
+  workdir = str(tmp_path / "run")
+  config = tiny_config(data_dir)
+  config.num_train_steps = 2
+  train.train_and_evaluate(config, workdir)
+  assert ckpt_lib.EMA_KEY not in _checkpoint_state(workdir, 2)
+
+  # --weights=ema of a checkpoint without EMA: exit 2 with the reason, in every tool.
+  image = tmp_path / "a.png"
+  image_io.write_image(str(image), np.full((16, 20, 3), 128, np.uint8))
+  out = ["--output_dir", str(tmp_path / "out")]
+  assert deblur.main([str(image), "--workdir", workdir, "--weights", "ema"] + out) == 2
+  assert evaluate.main(["--workdir", workdir, "--weights", "ema", "--dataset", "synthetic",
+                        "--data_dir", data_dir] + out) == 2
+  assert export.main(["--workdir", workdir, "--weights", "ema",
+                      "--output", str(tmp_path / "x.jaxexport")]) == 2
+  assert deblur.main([str(image), "--model", "gradnet_s_native", "--weights", "raw"] + out) == 2
+  with pytest.raises(ValueError, match="holds no EMA weights.*--weights raw"):
+    inference.restore(workdir, weights="ema")
+  assert not (tmp_path / "out").exists() and not (tmp_path / "x.jaxexport").exists()
+
+  config.num_train_steps, config.checkpoint_every_steps, config.ema_decay = 4, 1, 0.5
+  with caplog.at_level("WARNING"):
+    metrics = train.train_and_evaluate(config, workdir)
+  assert "holds no EMA weights: the EMA starts from the generator's weights at step 2" in (
+      caplog.text)
+  assert {"psnr", "ema_psnr", "ema_ssim", "ema_psnr_gain"} <= set(metrics)
+  events = b"".join(open(f, "rb").read() for f in glob.glob(f"{workdir}/events.out.tfevents.*"))
+  assert b"eval_ema/psnr" in events and b"eval/psnr" in events
+  s2, s3, s4 = (_checkpoint_state(workdir, s) for s in (2, 3, 4))
+  _assert_ema(s3[ckpt_lib.EMA_KEY]["params"], s2["generator"]["params"],
+              s3["generator"]["params"], 0.5)
+  _assert_ema(s4[ckpt_lib.EMA_KEY]["params"], s3[ckpt_lib.EMA_KEY]["params"],
+              s4["generator"]["params"], 0.5)
+
+  # The tools load the EMA by default, the raw weights on request.
+  model, params, desc = inference.restore(workdir)
+  assert desc.weights == "ema" and "(EMA weights)" in desc and desc.step == 4
+  assert_trees_equal(params, s4[ckpt_lib.EMA_KEY]["params"])
+  _, raw, _ = ckpt_lib.restore_generator(workdir, weights="raw")
+  assert_trees_equal(raw, s4["generator"]["params"])
+  root = str(tmp_path / "models")
+  pretrained.pack(workdir, "ema_tiny", root=root)
+  assert pretrained.read_metadata("ema_tiny", root)["weights"] == "ema"
+  assert_trees_equal(pretrained.load("ema_tiny", root=root)[1], params)
+
+  # Resumed with EMA: the average continues from the checkpoint's (not from step 4's weights).
+  config.num_train_steps = 5
+  train.train_and_evaluate(config, workdir)
+  s5 = _checkpoint_state(workdir, 5)
+  _assert_ema(s5[ckpt_lib.EMA_KEY]["params"], s4[ckpt_lib.EMA_KEY]["params"],
+              s5["generator"]["params"], 0.5)
+  # Resumed with EMA off: dropped, and said so.
+  config.num_train_steps, config.ema_decay = 6, 0.0
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(config, workdir)
+  assert "EMA weights of checkpoint" in caplog.text and "are dropped" in caplog.text
+  assert ckpt_lib.EMA_KEY not in _checkpoint_state(workdir, 6)
+  assert inference.restore(workdir)[2].weights == "raw"
+
+
+def test_ema_decay_out_of_range_is_refused(tmp_path, data_dir, tiny_config):
+  config = tiny_config(data_dir)
+  config.ema_decay = 1.0
+  with pytest.raises(ValueError, match=r"config.ema_decay must be in \[0, 1\)"):
+    train.train_and_evaluate(config, str(tmp_path / "bad"))
+  assert not (tmp_path / "bad").exists()
+
+
+# ---------------------------------------------------------------- the best checkpoint
+
+
+def test_best_step_selection_and_rotation_over_fake_metrics(tmp_path):
+  """Latest N plus the best (later step on ties; NaN and missing metrics never best)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path)
+  psnr = {1: 20.0, 2: 30.0, 3: float("nan"), 4: None, 5: 30.0, 6: 25.0, 7: None, 8: None}
+  kept = {1: [1], 2: [1, 2], 3: [2, 3], 4: [2, 3, 4], 5: [4, 5], 6: [5, 6], 7: [5, 6, 7],
+          8: [5, 7, 8]}
+  for step, value in psnr.items():
+    manager = ckpt_lib.checkpoint_manager(workdir, max_to_keep=2, keep_best=True)
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave({"generator": {"params": {"w": np.full(2, step, np.float32)}}}),
+        data=ocp.args.JsonSave({})), metrics=None if value is None else {"psnr": value})
+    manager.wait_until_finished()
+    manager.close()  # a new manager per step: what it keeps is read back from disk
+    reader = ckpt_lib.checkpoint_manager(workdir)
+    assert list(reader.all_steps()) == kept[step], step
+    if step >= 2:
+      assert ckpt_lib.best_step(reader)[0] == (2 if step < 5 else 5)
+    reader.close()
+  assert ckpt_lib.eval_rank({"psnr": float("nan")}) == ckpt_lib.eval_rank(None) == -np.inf
+
+
+def _saved_steps(workdir):
+  manager = ckpt_lib.checkpoint_manager(workdir)
+  steps = list(manager.all_steps())
+  manager.close()
+  return steps
+
+
+def test_keep_best_keeps_and_resolves_the_best_step(tmp_path, data_dir, tiny_config, monkeypatch,
+                                                    generator_workdir, capsys):
+  """A real run whose held-out PSNRs are set by a stand-in for `evaluate`: the
+  best evaluated step survives max_to_keep=1 (also across a resume) and
+  `--step best` restores it."""
+  psnr = {1: 20.0, 2: 30.0, 3: 25.0, 4: 22.0, 5: 21.0, 6: 29.0, 7: 31.0}
+  step_of_call = []
+
+  def fake_evaluate(generator, params, source, **kwargs):
+    del generator, params, source, kwargs
+    step = len(step_of_call) + 1
+    step_of_call.append(step)
+    return {"psnr": psnr[step], "ssim": 0.5, "blurry_psnr": 20.0, "blurry_ssim": 0.4,
+            "psnr_gain": psnr[step] - 20.0}, []
+
+  monkeypatch.setattr(train, "evaluate", fake_evaluate)
+  config = tiny_config(data_dir)
+  config.eval_every_steps, config.checkpoint_every_steps = 1, 100
+  config.max_checkpoints_to_keep = 1
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)  # steps 1-4
+  assert _saved_steps(workdir) == [2, 4]
+  manager = ckpt_lib.checkpoint_manager(workdir)
+  assert manager.metrics(2) == {"psnr": 30.0, "ssim": 0.5, "psnr_gain": 10.0, "ema": 0.0}
+  manager.close()
+  _, params, desc = inference.restore(workdir, step="best")
+  assert desc.step == 2 and "best held-out PSNR 30.00 dB" in desc
+  assert_trees_equal(params, _checkpoint_state(workdir, 2)["generator"]["params"])
+
+  image = tmp_path / "a.png"
+  image_io.write_image(str(image), np.full((16, 20, 3), 128, np.uint8))
+  assert deblur.main([str(image), "--workdir", workdir, "--step", "best",
+                      "--output_dir", str(tmp_path / "out")]) == 0
+  assert "at step 2 (best held-out PSNR 30.00 dB)" in capsys.readouterr().err
+  assert export.main(["--workdir", workdir, "--step", "best", "--height", "16", "--width", "20",
+                      "--platforms", "cpu", "--output", str(tmp_path / "x.jaxexport")]) == 0
+  assert "step 2 (raw weights)" in capsys.readouterr().out
+
+  config.num_train_steps = 6  # resumed: 5 and 6 are worse than 2, which stays
+  train.train_and_evaluate(config, workdir)
+  assert ckpt_lib.restore_generator(workdir, "best")[2] == 2
+  assert _saved_steps(workdir) == [2, 6]
+  config.num_train_steps = 7  # a new best replaces it
+  train.train_and_evaluate(config, workdir)
+  assert _saved_steps(workdir) == [7]
+  assert ckpt_lib.restore_generator(workdir, "best")[2] == 7
+
+  # No evaluated checkpoint (keep_best off, or written before it existed): a clear error.
+  plain = str(tmp_path / "plain")
+  generator_workdir(plain, config.model.to_dict(), params, 3)
+  assert deblur.main([str(image), "--workdir", plain, "--step", "best",
+                      "--output_dir", str(tmp_path / "out2")]) == 2
+  assert "no evaluated checkpoint" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    deblur.main([str(image), "--workdir", plain, "--step", "latest",
+                 "--output_dir", str(tmp_path / "out2")])
+  assert "expected a checkpoint step or 'best'" in capsys.readouterr().err

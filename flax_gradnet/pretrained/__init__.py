@@ -46,7 +46,7 @@ __all__ = [
     "verify", "load", "pack", "read_metadata", "reference_pair", "file_sha256",
 ]
 
-DEFAULT_MODEL = "gradnet_s_native"
+DEFAULT_MODEL = "gradnet_s_zoom"
 ENV_VAR = "FLAX_GRADNET_PRETRAINED_DIR"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_PARAMS_BYTES = 20 * 1024 * 1024
@@ -267,8 +267,9 @@ def reference_output(module: Any, params: Any, image_uint8: Any):
   return inference.deblur_array(fn, inference.to_float(image_uint8))
 
 
-def pack(workdir: str, name: str, *, step: int | None = None, root: str | None = None,
-         metadata: dict | None = None, overwrite: bool = False) -> str:
+def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | None = None,
+         metadata: dict | None = None, overwrite: bool = False,
+         weights: str | None = None) -> str:
   """Packs the generator of a training workdir as shipped model `name`.
 
   All files are written into a temporary folder beside the destination and
@@ -277,12 +278,14 @@ def pack(workdir: str, name: str, *, step: int | None = None, root: str | None =
   Args:
     workdir: a directory written by `python -m flax_gradnet.main`.
     name: the model's name (its folder's name).
-    step: the checkpoint step (None = latest).
+    step: the checkpoint step (None = latest; "best": the highest held-out PSNR).
     root: where the model folder goes (see `available`; default: this
       package's folder, or $FLAX_GRADNET_PRETRAINED_DIR).
     metadata: more entries for metadata.json (JSON-serialisable; must not
       reuse the keys `pack` writes itself).
     overwrite: replace an existing model of that name.
+    weights: "ema" or "raw" generator weights of the checkpoint; None: the EMA
+      when the checkpoint has one (metadata.json's "weights" says which).
 
   Returns:
     The model's folder.
@@ -308,7 +311,8 @@ def pack(workdir: str, name: str, *, step: int | None = None, root: str | None =
     raise FileExistsError(f"model folder {dest} exists (pass overwrite=True, or --overwrite, "
                           "to replace it)")
 
-  module, params, restored_step = checkpoint.restore_generator(workdir, step)
+  restored = checkpoint.restore_weights(workdir, step, weights=weights)
+  module, params, restored_step = restored.model, restored.params, restored.step
   params = jax.tree_util.tree_map(lambda p: np.asarray(p, np.float32), params)
   params = flax.core.unfreeze(params) if isinstance(params, flax.core.FrozenDict) else params
   payload = serialization.msgpack_serialize(params)
@@ -323,6 +327,7 @@ def pack(workdir: str, name: str, *, step: int | None = None, root: str | None =
       "name": name,
       "source_workdir": os.path.abspath(workdir),
       "step": int(restored_step),
+      "weights": restored.weights,  # "ema" (moving average) or "raw" generator weights
       "packed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "num_params": num_params,
       "params_bytes": len(payload),
@@ -375,9 +380,33 @@ def pack(workdir: str, name: str, *, step: int | None = None, root: str | None =
   return dest
 
 
+BEST_STEP = "best"  # `checkpoint.BEST_STEP` (this module imports no jax)
+WEIGHTS = ("ema", "raw")  # `checkpoint.WEIGHTS`
+
+
+def parse_step(text: str) -> int | str:
+  """The value of a `--step` flag: a checkpoint step, or "best" (the highest
+  held-out PSNR that training recorded, config.keep_best)."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  if text == BEST_STEP:
+    return text
+  try:
+    return int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"expected a checkpoint step or '{BEST_STEP}', got {text!r}") from None
+
+
+STEP_HELP = ("checkpoint step of --workdir (default: latest), or 'best': the highest held-out "
+             "PSNR of training's periodic evaluation (config.keep_best)")
+WEIGHTS_HELP = ("which generator weights of --workdir's checkpoint: 'ema' (the moving average "
+                "kept with config.ema_decay > 0) or 'raw' (default: ema when the checkpoint "
+                "has it, else raw)")
+
+
 def add_restore_flags(parser) -> None:
-  """Adds the `--workdir`, `--model` and `--step` flags every inference CLI shares
-  (`inference.restore` takes their values)."""
+  """Adds the `--workdir`, `--model`, `--step` and `--weights` flags every
+  inference CLI shares (`inference.restore` takes their values)."""
   parser.add_argument("--workdir", default=None,
                       help="training workdir (config.json + checkpoints/); default: the shipped "
                            "model, see --model")
@@ -385,5 +414,5 @@ def add_restore_flags(parser) -> None:
                       help="name of a model shipped with the package (python -m "
                            "flax_gradnet.pretrained --list); the default when --workdir is "
                            f"absent: {DEFAULT_MODEL}")
-  parser.add_argument("--step", type=int, default=None,
-                      help="checkpoint step of --workdir (default: latest)")
+  parser.add_argument("--step", type=parse_step, default=None, help=STEP_HELP)
+  parser.add_argument("--weights", choices=WEIGHTS, default=None, help=WEIGHTS_HELP)

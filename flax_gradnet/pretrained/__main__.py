@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 
+from flax_gradnet import pretrained  # stdlib-only at import: --help stays instant
+
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
@@ -27,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--workdir", default=None, help="training workdir to pack (config.json + "
                  "checkpoints/)")
   p.add_argument("--name", default=None, help="the model's name (its folder's name)")
-  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  p.add_argument("--step", type=pretrained.parse_step, default=None, help=pretrained.STEP_HELP)
+  p.add_argument("--weights", choices=pretrained.WEIGHTS, default=None,
+                 help=pretrained.WEIGHTS_HELP)
   p.add_argument("--overwrite", action="store_true", help="replace an existing model of that name")
   p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
                  help="extra metadata.json entry (repeatable; VALUE is a string)")
@@ -43,7 +47,6 @@ def _size(path: str) -> int:
 
 def list_models(root: str | None = None) -> str:
   """One line per model: name, folder size, step, source workdir, packing date, extras."""
-  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
   names = pretrained.available(root)
   where = pretrained._root(root)  # pylint: disable=protected-access
   if not names:
@@ -60,12 +63,14 @@ def list_models(root: str | None = None) -> str:
       line += f"  {meta['num_params']:,} params"
     if "step" in meta:
       line += f"  step {meta['step']}"
+    if "weights" in meta:
+      line += f" ({meta['weights']} weights)"
     if "source_workdir" in meta:
       line += f"  from {meta['source_workdir']}"
     if "packed_at" in meta:
       line += f"  packed {meta['packed_at']}"
-    known = {"name", "source_workdir", "step", "packed_at", "num_params", "params_bytes",
-             "compute_dtype", "reference_input", "reference_output", "versions"}
+    known = {"name", "source_workdir", "step", "weights", "packed_at", "num_params",
+             "params_bytes", "compute_dtype", "reference_input", "reference_output", "versions"}
     extras = {k: v for k, v in meta.items() if k not in known}
     if extras:
       line += "  " + ", ".join(f"{k}={v}" for k, v in sorted(extras.items()))
@@ -82,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
   if args.list:
-    if args.workdir or args.name or args.step is not None or args.metadata or args.overwrite:
-      return fail("--list takes no --workdir, --name, --step, --metadata or --overwrite")
+    if (args.workdir or args.name or args.step is not None or args.metadata or args.overwrite
+        or args.weights):
+      return fail("--list takes no --workdir, --name, --step, --weights, --metadata or "
+                  "--overwrite")
     print(list_models(args.root))
     return 0
   if not args.workdir or not args.name:
@@ -95,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
       return fail(f"--metadata takes KEY=VALUE, got {item!r}")
     metadata[key] = value
 
-  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
   try:
     path = pretrained.pack(args.workdir, args.name, step=args.step, root=args.root,
-                           metadata=metadata, overwrite=args.overwrite)
+                           metadata=metadata, overwrite=args.overwrite, weights=args.weights)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     return fail(f"cannot pack {args.workdir!r} as {args.name!r}: {e}")
   meta = pretrained.read_metadata(args.name, args.root)
-  print(f"packed {args.workdir} at step {meta['step']} as {args.name!r} in {path} "
+  print(f"packed {args.workdir} at step {meta['step']} ({meta['weights']} weights) as "
+        f"{args.name!r} in {path} "
         f"({meta['params_bytes'] / 2**20:.2f} MiB of parameters)")
   return 0
 
