@@ -183,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
   try:
-    local_stats = (inference.training_crop_size(restored) if args.local_stats == -1
-                   else args.local_stats)
-    if local_stats < 0:
-      raise ValueError(f"--local_stats must be >= 0 (0 = off), got {local_stats}")
+    local_stats = inference.local_stats_window(args.local_stats, restored)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

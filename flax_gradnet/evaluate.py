@@ -608,12 +608,9 @@ def main(argv: list[str] | None = None) -> int:
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
   try:
-    local_stats = (inference.training_crop_size(restored) if args.local_stats == -1
-                   else args.local_stats)
+    local_stats = inference.local_stats_window(args.local_stats, restored)
   except ValueError as e:
     return fail(str(e))
-  if local_stats < 0:
-    return fail(f"--local_stats must be >= 0 (0 = off), got {local_stats}")
   try:
     source = pipeline.get_source(args.dataset, args.split,
                                  data_dir=os.path.expanduser(args.data_dir),

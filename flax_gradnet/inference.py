@@ -40,7 +40,7 @@ from flax_gradnet.metrics import quantize
 
 __all__ = [
     "restore", "Restored", "restore_generator", "make_deblur_fn", "self_ensemble",
-    "with_local_stats", "training_crop_size", "deblur_image", "deblur_array", "tile_starts",
+    "with_local_stats", "training_crop_size", "local_stats_window", "deblur_image", "deblur_array", "tile_starts",
     "tile_window", "weight_sum", "to_float", "to_uint8",
 ]
 
@@ -190,6 +190,20 @@ def training_crop_size(restored: "Restored") -> int:
     raise ValueError(f"{folder}/{checkpoint.CONFIG_FILE} has no crop_size: give the local "
                      "statistics window explicitly")
   return int(config.crop_size)
+
+
+def local_stats_window(flag: int, restored: "Restored") -> int:
+  """The window of the CLIs' `--local_stats[=W]`: W, or with the flag alone
+  (argparse's const -1) the model's training crop size; 0 = off.
+
+  Raises:
+    ValueError: a negative W, or the flag alone for a model whose config has
+      no crop_size.
+  """
+  window = training_crop_size(restored) if flag == -1 else flag
+  if window < 0:
+    raise ValueError(f"--local_stats must be >= 0 (0 = off), got {window}")
+  return window
 
 
 def make_deblur_fn(model: Any, params: Any, *, ensemble: bool = False,
