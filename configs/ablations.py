@@ -13,17 +13,26 @@ recurrence, gate, attention and residual); Table 5 then measures "RGCL vs a
 bare conv". wo_rgcl_kernels answers the narrower question the paper's
 motivation raises (do the asymmetric gradient kernels matter?); both are
 offered and experiments/paper_tables.py reports both.
+
+The model rows come from the one table of them,
+`flax_gradnet.models.ablations.GENERATOR_ABLATIONS`; the loss rows (Table 4)
+are fields of this training config and are listed here.
 """
 
 from configs import default
+from flax_gradnet.models.ablations import GENERATOR_ABLATIONS
 
-ABLATIONS = {
+# Table 4: the loss terms' weights (alpha, beta of Eq. 1) set to zero.
+LOSS_ABLATIONS = {
     "wo_content": {"content_weight": 0.0},
     "wo_gradient": {"gradient_weight": 0.0},
-    "wo_rgcl": {"model.use_rgcl": False},
-    "wo_rgcl_kernels": {"model.rgcl_kernels": "square"},
-    "wo_mbrbs": {"model.num_paths": 1},
-    "wo_gradientnet": {"model.use_gradientnet": False},
+}
+
+# name -> {dotted config key: value}: Table 4, then Table 5 as `model.<field>`.
+ABLATIONS = {
+    **LOSS_ABLATIONS,
+    **{name: {f"model.{field}": value for field, value in ablation.fields.items()}
+       for name, ablation in GENERATOR_ABLATIONS.items()},
 }
 
 

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from configs import ablations
-from flax_gradnet import checkpoint
+from flax_gradnet import atomic, checkpoint
 from flax_gradnet import evaluate as evaluate_lib
 
 # Paper numbers: (PSNR dB, SSIM).
@@ -269,7 +269,7 @@ def main(argv=None) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  checkpoint.atomic_write_text(args.output, text)
+  atomic.atomic_write_text(args.output, text)
   print(text)
   return 0
 

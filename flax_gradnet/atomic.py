@@ -46,3 +46,8 @@ def atomic_write(path: str, write: Callable[[IO], None], *, overwrite: bool = Tr
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes (or replaces) a text file atomically (see `atomic_write`)."""
+  atomic_write(path, lambda f: f.write(text), binary=False)

@@ -30,16 +30,11 @@ import numpy as np
 import ml_collections
 import orbax.checkpoint as ocp
 
-from flax_gradnet.atomic import atomic_write
+from flax_gradnet.atomic import atomic_write_text  # also checkpoint.atomic_write_text
 from flax_gradnet.models import Generator
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
-
-
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes a text file atomically (see `flax_gradnet.atomic`)."""
-  atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:

@@ -30,12 +30,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from flax_gradnet import vgg
+from flax_gradnet.atomic import atomic_write
 
 _TORCH_SUFFIXES = (".pth", ".pt")
 _SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -221,16 +221,7 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
   for conv, (kernel, bias) in weights.items():
     arrays[f"{conv}.kernel"] = np.ascontiguousarray(kernel, np.float32)
     arrays[f"{conv}.bias"] = np.ascontiguousarray(bias, np.float32)
-  out_dir = os.path.dirname(os.path.abspath(output_path))
-  fd, tmp_path = tempfile.mkstemp(dir=out_dir, prefix=".vgg19-", suffix=".npz.tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp_path, output_path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
+  atomic_write(output_path, lambda f: np.savez(f, **arrays))
   return tuple(weights)
 
 

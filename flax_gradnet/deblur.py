@@ -39,10 +39,6 @@ import warnings
 
 from flax_gradnet import pretrained  # stdlib-only at import: --help stays instant
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-                    ".gif")
-
-
 TILE_OVERLAP_DEFAULT = 32
 
 
@@ -72,12 +68,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def expand_inputs(specs: list[str]) -> tuple[list[str], list[str]]:
-  """Files named by `specs` (files, folders, globs) and the specs that matched nothing."""
+  """Files named by `specs` (files, folders, globs) and the specs that matched nothing.
+
+  A folder gives its files ending in one of `image_io.IMAGE_EXTENSIONS`.
+  """
+  from flax_gradnet import image_io  # numpy and Pillow: imported once the flags are checked
   files, unmatched = [], []
   for spec in specs:
     if os.path.isdir(spec):
       found = sorted(os.path.join(spec, n) for n in os.listdir(spec)
-                     if n.lower().endswith(IMAGE_EXTENSIONS)
+                     if image_io.has_image_extension(n)
                      and os.path.isfile(os.path.join(spec, n)))
     elif os.path.lexists(spec):
       found = [spec]  # named explicitly: tried whatever its extension
@@ -122,54 +122,34 @@ def plan_outputs(inputs: list[str], output_dir: str, suffix: str,
   return jobs, refused
 
 
-def main(argv: list[str] | None = None) -> int:
-  """Runs the tool; returns the exit status (0 ok, 1 some files failed, 2 nothing could run)."""
-  args = _parser().parse_args(argv)
-  args.tile_overlap_given = args.tile_overlap is not None
-  if args.tile_overlap is None:
-    args.tile_overlap = TILE_OVERLAP_DEFAULT
+def _usage_error(args: argparse.Namespace) -> str | None:
+  """What is wrong with the flags (the message after "error: "), or None."""
   if args.tile is not None and (args.tile <= 0 or args.tile % 4):
-    print(f"error: --tile must be a positive multiple of 4, got {args.tile}", file=sys.stderr)
-    return 2
+    return f"--tile must be a positive multiple of 4, got {args.tile}"
   if args.tile is None and args.tile_overlap_given:
-    print("error: --tile_overlap applies to tiled inference; give --tile too", file=sys.stderr)
-    return 2
+    return "--tile_overlap applies to tiled inference; give --tile too"
   if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-    print(f"error: --output_dir {args.output_dir} is a file; give a folder (created if missing)",
-          file=sys.stderr)
-    return 2
+    return f"--output_dir {args.output_dir} is a file; give a folder (created if missing)"
   if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
-    print(f"error: need 0 <= --tile_overlap < --tile, got {args.tile_overlap}", file=sys.stderr)
-    return 2
+    return f"need 0 <= --tile_overlap < --tile, got {args.tile_overlap}"
   if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
-    print(f"error: --suffix must not contain a path separator, got {args.suffix!r}", file=sys.stderr)
-    return 2
+    return f"--suffix must not contain a path separator, got {args.suffix!r}"
   if args.workdir is not None and args.model is not None:
-    print("error: pass --workdir (a training workdir) or --model (a shipped model), not both",
-          file=sys.stderr)
-    return 2
+    return "pass --workdir (a training workdir) or --model (a shipped model), not both"
   if args.step is not None and args.workdir is None:
-    print("error: --step selects a checkpoint of --workdir; a shipped model (--model) has one "
-          "set of weights", file=sys.stderr)
-    return 2
+    return ("--step selects a checkpoint of --workdir; a shipped model (--model) has one "
+            "set of weights")
   if args.weights is not None and args.workdir is None:
-    print("error: --weights selects the weights of --workdir's checkpoint; a shipped model "
-          "(--model) has one set of weights", file=sys.stderr)
-    return 2
+    return ("--weights selects the weights of --workdir's checkpoint; a shipped model "
+            "(--model) has one set of weights")
+  return None
 
-  inputs, unmatched = expand_inputs(args.inputs)
-  failures: dict[str, str] = {s: "no such file, or no image files matched" for s in unmatched}
-  if not inputs:
-    for s, why in failures.items():
-      print(f"error: {s}: {why}", file=sys.stderr)
-    print("error: no input images", file=sys.stderr)
-    return 2
 
-  # Heavy imports after argument checks, so --help and usage errors are instant.
+def _make_deblur_fn(args: argparse.Namespace):
+  """The deblurring function of the flags' generator, or None after printing why not."""
   import jax.numpy as jnp
-  from tqdm import tqdm
 
-  from flax_gradnet import image_io, inference
+  from flax_gradnet import inference
 
   try:
     dtype = None if args.dtype is None else jnp.dtype(args.dtype)
@@ -179,26 +159,26 @@ def main(argv: list[str] | None = None) -> int:
     source = (f"workdir {args.workdir!r}" if args.workdir is not None
               else f"shipped model {args.model or pretrained.DEFAULT_MODEL!r}")
     print(f"error: cannot restore a generator from {source}: {e}", file=sys.stderr)
-    return 2
+    return None
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
   try:
     local_stats = inference.local_stats_window(args.local_stats, restored)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 2
-  fn = inference.make_deblur_fn(model, params, ensemble=args.self_ensemble,
-                                local_stats=local_stats)
+    return None
+  return inference.make_deblur_fn(model, params, ensemble=args.self_ensemble,
+                                  local_stats=local_stats)
 
-  jobs, refused = plan_outputs(inputs, args.output_dir, args.suffix, args.overwrite)
-  failures.update(refused)
-  for src, why in refused.items():
-    print(f"skipped {src}: {why}", file=sys.stderr)
-  if jobs:  # the folder appears only when something is written into it
-    os.makedirs(args.output_dir, exist_ok=True)
+
+def _deblur_files(fn, jobs: list[tuple[str, str]], args: argparse.Namespace,
+                  failures: dict[str, str]) -> int:
+  """Deblurs each (input, output) job; records failures by input; returns the count written."""
+  from tqdm import tqdm
+
+  from flax_gradnet import image_io, inference
 
   written = 0
-  start = time.time()
   bar = tqdm(jobs, unit="img", file=sys.stderr, disable=len(jobs) <= 1, dynamic_ncols=True)
   for src, out in bar:
     bar.set_postfix_str(os.path.basename(src), refresh=False)
@@ -220,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
       continue
     written += 1
   bar.close()
+  return written
 
-  elapsed = time.time() - start
-  print(f"{written} image(s) written to {args.output_dir} in {elapsed:.1f}s; "
+
+def _summarise(written: int, failures: dict[str, str], output_dir: str, elapsed: float) -> int:
+  """Prints the closing summary; returns the exit status (1 if anything failed)."""
+  print(f"{written} image(s) written to {output_dir} in {elapsed:.1f}s; "
         f"{len(failures)} failed", file=sys.stderr)
   if failures:
     print("failed:", file=sys.stderr)
@@ -230,6 +213,41 @@ def main(argv: list[str] | None = None) -> int:
       print(f"  {src}: {why}", file=sys.stderr)
     return 1
   return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Runs the tool; returns the exit status (0 ok, 1 some files failed, 2 nothing could run)."""
+  args = _parser().parse_args(argv)
+  args.tile_overlap_given = args.tile_overlap is not None
+  if args.tile_overlap is None:
+    args.tile_overlap = TILE_OVERLAP_DEFAULT
+  if (problem := _usage_error(args)) is not None:
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
+
+  inputs, unmatched = expand_inputs(args.inputs)
+  failures: dict[str, str] = {s: "no such file, or no image files matched" for s in unmatched}
+  if not inputs:
+    for s, why in failures.items():
+      print(f"error: {s}: {why}", file=sys.stderr)
+    print("error: no input images", file=sys.stderr)
+    return 2
+
+  # Heavy imports (jax) after argument checks, so --help and usage errors are instant.
+  fn = _make_deblur_fn(args)
+  if fn is None:
+    return 2
+
+  jobs, refused = plan_outputs(inputs, args.output_dir, args.suffix, args.overwrite)
+  failures.update(refused)
+  for src, why in refused.items():
+    print(f"skipped {src}: {why}", file=sys.stderr)
+  if jobs:  # the folder appears only when something is written into it
+    os.makedirs(args.output_dir, exist_ok=True)
+
+  start = time.time()
+  written = _deblur_files(fn, jobs, args, failures)
+  return _summarise(written, failures, args.output_dir, time.time() - start)
 
 
 def run() -> None:

@@ -17,9 +17,9 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from clu import parameter_overview
 
-from flax_gradnet.models import Generator, PatchCritic, reference
+from flax_gradnet.models import GENERATOR_ABLATIONS, Generator, PatchCritic, reference
 
 PAPER_GFLOPS = 446.98  # Table 3, "Ours", 1280x720
 
@@ -27,19 +27,13 @@ PAPER_GFLOPS = 446.98  # Table 3, "Ours", 1280x720
 # (configs/default.py: PyTorch's InstanceNorm2d, without affine parameters).
 PAPER_MODEL = {"norm_affine": False, "norm_epsilon": 1e-5}
 
-# The default generator and the Table 5 ablations, as field overrides.
+# The default generator, the Table 5 ablations (models/ablations.py) by the
+# paper's labels, and the cheaper upsampling, as field overrides.
 VARIANTS = {
     "default": {},
-    "w/o RGCL": {"use_rgcl": False},
-    "w/o RGCL kernels (3x3 in the RGCL)": {"rgcl_kernels": "square"},
-    "w/o MBRBs": {"num_paths": 1},
-    "w/o GradientNet": {"use_gradientnet": False},
+    **{ablation.label: dict(ablation.fields) for ablation in GENERATOR_ABLATIONS.values()},
     "pixel-shuffle upsampling": {"upsample": "pixel_shuffle"},
 }
-
-
-def count_params(params) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
 def forward_cost(model, height: int, width: int, batch: int = 1) -> tuple[int, float]:
@@ -47,19 +41,25 @@ def forward_cost(model, height: int, width: int, batch: int = 1) -> tuple[int, f
 
   A `Generator` is counted as `models.reference.Generator` of the same fields:
   the network's operations one by one (the fast modules' cross kernels carry
-  zero taps that XLA counts, and their transposed conv skips the zeros).
+  zero taps that XLA counts, and their transposed conv skips the zeros). The
+  reference has no test-time options (`stats_window`): those must be at their
+  defaults.
   """
   if isinstance(model, Generator):
     fields = {f: getattr(model, f) for f in model.__dataclass_fields__
               if f not in ("parent", "name")}
-    model = reference.Generator(**fields)
+    known = reference.Generator.__dataclass_fields__
+    if unknown := {f: v for f, v in fields.items()
+                   if f not in known and v != Generator.__dataclass_fields__[f].default}:
+      raise ValueError(f"the cost report counts models.reference.Generator, which has no {unknown}")
+    model = reference.Generator(**{f: v for f, v in fields.items() if f in known})
   x = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
   variables = jax.eval_shape(functools.partial(model.init, jax.random.PRNGKey(0)), x)
   lowered = jax.jit(model.apply).lower(variables, x)
   cost = lowered.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax returns one dict per device
     cost = cost[0]
-  return count_params(variables["params"]), float(cost["flops"])
+  return int(parameter_overview.count_parameters(variables["params"])), float(cost["flops"])
 
 
 def report(height: int, width: int, variants: dict[str, dict], base: dict | None = None) -> str:

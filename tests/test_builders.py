@@ -79,7 +79,7 @@ def test_gopro_zip(tmp_path):
 
 
 def test_gopro_missing_says_where_to_put_it(tmp_path):
-  (tmp_path / "manual").mkdir()
+  (tmp_path / "manual" / "HIDE_dataset").mkdir(parents=True)  # another dataset, not GOPRO
   with pytest.raises(FileNotFoundError) as e:
     pipeline.get_source("gopro", "train", data_dir=str(tmp_path / "data"),
                         manual_dir=str(tmp_path / "manual"))
@@ -87,6 +87,17 @@ def test_gopro_missing_says_where_to_put_it(tmp_path):
   assert str(tmp_path / "manual" / "GOPRO_Large") in msg
   assert "GOPRO_Large.zip" in msg and "Nah" in msg
   assert builders.GOPRO_URL in msg
+
+
+def test_empty_manual_dir_says_where_to_put_it(tmp_path):
+  # TFDS's public dl_manager.manual_dir refuses an empty folder as a missing one.
+  (tmp_path / "manual").mkdir()
+  with pytest.raises(FileNotFoundError) as e:
+    pipeline.get_source("gopro", "train", data_dir=str(tmp_path / "data"),
+                        manual_dir=str(tmp_path / "manual"))
+  msg = str(e.value)
+  assert f"Manual directory {tmp_path / 'manual'} does not exist or is empty" in msg
+  assert "<manual_dir>/GOPRO_Large.zip" in msg and builders.GOPRO_URL in msg
 
 
 def test_gopro_missing_sharp_twin(tmp_path):
@@ -202,9 +213,36 @@ def test_gray_and_rgba_converted_with_warning(tmp_path, caplog):
     got = _by_name(_build_paired(tmp_path))
   np.testing.assert_array_equal(got["g.png"]["blur"],
                                 np.repeat(gray[..., None], 3, -1))
-  np.testing.assert_array_equal(got["a.png"]["sharp"], rgba[..., :3])
+  # image_io's rule: alpha composited onto white (rgb * a + 255 * (1 - a)), as a viewer shows it.
+  on_white = np.round((rgba[..., :3] * 200.0 + 255.0 * 55) / 255.0)
+  np.testing.assert_allclose(got["a.png"]["sharp"], on_white, atol=1)
   assert f"{root / 'input' / 'g.png'} from mode L to RGB" in caplog.text
   assert f"{root / 'target' / 'a.png'} from mode RGBA to RGB" in caplog.text
+  assert f"{root / 'target' / 'a.png'}: has transparency; composited onto white" in caplog.text
+
+
+def test_builders_read_with_image_io_rules(tmp_path, caplog):
+  """16-bit grayscale scaled (not refused), EXIF rotation applied to both images of a pair
+  and to the header-size check, a .gif found by the one extension list."""
+  root = tmp_path / "pairs"
+  v16 = (np.arange(12 * 16, dtype=np.uint32).reshape(12, 16) * 331 % 65536).astype(np.uint16)
+  _save(str(root / "input" / "g16.png"), v16)
+  _save(str(root / "target" / "g16.png"), v16)
+  upright = _img(5, 12, 16)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored rotated 90 degrees counter-clockwise; shown rotated back
+  stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright)))
+  stored.save(root / "input" / "r.png", exif=exif)
+  _save(str(root / "target" / "r.png"), upright)  # the same picture, stored upright
+  Image.fromarray(upright).convert("P").save(root / "input" / "p.gif")
+  Image.fromarray(upright).convert("P").save(root / "target" / "p.gif")
+  with caplog.at_level(logging.WARNING):
+    got = _by_name(_build_paired(tmp_path))
+  assert sorted(got) == ["g16.png", "p.gif", "r.png"]
+  np.testing.assert_array_equal(got["g16.png"]["blur"][..., 0], np.round(v16 / 257.0))
+  np.testing.assert_array_equal(got["r.png"]["blur"], upright)
+  np.testing.assert_array_equal(got["r.png"]["sharp"], upright)
+  assert f"{root / 'input' / 'g16.png'} from mode I;16 to RGB" in caplog.text
 
 
 def test_kohler_layout(tmp_path):
@@ -356,13 +394,13 @@ def test_benchmark_manual_dir_missing_says_where_to_put_it(tmp_path, dataset, ex
     pipeline.get_source(dataset, "test", data_dir=str(tmp_path / "data"),
                         manual_dir=str(tmp_path / "nowhere"))
   msg = str(e.value)
-  assert f"manual dir '{tmp_path / 'nowhere'}' does not exist" in msg
+  assert f"Manual directory {tmp_path / 'nowhere'} does not exist or is empty" in msg
   for text in expected:
     assert text in msg
 
 
 def test_hide_folder_missing_names_both_places(tmp_path):
-  (tmp_path / "manual").mkdir()
+  (tmp_path / "manual" / "GOPRO_Large").mkdir(parents=True)  # another dataset, not HIDE
   with pytest.raises(FileNotFoundError,
                      match=f"HIDE not found: neither {tmp_path / 'manual' / 'HIDE_dataset'} nor "
                            f"{tmp_path / 'manual' / 'HIDE_dataset.zip'} exists"):

@@ -17,10 +17,12 @@ sizes, modification times), so two folders never share a cache and an edited
 folder is rebuilt. Nothing is ever downloaded: GOPRO, HIDE and RealBlur are
 read from the TFDS manual dir (one folder can hold all three).
 
-Bad data stops the build with an error naming the file: undecodable or
-truncated images, a blur/sharp pair of different sizes, a blurry image without
-its sharp twin. Grayscale, palette and RGBA images are converted to RGB with a
-logged warning naming the file.
+Images are read by `image_io.read_dataset_image` (the package's one reader
+and its rules: EXIF orientation applied, alpha composited onto white, 16-bit
+scaled to 8). Bad data stops the build with an error naming the file:
+undecodable or truncated images, a blur/sharp pair of different sizes, a blurry
+image without its sharp twin. Grayscale, palette, RGBA and 16-bit images are
+converted to RGB with a logged warning naming the file.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import io
 import os
 import re
 import zipfile
@@ -38,11 +39,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
-from PIL import Image
 
+from flax_gradnet import image_io
 from flax_gradnet.data import synthetic
 
-IMAGE_EXTENSIONS = synthetic.IMAGE_EXTENSIONS
 VERSION = tfds.core.Version("1.0.0")
 
 GOPRO_URL = "https://seungjunnah.github.io/Datasets/gopro.html"
@@ -96,34 +96,6 @@ REALBLUR_COUNTS = {"train": 3758, "test": 980}  # each of RealBlur-J and RealBlu
 # Reading and checking images.
 
 
-def decode_image(data: bytes, where: str) -> np.ndarray:
-  """Decodes image bytes to uint8 RGB; `where` names the file in messages.
-
-  Raises:
-    ValueError: the bytes are not a complete, decodable image.
-  """
-  try:
-    with Image.open(io.BytesIO(data)) as im:
-      im.load()  # Decodes everything: catches truncated files.
-      if im.mode != "RGB":
-        logging.warning("Converting %s from mode %s to RGB.", where, im.mode)
-        if im.mode in ("I;16", "I;16B", "I"):
-          raise ValueError(f"{im.mode} (16/32-bit) images are not supported")
-        im = im.convert("RGB")
-      array = np.asarray(im, dtype=np.uint8)
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(
-        f"Cannot decode image {where}: {e}. The file is corrupt or truncated; "
-        "replace or remove it.") from e
-  return array
-
-
-def read_image(path: str) -> np.ndarray:
-  """Reads an image file as uint8 [H, W, 3] (see `decode_image`)."""
-  with open(path, "rb") as f:
-    return decode_image(f.read(), path)
-
-
 def check_pair(blur: np.ndarray, sharp: np.ndarray, blur_where: str,
               sharp_where: str) -> None:
   """Checks a blur/sharp pair has the same size."""
@@ -135,7 +107,7 @@ def check_pair(blur: np.ndarray, sharp: np.ndarray, blur_where: str,
 
 
 def _is_image_name(name: str) -> bool:
-  return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+  return image_io.has_image_extension(name) and not name.startswith(".")
 
 
 def _list_images(folder: str) -> list[str]:
@@ -272,8 +244,8 @@ class _ManualTree:
 
   def read(self, loc: str) -> np.ndarray:
     if self._zip is None:
-      return read_image(loc)
-    return decode_image(self._zip.read(loc), self.where(loc))
+      return image_io.read_dataset_image(loc)
+    return image_io.read_dataset_image(self._zip.read(loc), self.where(loc))
 
 
 class _BenchmarkBuilder(_Builder):
@@ -287,14 +259,18 @@ class _BenchmarkBuilder(_Builder):
         features=_paired_features(), homepage=self.HOMEPAGE, citation=self.CITATION)
 
   def _manual_dir(self, dl_manager) -> str:
-    """The TFDS manual dir given to `download_and_prepare`, which must exist."""
-    manual_dir = getattr(dl_manager, "_manual_dir", None)
-    manual_dir = None if manual_dir is None else os.fspath(manual_dir)
-    if manual_dir is None or not os.path.isdir(manual_dir):
+    """The TFDS manual dir given to `download_and_prepare`; it must exist and not be empty.
+
+    TFDS's public `dl_manager.manual_dir` refuses a missing or empty folder
+    with an AssertionError that names it and appends
+    MANUAL_DOWNLOAD_INSTRUCTIONS; it is raised again as a FileNotFoundError,
+    as every other missing input.
+    """
+    try:
+      return os.fspath(dl_manager.manual_dir)
+    except (AssertionError, OSError) as e:  # OSError: a file where the folder should be
       raise FileNotFoundError(
-          f"The TFDS manual dir {manual_dir!r} does not exist (pass "
-          "manual_dir=...).\n" + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    return manual_dir
+          f"The TFDS manual dir is missing or empty (pass manual_dir=...): {e}") from None
 
 
 # ----------------------------------------------------------------------------
@@ -542,7 +518,7 @@ class RealBlur(_BenchmarkBuilder):
 
   def _generate_examples(self, entries: list[tuple[str, str, str]]):
     for name, blur_path, gt_path in entries:
-      blur, sharp = _read_pair(read_image, blur_path, gt_path)
+      blur, sharp = _read_pair(image_io.read_dataset_image, blur_path, gt_path)
       yield name, {"blur": blur, "sharp": sharp, "name": name,
                    "sequence": name.split("/")[0] if "/" in name else ""}
 
@@ -569,7 +545,32 @@ class FolderConfig(tfds.core.BuilderConfig):
                **kwargs)
 
 
-class PairedFolder(_Builder):
+class _FolderBuilder(_Builder):
+  """A builder of one user folder, `path` (still abstract).
+
+  By default a single split `test` of the paired features, read from the
+  folder (`_generate_examples(root)`); `FOLDER_KIND` names the folder in the
+  error when it does not exist.
+  """
+
+  BUILDER_CONFIGS = []
+  FOLDER_KIND = "Image"
+
+  def __init__(self, *, path: str | None = None, **kwargs):
+    if path is not None:
+      kwargs["config"] = FolderConfig.for_path(path)
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(features=_paired_features())
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"test": self._generate_examples(
+        _require_dir(self.builder_config.path, self.FOLDER_KIND))}
+
+
+class PairedFolder(_FolderBuilder):
   """`input/` (blurry) + `target/` (sharp) folders with the same file names.
 
   The NAFNet / Restormer / MPRNet layout. If `path` has sub-folders that each
@@ -580,19 +581,11 @@ class PairedFolder(_Builder):
   """
 
   VERSION = VERSION
-  BUILDER_CONFIGS = []
-
-  def __init__(self, *, path: str | None = None, **kwargs):
-    if path is not None:
-      kwargs["config"] = FolderConfig.for_path(path)
-    super().__init__(**kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=_paired_features())
+  FOLDER_KIND = "Paired"
 
   def _split_dirs(self) -> dict[str, str]:
     cfg = self.builder_config
-    root = _require_dir(cfg.path, "Paired")
+    root = _require_dir(cfg.path, self.FOLDER_KIND)
     def is_pair_dir(d):
       return (os.path.isdir(os.path.join(d, cfg.input_dir))
               and os.path.isdir(os.path.join(d, cfg.target_dir)))
@@ -636,11 +629,11 @@ class PairedFolder(_Builder):
           if not os.path.isfile(sharp_path):
             faults.append(f"{blur_path} has no sharp twin ({sharp_path})")
             continue
-          try:
-            with Image.open(blur_path) as a, Image.open(sharp_path) as b:
-              if a.size != b.size:
-                faults.append(f"{blur_path} is {a.size[0]}x{a.size[1]} but its sharp twin "
-                              f"{sharp_path} is {b.size[0]}x{b.size[1]}")
+          try:  # the sizes the reader will return (EXIF rotation applied)
+            a, b = image_io.upright_size(blur_path), image_io.upright_size(sharp_path)
+            if a != b:
+              faults.append(f"{blur_path} is {a[0]}x{a[1]} but its sharp twin "
+                            f"{sharp_path} is {b[0]}x{b[1]}")
           except (OSError, ValueError):
             pass  # undecodable files are named by the reader when the pair is prepared
       for root, _, _ in os.walk(tgt_root):
@@ -668,7 +661,7 @@ class PairedFolder(_Builder):
           raise FileNotFoundError(
               f"Blurry image {blur_path} has no sharp twin: expected "
               f"{sharp_path}.")
-        blur, sharp = _read_pair(read_image, blur_path, sharp_path)
+        blur, sharp = _read_pair(image_io.read_dataset_image, blur_path, sharp_path)
         name = f"{seq}/{f}" if seq else f
         yield name, {"blur": blur, "sharp": sharp, "name": name,
                      "sequence": seq}
@@ -686,7 +679,7 @@ class KohlerConfig(FolderConfig):
   frame: str = "middle"
 
 
-class Kohler(_Builder):
+class Kohler(_FolderBuilder):
   """Köhler et al. (ECCV 2012): 4 sharp images x 12 recorded camera shakes.
 
   Expected files anywhere under `path` (the layout of the authors' archives):
@@ -699,21 +692,13 @@ class Kohler(_Builder):
   """
 
   VERSION = VERSION
-  BUILDER_CONFIGS = []
+  FOLDER_KIND = "Köhler"
 
   def __init__(self, *, path: str | None = None, frame: str = "middle",
                **kwargs):
     if path is not None:
       kwargs["config"] = KohlerConfig.for_path(path, frame=str(frame))
     super().__init__(**kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=_paired_features())
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {"test": self._generate_examples(
-        _require_dir(self.builder_config.path, "Köhler"))}
 
   def _generate_examples(self, root: str):
     blurs, gts = {}, collections.defaultdict(dict)
@@ -746,13 +731,13 @@ class Kohler(_Builder):
           raise FileNotFoundError(
               f"Blurry image {blur_path}: sharp frame GroundTruth{i}_{j}_{k}"
               f".png is missing under {root}.")
-      blur, sharp = _read_pair(read_image, blur_path, frames[k])
+      blur, sharp = _read_pair(image_io.read_dataset_image, blur_path, frames[k])
       name = f"Blurry{i}_{j}.png"
       yield name, {"blur": blur, "sharp": sharp, "name": name,
                    "sequence": f"Image{i}"}
 
 
-class BlurOnly(_Builder):
+class BlurOnly(_FolderBuilder):
   """Real blurry photographs without ground truth (e.g. Lai et al. 2016).
 
   Every image under `path` (recursively); `sequence` is its sub-folder.
@@ -760,20 +745,10 @@ class BlurOnly(_Builder):
   """
 
   VERSION = VERSION
-  BUILDER_CONFIGS = []
-
-  def __init__(self, *, path: str | None = None, **kwargs):
-    if path is not None:
-      kwargs["config"] = FolderConfig.for_path(path)
-    super().__init__(**kwargs)
+  FOLDER_KIND = "Blur-only"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(features=_blur_only_features())
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {"test": self._generate_examples(
-        _require_dir(self.builder_config.path, "Blur-only"))}
 
   def _generate_examples(self, root: str):
     found = False
@@ -784,7 +759,7 @@ class BlurOnly(_Builder):
       for f in _list_images(d):
         found = True
         name = f"{seq}/{f}" if seq else f
-        yield name, {"blur": read_image(os.path.join(d, f)), "name": name,
+        yield name, {"blur": image_io.read_dataset_image(os.path.join(d, f)), "name": name,
                      "sequence": seq}
     if not found:
       raise FileNotFoundError(f"No images under {root}.")
@@ -881,3 +856,26 @@ class Synthetic(_Builder):
     yield from synthetic.generate_pairs(
         photos, pairs_per_image=pairs_per_image, seed=seed, size=cfg.size,
         kinds=cfg.kinds, noise=cfg.noise)
+
+
+def kohler_ground_truth_frames(
+    root: str) -> dict[tuple[int, int], dict[int, str]]:
+  """{(image i, shake j): {frame k: path}} of every GroundTruth{i}_{j}_{k}.png under `root`.
+
+  The layout `Kohler` reads (its file-name pattern). The builder keeps one
+  frame per shake as the target; the literature's protocol measures against
+  the best-matching frame, which `evaluate --kohler_best_frame` finds among
+  all of these (`evaluation.measure`'s `kohler_frames_dir`).
+
+  Raises:
+    FileNotFoundError: no GroundTruth file under `root`.
+  """
+  frames: dict[tuple[int, int], dict[int, str]] = collections.defaultdict(dict)
+  for d, dirs, files in os.walk(os.path.expanduser(root)):
+    dirs.sort()
+    for f in files:
+      if m := _KOHLER_GT_RE.match(f):
+        frames[(int(m[1]), int(m[2]))][int(m[3])] = os.path.join(d, f)
+  if not frames:
+    raise FileNotFoundError(f"no GroundTruth{{i}}_{{j}}_{{k}}.png files under {root}")
+  return frames

@@ -25,9 +25,9 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from absl import logging
-from PIL import Image
 from scipy import ndimage, signal
+
+from flax_gradnet import image_io
 
 GAMMA = 2.2
 
@@ -97,11 +97,11 @@ def builtin_photographs(split: str | None = None) -> dict[str, np.ndarray]:
   return photos
 
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def load_image_dir(path: str) -> dict[str, np.ndarray]:
   """Loads every image of a folder (sorted by name) as uint8 RGB.
+
+  Files ending in one of `image_io.IMAGE_EXTENSIONS`, read by
+  `image_io.read_dataset_image` (its rules; conversions logged).
 
   Raises:
     FileNotFoundError: the folder does not exist or holds no image.
@@ -109,24 +109,11 @@ def load_image_dir(path: str) -> dict[str, np.ndarray]:
   """
   if not os.path.isdir(path):
     raise FileNotFoundError(f"Image folder {path!r} does not exist.")
-  names = sorted(f for f in os.listdir(path)
-                 if f.lower().endswith(IMAGE_EXTENSIONS))
+  names = sorted(f for f in os.listdir(path) if image_io.has_image_extension(f))
   if not names:
     raise FileNotFoundError(
-        f"No images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path!r}.")
-  photos = {}
-  for name in names:
-    fpath = os.path.join(path, name)
-    try:
-      with Image.open(fpath) as im:
-        im.load()
-        if im.mode != "RGB":
-          logging.warning("Converting %s from mode %s to RGB.", fpath, im.mode)
-          im = im.convert("RGB")
-        photos[name] = np.asarray(im, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as e:
-      raise ValueError(f"Cannot read image {fpath!r}: {e}") from e
-  return photos
+        f"No images ({', '.join(image_io.IMAGE_EXTENSIONS)}) in folder {path!r}.")
+  return {name: image_io.read_dataset_image(os.path.join(path, name)) for name in names}
 
 
 # ----------------------------------------------------------------------------

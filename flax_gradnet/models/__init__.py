@@ -1,5 +1,6 @@
 """The paper's networks as functional `flax.linen` modules (NHWC)."""
 
+from flax_gradnet.models.ablations import GENERATOR_ABLATIONS, Ablation
 from flax_gradnet.models.critic import PatchCritic, conv_as_matmul
 from flax_gradnet.models.generator import (
     Generator,
@@ -12,6 +13,7 @@ from flax_gradnet.models.generator import (
 from flax_gradnet.models.layers import MBRB, RGCL, ChannelAttention, PaddedConv, PlainPath
 
 __all__ = [
+    "GENERATOR_ABLATIONS", "Ablation",
     "ChannelAttention", "RGCL", "MBRB", "PlainPath", "PaddedConv", "GradientNet", "Generator",
     "GeneratorWithoutRGCL", "GeneratorWithoutMBRBs", "GeneratorWithoutGradientNet",
     "PatchCritic", "conv_as_matmul", "pixel_shuffle",

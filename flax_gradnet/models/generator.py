@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flax_gradnet.models.ablations import GENERATOR_ABLATIONS
 from flax_gradnet.models.layers import (MBRB, ChannelAttention, Conv3x3, ConvWeights,
                                         LocalInstanceNorm, PaddedConv,
                                         conv_over_parts, conv_transpose_3x3_s2, pad_same,
@@ -213,7 +214,8 @@ def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
   return x.reshape(n, h * factor, w * factor, oc)
 
 
-# Table 5 ablations, as presets of the same module.
-GeneratorWithoutRGCL = functools.partial(Generator, use_rgcl=False)
-GeneratorWithoutMBRBs = functools.partial(Generator, num_paths=1)
-GeneratorWithoutGradientNet = functools.partial(Generator, use_gradientnet=False)
+# Table 5 ablations (models/ablations.py), as presets of the same module.
+GeneratorWithoutRGCL = functools.partial(Generator, **GENERATOR_ABLATIONS["wo_rgcl"].fields)
+GeneratorWithoutMBRBs = functools.partial(Generator, **GENERATOR_ABLATIONS["wo_mbrbs"].fields)
+GeneratorWithoutGradientNet = functools.partial(Generator,
+                                                **GENERATOR_ABLATIONS["wo_gradientnet"].fields)

@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flax_gradnet.models.ablations import GENERATOR_ABLATIONS
+
 Dtype = Any
 PaddingMode = str  # "reflect" | "zeros"
 
@@ -389,7 +391,8 @@ def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
   return x.reshape(n, h * factor, w * factor, oc)
 
 
-# Table 5 ablations, as presets of the same module.
-GeneratorWithoutRGCL = functools.partial(Generator, use_rgcl=False)
-GeneratorWithoutMBRBs = functools.partial(Generator, num_paths=1)
-GeneratorWithoutGradientNet = functools.partial(Generator, use_gradientnet=False)
+# Table 5 ablations (models/ablations.py), as presets of the same module.
+GeneratorWithoutRGCL = functools.partial(Generator, **GENERATOR_ABLATIONS["wo_rgcl"].fields)
+GeneratorWithoutMBRBs = functools.partial(Generator, **GENERATOR_ABLATIONS["wo_mbrbs"].fields)
+GeneratorWithoutGradientNet = functools.partial(Generator,
+                                                **GENERATOR_ABLATIONS["wo_gradientnet"].fields)

@@ -267,6 +267,99 @@ def reference_output(module: Any, params: Any, image_uint8: Any):
   return inference.deblur_array(fn, inference.to_float(image_uint8))
 
 
+def _exists_error(dest: str) -> FileExistsError:
+  return FileExistsError(f"model folder {dest} exists (pass overwrite=True, or --overwrite, "
+                         "to replace it)")
+
+
+def _serialise_params(params: Any, what: str) -> tuple[Any, bytes]:
+  """(float32 params as a plain dict, their msgpack bytes), refused over `MAX_PARAMS_BYTES`."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+
+  params = jax.tree_util.tree_map(lambda p: np.asarray(p, np.float32), params)
+  params = flax.core.unfreeze(params) if isinstance(params, flax.core.FrozenDict) else params
+  payload = serialization.msgpack_serialize(params)
+  if len(payload) > MAX_PARAMS_BYTES:
+    raise ValueError(f"the generator of {what} serialises to "
+                     f"{len(payload) / 2**20:.1f} MiB, over the {MAX_PARAMS_BYTES / 2**20:.0f} MiB "
+                     "a shipped model may weigh")
+  return params, payload
+
+
+def _metadata_text(name: str, workdir: str, restored: Any, params: Any, payload: bytes,
+                   metadata: dict | None) -> str:
+  """metadata.json's text: what `pack` records, plus the caller's `metadata`."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from clu import parameter_overview  # pylint: disable=g-import-not-at-top
+
+  import flax_gradnet  # pylint: disable=g-import-not-at-top
+  meta = {
+      "name": name,
+      "source_workdir": os.path.abspath(workdir),
+      "step": int(restored.step),
+      "weights": restored.weights,  # "ema" (moving average) or "raw" generator weights
+      "packed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "num_params": int(parameter_overview.count_parameters(params)),
+      "params_bytes": len(payload),
+      "compute_dtype": str(np.dtype(restored.model.dtype or np.float32)),
+      "reference_input": REFERENCE_CROP,
+      "reference_output": "float32 compute, whole image, inference.deblur_array; [-1, 1]",
+      "versions": {"flax_gradnet": flax_gradnet.__version__, "jax": jax.__version__,
+                   "flax": flax.__version__},
+  }
+  clash = sorted(set(metadata or {}) & set(meta))
+  if clash:
+    raise ValueError(f"metadata keys {clash} are written by pack itself")
+  meta.update(metadata or {})
+  return json.dumps(meta, indent=2, sort_keys=True) + "\n"  # fails early if not JSON
+
+
+def _write_model_files(folder: str, workdir: str, payload: bytes, meta_text: str,
+                       reference_input: Any, reference: Any) -> None:
+  """Writes a model's files (the module docstring's list) into `folder`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from flax_gradnet import checkpoint, image_io  # pylint: disable=g-import-not-at-top
+  shutil.copyfile(os.path.join(workdir, checkpoint.CONFIG_FILE), os.path.join(folder, CONFIG_FILE))
+  with open(os.path.join(folder, PARAMS_FILE), "wb") as f:
+    f.write(payload)
+  checksums = {f: file_sha256(os.path.join(folder, f)) for f in CHECKSUMMED_FILES}
+  with open(os.path.join(folder, CHECKSUMS_FILE), "w") as f:
+    f.write(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
+  with open(os.path.join(folder, METADATA_FILE), "w") as f:
+    f.write(meta_text)
+  image_io.write_image(os.path.join(folder, REFERENCE_INPUT_FILE), reference_input)
+  np.save(os.path.join(folder, REFERENCE_OUTPUT_FILE), np.asarray(reference, np.float32))
+
+
+def _install_folder(tmp: str, dest: str, root: str, name: str, overwrite: bool) -> None:
+  """Renames the finished `tmp` to `dest`, moving an old model aside and back on failure."""
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the model private
+  old = None
+  try:
+    if os.path.lexists(dest):
+      if not overwrite:
+        raise _exists_error(dest)
+      old = tempfile.mkdtemp(dir=root, prefix=f".tmp-old-{name}-")
+      os.rename(dest, os.path.join(old, name))
+    try:
+      os.rename(tmp, dest)
+    except OSError:
+      if old is not None:  # put the old model back
+        os.rename(os.path.join(old, name), dest)
+      raise
+  finally:
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+
+
 def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | None = None,
          metadata: dict | None = None, overwrite: bool = False,
          weights: str | None = None) -> str:
@@ -295,88 +388,32 @@ def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | 
     FileNotFoundError / ValueError: from restoring the workdir.
     ValueError: the parameters exceed `MAX_PARAMS_BYTES`, or bad metadata.
   """
-  import flax  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import skimage.data  # pylint: disable=g-import-not-at-top
-  from flax import serialization  # pylint: disable=g-import-not-at-top
 
-  import flax_gradnet  # pylint: disable=g-import-not-at-top
-  from flax_gradnet import checkpoint, image_io  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import checkpoint  # pylint: disable=g-import-not-at-top
 
   _check_name(name)
   root = _root(root)
   dest = os.path.join(root, name)
   if os.path.lexists(dest) and not overwrite:
-    raise FileExistsError(f"model folder {dest} exists (pass overwrite=True, or --overwrite, "
-                          "to replace it)")
+    raise _exists_error(dest)
 
   restored = checkpoint.restore_weights(workdir, step, weights=weights)
-  module, params, restored_step = restored.model, restored.params, restored.step
-  params = jax.tree_util.tree_map(lambda p: np.asarray(p, np.float32), params)
-  params = flax.core.unfreeze(params) if isinstance(params, flax.core.FrozenDict) else params
-  payload = serialization.msgpack_serialize(params)
-  if len(payload) > MAX_PARAMS_BYTES:
-    raise ValueError(f"the generator of {workdir} at step {restored_step} serialises to "
-                     f"{len(payload) / 2**20:.1f} MiB, over the {MAX_PARAMS_BYTES / 2**20:.0f} MiB "
-                     "a shipped model may weigh")
+  params, payload = _serialise_params(restored.params,
+                                      f"{workdir} at step {restored.step}")
   reference_input = np.ascontiguousarray(skimage.data.chelsea()[100:148, 200:264])
-  reference = reference_output(module, params, reference_input)
-  num_params = int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params)))
-  meta = {
-      "name": name,
-      "source_workdir": os.path.abspath(workdir),
-      "step": int(restored_step),
-      "weights": restored.weights,  # "ema" (moving average) or "raw" generator weights
-      "packed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "num_params": num_params,
-      "params_bytes": len(payload),
-      "compute_dtype": str(np.dtype(module.dtype or np.float32)),
-      "reference_input": REFERENCE_CROP,
-      "reference_output": "float32 compute, whole image, inference.deblur_array; [-1, 1]",
-      "versions": {"flax_gradnet": flax_gradnet.__version__, "jax": jax.__version__,
-                   "flax": flax.__version__},
-  }
-  clash = sorted(set(metadata or {}) & set(meta))
-  if clash:
-    raise ValueError(f"metadata keys {clash} are written by pack itself")
-  meta.update(metadata or {})
-  meta_text = json.dumps(meta, indent=2, sort_keys=True) + "\n"  # fails early if not JSON
+  reference = reference_output(restored.model, params, reference_input)
+  meta_text = _metadata_text(name, workdir, restored, params, payload, metadata)
 
   os.makedirs(root, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=root, prefix=f".tmp-pack-{name}-")
-  old = None
   try:
-    shutil.copyfile(os.path.join(workdir, checkpoint.CONFIG_FILE), os.path.join(tmp, CONFIG_FILE))
-    with open(os.path.join(tmp, PARAMS_FILE), "wb") as f:
-      f.write(payload)
-    checksums = {f: file_sha256(os.path.join(tmp, f)) for f in CHECKSUMMED_FILES}
-    with open(os.path.join(tmp, CHECKSUMS_FILE), "w") as f:
-      f.write(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
-    with open(os.path.join(tmp, METADATA_FILE), "w") as f:
-      f.write(meta_text)
-    image_io.write_image(os.path.join(tmp, REFERENCE_INPUT_FILE), reference_input)
-    np.save(os.path.join(tmp, REFERENCE_OUTPUT_FILE), np.asarray(reference, np.float32))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the model private
-    if os.path.lexists(dest):
-      if not overwrite:
-        raise FileExistsError(f"model folder {dest} exists (pass overwrite=True, or "
-                              "--overwrite, to replace it)")
-      old = tempfile.mkdtemp(dir=root, prefix=f".tmp-old-{name}-")
-      os.rename(dest, os.path.join(old, name))
-    try:
-      os.rename(tmp, dest)
-    except OSError:
-      if old is not None:  # put the old model back
-        os.rename(os.path.join(old, name), dest)
-      raise
+    _write_model_files(tmp, workdir, payload, meta_text, reference_input, reference)
+    _install_folder(tmp, dest, root, name, overwrite)
   finally:
     if os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-      shutil.rmtree(old, ignore_errors=True)
   return dest
 
 
