@@ -38,6 +38,7 @@ def main():
 
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
   from flax import jax_utils  # pylint: disable=g-import-not-at-top
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
@@ -50,7 +51,7 @@ def main():
   config = configs.load(args.config)
   config.content_loss = "pixel"
   generator, critic = steps.build_models(config)
-  tx = steps.make_optimizer(config.learning_rate, config.b1, config.b2)
+  tx = optax.adam(config.learning_rate, b1=config.b1, b2=config.b2)
   state = steps.create_state(jax.random.PRNGKey(0), generator, critic, image_size=args.size,
                              generator_tx=tx, critic_tx=tx)
   state = jax.device_get(state)  # host copies: each step below donates its own device copy

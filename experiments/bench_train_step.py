@@ -20,6 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import configs
 from flax_gradnet import steps
@@ -59,7 +60,7 @@ def main():
     config.content_loss = "pixel"
 
   generator, critic = steps.build_models(config)
-  tx = steps.make_optimizer(config.learning_rate, config.b1, config.b2)
+  tx = optax.adam(config.learning_rate, b1=config.b1, b2=config.b2)
   state = steps.create_state(jax.random.PRNGKey(0), generator, critic, image_size=args.size,
                              generator_tx=tx, critic_tx=tx)
   step_fn = jax.jit(functools.partial(

@@ -22,9 +22,7 @@ Metrics: `metrics.psnr`/`ssim` on the uint8 outputs, RGB, no border crop.
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
 import sys
 import time
@@ -41,7 +39,7 @@ from ml_collections import config_flags
 
 import configs.quickstart
 from flax_gradnet import checkpoint as ckpt_lib
-from flax_gradnet import evaluate, image_io, inference, metrics, train
+from flax_gradnet import evaluate, evaluation, image_io, inference, metrics, train
 from flax_gradnet.data import online
 
 # The installed configs package's file, so the default works from any directory.
@@ -54,7 +52,7 @@ config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training configurati
 HELDOUT_DIR = "heldout"
 CLOCK_FILE = "clock_motion_comparison.png"
 RESULTS_FILE = "heldout_results.json"
-ALL = evaluate.FAMILY_ALL  # the row of all images in `family_table`
+ALL = evaluation.FAMILY_ALL  # the row of all images in `family_table`
 QUICKSTART, SHIPPED = "quickstart", "shipped"  # model keys of the rows and the table
 
 
@@ -73,7 +71,7 @@ def clock_motion_path() -> str:
 def family_table(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> dict[str, dict]:
   """Per-image rows -> per-family means, families in first-seen order, then `ALL`.
 
-  Each model's numbers are `evaluate.family_means` of its own rows, the same
+  Each model's numbers are `evaluation.family_means` of its own rows, the same
   computation as `python -m flax_gradnet.evaluate`'s per-family table.
 
   Args:
@@ -90,7 +88,7 @@ def family_table(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> dict[
   """
   if not models:
     raise ValueError("family_table needs at least one model")
-  per_model = {m: evaluate.family_means(
+  per_model = {m: evaluation.family_means(
       [{"name": r["name"], "family": r["family"], "psnr": r[f"{m}_psnr"],
         "ssim": r[f"{m}_ssim"], "blurry_psnr": r["blurry_psnr"],
         "blurry_ssim": r["blurry_ssim"]} for r in rows]) for m in models}
@@ -151,30 +149,28 @@ def load_shipped() -> tuple[str | None, Any, Any, str]:
   return name, module, params, f"{name}" + (f", step {step}" if step is not None else "")
 
 
-@functools.lru_cache(maxsize=None)
-def _metric_fns():
-  """jit-compiled (psnr, ssim) of uint8 images: RGB, no crop."""
-  import jax  # pylint: disable=g-import-not-at-top
-  return (jax.jit(functools.partial(metrics.psnr, data_range=255.0)),
-          jax.jit(functools.partial(metrics.ssim, data_range=255.0)))
-
-
-def evaluate_heldout(fns: dict[str, Any], workdir: str) -> list[dict[str, Any]]:
-  """Deblurs every held-out pair with each of `fns` ({model key: deblur fn});
-  writes heldout/<photo>_<family>.png and returns the per-image rows."""
-  psnr, ssim = _metric_fns()
+def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dict[str, Any]]:
+  """Deblurs and measures every held-out pair with each of `nets` ({model key:
+  (module, params)}; `evaluation.measure`, RGB, no crop); writes
+  heldout/<photo>_<family>.png (blurry | each model | sharp) and returns the
+  per-image rows ('name', 'photo', 'family', 'blurry_psnr', 'blurry_ssim',
+  '<key>_psnr', '<key>_ssim')."""
+  examples = online.heldout_pairs()
+  outputs: dict[str, list[np.ndarray]] = {ex["name"]: [] for ex in examples}
+  measured = {key: evaluation.measure(
+      module, params, examples,
+      on_image=lambda ex, out, row: outputs[ex["name"]].append(out)).rows
+              for key, (module, params) in nets.items()}
   rows = []
-  for ex in online.heldout_pairs():
-    blur, sharp = ex["blur"], ex["sharp"]
+  for i, ex in enumerate(examples):
+    # The blurry input's numbers are the same in every model's rows.
+    first = measured[next(iter(nets))][i]
     row: dict[str, Any] = {"name": ex["name"], "photo": ex["sequence"], "family": ex["family"],
-                           "blurry_psnr": float(psnr(blur, sharp)),
-                           "blurry_ssim": float(ssim(blur, sharp))}
-    panels = [blur]
-    for key, fn in fns.items():
-      out = inference.deblur_image(fn, blur)
-      row[f"{key}_psnr"], row[f"{key}_ssim"] = float(psnr(out, sharp)), float(ssim(out, sharp))
-      panels.append(out)
-    panels.append(sharp)
+                           "blurry_psnr": first["blurry_psnr"],
+                           "blurry_ssim": first["blurry_ssim"]}
+    for key in nets:
+      row[f"{key}_psnr"], row[f"{key}_ssim"] = measured[key][i]["psnr"], measured[key][i]["ssim"]
+    panels = [ex["blur"], *outputs[ex["name"]], ex["sharp"]]
     image_io.write_image(os.path.join(workdir, HELDOUT_DIR, f"{ex['sequence']}_{ex['family']}.png"),
                          np.concatenate(panels, axis=1), overwrite=True)
     rows.append(row)
@@ -205,18 +201,18 @@ def main(argv):
   logging.info("Training finished after %.1f min.", train_s / 60)
 
   model, params, step = ckpt_lib.restore_generator(workdir)
-  fns = {QUICKSTART: inference.make_deblur_fn(model, params)}
+  nets = {QUICKSTART: (model, params)}
   models = {QUICKSTART: f"the model trained in {workdir}, step {step}"}
   shipped, shipped_module, shipped_params, shipped_desc = load_shipped()
   if shipped is not None:
-    fns[SHIPPED] = inference.make_deblur_fn(shipped_module, shipped_params)
+    nets[SHIPPED] = (shipped_module, shipped_params)
     models[SHIPPED] = f"pretrained model {shipped_desc}"
 
-  logging.info("Deblurring the held-out set with %s.", ", ".join(fns))
+  logging.info("Deblurring the held-out set with %s.", ", ".join(nets))
   eval_start = time.time()
-  rows = evaluate_heldout(fns, workdir)
-  table = family_table(rows, list(fns))
-  clock = deblur_clock(fns, workdir)
+  rows = evaluate_heldout(nets, workdir)
+  table = family_table(rows, list(nets))
+  clock = deblur_clock({k: inference.make_deblur_fn(*net) for k, net in nets.items()}, workdir)
   eval_s = time.time() - eval_start
   protocol = metrics.protocol_string(False, 0)
   photos = ", ".join(online.HELDOUT_PHOTOS)
@@ -244,7 +240,7 @@ def main(argv):
   lines.append(f"shipped    = {models[SHIPPED]}" if shipped is not None
                else f"{shipped_desc}: comparing the blurry input with quickstart only.")
   lines += ["", "PSNR in dB; (gain) = over the blurry input."]
-  lines += format_table(table, list(fns))
+  lines += format_table(table, list(nets))
   lines += ["",
             f"Held-out pictures ({panels} | sharp): {os.path.join(workdir, HELDOUT_DIR)}/",
             f"Real motion blur (scikit-image clock_motion.png), {panels}: {clock}",

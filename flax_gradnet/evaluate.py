@@ -32,7 +32,9 @@ The means are printed with `metrics.protocol_string` plus the dataset's part of
 the protocol (GOPRO `blur` vs `blur_gamma`; which Köhler frame is the target;
 for HIDE and RealBlur-J/R their published protocols, see `dataset_protocol`:
 RealBlur numbers here are WITHOUT the authors' ECC alignment).
-Metrics are measured on the uint8 outputs exactly as written to `deblurred/`.
+Metrics are measured on the uint8 outputs exactly as written to `deblurred/`,
+by `evaluation.measure` (the core training's periodic evaluation and the demo
+share); this module adds the protocol lines, the report files and the CLI.
 
 Blur families. When the examples carry a 'family' key (`--dataset=synthetic_online`:
 4 held-out photographs x 6 blur families), the means are also broken down by
@@ -48,9 +50,7 @@ checkpoint without EMA weights, --step=best without an evaluated checkpoint).
 from __future__ import annotations
 
 import argparse
-import collections
 import csv
-import functools
 import io
 import json
 import math
@@ -62,20 +62,17 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from flax_gradnet import pretrained  # stdlib-only at import: --help stays instant
+# Both stdlib(+numpy)-only at import: --help stays instant.
+from flax_gradnet import evaluation, pretrained
+from flax_gradnet.atomic import atomic_write_text
 
-CSV_FIELDS = ("name", "psnr", "ssim", "blurry_psnr", "blurry_ssim")
-METRIC_KEYS = CSV_FIELDS[1:]
+CSV_FIELDS = ("name",) + evaluation.METRIC_KEYS
+METRIC_KEYS = evaluation.METRIC_KEYS
 CSV_FILE = "per_image.csv"
 SUMMARY_FILE = "summary.json"
 GRID_DIR = "grids"
 OUTPUT_DIR = "deblurred"
-FAMILY_ALL = "all"  # the row of all images in `by_family`
-FAMILY_KEYS = ("num_images", "psnr", "ssim", "blurry_psnr", "blurry_ssim", "psnr_gain",
-               "worst_psnr_gain")
-
-_KOHLER_GT_RE = re.compile(r"^GroundTruth(\d+)_(\d+)_(\d+)\.png$", re.IGNORECASE)
-_KOHLER_NAME_RE = re.compile(r"^Blurry(\d+)_(\d+)\.png$", re.IGNORECASE)
+FAMILY_ALL = evaluation.FAMILY_ALL  # the row of all images in `by_family`
 
 
 # ----------------------------------------------------------------------------
@@ -124,16 +121,6 @@ def dataset_protocol(dataset: str, *, kohler_frame: str = "middle",
 # Small helpers.
 
 
-@functools.lru_cache(maxsize=None)
-def _metric_fns(crop_border: int, y_channel: bool):
-  """jit-compiled (psnr, ssim) of uint8 images for one protocol."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from flax_gradnet import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  kw = dict(data_range=255.0, crop_border=crop_border, y_channel=y_channel)
-  return (jax.jit(functools.partial(metrics_lib.psnr, **kw)),
-          jax.jit(functools.partial(metrics_lib.ssim, **kw)))
-
-
 def _safe_relpath(name: str) -> str:
   """A source's example name -> a relative path inside an output folder (never above it)."""
   parts = [p for p in re.split(r"[\\/]+", name) if p not in ("", ".", "..")]
@@ -158,76 +145,8 @@ def json_safe(v: Any) -> Any:
   return v
 
 
-def _kohler_frames(root: str) -> dict[tuple[int, int], dict[int, str]]:
-  """{(image, shake): {frame: path}} of every GroundTruth{i}_{j}_{k}.png under `root`."""
-  frames: dict[tuple[int, int], dict[int, str]] = collections.defaultdict(dict)
-  for d, dirs, files in os.walk(os.path.expanduser(root)):
-    dirs.sort()
-    for f in files:
-      if m := _KOHLER_GT_RE.match(f):
-        frames[(int(m[1]), int(m[2]))][int(m[3])] = os.path.join(d, f)
-  if not frames:
-    raise FileNotFoundError(f"no GroundTruth{{i}}_{{j}}_{{k}}.png files under {root}")
-  return frames
-
-
-def _best_frame(image: np.ndarray, frame_paths: dict[int, str], psnr_fn, ssim_fn):
-  """(psnr, ssim, frame) against the frame with the highest PSNR."""
-  from flax_gradnet import image_io  # pylint: disable=g-import-not-at-top
-  best = (-math.inf, None, None)
-  for k in sorted(frame_paths):
-    target = image_io.read_image(frame_paths[k])
-    if target.shape != image.shape:
-      raise ValueError(f"{frame_paths[k]} is {target.shape}, the image is {image.shape}")
-    p = float(psnr_fn(image, target))
-    if p > best[0]:
-      best = (p, target, k)
-  p, target, k = best
-  return p, float(ssim_fn(image, target)), k
-
-
-def _choose_grids(candidates: list[tuple[str, Any, np.ndarray]],
-                  num_grids: int) -> list[tuple[str, np.ndarray]]:
-  """(name, family, grid) candidates in data order -> the (name, grid)s to write.
-
-  Every family's first candidate (family None = no families: just the first),
-  then the earliest others until there are `num_grids`; data order kept.
-  """
-  first: dict[Any, int] = {}
-  for j, (_, family, _) in enumerate(candidates):
-    first.setdefault(family, j)
-  keep = set(first.values()) if num_grids else set()
-  for j in range(len(candidates)):
-    if len(keep) >= num_grids:
-      break
-    keep.add(j)
-  return [(name, grid) for j, (name, _, grid) in enumerate(candidates) if j in keep]
-
-
-def family_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-  """Per-image rows with a 'family' -> {family: {num_images, means, psnr_gain, worst_psnr_gain}}.
-
-  Families in first-seen order, then `FAMILY_ALL` over every row. `psnr_gain` =
-  mean PSNR - mean blurry PSNR; `worst_psnr_gain` = the smallest per-image
-  `psnr - blurry_psnr` (negative: that image got worse than its blurry input),
-  of the image `worst_image` (its 'name').
-  """
-  groups: dict[str, list[dict[str, Any]]] = {}
-  for r in rows:
-    groups.setdefault(str(r["family"]), []).append(r)
-  groups[FAMILY_ALL] = list(rows)
-  out = {}
-  for family, rs in groups.items():
-    m = {k: float(np.mean([r[k] for r in rs])) for k in METRIC_KEYS}
-    worst = min(rs, key=lambda r: r["psnr"] - r["blurry_psnr"])
-    out[family] = {"num_images": len(rs), **m, "psnr_gain": m["psnr"] - m["blurry_psnr"],
-                   "worst_psnr_gain": float(worst["psnr"] - worst["blurry_psnr"]),
-                   "worst_image": worst.get("name")}
-  return out
-
-
 def format_family_table(by_family: dict[str, dict[str, float]]) -> list[str]:
-  """`family_means`' dict -> table lines (header, one row per family, the all row)."""
+  """`evaluation.family_means`' dict -> table lines (header, one row per family, the all row)."""
   head = (f"{'family':<10} {'n':>3} {'blurry PSNR':>11} {'deblurred':>9} {'gain':>6} "
           f"{'blurry SSIM':>11} {'deblurred':>9} {'worst gain':>10}")
   lines = [head]
@@ -238,6 +157,135 @@ def format_family_table(by_family: dict[str, dict[str, float]]) -> list[str]:
                  f"{m['psnr_gain']:+6.2f} {m['blurry_ssim']:11.4f} {m['ssim']:9.4f} "
                  f"{m['worst_psnr_gain']:+10.2f}")
   return lines
+
+
+def _protocol(y_channel: bool, crop_border: int, self_ensemble: bool, local_stats: int) -> str:
+  """`metrics.protocol_string` plus the inference options that change the numbers."""
+  from flax_gradnet import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  protocol = metrics_lib.protocol_string(y_channel, crop_border)
+  if self_ensemble:
+    protocol += "; x8 geometric self-ensemble (flips and transposes, outputs averaged)"
+  if local_stats:
+    protocol += f"; test-time local statistics over {local_stats}x{local_stats} boxes"
+  return protocol
+
+
+def _examples(source: Iterable[dict] | Any, num_images: int) -> tuple[Iterable[dict], int | None]:
+  """(the examples of `source`, how many will be evaluated; None when unknown)."""
+  from flax_gradnet.data import pipeline  # pylint: disable=g-import-not-at-top
+  examples = pipeline.eval_iterator(source) if hasattr(source, "__getitem__") else iter(source)
+  try:
+    total = len(source)
+  except TypeError:
+    total = None
+  if num_images and total is not None:
+    total = min(total, num_images)
+  return examples, total
+
+
+class _OutputWriter:
+  """`evaluation.measure`'s per-image hook: writes the deblurred images
+  (`save_outputs`, or always without targets) and advances the progress bar."""
+
+  def __init__(self, output_dir: str, save_outputs: bool, total: int | None, progress: bool):
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    self.output_dir, self.save_outputs = output_dir, save_outputs
+    self.written: list[str] = []
+    self._psnrs: list[float] = []
+    self.bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress,
+                    dynamic_ncols=True)
+
+  def __call__(self, ex: dict, out: np.ndarray, row: dict[str, Any]) -> None:
+    from flax_gradnet import image_io  # pylint: disable=g-import-not-at-top
+    if self.save_outputs or "sharp" not in ex:
+      path = os.path.join(self.output_dir, OUTPUT_DIR, _safe_relpath(ex["name"]))
+      image_io.write_image(path, out, overwrite=True)
+      self.written.append(os.path.relpath(path, self.output_dir))
+    if "psnr" in row:
+      self._psnrs.append(row["psnr"])
+      self.bar.set_postfix_str(f"PSNR {np.mean(self._psnrs):.2f}", refresh=False)
+    self.bar.update(1)
+
+
+# ----------------------------------------------------------------------------
+# The report files (measuring is `evaluation.measure`).
+
+
+def _write_csv(output_dir: str, rows: list[dict[str, Any]]) -> None:
+  """per_image.csv: CSV_FIELDS, then the optional columns the rows have."""
+  fields = list(CSV_FIELDS) + [k for k in ("gt_frame", "blurry_gt_frame", "family")
+                               if k in rows[0]]
+  buf = io.StringIO()
+  w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+  w.writeheader()
+  for r in rows:  # repr: the full float, so the CSV's mean is the printed mean
+    w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+  atomic_write_text(os.path.join(output_dir, CSV_FILE), buf.getvalue())
+
+
+def _write_grids(output_dir: str, grids: list[tuple[str, np.ndarray]]) -> list[str]:
+  """grids/NN_<name>.png; returns their paths relative to `output_dir`."""
+  from flax_gradnet import image_io  # pylint: disable=g-import-not-at-top
+  files = []
+  for j, (name, grid) in enumerate(grids):
+    path = os.path.join(output_dir, GRID_DIR, f"{j:02d}_{_flat_name(name)}.png")
+    image_io.write_image(path, grid, overwrite=True)
+    files.append(os.path.relpath(path, output_dir))
+  return files
+
+
+def _write_events(output_dir: str, step: int, dataset: str, means: dict, by_family: dict,
+                  grids: list[tuple[str, np.ndarray]], paired: bool, protocol: str) -> None:
+  """The clu events under `eval/<dataset>`: the means, per-family scalars, the
+  grids, the protocol line."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  tag = "eval/" + (re.sub(r"[^A-Za-z0-9]+", "_", dataset).strip("_") or "data")
+  writer = metric_writers.create_default_writer(output_dir, asynchronous=False)
+  if means:
+    writer.write_scalars(step, {f"{tag}/{k}": v for k, v in means.items()})
+  if by_family:
+    writer.write_scalars(step, {f"{tag}/{_flat_name(f)}/{k}": m[k] for f, m in by_family.items()
+                                if f != FAMILY_ALL for k in ("psnr", "ssim", "psnr_gain")})
+  if grids:
+    suffix = "blurry|deblurred|sharp" if paired else "blurry|deblurred"
+    writer.write_images(step, {f"{tag}/{suffix}_{j}": g[None] for j, (_, g) in enumerate(grids)})
+  writer.write_texts(step, {f"{tag}/protocol": protocol})
+  writer.flush()
+  writer.close()
+
+
+def _summary(measured: evaluation.Measured, *, dataset: str, step: int, means: dict,
+             by_family: dict, protocol: str, data_protocol: str, y_channel: bool,
+             crop_border: int, tile: int | None, tile_overlap: int, model: Any,
+             grid_files: list[str], written: list[str], elapsed: float,
+             extra_summary: dict | None) -> dict:
+  """summary.json's dict (see `evaluate_generator`)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  rows, seconds, paired = measured.rows, measured.seconds, measured.paired
+  return {
+      "dataset": dataset,
+      "step": int(step),
+      "num_images": len(rows),
+      "paired": bool(paired),
+      "means": means,
+      **({"by_family": by_family} if by_family else {}),
+      "num_exact": int(sum(1 for r in rows if paired and math.isinf(r["psnr"]))),
+      "protocol": protocol,
+      "dataset_protocol": data_protocol,
+      "y_channel": bool(y_channel),
+      "crop_border": int(crop_border),
+      "tile": tile,
+      "tile_overlap": tile_overlap if tile else None,
+      "compute_dtype": np.dtype(getattr(model, "dtype", None) or np.float32).name,
+      "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
+      "seconds_total": elapsed,
+      # The first image includes compilation (as does each new image size).
+      "seconds_per_image_after_first": (float(np.mean(seconds[1:])) if len(seconds) > 1
+                                        else float(seconds[0])),
+      "files": {"csv": CSV_FILE if paired else None, "grids": grid_files,
+                "outputs": OUTPUT_DIR if written else None, "num_outputs": len(written)},
+      **(extra_summary or {}),
+  }
 
 
 # ----------------------------------------------------------------------------
@@ -252,7 +300,8 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
                        kohler_frame: str = "middle", kohler_frames_dir: str | None = None,
                        progress: bool = True, extra_summary: dict | None = None,
                        self_ensemble: bool = False, local_stats: int = 0) -> dict:
-  """Deblurs every image of `source`, measures it, and writes the report files.
+  """Deblurs every image of `source`, measures it (`evaluation.measure`), and writes
+  the report files.
 
   Args:
     model, params: a generator and its parameters (`checkpoint.restore_generator`).
@@ -284,156 +333,43 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
     `num_exact` (outputs identical to their target: PSNR inf), `protocol`, ...;
     for paired examples with 'family' keys also `by_family` (`family_means`).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-
-  from flax_gradnet import checkpoint, image_io, inference  # pylint: disable=g-import-not-at-top
-  from flax_gradnet import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  from flax_gradnet.data import pipeline  # pylint: disable=g-import-not-at-top
-
   if num_images < 0 or num_grids < 0 or crop_border < 0:
     raise ValueError("num_images, num_grids and crop_border must be >= 0")
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   os.makedirs(output_dir, exist_ok=True)
-  examples = pipeline.eval_iterator(source) if hasattr(source, "__getitem__") else iter(source)
-  try:
-    total = len(source)
-  except TypeError:
-    total = None
-  if num_images and total is not None:
-    total = min(total, num_images)
-
-  fn = inference.make_deblur_fn(model, params, ensemble=self_ensemble, local_stats=local_stats)
-  psnr_fn, ssim_fn = _metric_fns(int(crop_border), bool(y_channel))
-  frames = _kohler_frames(kohler_frames_dir) if kohler_frames_dir else None
-  protocol = metrics_lib.protocol_string(y_channel, crop_border)
-  if self_ensemble:
-    protocol += "; x8 geometric self-ensemble (flips and transposes, outputs averaged)"
-  if local_stats:
-    protocol += f"; test-time local statistics over {local_stats}x{local_stats} boxes"
+  examples, total = _examples(source, num_images)
+  protocol = _protocol(y_channel, crop_border, self_ensemble, local_stats)
   data_protocol = dataset_protocol(dataset, kohler_frame=kohler_frame,
-                                   kohler_best_frame=frames is not None)
-  tag = "eval/" + (re.sub(r"[^A-Za-z0-9]+", "_", dataset).strip("_") or "data")
+                                   kohler_best_frame=bool(kohler_frames_dir))
 
-  rows: list[dict[str, Any]] = []
-  grids: list[tuple[str, Any, np.ndarray]] = []  # candidates: see _choose_grids
-  written: list[str] = []
-  seconds: list[float] = []
-  paired = has_family = None
+  outputs = _OutputWriter(output_dir, save_outputs, total, progress)
   start = time.time()
-  bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
-  for i, ex in enumerate(examples):
-    if num_images and i >= num_images:
-      break
-    blur, name = ex["blur"], ex["name"]
-    has_sharp = "sharp" in ex
-    if paired is None:
-      paired = has_sharp
-    elif paired != has_sharp:
-      raise ValueError(f"{name!r}: some examples have a 'sharp' target and others not")
-    if has_family is None:
-      has_family = "family" in ex
-    elif has_family != ("family" in ex):
-      raise ValueError(f"{name!r}: some examples have a 'family' and others not")
-    t0 = time.perf_counter()
-    out = inference.deblur_image(fn, blur, tile=tile, tile_overlap=tile_overlap)
-    seconds.append(time.perf_counter() - t0)
-    if save_outputs or not paired:
-      path = os.path.join(output_dir, OUTPUT_DIR, _safe_relpath(name))
-      image_io.write_image(path, out, overwrite=True)
-      written.append(os.path.relpath(path, output_dir))
-    row: dict[str, Any] = {"name": name}
-    if has_family:
-      row["family"] = ex["family"]
-    if paired:
-      sharp = ex["sharp"]
-      if frames is not None:
-        m = _KOHLER_NAME_RE.match(os.path.basename(name))
-        key = (int(m[1]), int(m[2])) if m else None
-        if key not in frames:
-          raise FileNotFoundError(f"no GroundTruth frames for {name!r} under {kohler_frames_dir}")
-        row["psnr"], row["ssim"], row["gt_frame"] = _best_frame(out, frames[key], psnr_fn, ssim_fn)
-        row["blurry_psnr"], row["blurry_ssim"], row["blurry_gt_frame"] = _best_frame(
-            blur, frames[key], psnr_fn, ssim_fn)
-      else:
-        row["psnr"], row["ssim"] = float(psnr_fn(out, sharp)), float(ssim_fn(out, sharp))
-        row["blurry_psnr"] = float(psnr_fn(blur, sharp))
-        row["blurry_ssim"] = float(ssim_fn(blur, sharp))
-      bar.set_postfix_str(f"PSNR {np.mean([r['psnr'] for r in rows + [row]]):.2f}", refresh=False)
-    rows.append(row)
-    family = ex.get("family")
-    if num_grids and (len(grids) < num_grids or
-                      (has_family and all(f != family for _, f, _ in grids))):
-      panels = [blur, out] + ([ex["sharp"]] if paired else [])
-      grids.append((name, family, np.concatenate(panels, axis=1)))
-    bar.update(1)
-  bar.close()
+  measured = evaluation.measure(
+      model, params, examples, crop_border=crop_border, y_channel=y_channel,
+      num_images=num_images, num_grids=num_grids, tile=tile, tile_overlap=tile_overlap,
+      self_ensemble=self_ensemble, local_stats=local_stats,
+      kohler_frames_dir=kohler_frames_dir, on_image=outputs)
+  outputs.bar.close()
+  rows = measured.rows
   if not rows:
     raise ValueError("the dataset (or the --num_images slice of it) holds no images")
   elapsed = time.time() - start
 
-  means: dict[str, float] = {}
-  by_family: dict[str, dict[str, float]] = {}
+  paired = measured.paired
+  means = evaluation.metric_means(rows) if paired else {}
+  by_family = evaluation.family_means(rows) if paired and "family" in rows[0] else {}
   if paired:
-    means = {k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS}
-    if has_family:
-      by_family = family_means(rows)
-    fields = list(CSV_FIELDS) + [k for k in ("gt_frame", "blurry_gt_frame", "family")
-                                 if k in rows[0]]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    for r in rows:  # repr: the full float, so the CSV's mean is the printed mean
-      w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
-    checkpoint.atomic_write_text(os.path.join(output_dir, CSV_FILE), buf.getvalue())
-
-  grids = _choose_grids(grids, num_grids)
-  grid_files = []
-  for j, (name, grid) in enumerate(grids):
-    path = os.path.join(output_dir, GRID_DIR, f"{j:02d}_{_flat_name(name)}.png")
-    image_io.write_image(path, grid, overwrite=True)
-    grid_files.append(os.path.relpath(path, output_dir))
-
-  writer = metric_writers.create_default_writer(output_dir, asynchronous=False)
-  if means:
-    writer.write_scalars(step, {f"{tag}/{k}": v for k, v in means.items()})
-  if by_family:
-    writer.write_scalars(step, {f"{tag}/{_flat_name(f)}/{k}": m[k] for f, m in by_family.items()
-                                if f != FAMILY_ALL for k in ("psnr", "ssim", "psnr_gain")})
-  if grids:
-    suffix = "blurry|deblurred|sharp" if paired else "blurry|deblurred"
-    writer.write_images(step, {f"{tag}/{suffix}_{j}": g[None] for j, (_, g) in enumerate(grids)})
-  writer.write_texts(step, {f"{tag}/protocol": f"{protocol}; {data_protocol}"})
-  writer.flush()
-  writer.close()
-
-  summary = {
-      "dataset": dataset,
-      "step": int(step),
-      "num_images": len(rows),
-      "paired": bool(paired),
-      "means": means,
-      **({"by_family": by_family} if by_family else {}),
-      "num_exact": int(sum(1 for r in rows if paired and math.isinf(r["psnr"]))),
-      "protocol": protocol,
-      "dataset_protocol": data_protocol,
-      "y_channel": bool(y_channel),
-      "crop_border": int(crop_border),
-      "tile": tile,
-      "tile_overlap": tile_overlap if tile else None,
-      "compute_dtype": np.dtype(getattr(model, "dtype", None) or np.float32).name,
-      "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
-      "seconds_total": elapsed,
-      # The first image includes compilation (as does each new image size).
-      "seconds_per_image_after_first": (float(np.mean(seconds[1:])) if len(seconds) > 1
-                                        else float(seconds[0])),
-      "files": {"csv": CSV_FILE if paired else None, "grids": grid_files,
-                "outputs": OUTPUT_DIR if written else None, "num_outputs": len(written)},
-      **(extra_summary or {}),
-  }
-  checkpoint.atomic_write_text(os.path.join(output_dir, SUMMARY_FILE),
-                               json.dumps(json_safe(summary), indent=2) + "\n")
+    _write_csv(output_dir, rows)
+  grid_files = _write_grids(output_dir, measured.grids)
+  _write_events(output_dir, step, dataset, means, by_family, measured.grids, paired,
+                f"{protocol}; {data_protocol}")
+  summary = _summary(measured, dataset=dataset, step=step, means=means, by_family=by_family,
+                     protocol=protocol, data_protocol=data_protocol, y_channel=y_channel,
+                     crop_border=crop_border, tile=tile, tile_overlap=tile_overlap, model=model,
+                     grid_files=grid_files, written=outputs.written, elapsed=elapsed,
+                     extra_summary=extra_summary)
+  atomic_write_text(os.path.join(output_dir, SUMMARY_FILE),
+                    json.dumps(json_safe(summary), indent=2) + "\n")
   return summary
 
 
@@ -534,19 +470,83 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
+class _UsageError(Exception):
+  """Nothing can run (bad flags, missing inputs): one error line, exit status 2."""
+
+
+def _check_flags(args) -> None:
+  """Raises `_UsageError` for flags that contradict each other or are out of range."""
+  if args.tile is not None and (args.tile <= 0 or args.tile % 4):
+    raise _UsageError(f"--tile must be a positive multiple of 4, got {args.tile}")
+  if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
+    raise _UsageError(f"need 0 <= --tile_overlap < --tile, got {args.tile_overlap}")
+  if args.num_images < 0 or args.num_grids < 0 or args.crop_border < 0:
+    raise _UsageError("--num_images, --num_grids and --crop_border must be >= 0")
+  if args.kohler_best_frame and args.dataset != "kohler":
+    raise _UsageError("--kohler_best_frame is for --dataset=kohler")
+  if args.workdir is not None and args.model is not None:
+    raise _UsageError("pass --workdir (a training workdir) or --model (a shipped model), not both")
+  if args.step is not None and args.workdir is None:
+    raise _UsageError("--step selects a checkpoint of --workdir; a shipped model (--model) has "
+                      "one set of weights")
+  if args.weights is not None and args.workdir is None:
+    raise _UsageError("--weights selects the weights of --workdir's checkpoint; a shipped model "
+                      "(--model) has one set of weights")
+
+
 def _builder_kwargs(args) -> dict:
+  """The builder options of --dataset (its folder for paired_folder/kohler/blur_only)."""
   if args.dataset in ("paired_folder", "kohler", "blur_only"):
     if not args.path:
-      raise ValueError(f"--dataset={args.dataset} needs --path=<folder>")
+      raise _UsageError(f"--dataset={args.dataset} needs --path=<folder>")
     if not os.path.isdir(os.path.expanduser(args.path)):
-      raise FileNotFoundError(f"--path {args.path!r} is not a folder")
+      raise _UsageError(f"--path {args.path!r} is not a folder")
     kw = {"path": os.path.abspath(os.path.expanduser(args.path))}
+    # Outputs inside the input folder would change its fingerprint and be read as inputs next time.
+    out = os.path.realpath(os.path.expanduser(args.output_dir))
+    src = os.path.realpath(kw["path"])
+    if out == src or out.startswith(src + os.sep):
+      raise _UsageError(f"--output_dir {args.output_dir!r} is inside the input folder "
+                        f"{args.path!r}")
     if args.dataset == "kohler":
       kw["frame"] = args.kohler_frame
     return kw
   if args.path:
-    raise ValueError(f"--path is for paired_folder, kohler and blur_only, not {args.dataset}")
+    raise _UsageError(f"--path is for paired_folder, kohler and blur_only, not {args.dataset}")
   return {}
+
+
+def _restore(args) -> tuple[Any, Any, Any, int]:
+  """(model, params, `inference.Restored`, local statistics window) of the flags."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  try:  # before preparing the data set, which can take long
+    dtype = None if args.dtype is None else jnp.dtype(args.dtype)
+    model, params, restored = inference.restore(args.workdir, model=args.model, step=args.step,
+                                                dtype=dtype, weights=args.weights)
+  except (FileNotFoundError, ValueError) as e:
+    source = (f"workdir {args.workdir!r}" if args.workdir is not None
+              else f"shipped model {args.model or pretrained.DEFAULT_MODEL!r}")
+    raise _UsageError(f"cannot restore a generator from {source}: {e}") from e
+  print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
+        file=sys.stderr)
+  try:
+    local_stats = inference.local_stats_window(args.local_stats, restored)
+  except ValueError as e:
+    raise _UsageError(str(e)) from e
+  return model, params, restored, local_stats
+
+
+def _open_source(args, builder_kwargs: dict) -> Any:
+  from flax_gradnet.data import pipeline  # pylint: disable=g-import-not-at-top
+  try:
+    return pipeline.get_source(args.dataset, args.split,
+                               data_dir=os.path.expanduser(args.data_dir),
+                               manual_dir=os.path.expanduser(args.manual_dir)
+                               if args.manual_dir else None, **builder_kwargs)
+  except Exception as e:  # TFDS/builders raise FileNotFoundError, ValueError, TypeError, ...
+    raise _UsageError(f"cannot open dataset {args.dataset!r} split {args.split!r}: "
+                      f"{type(e).__name__}: {e}") from e
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -556,75 +556,22 @@ def main(argv: list[str] | None = None) -> int:
   # keep it to warnings, as main.py and demo.py do.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-  def fail(msg: str) -> int:
+  try:
+    _check_flags(args)
+    builder_kwargs = _builder_kwargs(args)
+    # Heavy imports after the flag checks, so --help and usage errors are instant.
+    model, params, restored, local_stats = _restore(args)
+    source = _open_source(args, builder_kwargs)
+  except _UsageError as e:
     # On its own line, also after a progress bar that left the cursor mid-line.
-    start = "\n" if sys.stderr.isatty() else ""
-    print(f"{start}error: {msg}", file=sys.stderr)
+    print(f"{chr(10) if sys.stderr.isatty() else ''}error: {e}", file=sys.stderr)
     return 2
 
-  if args.tile is not None and (args.tile <= 0 or args.tile % 4):
-    return fail(f"--tile must be a positive multiple of 4, got {args.tile}")
-  if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
-    return fail(f"need 0 <= --tile_overlap < --tile, got {args.tile_overlap}")
-  if args.num_images < 0 or args.num_grids < 0 or args.crop_border < 0:
-    return fail("--num_images, --num_grids and --crop_border must be >= 0")
-  if args.kohler_best_frame and args.dataset != "kohler":
-    return fail("--kohler_best_frame is for --dataset=kohler")
-  if args.workdir is not None and args.model is not None:
-    return fail("pass --workdir (a training workdir) or --model (a shipped model), not both")
-  if args.step is not None and args.workdir is None:
-    return fail("--step selects a checkpoint of --workdir; a shipped model (--model) has one "
-                "set of weights")
-  if args.weights is not None and args.workdir is None:
-    return fail("--weights selects the weights of --workdir's checkpoint; a shipped model "
-                "(--model) has one set of weights")
-  try:
-    builder_kwargs = _builder_kwargs(args)
-  except (ValueError, FileNotFoundError) as e:
-    return fail(str(e))
-  if "path" in builder_kwargs:
-    # Outputs inside the input folder would change its fingerprint and be read as inputs next time.
-    out = os.path.realpath(os.path.expanduser(args.output_dir))
-    src = os.path.realpath(builder_kwargs["path"])
-    if out == src or out.startswith(src + os.sep):
-      return fail(f"--output_dir {args.output_dir!r} is inside the input folder {args.path!r}")
-
-  # Heavy imports after argument checks, so --help and usage errors are instant.
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
-  from flax_gradnet.data import pipeline  # pylint: disable=g-import-not-at-top
-
-  try:  # before preparing the data set, which can take long
-    dtype = None if args.dtype is None else jnp.dtype(args.dtype)
-    model, params, restored = inference.restore(args.workdir, model=args.model, step=args.step,
-                                                dtype=dtype, weights=args.weights)
-  except (FileNotFoundError, ValueError) as e:
-    source = (f"workdir {args.workdir!r}" if args.workdir is not None
-              else f"shipped model {args.model or pretrained.DEFAULT_MODEL!r}")
-    return fail(f"cannot restore a generator from {source}: {e}")
-  step = restored.step or 0  # a shipped model: the step it was packed from
-  print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
-        file=sys.stderr)
-  try:
-    local_stats = inference.local_stats_window(args.local_stats, restored)
-  except ValueError as e:
-    return fail(str(e))
-  try:
-    source = pipeline.get_source(args.dataset, args.split,
-                                 data_dir=os.path.expanduser(args.data_dir),
-                                 manual_dir=os.path.expanduser(args.manual_dir)
-                                 if args.manual_dir else None, **builder_kwargs)
-  except Exception as e:  # TFDS/builders raise FileNotFoundError, ValueError, TypeError, ...
-    return fail(f"cannot open dataset {args.dataset!r} split {args.split!r}: "
-                f"{type(e).__name__}: {e}")
-
   summary = evaluate_generator(
-      model, params, source, output_dir=args.output_dir, step=step, dataset=args.dataset,
-      y_channel=args.y_channel, crop_border=args.crop_border, tile=args.tile,
-      tile_overlap=args.tile_overlap, num_images=args.num_images, num_grids=args.num_grids,
-      save_outputs=args.save_outputs, kohler_frame=args.kohler_frame,
+      model, params, source, output_dir=args.output_dir, step=restored.step or 0,
+      dataset=args.dataset, y_channel=args.y_channel, crop_border=args.crop_border,
+      tile=args.tile, tile_overlap=args.tile_overlap, num_images=args.num_images,
+      num_grids=args.num_grids, save_outputs=args.save_outputs, kohler_frame=args.kohler_frame,
       kohler_frames_dir=builder_kwargs.get("path") if args.kohler_best_frame else None,
       progress=not args.no_progress, self_ensemble=args.self_ensemble, local_stats=local_stats,
       extra_summary={**({"workdir": os.path.abspath(args.workdir)} if args.workdir is not None

@@ -1,4 +1,4 @@
-"""PSNR and SSIM as published deblurring numbers are measured, and clu collections.
+"""PSNR and SSIM as published deblurring numbers are measured.
 
 The protocol (printed with every result, see `protocol_string`):
 
@@ -24,11 +24,9 @@ The protocol (printed with every result, see `protocol_string`):
 * `crop_border=k` drops k pixels on every side before measuring (BasicSR).
 """
 
-# No `from __future__ import annotations`: clu reads the metric classes from __annotations__.
+from __future__ import annotations
 
-import clu.metrics
 import dm_pix
-import flax
 import jax
 import jax.numpy as jnp
 
@@ -139,27 +137,3 @@ def protocol_string(y_channel: bool, crop_border: int, *, data_range: float = 25
       "SSIM: 11x11 Gaussian sigma=1.5, valid region, mean over channels (skimage-equivalent)",
   ]
   return "; ".join(parts)
-
-
-@flax.struct.dataclass
-class EvalMetrics(clu.metrics.Collection):
-  """Per-image PSNR and SSIM averaged over images, devices and hosts.
-
-  Under a named mapped axis (e.g. `shard_map(..., axis_names={"batch"})`) build it with
-  `EvalMetrics.gather_from_model_output(psnr=[B], ssim=[B])`; on one device
-  `EvalMetrics.single_from_model_output(...)`. Merge batches with `.merge`.
-  Pass `mask=[B]` (bool) to leave padded examples out of the average.
-  """
-
-  psnr: clu.metrics.Average.from_output("psnr")
-  ssim: clu.metrics.Average.from_output("ssim")
-
-
-def image_metrics(deblurred: jax.Array, sharp: jax.Array, *, crop_border: int = 0,
-                  y_channel: bool = False) -> dict[str, jax.Array]:
-  """[-1, 1] float batches -> per-image {"psnr": [B], "ssim": [B]} after `quantize`."""
-  a, b = quantize(deblurred), quantize(sharp)
-  return {
-      "psnr": psnr(a, b, crop_border=crop_border, y_channel=y_channel),
-      "ssim": ssim(a, b, crop_border=crop_border, y_channel=y_channel),
-  }

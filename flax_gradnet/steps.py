@@ -1,4 +1,4 @@
-"""Pure, jit-able training and evaluation steps (Sec. 3.2 and 4.2).
+"""The pure, jit-able training step (Sec. 3.2 and 4.2), its state and models.
 
 One generator step of the paper = `critic_steps` (5) WGAN-GP critic updates on
 the batch, then one generator update with the Eq. (11) loss. The step is a pure
@@ -28,10 +28,6 @@ from flax_gradnet import losses
 from flax_gradnet.models import PatchCritic
 
 
-class TrainState(train_state.TrainState):
-  """A network's params and optimizer state (flax's TrainState)."""
-
-
 @flax.struct.dataclass
 class GANState:
   """Both networks. `generator.step` counts generator updates (the paper's steps).
@@ -40,8 +36,8 @@ class GANState:
   (config.ema_decay > 0), updated after every generator update; None without.
   """
 
-  generator: TrainState
-  critic: TrainState
+  generator: train_state.TrainState
+  critic: train_state.TrainState
   ema_params: Any = None
 
   @property
@@ -85,6 +81,10 @@ def _tree_all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves))
 
 
+def _critic_scores(critic_apply: Callable, params: Any, x: jax.Array) -> jax.Array:
+  return losses.patch_scores(critic_apply({"params": params}, x))
+
+
 def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
                content_fn: Callable, *, generator_apply: Callable, critic_apply: Callable,
                cfg: StepConfig, adversarial: bool = True,
@@ -118,66 +118,24 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
     with `ema_params` gets them moved towards the new generator parameters
     (`ema_update` with `cfg.ema_decay`).
   """
-  blur, sharp = batch["blur"], batch["sharp"]
   rng = jax.random.fold_in(rng, state.step)
   if axis_name is not None:
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
   metrics = {}
-
-  def critic_scores(params, x):
-    return losses.patch_scores(critic_apply({"params": params}, x))
-
   critic = state.critic
+  gamma = 0.0
   if adversarial and cfg.adversarial_weight != 0:
-    fresh = "critic_blur" in batch
-
-    def make_fake(b):
-      return jax.lax.stop_gradient(generator_apply({"params": state.generator.params}, b))
-
-    if not fresh:  # one fake batch for all critic updates (as DeblurGAN's trainer)
-      fake_once = make_fake(blur)
-
-    def critic_loss_fn(params, key, sharp, fake):
-      score_fn = functools.partial(critic_scores, params)
-      real_scores, fake_scores = score_fn(sharp), score_fn(fake)
-      penalty = losses.gradient_penalty(score_fn, sharp, fake, key, weight=cfg.gp_weight)
-      loss = losses.critic_loss(real_scores, fake_scores) + penalty
-      return loss, {"critic_loss": loss, "gradient_penalty": penalty,
-                    "wasserstein": losses.wasserstein_estimate(real_scores, fake_scores)}
-
-    def critic_update(c_state, xs):
-      key, critic_batch = xs
-      if fresh:
-        real, fake = critic_batch["sharp"], make_fake(critic_batch["blur"])
-      else:
-        real, fake = sharp, fake_once
-      grads, aux = jax.grad(critic_loss_fn, has_aux=True)(c_state.params, key, real, fake)
-      grads = _pmean(grads, axis_name)
-      aux["critic_grad_norm"] = optax.tree.norm(grads)
-      return c_state.apply_gradients(grads=grads), aux
-
-    keys = jax.random.split(jax.random.fold_in(rng, 1), cfg.critic_steps)
-    critic_batches = ({"blur": batch["critic_blur"], "sharp": batch["critic_sharp"]} if fresh
-                      else None)
-    if fresh and batch["critic_blur"].shape[0] != cfg.critic_steps:
-      raise ValueError(f"batch['critic_blur'] holds {batch['critic_blur'].shape[0]} batches for "
-                       f"{cfg.critic_steps} critic updates.")
-    critic, critic_metrics = jax.lax.scan(critic_update, critic, (keys, critic_batches),
-                                          unroll=cfg.critic_steps if cfg.critic_unroll else 1)
-    # Report the last critic update's values (the critic the generator faces).
-    metrics.update(jax.tree_util.tree_map(lambda x: x[-1], critic_metrics))
+    critic, critic_metrics = _critic_updates(state, batch, rng, generator_apply=generator_apply,
+                                             critic_apply=critic_apply, cfg=cfg,
+                                             axis_name=axis_name)
+    metrics.update(critic_metrics)
     gamma = cfg.adversarial_weight
-  else:
-    gamma = 0.0
 
-  def generator_loss_fn(params):
-    pred = generator_apply({"params": params}, blur)
-    fake_scores = critic_scores(critic.params, pred) if gamma != 0 else None
-    return losses.generator_loss(pred, sharp, fake_scores, content_fn=content_fn,
-                                 alpha=cfg.content_weight, beta=cfg.gradient_weight, gamma=gamma)
-
-  (g_loss, terms), g_grads = jax.value_and_grad(generator_loss_fn, has_aux=True)(
-      state.generator.params)
+  loss_fn = functools.partial(_generator_loss, blur=batch["blur"], sharp=batch["sharp"],
+                              critic_params=critic.params, content_fn=content_fn,
+                              generator_apply=generator_apply, critic_apply=critic_apply,
+                              cfg=cfg, gamma=gamma)
+  (g_loss, terms), g_grads = jax.value_and_grad(loss_fn, has_aux=True)(state.generator.params)
   g_grads = _pmean(g_grads, axis_name)
   generator = state.generator.apply_gradients(grads=g_grads)
 
@@ -194,6 +152,74 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
   if ema_params is not None:
     ema_params = ema_update(ema_params, generator.params, cfg.ema_decay)
   return GANState(generator=generator, critic=critic, ema_params=ema_params), metrics
+
+
+def _critic_updates(state: GANState, batch: dict[str, jax.Array], rng: jax.Array, *,
+                    generator_apply: Callable, critic_apply: Callable, cfg: StepConfig,
+                    axis_name: str | None) -> tuple[train_state.TrainState, dict[str, jax.Array]]:
+  """The critic phase of `train_step`: `cfg.critic_steps` updates of the critic
+  loss of Eq. (10) (WGAN-GP: Wasserstein estimate + lambda gradient penalty)
+  against the generator of this step, in one `lax.scan`.
+
+  Args:
+    state, batch, generator_apply, critic_apply, cfg, axis_name: `train_step`'s.
+    rng: `train_step`'s key, already folded with the step (and axis index).
+
+  Returns:
+    (the updated critic, the last update's metrics: critic_loss,
+     gradient_penalty, wasserstein, critic_grad_norm; the critic the generator faces).
+  """
+  sharp = batch["sharp"]
+  fresh = "critic_blur" in batch
+
+  def make_fake(b):
+    return jax.lax.stop_gradient(generator_apply({"params": state.generator.params}, b))
+
+  if not fresh:  # one fake batch for all critic updates (as DeblurGAN's trainer)
+    fake_once = make_fake(batch["blur"])
+
+  def critic_loss_fn(params, key, sharp, fake):
+    score_fn = functools.partial(_critic_scores, critic_apply, params)
+    real_scores, fake_scores = score_fn(sharp), score_fn(fake)
+    penalty = losses.gradient_penalty(score_fn, sharp, fake, key, weight=cfg.gp_weight)
+    loss = losses.critic_loss(real_scores, fake_scores) + penalty
+    return loss, {"critic_loss": loss, "gradient_penalty": penalty,
+                  "wasserstein": losses.wasserstein_estimate(real_scores, fake_scores)}
+
+  def critic_update(c_state, xs):
+    key, critic_batch = xs
+    if fresh:
+      real, fake = critic_batch["sharp"], make_fake(critic_batch["blur"])
+    else:
+      real, fake = sharp, fake_once
+    grads, aux = jax.grad(critic_loss_fn, has_aux=True)(c_state.params, key, real, fake)
+    grads = _pmean(grads, axis_name)
+    aux["critic_grad_norm"] = optax.tree.norm(grads)
+    return c_state.apply_gradients(grads=grads), aux
+
+  keys = jax.random.split(jax.random.fold_in(rng, 1), cfg.critic_steps)
+  critic_batches = ({"blur": batch["critic_blur"], "sharp": batch["critic_sharp"]} if fresh
+                    else None)
+  if fresh and batch["critic_blur"].shape[0] != cfg.critic_steps:
+    raise ValueError(f"batch['critic_blur'] holds {batch['critic_blur'].shape[0]} batches for "
+                     f"{cfg.critic_steps} critic updates.")
+  critic, critic_metrics = jax.lax.scan(critic_update, state.critic, (keys, critic_batches),
+                                        unroll=cfg.critic_steps if cfg.critic_unroll else 1)
+  # Report the last critic update's values (the critic the generator faces).
+  return critic, jax.tree_util.tree_map(lambda x: x[-1], critic_metrics)
+
+
+def _generator_loss(params: Any, *, blur: jax.Array, sharp: jax.Array, critic_params: Any,
+                    content_fn: Callable, generator_apply: Callable, critic_apply: Callable,
+                    cfg: StepConfig, gamma: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Eq. (11) of the generator `params` on `blur` against `sharp`: alpha
+  L_content (Eq. 8) + beta L_gradient (Eq. 9) + gamma L_adv (the critic
+  `critic_params` scores the output; skipped when gamma is 0). Returns
+  (loss, its terms)."""
+  pred = generator_apply({"params": params}, blur)
+  fake_scores = _critic_scores(critic_apply, critic_params, pred) if gamma != 0 else None
+  return losses.generator_loss(pred, sharp, fake_scores, content_fn=content_fn,
+                               alpha=cfg.content_weight, beta=cfg.gradient_weight, gamma=gamma)
 
 
 def _vgg_content_loss(variables, pred, target, *, layer: str):
@@ -243,10 +269,6 @@ def build_models(config):
                        conv_impl=config.critic_conv_impl,
                        dtype=jnp.dtype(config.compute_dtype))
   return generator, critic
-
-
-def make_optimizer(learning_rate: float | optax.Schedule, b1: float, b2: float):
-  return optax.adam(learning_rate, b1=b1, b2=b2)
 
 
 INIT_SCHEMES = ("lecun_normal", "torch", "normal_0.02")
@@ -308,10 +330,6 @@ def create_state(rng: jax.Array, generator, critic, *, image_size: int,
   g_params = reinitialize(g_params, init_scheme, jax.random.fold_in(g_rng, 1))
   c_params = reinitialize(c_params, init_scheme, jax.random.fold_in(c_rng, 1))
   return GANState(
-      generator=TrainState.create(apply_fn=generator.apply, params=g_params, tx=generator_tx),
-      critic=TrainState.create(apply_fn=critic.apply, params=c_params, tx=critic_tx))
-
-
-def eval_step(generator_apply: Callable, params: Any, blur: jax.Array) -> jax.Array:
-  """Deblurs float images in [-1, 1]; quantization and metrics happen outside."""
-  return generator_apply({"params": params}, blur)
+      generator=train_state.TrainState.create(apply_fn=generator.apply, params=g_params,
+                                              tx=generator_tx),
+      critic=train_state.TrainState.create(apply_fn=critic.apply, params=c_params, tx=critic_tx))

@@ -8,12 +8,12 @@ parameters equal those of an uninterrupted N-step run.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import signal
-import time
-from typing import Any
+from typing import Any, Callable
 
 import grain.checkpoint as grain_ckpt
 import jax
@@ -29,8 +29,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flax_gradnet import checkpoint as ckpt_lib
-from flax_gradnet import evaluate as evaluate_lib
-from flax_gradnet import metrics as metrics_lib, steps
+from flax_gradnet import evaluation, steps
 from flax_gradnet.data import pipeline
 
 
@@ -124,44 +123,38 @@ def _allgather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int = 0,
-             num_summaries: int = 0):
-  """Deblurs whole held-out images; returns mean metrics and a few image grids.
+             num_summaries: int = 0) -> tuple[dict[str, float], list[np.ndarray]]:
+  """The periodic held-out evaluation: `evaluation.measure` of whole images, then means.
 
   Metrics are measured on uint8-quantized outputs against the uint8 targets,
-  for the deblurred output and, as a baseline, for the blurry input. With
-  several processes each deblurs every P-th image on its first local device
-  and the per-image rows are gathered, so every process returns the same
-  means; the grids are process 0's.
+  RGB, for the deblurred output and, as a baseline, for the blurry input. With
+  several processes each deblurs every P-th image and the per-image rows are
+  gathered, so every process returns the same means; the grids are each
+  process's own (process 0 writes them).
+
+  Returns:
+    (means: psnr, ssim, blurry_psnr, blurry_ssim, psnr_gain; with blur families
+     also psnr_gain_<family> and worst_image_psnr_gain;
+     the first `num_summaries` blurry | deblurred | sharp grids).
   """
-  apply = jax.jit(generator.apply)
-  rows: list[dict[str, Any]] = []
-  grids = []
   count = len(source) if not num_images else min(num_images, len(source))
-  for example in pipeline.eval_iterator(source, stop=count, shard_index=jax.process_index(),
-                                        shard_count=jax.process_count()):
-    blur = example["blur"]
-    out = apply({"params": params}, jnp.asarray(blur, jnp.float32)[None] / 127.5 - 1.0)[0]
-    out = np.asarray(metrics_lib.quantize(out))
-    sharp = example["sharp"]
-    kw = dict(data_range=255.0, crop_border=crop_border)
-    rows.append({"name": example["name"], "family": example.get("family"),
-                 "psnr": float(metrics_lib.psnr(out, sharp, **kw)),
-                 "ssim": float(metrics_lib.ssim(out, sharp, **kw)),
-                 "blurry_psnr": float(metrics_lib.psnr(blur, sharp, **kw)),
-                 "blurry_ssim": float(metrics_lib.ssim(blur, sharp, **kw))})
-    if len(grids) < num_summaries:
-      grids.append(np.concatenate([blur, out.astype(np.uint8), sharp], axis=1))
-  rows = _allgather_rows(rows)
+  shard = pipeline.eval_iterator(source, stop=count, shard_index=jax.process_index(),
+                                 shard_count=jax.process_count())
+  # family_grids=False: the first images only, the TensorBoard images training always wrote.
+  measured = evaluation.measure(generator, params, shard, crop_border=crop_border,
+                                num_grids=num_summaries, family_grids=False)
+  rows = _allgather_rows(measured.rows)
   if not rows:
     raise ValueError("the evaluation split is empty")
-  # The same per-family numbers as `python -m flax_gradnet.evaluate` prints.
-  by_family = evaluate_lib.family_means(rows)
-  overall = by_family.pop(evaluate_lib.FAMILY_ALL)
+  # The same numbers as `python -m flax_gradnet.evaluate` prints.
+  overall = evaluation.group_means(rows)
   means = {k: overall[k] for k in ("psnr", "ssim", "blurry_psnr", "blurry_ssim", "psnr_gain")}
-  if rows[0]["family"] is not None:  # held-out sets with several blur families
+  if "family" in rows[0]:  # held-out sets with several blur families
+    by_family = evaluation.family_means(rows)
+    del by_family[evaluation.FAMILY_ALL]
     means.update({f"psnr_gain_{f}": m["psnr_gain"] for f, m in by_family.items()})
     means["worst_image_psnr_gain"] = overall["worst_psnr_gain"]
-  return means, grids
+  return means, [grid for _, grid in measured.grids]
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -353,69 +346,114 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_source = _source(config, "train")
   eval_source = _source(config, "test", for_eval=True)
   total_steps = num_train_steps(config, len(train_source))
-
   generator, critic = steps.build_models(config)
-  g_schedule = make_schedule(config, config.learning_rate, total_steps)
-  g_tx = steps.make_optimizer(g_schedule, config.b1, config.b2)
-  c_schedule = critic_schedule(config, total_steps)
-  c_tx = steps.make_optimizer(c_schedule, config.b1, config.b2)
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
+  schedules = (make_schedule(config, config.learning_rate, total_steps),
+               critic_schedule(config, total_steps))
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   state = steps.create_state(init_rng, generator, critic, image_size=config.crop_size,
-                             generator_tx=g_tx, critic_tx=c_tx, init_scheme=config.init_scheme)
-
+                             generator_tx=optax.adam(schedules[0], b1=config.b1, b2=config.b2),
+                             critic_tx=optax.adam(schedules[1], b1=config.b1, b2=config.b2),
+                             init_scheme=config.init_scheme)
   train_iter = pipeline.create_train_iterator(
       train_source, crop_size=config.crop_size, per_device_batch_size=per_device,
       num_local_devices=jax.local_device_count(), seed=config.seed, flips=config.flips,
       rot90=config.rot90, color_jitter=config.color_jitter, scale_jitter=config.scale_jitter,
       worker_count=config.worker_count)
-
   manager = ckpt_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep,
                                         keep_best=config.keep_best)
-  if manager.latest_step() is not None:
-    state = _resume(manager, state, train_iter, ema=config.ema_decay > 0)
-  else:
-    if config.init_from:
-      params, description = load_init_params(config.init_from, state.generator.params,
-                                             strict=config.init_strict)
-      state = state.replace(generator=state.generator.replace(params=params))
-      logging.info("Generator initialised from %s.", description)
-    if config.ema_decay > 0:  # the average starts at the initial weights (as BasicSR's)
-      state = state.replace(ema_params=_host_copy(state.generator.params))
+  state = _initial_state(config, manager, state, train_iter)
   initial_step = int(state.step)
   if is_chief and initial_step == 0:
-    logging.info("Generator:\n%s", parameter_overview.get_parameter_overview(
-        state.generator.params))
-    logging.info("Critic:\n%s", parameter_overview.get_parameter_overview(state.critic.params))
-    writer.write_hparams(traverse_util.flatten_dict(config.to_dict(), sep="."))
+    _log_models(config, state, writer)
 
-  cfg = steps.StepConfig.from_config(config)
-  # One program for all devices (jit over a 1-D mesh, axis "data"): the batch
-  # is split across devices, parameters and optimizer states are replicated,
-  # and XLA inserts the gradient all-reduce that averaging over the global
-  # batch implies. content_fn is an argument (its VGG19 weights are replicated
-  # once), not a constant baked into the compiled step.
+  step_fn, replicated = _make_step_fn(config, generator, critic, train_iter)
+  state, content_fn, step_rng = _replicate((state, content_fn, step_rng), replicated)
+  run = _Run(config=config, workdir=workdir, writer=writer, manager=manager,
+             train_iter=train_iter, eval_source=eval_source, generator=generator,
+             schedules=schedules, total_steps=total_steps, is_chief=is_chief)
+  return _train_loop(run, state, initial_step,
+                     functools.partial(step_fn, rng=step_rng, content_fn=content_fn),
+                     progress=progress)
+
+
+def _initial_state(config: ml_collections.ConfigDict, manager: ocp.CheckpointManager,
+                   state: steps.GANState, train_iter: pipeline.TrainIterator) -> steps.GANState:
+  """The state training starts from: the manager's latest checkpoint (the data
+  iterator restored with it), else the fresh `state` with the generator of
+  `config.init_from` when set, and with an EMA (config.ema_decay > 0) that
+  starts at the initial weights (as BasicSR's)."""
+  if manager.latest_step() is not None:
+    return _resume(manager, state, train_iter, ema=config.ema_decay > 0)
+  if config.init_from:
+    params, description = load_init_params(config.init_from, state.generator.params,
+                                           strict=config.init_strict)
+    state = state.replace(generator=state.generator.replace(params=params))
+    logging.info("Generator initialised from %s.", description)
+  if config.ema_decay > 0:
+    state = state.replace(ema_params=_host_copy(state.generator.params))
+  return state
+
+
+def _log_models(config: ml_collections.ConfigDict, state: steps.GANState, writer) -> None:
+  """A fresh run's parameter tables (the log) and hyperparameters (TensorBoard)."""
+  logging.info("Generator:\n%s", parameter_overview.get_parameter_overview(
+      state.generator.params))
+  logging.info("Critic:\n%s", parameter_overview.get_parameter_overview(state.critic.params))
+  writer.write_hparams(traverse_util.flatten_dict(config.to_dict(), sep="."))
+
+
+def _make_step_fn(config: ml_collections.ConfigDict, generator, critic,
+                  train_iter: pipeline.TrainIterator) -> tuple[Callable, NamedSharding]:
+  """(`step_fn(state, step, *, rng, content_fn) -> (state, metrics)`, the replicated sharding).
+
+  `step_fn` draws the step's global batch and runs the compiled warm-up step
+  (steps up to config.adversarial_warmup_steps) or the GAN step on it.
+  One program for all devices (jit over a 1-D mesh, axis "data"): the batch
+  is split across devices, parameters and optimizer states are replicated,
+  and XLA inserts the gradient all-reduce that averaging over the global
+  batch implies.
+  """
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
-  replicated = NamedSharding(mesh, P())
-  data_sharding = NamedSharding(mesh, P("data"))
-
   # critic_batches="fresh": each critic update reads its own batch, drawn from
   # the same stream before the generator's ([critic_steps, batch, ...]).
   fresh = config.critic_batches == "fresh" and config.adversarial_weight != 0
+  train_step = _compile_step(config, generator, critic, mesh, adversarial=True, fresh=fresh)
+  warmup_step = _compile_step(config, generator, critic, mesh, adversarial=False, fresh=fresh)
+  next_batch = _batch_reader(config, train_iter, mesh, fresh=fresh)
+
+  def step_fn(state, step, *, rng, content_fn):
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      warm = step <= config.adversarial_warmup_steps
+      batch = next_batch(adversarial=not warm)
+      return (warmup_step if warm else train_step)(state, batch, rng, content_fn)
+
+  return step_fn, NamedSharding(mesh, P())
+
+
+def _compile_step(config: ml_collections.ConfigDict, generator, critic, mesh: jax.sharding.Mesh,
+                  *, adversarial: bool, fresh: bool) -> Callable:
+  """`steps.train_step` jitted over `mesh`: state, rng and content_fn replicated
+  (content_fn is an argument, so its VGG19 weights are replicated once rather
+  than baked into the compiled step), the batch sharded on "data"; the state
+  is donated."""
+  replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  fn = functools.partial(steps.train_step, generator_apply=generator.apply,
+                         critic_apply=critic.apply, cfg=steps.StepConfig.from_config(config),
+                         adversarial=adversarial, axis_name=None)
+  batch_sharding = {"blur": data, "sharp": data}
+  if fresh and adversarial:
+    critic_data = NamedSharding(mesh, P(None, "data"))
+    batch_sharding.update(critic_blur=critic_data, critic_sharp=critic_data)
+  return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated),
+                 out_shardings=replicated, donate_argnums=(0,))
+
+
+def _batch_reader(config: ml_collections.ConfigDict, train_iter: pipeline.TrainIterator,
+                  mesh: jax.sharding.Mesh, *, fresh: bool) -> Callable[..., dict[str, jax.Array]]:
+  """`next_batch(adversarial)`: the next global batch, with `critic_steps` more
+  batches for the critic ("critic_blur", "critic_sharp") when `fresh`."""
+  data_sharding = NamedSharding(mesh, P("data"))
   critic_data_sharding = NamedSharding(mesh, P(None, "data"))
-
-  def compile_step(adversarial: bool):
-    fn = functools.partial(steps.train_step, generator_apply=generator.apply,
-                           critic_apply=critic.apply, cfg=cfg, adversarial=adversarial,
-                           axis_name=None)
-    batch_sharding = {"blur": data_sharding, "sharp": data_sharding}
-    if fresh and adversarial:
-      batch_sharding.update(critic_blur=critic_data_sharding, critic_sharp=critic_data_sharding)
-    return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated),
-                   out_shardings=replicated, donate_argnums=(0,))
-
-  train_step, warmup_step = compile_step(True), compile_step(False)
-  state, content_fn, step_rng = _replicate((state, content_fn, step_rng), replicated)
 
   def global_batch(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     # The pipeline yields [local devices, per device, ...]; this process's rows
@@ -433,63 +471,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       batch[f"critic_{k}"] = jax.make_array_from_process_local_data(critic_data_sharding, local)
     return batch
 
-  report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
-  hooks = [report_progress] if is_chief else []
-  if is_chief and config.profile_steps > 0:
-    # One trace of `profile_steps` steps after the first 10 (compilation and
-    # warm-up done), written under the workdir for TensorBoard's profile tab.
-    hooks.append(periodic_actions.Profile(
-        logdir=workdir, num_profile_steps=config.profile_steps, profile_duration_ms=None,
-        first_profile=initial_step + 10, every_steps=None, every_secs=None))
+  return next_batch
 
-  def save(step: int, metrics: dict[str, float] | None):
-    host_state = _state_dict(jax.device_get(state))
-    digests = {key: ckpt_lib.state_digest(host_state[net]["params"])
-               for net, key in (("generator", ckpt_lib.PARAMS_DIGEST_KEY),
-                                ("critic", ckpt_lib.CRITIC_DIGEST_KEY),
-                                (ckpt_lib.EMA_KEY, ckpt_lib.EMA_DIGEST_KEY)) if net in host_state}
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(host_state),
-        # One data-iterator state per process (grain's handler writes
-        # process_<i>-of-<n>.json); orbax's JSON item is written by process 0 only.
-        iterator=grain_ckpt.CheckpointSave(pipeline.IteratorCheckpoint(train_iter)),
-        data=ocp.args.JsonSave(digests)),
-                 metrics=metrics if config.keep_best else None, force=True)
 
+@dataclasses.dataclass
+class _Run:
+  """The parts of one training run that the loop uses (built by `train_and_evaluate`)."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  writer: metric_writers.MetricWriter
+  manager: ocp.CheckpointManager
+  train_iter: pipeline.TrainIterator
+  eval_source: Any
+  generator: Any
+  schedules: tuple[optax.Schedule, optax.Schedule]  # the generator's and the critic's
+  total_steps: int
+  is_chief: bool
+
+
+def _train_loop(run: _Run, state: steps.GANState, initial_step: int, step_fn: Callable, *,
+                progress: bool) -> dict[str, float]:
+  """Steps from `initial_step` to `run.total_steps`, logging, evaluating and
+  checkpointing as the config says; returns the last evaluation's metrics.
+
+  Raises:
+    Preempted, NonFiniteError: see `train_and_evaluate`.
+  """
+  config = run.config
+  report_progress, hooks = _hooks(run, initial_step)
   history: list[dict[str, Any]] = []
   history_start = initial_step + 1
   eval_metrics: dict[str, float] = {}
-  train_start = time.time()
-  logging.info("Training from step %d to %d.", initial_step, total_steps)
+  logging.info("Training from step %d to %d.", initial_step, run.total_steps)
   bar = None
-  if progress and is_chief:
+  if progress and run.is_chief:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=total_steps, initial=initial_step, desc="training", unit="step",
+    bar = tqdm(total=run.total_steps, initial=initial_step, desc="training", unit="step",
                dynamic_ncols=True)
-  with _Preemption(manager) as preemption, metric_writers.ensure_flushes(writer):
+  with _Preemption(run.manager) as preemption, metric_writers.ensure_flushes(run.writer):
     step = initial_step
-    while step < total_steps:
+    while step < run.total_steps:
       step += 1
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        warm = step <= config.adversarial_warmup_steps
-        batch = next_batch(adversarial=not warm)
-        fn = warmup_step if warm else train_step
-        state, m = fn(state, batch, step_rng, content_fn)
+      state, m = step_fn(state, step)
       history.append(m)
       for hook in hooks:
         hook(step)
       if bar is not None:
         bar.update(1)
 
-      last = step == total_steps
+      last = step == run.total_steps
       if step % config.log_every_steps == 0 or last:
-        host = _check_finite(history, history_start)
-        scalars = {k: float(np.mean([h[k] for h in host if k in h])) for k in host[-1]}
-        scalars["learning_rate"] = float(g_schedule(step - 1))
-        scalars["critic_learning_rate"] = float(
-            c_schedule(max(0, step - 1 - config.adversarial_warmup_steps) * config.critic_steps))
-        scalars["steps_per_hour"] = 3600 * (step - initial_step) / (time.time() - train_start)
-        writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+        scalars = _write_train_scalars(run, history, history_start, step)
         history, history_start = [], step + 1
         if bar is not None:
           bar.set_postfix(loss=f"{scalars['generator_loss']:.4g}", refresh=False)
@@ -497,8 +530,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       best_metrics = None  # the metrics this step's checkpoint is ranked by (keep_best)
       if step % config.eval_every_steps == 0 or last:
         with report_progress.timed("eval"):
-          eval_metrics, best_metrics = _periodic_eval(config, generator, state, eval_source,
-                                                      writer, step)
+          eval_metrics, best_metrics = _periodic_eval(config, run.generator, state,
+                                                      run.eval_source, run.writer, step)
         if bar is not None:
           bar.set_postfix(heldout_gain_dB=f"{best_metrics['psnr_gain']:+.2f}", refresh=False)
 
@@ -509,17 +542,68 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           (config.keep_best and best_metrics is not None)):
         _check_finite(history, history_start)  # never checkpoint a diverged state
         with report_progress.timed("checkpoint"):
-          save(step, best_metrics)
+          _save(run, step, state, best_metrics)
         if preemption.requested:
           logging.warning("Checkpoint saved at step %d; exiting on SIGTERM.", step)
           break
   if bar is not None:
     bar.close()
-  manager.wait_until_finished()
-  manager.close()
+  run.manager.wait_until_finished()
+  run.manager.close()
   if preemption.requested:
-    raise Preempted(step, workdir)
+    raise Preempted(step, run.workdir)
   return eval_metrics
+
+
+def _hooks(run: _Run, initial_step: int) -> tuple[periodic_actions.ReportProgress, list]:
+  """(clu's ReportProgress, the per-step hooks of this process).
+
+  ReportProgress also times the evaluations and checkpoints (every process);
+  on the chief it is a hook that logs steps/s and the ETA and writes
+  `steps_per_sec` and `uptime`. With config.profile_steps, one trace of that
+  many steps after the first 10 (compilation and warm-up done), written under
+  the workdir for TensorBoard's profile tab.
+  """
+  report_progress = periodic_actions.ReportProgress(num_train_steps=run.total_steps,
+                                                    writer=run.writer)
+  hooks = [report_progress] if run.is_chief else []
+  if run.is_chief and run.config.profile_steps > 0:
+    hooks.append(periodic_actions.Profile(
+        logdir=run.workdir, num_profile_steps=run.config.profile_steps, profile_duration_ms=None,
+        first_profile=initial_step + 10, every_steps=None, every_secs=None))
+  return report_progress, hooks
+
+
+def _write_train_scalars(run: _Run, history: list[dict[str, Any]], first_step: int,
+                         step: int) -> dict[str, float]:
+  """Writes `train/<name>`: the mean of each metric over the steps since the
+  last log (checked finite first) and both learning rates at `step`."""
+  config = run.config
+  host = _check_finite(history, first_step)
+  scalars = {k: float(np.mean([h[k] for h in host if k in h])) for k in host[-1]}
+  g_schedule, c_schedule = run.schedules
+  scalars["learning_rate"] = float(g_schedule(step - 1))
+  scalars["critic_learning_rate"] = float(
+      c_schedule(max(0, step - 1 - config.adversarial_warmup_steps) * config.critic_steps))
+  run.writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+  return scalars
+
+
+def _save(run: _Run, step: int, state: steps.GANState, metrics: dict[str, float] | None) -> None:
+  """Checkpoints `step`: the state (with its weights' digests) and every
+  process's data-iterator state; `metrics` rank it when config.keep_best."""
+  host_state = _state_dict(jax.device_get(state))
+  digests = {key: ckpt_lib.state_digest(host_state[net]["params"])
+             for net, key in (("generator", ckpt_lib.PARAMS_DIGEST_KEY),
+                              ("critic", ckpt_lib.CRITIC_DIGEST_KEY),
+                              (ckpt_lib.EMA_KEY, ckpt_lib.EMA_DIGEST_KEY)) if net in host_state}
+  run.manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(host_state),
+      # One data-iterator state per process (grain's handler writes
+      # process_<i>-of-<n>.json); orbax's JSON item is written by process 0 only.
+      iterator=grain_ckpt.CheckpointSave(pipeline.IteratorCheckpoint(run.train_iter)),
+      data=ocp.args.JsonSave(digests)),
+                   metrics=metrics if run.config.keep_best else None, force=True)
 
 
 def _periodic_eval(config: ml_collections.ConfigDict, generator, state: steps.GANState,
@@ -633,7 +717,12 @@ def _restore_iterator(manager: ocp.CheckpointManager, step: int,
 
 
 def _state_dict(state: steps.GANState) -> dict[str, Any]:
-  """The checkpointed tree (see checkpoint.py): plain dicts, no callables."""
+  """The checkpointed tree (see checkpoint.py): plain dicts, no callables.
+
+  Not `flax.serialization.to_state_dict`: that writes the optimizer states'
+  tuples as {"0": ..., "1": ...} dicts and the EMA as "ema_params", a layout
+  into which orbax refuses to restore the checkpoints this code has written.
+  """
   def net(s):
     return {"step": s.step, "params": s.params, "opt_state": s.opt_state}
   tree = {"generator": net(state.generator), "critic": net(state.critic)}

@@ -345,15 +345,6 @@ def test_without_families_nothing_changes(tmp_path):
                                 progress=False)
 
 
-def test_choose_grids_covers_families_then_fills_in_order():
-  cands = [(f"n{j}", f, j) for j, f in enumerate("aabac")]
-  assert [g for _, g in evaluate._choose_grids(cands, 2)] == [0, 2, 4]  # every family once
-  assert [g for _, g in evaluate._choose_grids(cands, 4)] == [0, 1, 2, 4]
-  assert evaluate._choose_grids(cands, 0) == []
-  plain = [(f"n{j}", None, j) for j in range(3)]
-  assert [g for _, g in evaluate._choose_grids(plain, 2)] == [0, 1]
-
-
 def test_cli_shipped_model(tmp_path, generator_workdir, capsys, monkeypatch):
   """--model evaluates a shipped model (packed into a tmp root); flag conflicts exit 2."""
   import jax  # pylint: disable=g-import-not-at-top

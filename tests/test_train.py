@@ -9,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import configs
@@ -431,7 +432,7 @@ def test_ema_update_rule_matches_a_numpy_recurrence(tiny_train_config, data_dir)
   import functools  # pylint: disable=g-import-not-at-top
   config = tiny_train_config(data_dir, ema_decay=0.9)
   generator, critic = train.steps.build_models(config)
-  tx = train.steps.make_optimizer(1e-2, config.b1, config.b2)
+  tx = optax.adam(1e-2, b1=config.b1, b2=config.b2)
   state = train.steps.create_state(jax.random.key(0), generator, critic, image_size=32,
                                    generator_tx=tx, critic_tx=tx)
   state = state.replace(ema_params=train._host_copy(state.generator.params))
