@@ -114,6 +114,11 @@ def dataset_protocol(dataset: str, *, kohler_frame: str = "middle",
     return (f"synthetic_online held-out set v{online.HELDOUT_VERSION}: photographs never used in "
             f"training ({', '.join(online.HELDOUT_PHOTOS)}), each blurred whole by every "
             f"blur family, sensor noise, seed {online.HELDOUT_SEED}")
+  if dataset == "synthetic_unseen":
+    from flax_gradnet.data import unseen  # pylint: disable=g-import-not-at-top
+    return (f"synthetic_unseen held-out set v{unseen.UNSEEN_VERSION}: the held-out photographs "
+            f"blurred by kinds no training record is made with ({', '.join(unseen.UNSEEN_KINDS)}), "
+            f"training's sensor noise, seed {unseen.UNSEEN_SEED}")
   return f"dataset '{dataset}'" if dataset else "dataset given as a source"
 
 
@@ -435,7 +440,7 @@ def _parser() -> argparse.ArgumentParser:
   pretrained.add_restore_flags(p)
   p.add_argument("--dataset", required=True,
                  help="gopro | gopro/blur_gamma | hide | realblur_j | realblur_r | paired_folder "
-                      "| kohler | blur_only | synthetic | synthetic_online (protocols of hide and "
+                      "| kohler | blur_only | synthetic | synthetic_online | synthetic_unseen (protocols of hide and "
                       "realblur_*: below; realblur_* is measured WITHOUT the RealBlur alignment)")
   p.add_argument("--split", default="test", help="split or TFDS slice (default test)")
   p.add_argument("--data_dir", default="~/tensorflow_datasets",

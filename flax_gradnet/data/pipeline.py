@@ -35,7 +35,8 @@ from flax_gradnet.data import builders, online
 _PREPARE_TIMEOUT_S = 6 * 3600
 
 DATASETS = ("gopro", "gopro/blur_gamma", "hide", "realblur_j", "realblur_r",
-            "paired_folder", "kohler", "blur_only", "synthetic", "synthetic_online")
+            "paired_folder", "kohler", "blur_only", "synthetic", "synthetic_online",
+            "synthetic_unseen")
 # The benchmarks read from the TFDS manual dir: name -> (builder, config).
 MANUAL_DATASETS = {
     "gopro": (builders.Gopro, "blur"),
@@ -99,6 +100,12 @@ def get_source(dataset: str, split: str, *, data_dir: str,
       heldout = {k: v for k, v in kwargs.items() if k in ("families", "noise")}
       return online.heldout_pairs(**heldout)
     raise ValueError(f"synthetic_online has splits 'train' and 'test', got {split!r}.")
+  if dataset == "synthetic_unseen":
+    # Evaluation only (data/unseen.py): blur kinds no training record is made with.
+    if split.startswith("test"):
+      from flax_gradnet.data import unseen  # pylint: disable=g-import-not-at-top
+      return unseen.unseen_pairs(**{k: v for k, v in kwargs.items() if k == "noise"})
+    raise ValueError(f"synthetic_unseen is a held-out set: its only split is 'test', got {split!r}.")
   import jax  # pylint: disable=g-import-not-at-top
   # Several processes: process 0 prepares the records, the others wait for it
   # and then open what it wrote (all must see the same data_dir).
