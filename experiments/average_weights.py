@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from flax_gradnet import checkpoint  # noqa: E402
+from flax_gradnet import workdir as workdir_lib  # noqa: E402
 
 
 def parse_source(text: str) -> tuple[str, int | None]:
@@ -42,13 +42,13 @@ def average(sources: list[tuple[str, int | None]]) -> tuple[dict, int, dict]:
   """(averaged params, largest step, the first source's config as a dict)."""
   trees, steps, model_config, first_config = [], [], None, None
   for workdir, step in sources:
-    config = checkpoint.load_config(workdir)
+    config = workdir_lib.load_config(workdir)
     if model_config is None:
       model_config, first_config = config.model.to_dict(), config.to_dict()
     elif config.model.to_dict() != model_config:
       raise ValueError(f"{workdir}: its model config differs from {sources[0][0]}'s; "
                        "only checkpoints of one generator can be averaged")
-    _, params, restored_step = checkpoint.restore_generator(workdir, step)
+    _, params, restored_step = workdir_lib.restore_generator(workdir, step)
     trees.append(jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params))
     steps.append(int(restored_step))
     print(f"read {workdir} step {restored_step}", file=sys.stderr)
@@ -61,13 +61,13 @@ def write_workdir(output: str, params: dict, step: int, config: dict, sources: l
   os.makedirs(output)
   config = dict(config)
   config["averaged_from"] = [f"{w}:{s}" if s is not None else w for w, s in sources]
-  with open(os.path.join(output, checkpoint.CONFIG_FILE), "w") as f:
+  with open(os.path.join(output, workdir_lib.CONFIG_FILE), "w") as f:
     json.dump(config, f, indent=2)
-  mngr = checkpoint.checkpoint_manager(output)
+  mngr = workdir_lib.checkpoint_manager(output)
   state = {"generator": {"params": jax.tree_util.tree_map(jnp.asarray, params)}}
   mngr.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
-      data=ocp.args.JsonSave({checkpoint.PARAMS_DIGEST_KEY: checkpoint.state_digest(
+      data=ocp.args.JsonSave({workdir_lib.PARAMS_DIGEST_KEY: workdir_lib.state_digest(
           state["generator"]["params"])})))
   mngr.wait_until_finished()
   mngr.close()

@@ -31,8 +31,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import configs  # noqa: E402
-from flax_gradnet import checkpoint  # noqa: E402
-from flax_gradnet.models import reference  # noqa: E402
+from flax_gradnet.models import generator_from_config, reference  # noqa: E402
 
 
 def reference_generator(config, dtype):
@@ -104,7 +103,7 @@ def main():
   config = configs.load(args.config)
   dtype = jnp.dtype(args.dtype)
   model = (reference_generator(config, dtype) if args.reference
-           else checkpoint.generator_from_config(config, dtype))
+           else generator_from_config(config, dtype))
   w, h = args.size
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3)), jnp.float32)
   params = random_params(model, x)

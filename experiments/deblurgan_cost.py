@@ -1,6 +1,6 @@
 """Why the paper's Table 3 "FLOPs" read as multiply-adds.
 
-Counts, with the same XLA cost analysis as `flax_gradnet.summary`, the
+Counts, with the same XLA cost analysis as `flax_gradnet.cost`, the
 DeblurGAN generator (Kupyn et al. [37]: ResnetGenerator, ngf=64, 9 residual
 blocks) at 1280x720, whose Table 3 entry is 678.29 G. If XLA's FLOPs / 2
 (multiply-adds) lands near 678 G and XLA's FLOPs near twice that, Table 3
@@ -12,7 +12,7 @@ counts multiply-adds.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flax_gradnet.summary import forward_cost
+from flax_gradnet.cost import forward_cost
 
 
 class DeblurGANGenerator(nn.Module):

@@ -11,7 +11,7 @@ Tables 1, 4, 5 evaluate trained workdirs with `flax_gradnet.evaluate.evaluate_wo
 (RGB PSNR/SSIM on uint8 outputs, GOPRO config 'blur', whole images; the
 per-image CSVs, grids and summaries go to `--eval_dir/<table>/<row>/`).
 Table 3 needs no weights: XLA-counted FLOPs of the default generator
-(`summary.forward_cost`) and the measured seconds of one 1280x720 forward after
+(`cost.forward_cost`) and the measured seconds of one 1280x720 forward after
 compilation, on whatever device JAX uses here. docs/evaluation.md has the
 results measured so far and what is left to run.
 """
@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 from configs import ablations
-from flax_gradnet import atomic, checkpoint
+from flax_gradnet import atomic
+from flax_gradnet import workdir as workdir_lib
 from flax_gradnet import evaluate as evaluate_lib
 
 # Paper numbers: (PSNR dB, SSIM).
@@ -142,7 +143,7 @@ def table45(args) -> str:
   workdirs = _parse_workdirs(args.workdirs)
   notes = []
   for key, w in workdirs.items():  # fail before any long evaluation
-    bad = config_mismatches(key, checkpoint.load_config(w))
+    bad = config_mismatches(key, workdir_lib.load_config(w))
     if bad:
       notes.append(f"WARNING: {w} is not the '{key}' ablation: " + "; ".join(bad) + ".")
       print(notes[-1], file=sys.stderr)
@@ -201,11 +202,11 @@ def time_forward(height: int, width: int, runs: int, dtype: str = "float32",
 
 
 def table3(args) -> str:
-  from flax_gradnet import summary  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import cost  # pylint: disable=g-import-not-at-top
   from flax_gradnet.models import Generator  # pylint: disable=g-import-not-at-top
-  n_params, flops = summary.forward_cost(Generator(**summary.PAPER_MODEL), args.height,
+  n_params, flops = cost.forward_cost(Generator(**cost.PAPER_MODEL), args.height,
                                          args.width)
-  timing = time_forward(args.height, args.width, args.runs, args.dtype, summary.PAPER_MODEL)
+  timing = time_forward(args.height, args.width, args.runs, args.dtype, cost.PAPER_MODEL)
   macs = flops / 2e9
   command = " ".join(["python experiments/paper_tables.py"] + sys.argv[1:])
   runs = ", ".join(f"{s:.2f}" for s in timing["seconds"])
@@ -220,7 +221,7 @@ def table3(args) -> str:
       f"Device: {device_description()}; compute dtype {args.dtype}; batch 1; random input "
       f"(time does not depend on the values). Runs after compilation: {runs} s; the first "
       f"call (compile + run) took {timing['first_call_s']:.1f} s.",
-      "FLOPs: XLA cost analysis of the lowered forward (`flax_gradnet.summary.forward_cost`), "
+      "FLOPs: XLA cost analysis of the lowered forward (`flax_gradnet.cost.forward_cost`), "
       "which counts a multiply-add as 2 FLOPs; the paper's figure reads as multiply-adds "
       "(see README).", "", f"Command: `{command}`", ""])
 

@@ -22,7 +22,12 @@ Only the convolutions up to `--layer` are kept (default relu4_3, the paper's
 layer: 11 of the 16 convolutions, 33 MB instead of 80 MB); use `--layer relu5_4`
 or `pool5` to keep all. The output is an uncompressed `.npz` of float32 arrays
 `conv1_1.kernel` (HWIO), `conv1_1.bias`, ..., plus `meta.format`, written
-atomically (temporary file + rename); the input is never overwritten.
+atomically (temporary file + rename); an existing output is replaced only with
+`--overwrite`, the input never.
+
+Flags and exit statuses follow `flax_gradnet.cli`: 0 written; 2 nothing written
+(a missing or unreadable input, an existing output without --overwrite, a bad
+--layer).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from flax_gradnet import vgg
+from flax_gradnet import cli, vgg
 from flax_gradnet.atomic import atomic_write
 
 _TORCH_SUFFIXES = (".pth", ".pt")
@@ -225,27 +230,37 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike,
   return tuple(weights)
 
 
+def _parser() -> argparse.ArgumentParser:
+  p = cli.parser("python -m flax_gradnet.convert_vgg19",
+                 "Convert ImageNet VGG19 weights (torchvision .pth/.safetensors or Keras .h5) "
+                 "to the .npz flax_gradnet.vgg.load_params reads. Downloads nothing.", __doc__)
+  p.add_argument("--input", required=True, help="vgg19-dcbb9e9d.pth, .safetensors or .h5")
+  cli.add_output_flag(p, "the .npz to write")
+  p.add_argument("--layer", default="relu4_3",
+                 help="keep the convolutions up to this layer (default relu4_3, the paper's; "
+                      "relu5_4 keeps all 16)")
+  cli.add_overwrite_flag(p, "replace an existing --output (never the input)")
+  return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  """Command-line entry; returns the exit status (1 on a conversion error)."""
-  parser = argparse.ArgumentParser(
-      prog="python -m flax_gradnet.convert_vgg19",
-      description="Convert ImageNet VGG19 weights (torchvision .pth/.safetensors or Keras .h5) "
-      "to the .npz flax_gradnet.vgg.load_params reads. Downloads nothing.")
-  parser.add_argument("--input", required=True, help="vgg19-dcbb9e9d.pth, .safetensors or .h5")
-  parser.add_argument("--output", required=True, help="the .npz to write")
-  parser.add_argument("--layer", default="relu4_3",
-                      help="keep the convolutions up to this layer (default relu4_3, the "
-                      "paper's; relu5_4 keeps all 16)")
-  args = parser.parse_args(argv)
+  """Command-line entry; returns the exit status (0 written, 2 nothing written)."""
+  args = _parser().parse_args(argv)
+  if not args.overwrite and os.path.lexists(args.output):
+    return cli.fail(f"{args.output} exists (pass --overwrite to replace it)")
   try:
     convs = convert(args.input, args.output, args.layer)
   except (FileNotFoundError, ValueError) as e:  # ConversionError is a ValueError.
-    print(f"convert_vgg19: error: {e}", file=sys.stderr)
-    return 1
+    return cli.fail(str(e))
   print(f"wrote {args.output}: {len(convs)} convolutions ({convs[0]} ... {convs[-1]}), "
         f"enough for VGG19 layers up to {args.layer}")
-  return 0
+  return cli.EXIT_OK
+
+
+def run() -> None:
+  """Console entry point `flax-gradnet-convert-vgg19`."""
+  sys.exit(main())
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  run()

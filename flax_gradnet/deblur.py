@@ -5,12 +5,9 @@
     python -m flax_gradnet.deblur --workdir=workdirs/paper --output_dir=out photos/ extra/*.jpg
     flax-gradnet-deblur --workdir=W --output_dir=out --tile=512 --tile_overlap=32 big.png
 
-The generator comes from a training workdir (`--workdir`, optionally `--step`:
-a step or `best`, the highest held-out PSNR training recorded; and `--weights
-ema|raw`, default the EMA when the checkpoint has one) or from a model shipped
-with the package (`--model`, see `python -m flax_gradnet.pretrained --list`);
-with neither, the shipped `pretrained.DEFAULT_MODEL`. Both go through
-`inference.restore`.
+The generator comes from a training workdir (`--workdir`, `--step`, `--weights`)
+or from a model shipped with the package (`--model`; the default): the restore
+flags of `flax_gradnet.cli`, which `inference.restore` takes.
 
 Inputs are files, folders (their image files, not recursive) and glob patterns.
 Each result is written as PNG to `--output_dir/<input stem><--suffix>.png`.
@@ -26,6 +23,8 @@ Safety:
   (--workdir with --model, --step or --weights without --workdir), --weights=ema for a
   checkpoint without EMA weights, or --step=best without an evaluated checkpoint exit with
   status 2.
+
+Flags and exit statuses follow `flax_gradnet.cli`.
 """
 
 from __future__ import annotations
@@ -37,32 +36,19 @@ import sys
 import time
 import warnings
 
-from flax_gradnet import pretrained  # stdlib-only at import: --help stays instant
-
-TILE_OVERLAP_DEFAULT = 32
+from flax_gradnet import cli  # stdlib-only at import: --help stays instant
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m flax_gradnet.deblur",
-      description="Deblur images with a generator restored from a training workdir or "
-                  "shipped with the package.")
+  p = cli.parser("python -m flax_gradnet.deblur",
+                 "Deblur images with a generator restored from a training workdir or shipped "
+                 "with the package.", __doc__)
   p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-  pretrained.add_restore_flags(p)
-  p.add_argument("--output_dir", required=True, help="folder for the results (created if missing)")
-  p.add_argument("--tile", type=int, default=None,
-                 help="tile side in pixels, a multiple of 4 (default: whole image at once)")
-  p.add_argument("--tile_overlap", type=int, default=None,
-                 help=f"overlap of neighbouring tiles (with --tile; default {TILE_OVERLAP_DEFAULT})")
-  p.add_argument("--self_ensemble", action="store_true",
-                 help="x8 geometric self-ensemble: the mean over flips and transposes (8x the time)")
-  p.add_argument("--local_stats", type=int, nargs="?", const=-1, default=0, metavar="WINDOW",
-                 help="test-time local statistics: instance norm and channel attention average "
-                      "over WINDOW x WINDOW boxes (alone: the training crop size; 0 = whole "
-                      "image, as trained)")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
-                 help="compute dtype (default: the training config's compute_dtype)")
-  p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
+  cli.add_restore_flags(p)
+  cli.add_output_dir_flag(p, "folder for the results (created if missing)")
+  cli.add_inference_flags(p)
+  cli.add_dtype_flag(p)
+  cli.add_overwrite_flag(p, "replace existing outputs (never inputs)")
   p.add_argument("--suffix", default="", help="appended to each output's file stem (default none)")
   return p
 
@@ -124,25 +110,13 @@ def plan_outputs(inputs: list[str], output_dir: str, suffix: str,
 
 def _usage_error(args: argparse.Namespace) -> str | None:
   """What is wrong with the flags (the message after "error: "), or None."""
-  if args.tile is not None and (args.tile <= 0 or args.tile % 4):
-    return f"--tile must be a positive multiple of 4, got {args.tile}"
-  if args.tile is None and args.tile_overlap_given:
-    return "--tile_overlap applies to tiled inference; give --tile too"
+  if (problem := cli.inference_flags_error(args)) is not None:
+    return problem
   if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
     return f"--output_dir {args.output_dir} is a file; give a folder (created if missing)"
-  if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
-    return f"need 0 <= --tile_overlap < --tile, got {args.tile_overlap}"
   if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
     return f"--suffix must not contain a path separator, got {args.suffix!r}"
-  if args.workdir is not None and args.model is not None:
-    return "pass --workdir (a training workdir) or --model (a shipped model), not both"
-  if args.step is not None and args.workdir is None:
-    return ("--step selects a checkpoint of --workdir; a shipped model (--model) has one "
-            "set of weights")
-  if args.weights is not None and args.workdir is None:
-    return ("--weights selects the weights of --workdir's checkpoint; a shipped model "
-            "(--model) has one set of weights")
-  return None
+  return cli.restore_flags_error(args)
 
 
 def _make_deblur_fn(args: argparse.Namespace):
@@ -156,16 +130,14 @@ def _make_deblur_fn(args: argparse.Namespace):
     model, params, restored = inference.restore(args.workdir, model=args.model, step=args.step,
                                                 dtype=dtype, weights=args.weights)
   except (FileNotFoundError, ValueError) as e:
-    source = (f"workdir {args.workdir!r}" if args.workdir is not None
-              else f"shipped model {args.model or pretrained.DEFAULT_MODEL!r}")
-    print(f"error: cannot restore a generator from {source}: {e}", file=sys.stderr)
+    cli.fail(f"cannot restore a generator from {cli.restore_source(args)}: {e}")
     return None
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
   try:
     local_stats = inference.local_stats_window(args.local_stats, restored)
   except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
+    cli.fail(str(e))
     return None
   return inference.make_deblur_fn(model, params, ensemble=args.self_ensemble,
                                   local_stats=local_stats)
@@ -211,32 +183,27 @@ def _summarise(written: int, failures: dict[str, str], output_dir: str, elapsed:
     print("failed:", file=sys.stderr)
     for src, why in failures.items():
       print(f"  {src}: {why}", file=sys.stderr)
-    return 1
-  return 0
+    return cli.EXIT_SOME_FAILED
+  return cli.EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
   """Runs the tool; returns the exit status (0 ok, 1 some files failed, 2 nothing could run)."""
   args = _parser().parse_args(argv)
-  args.tile_overlap_given = args.tile_overlap is not None
-  if args.tile_overlap is None:
-    args.tile_overlap = TILE_OVERLAP_DEFAULT
   if (problem := _usage_error(args)) is not None:
-    print(f"error: {problem}", file=sys.stderr)
-    return 2
+    return cli.fail(problem)
 
   inputs, unmatched = expand_inputs(args.inputs)
   failures: dict[str, str] = {s: "no such file, or no image files matched" for s in unmatched}
   if not inputs:
     for s, why in failures.items():
       print(f"error: {s}: {why}", file=sys.stderr)
-    print("error: no input images", file=sys.stderr)
-    return 2
+    return cli.fail("no input images")
 
   # Heavy imports (jax) after argument checks, so --help and usage errors are instant.
   fn = _make_deblur_fn(args)
   if fn is None:
-    return 2
+    return cli.EXIT_NOTHING_RAN
 
   jobs, refused = plan_outputs(inputs, args.output_dir, args.suffix, args.overwrite)
   failures.update(refused)

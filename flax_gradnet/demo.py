@@ -1,6 +1,7 @@
 """The main job of `make demo`: train, then compare with the shipped model on unseen blur.
 
     python -m flax_gradnet.demo --workdir=demo_workdir [--config=configs/quickstart.py]
+    python -m flax_gradnet.demo --workdir=W --config.num_train_steps=200   # a shorter run
 
 1. trains `configs/quickstart.py` (resuming if the workdir has a checkpoint);
 2. deblurs the held-out set (`data.online.heldout_pairs()`: photographs no
@@ -18,10 +19,17 @@
    beside the training run's checkpoints and TensorBoard logs.
 
 Metrics: `metrics.psnr`/`ssim` on the uint8 outputs, RGB, no border crop.
+
+absl flags, as in `flax_gradnet.main` (and for its reason: `--config.<field>=value`
+overrides of an ml_collections config exist for absl only); `--help` and the
+exit statuses follow `flax_gradnet.cli`: a config that does not load, an
+unknown `--config.` field or a workdir that cannot be trained in exit 2 before
+anything is written. Console script: `flax-gradnet-demo`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -38,9 +46,10 @@ from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wron
 from ml_collections import config_flags
 
 import configs.quickstart
-from flax_gradnet import checkpoint as ckpt_lib
-from flax_gradnet import evaluate, evaluation, image_io, inference, metrics, train
-from flax_gradnet.data import online
+# numpy/Pillow/stdlib only at import: --help and flag errors stay instant; jax
+# comes with the modules imported in the functions below.
+from flax_gradnet import cli, evaluate, evaluation, image_io
+from flax_gradnet.atomic import atomic_write_text
 
 # The installed configs package's file, so the default works from any directory.
 _DEFAULT_CONFIG = configs.quickstart.__file__
@@ -155,6 +164,7 @@ def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dic
   heldout/<photo>_<family>.png (blurry | each model | sharp) and returns the
   per-image rows ('name', 'photo', 'family', 'blurry_psnr', 'blurry_ssim',
   '<key>_psnr', '<key>_ssim')."""
+  from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
   examples = online.heldout_pairs()
   outputs: dict[str, list[np.ndarray]] = {ex["name"]: [] for ex in examples}
   measured = {key: evaluation.measure(
@@ -178,6 +188,7 @@ def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dic
 
 
 def deblur_clock(fns: dict[str, Any], workdir: str) -> str:
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   blur = image_io.read_image(clock_motion_path())
   panels = [blur] + [inference.deblur_image(fn, blur) for fn in fns.values()]
   path = os.path.join(workdir, CLOCK_FILE)
@@ -185,10 +196,14 @@ def deblur_clock(fns: dict[str, Any], workdir: str) -> str:
   return path
 
 
-def main(argv):
-  del argv
-  config, workdir = FLAGS.config, os.path.abspath(os.path.expanduser(FLAGS.workdir))
-  start = time.time()
+def train_quickstart(config: Any, workdir: str) -> None:
+  """Trains `config` in `workdir` (resuming). A config or workdir that cannot
+  be trained prints one `error:` line and exits 2 before anything is written."""
+  from flax_gradnet import train  # pylint: disable=g-import-not-at-top
+  try:
+    train.preflight(config, workdir)
+  except (ValueError, FileNotFoundError) as e:
+    cli.exit_error(str(e))
   train.log_to_workdir(workdir, "demo")
   print(f"Training the quickstart in {workdir} ({config.num_train_steps} steps; library logs: "
         f"{workdir}/demo.INFO)", flush=True)
@@ -197,10 +212,22 @@ def main(argv):
   except train.Preempted as e:  # saved; `make demo` again resumes
     print(f"\n{e}", file=sys.stderr, flush=True)
     sys.exit(train.PREEMPTED_EXIT_STATUS)
+
+
+def main(argv):
+  del argv  # `_parse_flags` refuses positional arguments
+  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import inference, metrics
+  from flax_gradnet import workdir as workdir_lib
+  from flax_gradnet.data import online
+  # pylint: enable=g-import-not-at-top
+  config, workdir = FLAGS.config, os.path.abspath(os.path.expanduser(FLAGS.workdir))
+  start = time.time()
+  train_quickstart(config, workdir)
   train_s = time.time() - start
   logging.info("Training finished after %.1f min.", train_s / 60)
 
-  model, params, step = ckpt_lib.restore_generator(workdir)
+  model, params, step = workdir_lib.restore_generator(workdir)
   nets = {QUICKSTART: (model, params)}
   models = {QUICKSTART: f"the model trained in {workdir}, step {step}"}
   shipped, shipped_module, shipped_params, shipped_desc = load_shipped()
@@ -229,8 +256,8 @@ def main(argv):
       "pictures": {"heldout": HELDOUT_DIR, "clock_motion": CLOCK_FILE},
       "seconds": {"train": train_s, "evaluate": eval_s, "total": time.time() - start},
   }
-  ckpt_lib.atomic_write_text(os.path.join(workdir, RESULTS_FILE),
-                             json.dumps(evaluate.json_safe(results), indent=2) + "\n")
+  atomic_write_text(os.path.join(workdir, RESULTS_FILE),
+                    json.dumps(evaluate.json_safe(results), indent=2) + "\n")
 
   panels = "blurry | quickstart" + (" | shipped" if shipped is not None else "")
   lines = ["", f"Held-out set: {len(rows)} images ({photos}: photographs no training record "
@@ -250,8 +277,12 @@ def main(argv):
   print("\n".join(lines), flush=True)
 
 
+_parse_flags = functools.partial(cli.parse_absl_flags, prog="python -m flax_gradnet.demo",
+                                 doc=__doc__, flag_names=("workdir", "config"))
+
+
 def run():
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Evaluate a trained generator on a dataset: per-image CSV, means, grids, outputs.
 
-    python -m flax_gradnet.evaluate --workdir=workdirs/paper --dataset=gopro \
+    python -m flax_gradnet.evaluate --workdir=workdirs/paper --dataset=gopro \\
         --data_dir=~/tensorflow_datasets --manual_dir=/data/gopro --output_dir=eval/gopro
     flax-gradnet-evaluate --workdir=W --dataset=hide --manual_dir=/data --output_dir=eval/hide
     flax-gradnet-evaluate --workdir=W --dataset=realblur_j --manual_dir=/data --output_dir=eval/rbj
@@ -8,12 +8,9 @@
     flax-gradnet-evaluate --workdir=W --dataset=blur_only --path=/data/lai --output_dir=eval/lai
     flax-gradnet-evaluate --model=gradnet_s_synth --dataset=gopro --output_dir=eval/shipped
 
-The generator comes from a training workdir (`--workdir`, optionally `--step`:
-a step or `best`, the highest held-out PSNR training recorded; and `--weights
-ema|raw`, default the EMA when the checkpoint has one) or from a model shipped
-with the package (`--model`, see `python -m flax_gradnet.pretrained --list`);
-with neither, the shipped `pretrained.DEFAULT_MODEL`. Both go through
-`inference.restore`.
+The generator comes from a training workdir (`--workdir`, `--step`, `--weights`)
+or from a model shipped with the package (`--model`; the default): the restore
+flags of `flax_gradnet.cli`, which `inference.restore` takes.
 
 Writes into `--output_dir` (created if missing; this tool's own files in it are
 replaced on a rerun):
@@ -44,7 +41,9 @@ worst per-image PSNR gain of each family.
 
 Exit status: 0 done; 2 nothing ran (missing workdir/checkpoint/shipped model/dataset, bad
 flags such as --workdir with --model or --step without --workdir, --weights=ema for a
-checkpoint without EMA weights, --step=best without an evaluated checkpoint).
+checkpoint without EMA weights, --step=best without an evaluated checkpoint). Flags and
+exit statuses follow `flax_gradnet.cli`; `--no-progress` (or the older `--no_progress`)
+hides the progress bar.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ from typing import Any, Iterable
 import numpy as np
 
 # Both stdlib(+numpy)-only at import: --help stays instant.
-from flax_gradnet import evaluation, pretrained
+from flax_gradnet import cli, evaluation
 from flax_gradnet.atomic import atomic_write_text
 
 CSV_FIELDS = ("name",) + evaluation.METRIC_KEYS
@@ -309,7 +308,7 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   the report files.
 
   Args:
-    model, params: a generator and its parameters (`checkpoint.restore_generator`).
+    model, params: a generator and its parameters (`workdir.restore_generator`).
     source: a random-access source from `pipeline.get_source` (read through
       `pipeline.eval_iterator`), or any iterable of {'blur', 'sharp'?, 'name'}.
     output_dir: where the CSV, summary, grids, outputs and clu events go.
@@ -396,8 +395,8 @@ def evaluate_workdir(workdir: str, source: Any, *, output_dir: str,
   Raises:
     FileNotFoundError: no workdir, config.json or checkpoint (message says which).
   """
-  from flax_gradnet import checkpoint  # pylint: disable=g-import-not-at-top
-  r = checkpoint.restore_weights(workdir, step, dtype, weights=weights)
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  r = workdir_lib.restore_weights(workdir, step, dtype, weights=weights)
   extra = {"workdir": os.path.abspath(workdir), "weights": r.weights,
            **kwargs.pop("extra_summary", {})}
   return evaluate_generator(r.model, r.params, source, output_dir=output_dir, step=r.step,
@@ -430,48 +429,36 @@ def format_result(summary: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m flax_gradnet.evaluate",
-      description="Evaluate a trained generator on a dataset: per-image CSV, mean PSNR/SSIM "
-                  "with the protocol, image grids, clu events, deblurred outputs.",
-      epilog="Benchmark protocols. " + " ".join(
+  p = cli.parser(
+      "python -m flax_gradnet.evaluate",
+      "Evaluate a trained generator on a dataset: per-image CSV, mean PSNR/SSIM with the "
+      "protocol, image grids, clu events, deblurred outputs.", __doc__,
+      notes="Benchmark protocols. " + " ".join(
           f"{d}: {dataset_protocol(d)}." for d in ("hide", "realblur_j")) + " realblur_r: "
-             "the same for RealBlur-R.")
-  pretrained.add_restore_flags(p)
+            "the same for RealBlur-R.")
+  cli.add_restore_flags(p)
   p.add_argument("--dataset", required=True,
                  help="gopro | gopro/blur_gamma | hide | realblur_j | realblur_r | paired_folder "
                       "| kohler | blur_only | synthetic | synthetic_online | synthetic_unseen (protocols of hide and "
                       "realblur_*: below; realblur_* is measured WITHOUT the RealBlur alignment)")
   p.add_argument("--split", default="test", help="split or TFDS slice (default test)")
-  p.add_argument("--data_dir", default="~/tensorflow_datasets",
-                 help="where TFDS keeps the prepared records")
-  p.add_argument("--manual_dir", default=None,
-                 help="TFDS manual dir holding GOPRO_Large/, HIDE_dataset/ (or their zips) and/or "
-                      "the extracted RealBlur.tar.gz (directly or in RealBlur/)")
-  p.add_argument("--path", default=None, help="the folder of paired_folder / kohler / blur_only")
+  cli.add_data_flags(p)
   p.add_argument("--kohler_frame", default="middle",
                  help="Köhler target frame of the builder: first | middle | last | N")
-  p.add_argument("--kohler_best_frame", action="store_true",
-                 help="Köhler: measure against the best-PSNR GroundTruth frame under --path")
-  p.add_argument("--output_dir", required=True, help="where results go (created if missing)")
-  p.add_argument("--y_channel", action="store_true", help="measure BT.601 luma instead of RGB")
+  cli.add_switch(p, "--kohler_best_frame",
+                 "Köhler: measure against the best-PSNR GroundTruth frame under --path")
+  cli.add_output_dir_flag(p, "where results go (created if missing)")
+  cli.add_switch(p, "--y_channel", "measure BT.601 luma instead of RGB")
   p.add_argument("--crop_border", type=int, default=0, help="pixels dropped on each side")
-  p.add_argument("--tile", type=int, default=None,
-                 help="tile side, a multiple of 4 (default: whole images)")
-  p.add_argument("--tile_overlap", type=int, default=32, help="overlap of neighbouring tiles")
+  cli.add_inference_flags(p)
   p.add_argument("--num_images", type=int, default=0, help="first N images only (0 = all)")
   p.add_argument("--num_grids", type=int, default=4, help="blurry|deblurred|sharp grids to write")
-  p.add_argument("--save_outputs", action=argparse.BooleanOptionalAction, default=True,
-                 help="write every deblurred image to OUTPUT_DIR/deblurred (always for blur_only)")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
-                 help="compute dtype (default: the training config's compute_dtype)")
-  p.add_argument("--self_ensemble", action="store_true",
-                 help="x8 geometric self-ensemble: the mean over flips and transposes (8x the time)")
-  p.add_argument("--local_stats", type=int, nargs="?", const=-1, default=0, metavar="WINDOW",
-                 help="test-time local statistics: instance norm and channel attention average "
-                      "over WINDOW x WINDOW boxes (alone: the training crop size; 0 = whole "
-                      "image, as trained)")
-  p.add_argument("--no_progress", action="store_true", help="no progress bar")
+  cli.add_switch(p, "--save_outputs",
+                 "write every deblurred image to OUTPUT_DIR/deblurred (always for blur_only)",
+                 default=True)
+  cli.add_dtype_flag(p)
+  cli.add_switch(p, "--progress", "a progress bar on stderr", default=True,
+                 old_negation="--no_progress")
   return p
 
 
@@ -481,22 +468,14 @@ class _UsageError(Exception):
 
 def _check_flags(args) -> None:
   """Raises `_UsageError` for flags that contradict each other or are out of range."""
-  if args.tile is not None and (args.tile <= 0 or args.tile % 4):
-    raise _UsageError(f"--tile must be a positive multiple of 4, got {args.tile}")
-  if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
-    raise _UsageError(f"need 0 <= --tile_overlap < --tile, got {args.tile_overlap}")
+  if (problem := cli.inference_flags_error(args)) is not None:
+    raise _UsageError(problem)
   if args.num_images < 0 or args.num_grids < 0 or args.crop_border < 0:
     raise _UsageError("--num_images, --num_grids and --crop_border must be >= 0")
   if args.kohler_best_frame and args.dataset != "kohler":
     raise _UsageError("--kohler_best_frame is for --dataset=kohler")
-  if args.workdir is not None and args.model is not None:
-    raise _UsageError("pass --workdir (a training workdir) or --model (a shipped model), not both")
-  if args.step is not None and args.workdir is None:
-    raise _UsageError("--step selects a checkpoint of --workdir; a shipped model (--model) has "
-                      "one set of weights")
-  if args.weights is not None and args.workdir is None:
-    raise _UsageError("--weights selects the weights of --workdir's checkpoint; a shipped model "
-                      "(--model) has one set of weights")
+  if (problem := cli.restore_flags_error(args)) is not None:
+    raise _UsageError(problem)
 
 
 def _builder_kwargs(args) -> dict:
@@ -530,9 +509,7 @@ def _restore(args) -> tuple[Any, Any, Any, int]:
     model, params, restored = inference.restore(args.workdir, model=args.model, step=args.step,
                                                 dtype=dtype, weights=args.weights)
   except (FileNotFoundError, ValueError) as e:
-    source = (f"workdir {args.workdir!r}" if args.workdir is not None
-              else f"shipped model {args.model or pretrained.DEFAULT_MODEL!r}")
-    raise _UsageError(f"cannot restore a generator from {source}: {e}") from e
+    raise _UsageError(f"cannot restore a generator from {cli.restore_source(args)}: {e}") from e
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
   try:
@@ -570,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
   except _UsageError as e:
     # On its own line, also after a progress bar that left the cursor mid-line.
     print(f"{chr(10) if sys.stderr.isatty() else ''}error: {e}", file=sys.stderr)
-    return 2
+    return cli.EXIT_NOTHING_RAN
 
   summary = evaluate_generator(
       model, params, source, output_dir=args.output_dir, step=restored.step or 0,
@@ -578,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
       tile=args.tile, tile_overlap=args.tile_overlap, num_images=args.num_images,
       num_grids=args.num_grids, save_outputs=args.save_outputs, kohler_frame=args.kohler_frame,
       kohler_frames_dir=builder_kwargs.get("path") if args.kohler_best_frame else None,
-      progress=not args.no_progress, self_ensemble=args.self_ensemble, local_stats=local_stats,
+      progress=args.progress, self_ensemble=args.self_ensemble, local_stats=local_stats,
       extra_summary={**({"workdir": os.path.abspath(args.workdir)} if args.workdir is not None
                         else {"model": restored.model}), "weights": restored.weights,
                      "split": args.split, "path": builder_kwargs.get("path")})
@@ -586,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
   print(f"results in {os.path.abspath(args.output_dir)} ({SUMMARY_FILE}"
         f"{', ' + CSV_FILE if summary['means'] else ''}, {GRID_DIR}/"
         f"{', ' + OUTPUT_DIR + '/' if summary['files']['outputs'] else ''})", file=sys.stderr)
-  return 0
+  return cli.EXIT_OK
 
 
 def run() -> None:

@@ -3,10 +3,14 @@
     python -m flax_gradnet.export --workdir=W --output=gen.jaxexport            # any H x W >= 8
     python -m flax_gradnet.export --workdir=W --output=gen.jaxexport --height=720 --width=1280
     python -m flax_gradnet.export --workdir=W --step=best --weights=raw --output=gen.jaxexport
+    python -m flax_gradnet.export --model=gradnet_s_zoom --output=gen.jaxexport   # a shipped model
 
 `--step` takes a step or `best` (the highest held-out PSNR training recorded);
 `--weights` ema|raw picks the checkpoint's moving average or raw generator
-weights (default: the EMA when the checkpoint has one).
+weights (default: the EMA when the checkpoint has one). `--model` exports a
+model shipped with the package instead of a workdir's (the default when
+`--workdir` is absent: `pretrained.DEFAULT_MODEL`). Flags and exit statuses
+follow `flax_gradnet.cli` (0 written, 2 nothing written).
 
 Loading (no flax_gradnet, no flax; only jax and numpy):
 
@@ -46,7 +50,7 @@ import jax.export  # `import jax` alone provides jax.export only from jax 0.8; s
 import jax.numpy as jnp
 import numpy as np
 
-from flax_gradnet import pretrained
+from flax_gradnet import cli
 from flax_gradnet.atomic import atomic_write
 
 FORMAT = "flax_gradnet.export/1"
@@ -160,52 +164,55 @@ def _atomic_write_bytes(path: str, data: bytes, overwrite: bool) -> None:
   atomic_write(path, lambda f: f.write(data), overwrite=overwrite, hint="--overwrite")
 
 
+def _parser() -> argparse.ArgumentParser:
+  p = cli.parser("python -m flax_gradnet.export",
+                 "Write a trained generator as a serialized jax.export artifact.", __doc__)
+  cli.add_restore_flags(p)
+  cli.add_output_flag(p, "file to write (e.g. generator.jaxexport)")
+  p.add_argument("--height", type=int, default=None, help="fixed image height (with --width)")
+  p.add_argument("--width", type=int, default=None, help="fixed image width (with --height)")
+  cli.add_dtype_flag(p)
+  p.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS),
+                 help=f"comma-separated platforms to lower for, of {KNOWN_PLATFORMS} "
+                      "(one artifact for all; default %(default)s)")
+  cli.add_overwrite_flag(p, "replace an existing --output")
+  return p
+
+
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m flax_gradnet.export",
-      description="Write a trained generator as a serialized jax.export artifact.")
-  parser.add_argument("--workdir", required=True, help="training workdir to restore from")
-  parser.add_argument("--step", type=pretrained.parse_step, default=None,
-                      help=pretrained.STEP_HELP)
-  parser.add_argument("--weights", choices=pretrained.WEIGHTS, default=None,
-                      help=pretrained.WEIGHTS_HELP)
-  parser.add_argument("--output", required=True, help="file to write (e.g. generator.jaxexport)")
-  parser.add_argument("--height", type=int, default=None, help="fixed image height (with --width)")
-  parser.add_argument("--width", type=int, default=None, help="fixed image width (with --height)")
-  parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
-                      help="compute dtype (default: the training config's)")
-  parser.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS),
-                      help=f"comma-separated platforms to lower for, of {KNOWN_PLATFORMS} "
-                           "(one artifact for all; default %(default)s)")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+  """Runs the tool; returns the exit status (0 written, 2 nothing written)."""
+  parser = _parser()
   args = parser.parse_args(argv)
   if (args.height is None) != (args.width is None):
     parser.error("give both --height and --width, or neither (polymorphic)")
   platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
   if not platforms or set(platforms) - set(KNOWN_PLATFORMS):
     parser.error(f"--platforms must name some of {KNOWN_PLATFORMS}, got {args.platforms!r}")
+  if (problem := cli.restore_flags_error(args)) is not None:
+    return cli.fail(problem)
 
   from flax_gradnet import inference  # the shared restore path
   try:
     model, params, restored = inference.restore(
-        args.workdir, step=args.step, dtype=None if args.dtype is None else jnp.dtype(args.dtype),
-        weights=args.weights)
+        args.workdir, model=args.model, step=args.step,
+        dtype=None if args.dtype is None else jnp.dtype(args.dtype), weights=args.weights)
   except (FileNotFoundError, ValueError) as e:
-    print(f"error: cannot restore a generator from {args.workdir!r}: {e}", file=sys.stderr)
-    return 2
+    return cli.fail(f"cannot restore a generator from {cli.restore_source(args)}: {e}")
   if not args.overwrite and os.path.lexists(args.output):
-    print(f"error: {args.output} exists (pass --overwrite to replace it)", file=sys.stderr)
-    return 2
+    return cli.fail(f"{args.output} exists (pass --overwrite to replace it)")
   data = export_generator(model, params, height=args.height, width=args.width,
                           platforms=platforms)
   _atomic_write_bytes(args.output, data, overwrite=args.overwrite)
   kind = f"{args.height}x{args.width}" if args.height else "any H x W >= 8"
-  print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB): step {restored.step} "
-        f"({restored.weights} weights), {kind}, batch symbolic, platforms {','.join(platforms)}")
-  return 0
+  source = (f"step {restored.step} ({restored.weights} weights)" if args.workdir is not None
+            else str(restored))
+  print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB): {source}, {kind}, batch symbolic, "
+        f"platforms {','.join(platforms)}")
+  return cli.EXIT_OK
 
 
 def run() -> None:
+  """Console entry point `flax-gradnet-export`."""
   sys.exit(main())
 
 

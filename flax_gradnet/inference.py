@@ -1,7 +1,7 @@
 """Deblurring whole images with a trained generator: the restore path of all CLI tools.
 
 `restore` is the one way the tools get a generator: from a training workdir
-(`checkpoint.restore_generator`, re-exported here: a checkpoint that trains is
+(`workdir.restore_generator`, re-exported here: a checkpoint that trains is
 a checkpoint that deblurs) or from a model shipped with the package
 (`pretrained.load`, which builds the module through the same config path).
 
@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_gradnet.checkpoint import restore_generator  # noqa: F401  (the shared restore path)
+from flax_gradnet.workdir import restore_generator  # noqa: F401  (the shared restore path)
 from flax_gradnet.metrics import quantize
 
 __all__ = [
@@ -84,7 +84,7 @@ def restore(workdir: str | None = None, *, model: str | None = None,
       held-out PSNR training recorded); only with `workdir`.
     dtype: compute dtype of the module (default: the config's `compute_dtype`).
     weights: "ema" or "raw" weights of the workdir's checkpoint (None = the EMA
-      when it has one; see `checkpoint.restore_weights`); only with `workdir`.
+      when it has one; see `workdir.restore_weights`); only with `workdir`.
 
   Returns:
     The generator module, its parameters, and a `Restored` description, e.g.
@@ -123,12 +123,12 @@ def restore(workdir: str | None = None, *, model: str | None = None,
 
 def _restore_workdir(workdir: str, step: int | str | None, dtype: Any,
                      weights: str | None) -> tuple[Any, Any, Restored]:
-  """`restore` from a training workdir (`checkpoint.restore_weights`)."""
-  from flax_gradnet import checkpoint  # pylint: disable=g-import-not-at-top
-  r = checkpoint.restore_weights(workdir, step, dtype, weights=weights)
+  """`restore` from a training workdir (`workdir.restore_weights`)."""
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  r = workdir_lib.restore_weights(workdir, step, dtype, weights=weights)
   text = f"workdir {workdir} at step {r.step}"
   notes = []
-  if step == checkpoint.BEST_STEP:
+  if step == workdir_lib.BEST_STEP:
     notes.append(f"best held-out PSNR {r.metrics['psnr']:.2f} dB")
   if r.has_ema:
     notes.append("EMA weights" if r.weights == "ema" else "raw weights, not the EMA")
@@ -183,11 +183,12 @@ def with_local_stats(model: Any, window: int) -> Any:
 def training_crop_size(restored: "Restored") -> int:
   """The crop side the restored generator was trained on (its config's
   `crop_size`): the natural `local_stats` window."""
-  from flax_gradnet import checkpoint, pretrained  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   folder = restored.workdir if restored.workdir is not None else pretrained.model_dir(restored.model)
-  config = checkpoint.load_config(folder)
+  config = workdir_lib.load_config(folder)
   if "crop_size" not in config:
-    raise ValueError(f"{folder}/{checkpoint.CONFIG_FILE} has no crop_size: give the local "
+    raise ValueError(f"{folder}/{workdir_lib.CONFIG_FILE} has no crop_size: give the local "
                      "statistics window explicitly")
   return int(config.crop_size)
 

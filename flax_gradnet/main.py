@@ -1,14 +1,24 @@
 """Trains and evaluates the GradientNet GAN.
 
-  python -m flax_gradnet.main --config=configs/quickstart.py --workdir=workdirs/quick \
+  python -m flax_gradnet.main --config=configs/quickstart.py --workdir=workdirs/quick \\
       [--config.num_train_steps=10 ...]
 
 Several processes (hosts), each started with the same flags and its own id:
 
-  python -m flax_gradnet.main --config=... --workdir=SHARED_DIR \
+  python -m flax_gradnet.main --config=... --workdir=SHARED_DIR \\
       --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0   # and =1
+
+absl flags, not argparse as in the other tools (`flax_gradnet.cli`): `--config`
+is an ml_collections config file whose fields are overridden on the command
+line (`--config.num_train_steps=10`), which ml_collections provides for absl
+only. `--help` and the exit statuses follow `cli` all the same: a config that
+does not load, an unknown `--config.` field, a bad flag or a workdir that
+cannot be trained in print one `error:` line and exit 2 before anything is
+written; a SIGTERM saves and exits 143 (`train.PREEMPTED_EXIT_STATUS`).
+Console script: `flax-gradnet-train`.
 """
 
+import functools
 import os
 import sys
 
@@ -20,7 +30,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags
 
-from flax_gradnet import train
+from flax_gradnet import cli  # stdlib only: --help and flag errors stay instant
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config.json.")
@@ -32,34 +42,14 @@ flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.
 flags.DEFINE_integer("process_id", None, "Multi-process: this process's id, 0..num_processes-1.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-
-def _fail(message: str) -> None:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
-  sys.exit(2)
-
-
-def _parse_flags(argv):
-  """absl's parsing, with one error line (exit 2) for a config that does not
-  load or an override naming a field that does not exist."""
-  try:
-    rest = FLAGS(argv)
-    FLAGS.config.to_dict()  # config_flags defers load errors to the first use
-    return rest
-  except flags.Error as e:
-    _fail(f"{e} (python -m flax_gradnet.main --help lists the flags)")
-  except (AttributeError, KeyError) as e:  # --config.<field> that the config lacks
-    message = e
-    while isinstance(message, BaseException) and message.args:
-      message = message.args[0]
-    _fail(f"unknown config field in the command line: {message}")
-  except (OSError, ImportError, SyntaxError, TypeError, ValueError) as e:
-    _fail(f"--config could not be loaded: {e}")
-  return None
+_parse_flags = functools.partial(
+    cli.parse_absl_flags, prog="python -m flax_gradnet.main", doc=__doc__,
+    flag_names=("config", "workdir", "coordinator_address", "num_processes", "process_id"))
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  del argv  # `_parse_flags` refuses positional arguments
+  from flax_gradnet import train  # pylint: disable=g-import-not-at-top  (jax: after the flags)
   logging.set_verbosity(logging.WARNING)  # library INFO waits for the workdir's log file
   if FLAGS.coordinator_address or FLAGS.num_processes is not None:
     train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
@@ -67,7 +57,7 @@ def main(argv):
   try:  # nothing is written to the workdir unless these pass
     train.preflight(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:
-    _fail(str(e))
+    cli.exit_error(str(e))
   program = f"train_process{FLAGS.process_id}" if FLAGS.process_id else "train"
   train.log_to_workdir(FLAGS.workdir, program)
   logging.set_verbosity(logging.INFO)

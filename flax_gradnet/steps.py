@@ -23,9 +23,8 @@ import optax
 from flax import traverse_util
 from flax.training import train_state
 
-from flax_gradnet import checkpoint as ckpt_lib
 from flax_gradnet import losses
-from flax_gradnet.models import PatchCritic
+from flax_gradnet.models import PatchCritic, generator_from_config
 
 
 @flax.struct.dataclass
@@ -264,7 +263,7 @@ def check_content_loss(config) -> str | None:
 
 
 def build_models(config):
-  generator = ckpt_lib.generator_from_config(config)
+  generator = generator_from_config(config)
   critic = PatchCritic(features=config.critic_features, num_layers=config.critic_layers,
                        conv_impl=config.critic_conv_impl,
                        dtype=jnp.dtype(config.compute_dtype))

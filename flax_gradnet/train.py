@@ -28,9 +28,10 @@ from flax import serialization, traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from flax_gradnet import checkpoint as ckpt_lib
+from flax_gradnet import workdir as workdir_lib
 from flax_gradnet import evaluation, steps
 from flax_gradnet.data import pipeline
+from flax_gradnet.models import Generator
 
 
 class NonFiniteError(FloatingPointError):
@@ -262,12 +263,12 @@ def resume_conflicts(config: ml_collections.ConfigDict, workdir: str) -> list[st
   older config.json is compared as Generator's default (what that checkpoint
   was built with); other absent fields are not compared.
   """
-  ckpt_dir = os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)
+  ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)
   if not os.path.isdir(ckpt_dir) or not any(d.isdigit() for d in os.listdir(ckpt_dir)):
     return []
-  if not os.path.isfile(os.path.join(workdir, ckpt_lib.CONFIG_FILE)):
+  if not os.path.isfile(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
     return []
-  stored = _flat_json(ckpt_lib.load_config(workdir))
+  stored = _flat_json(workdir_lib.load_config(workdir))
   new = _flat_json(config)
   out = []
   for key in sorted(set(stored) | set(new)):
@@ -275,7 +276,7 @@ def resume_conflicts(config: ml_collections.ConfigDict, workdir: str) -> list[st
       continue
     if key not in stored:  # written before the field existed: its default then
       name = key.split(".", 1)[1] if key.startswith("model.") else None
-      fields = ckpt_lib.Generator.__dataclass_fields__
+      fields = Generator.__dataclass_fields__
       if name in fields and new.get(key) != fields[name].default:
         out.append(f"{key}: absent (default {fields[name].default!r}) -> {new.get(key)!r}")
       continue
@@ -341,7 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if is_chief:
-    ckpt_lib.save_config(workdir, config)
+    workdir_lib.save_config(workdir, config)
 
   train_source = _source(config, "train")
   eval_source = _source(config, "test", for_eval=True)
@@ -359,7 +360,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       num_local_devices=jax.local_device_count(), seed=config.seed, flips=config.flips,
       rot90=config.rot90, color_jitter=config.color_jitter, scale_jitter=config.scale_jitter,
       worker_count=config.worker_count)
-  manager = ckpt_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep,
+  manager = workdir_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep,
                                         keep_best=config.keep_best)
   state = _initial_state(config, manager, state, train_iter)
   initial_step = int(state.step)
@@ -593,10 +594,10 @@ def _save(run: _Run, step: int, state: steps.GANState, metrics: dict[str, float]
   """Checkpoints `step`: the state (with its weights' digests) and every
   process's data-iterator state; `metrics` rank it when config.keep_best."""
   host_state = _state_dict(jax.device_get(state))
-  digests = {key: ckpt_lib.state_digest(host_state[net]["params"])
-             for net, key in (("generator", ckpt_lib.PARAMS_DIGEST_KEY),
-                              ("critic", ckpt_lib.CRITIC_DIGEST_KEY),
-                              (ckpt_lib.EMA_KEY, ckpt_lib.EMA_DIGEST_KEY)) if net in host_state}
+  digests = {key: workdir_lib.state_digest(host_state[net]["params"])
+             for net, key in (("generator", workdir_lib.PARAMS_DIGEST_KEY),
+                              ("critic", workdir_lib.CRITIC_DIGEST_KEY),
+                              (workdir_lib.EMA_KEY, workdir_lib.EMA_DIGEST_KEY)) if net in host_state}
   run.manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(host_state),
       # One data-iterator state per process (grain's handler writes
@@ -657,15 +658,15 @@ def _resume(manager: ocp.CheckpointManager, state: steps.GANState,
   latest = manager.latest_step()
   where = os.path.join(str(manager.directory), str(latest))
   try:
-    saved_ema = ckpt_lib.has_ema(where)
+    saved_ema = workdir_lib.has_ema(where)
     target = state.replace(ema_params=state.generator.params if saved_ema else None)
     restored = manager.restore(latest, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_state_dict(target)), data=ocp.args.JsonRestore()))
   except Exception as e:  # orbax raises many types on damaged files
-    ckpt_lib.quiet_failed_restore()
+    workdir_lib.quiet_failed_restore()
     manager.close()
     raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
-  ckpt_lib.verify_checkpoint(restored.state, restored.data, where)
+  workdir_lib.verify_checkpoint(restored.state, restored.data, where)
   state = _from_state_dict(state, restored.state)
   _restore_iterator(manager, latest, train_iter, restored.data, where)
   logging.info("Resumed from %s at step %d.", manager.directory, latest)
@@ -717,7 +718,7 @@ def _restore_iterator(manager: ocp.CheckpointManager, step: int,
 
 
 def _state_dict(state: steps.GANState) -> dict[str, Any]:
-  """The checkpointed tree (see checkpoint.py): plain dicts, no callables.
+  """The checkpointed tree (see workdir.py): plain dicts, no callables.
 
   Not `flax.serialization.to_state_dict`: that writes the optimizer states'
   tuples as {"0": ..., "1": ...} dicts and the EMA as "ema_params", a layout
@@ -727,7 +728,7 @@ def _state_dict(state: steps.GANState) -> dict[str, Any]:
     return {"step": s.step, "params": s.params, "opt_state": s.opt_state}
   tree = {"generator": net(state.generator), "critic": net(state.critic)}
   if state.ema_params is not None:
-    tree[ckpt_lib.EMA_KEY] = {"params": state.ema_params}
+    tree[workdir_lib.EMA_KEY] = {"params": state.ema_params}
   return tree
 
 
@@ -796,7 +797,7 @@ def load_init_params(init_from: str, params: Any, *, strict: bool = True) -> tup
 def _from_state_dict(state: steps.GANState, tree: dict[str, Any]) -> steps.GANState:
   def net(s, t):
     return s.replace(step=t["step"], params=t["params"], opt_state=t["opt_state"])
-  ema = tree.get(ckpt_lib.EMA_KEY)
+  ema = tree.get(workdir_lib.EMA_KEY)
   return steps.GANState(generator=net(state.generator, tree["generator"]),
                         critic=net(state.critic, tree["critic"]),
                         ema_params=None if ema is None else ema["params"])

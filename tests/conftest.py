@@ -85,10 +85,10 @@ def write_generator_workdir(workdir, model_fields, params, step):
   """Lays out `workdir` exactly as training does (config.json + an orbax
   checkpoint), holding `params` for a Generator with `model_fields`."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from flax_gradnet import checkpoint  # pylint: disable=g-import-not-at-top
-  checkpoint.save_config(str(workdir), ml_collections.ConfigDict(
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  workdir_lib.save_config(str(workdir), ml_collections.ConfigDict(
       {"model": dict(model_fields), "compute_dtype": "float32"}))
-  mngr = checkpoint.checkpoint_manager(str(workdir))
+  mngr = workdir_lib.checkpoint_manager(str(workdir))
   mngr.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave({"generator": {"params": params},
                                    "critic": {"params": {"w": jnp.zeros(2)}}}),

@@ -15,7 +15,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from flax_gradnet import checkpoint, deblur, image_io, inference, pretrained
+from flax_gradnet import deblur, image_io, inference, pretrained
+from flax_gradnet import workdir as workdir_lib
 from flax_gradnet.models import Generator
 
 TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1)
@@ -220,7 +221,7 @@ def test_cli_missing_checkpoint(tmp_path, capsys):
   err = capsys.readouterr().err
   assert rc == 2 and "nowhere" in err and "config.json" in err
   (tmp_path / "wd").mkdir()
-  checkpoint.save_config(str(tmp_path / "wd"), ml_collections.ConfigDict(
+  workdir_lib.save_config(str(tmp_path / "wd"), ml_collections.ConfigDict(
       {"model": dict(TINY), "compute_dtype": "float32"}))
   rc = deblur.main([str(tmp_path / "a.png"), "--workdir", str(tmp_path / "wd"),
                     "--output_dir", str(tmp_path / "out")])

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from flax_gradnet import checkpoint, evaluate, inference, metrics, pretrained, train
+from flax_gradnet import evaluate, inference, metrics, pretrained, train
+from flax_gradnet import workdir as workdir_lib
 from flax_gradnet.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -108,7 +109,7 @@ def test_outputs_equal_the_generator_applied_directly(trained, test_source, tmp_
   out = tmp_path / "eval"
   evaluate.evaluate_workdir(workdir, test_source, output_dir=str(out), num_images=1,
                             num_grids=0, progress=False)
-  model, params, _ = checkpoint.restore_generator(workdir)
+  model, params, _ = workdir_lib.restore_generator(workdir)
   ex = next(pipeline.eval_iterator(test_source))
   y = np.asarray(model.apply({"params": params}, ex["blur"][None].astype(np.float32) / 127.5 - 1))
   expected = np.clip(np.round((y[0].astype(np.float64) + 1) * 127.5), 0, 255)
@@ -132,7 +133,7 @@ def test_cli_prints_means_with_protocol(trained, tmp_path, capsys):
       Image.fromarray(ex[key]).save(folder / sub / f"{stem}.png")
   rc = evaluate.main(["--workdir", workdir, "--dataset", "paired_folder", "--path", str(folder),
                       "--data_dir", data_dir, "--output_dir", str(out), "--no-save_outputs",
-                      "--no_progress"])
+                      "--no-progress"])
   captured = capsys.readouterr()
   assert rc == 0, captured.err
   assert metrics.protocol_string(False, 0) in captured.out
@@ -152,7 +153,7 @@ def test_blur_only_writes_outputs_and_no_metrics(trained, tmp_path, capsys):
   Image.fromarray(rng.integers(0, 256, (33, 30, 3), np.uint8)).save(folder / "sub" / "b.jpg")
   out = tmp_path / "out"
   rc = evaluate.main(["--workdir", workdir, "--dataset", "blur_only", "--path", str(folder),
-                      "--data_dir", data_dir, "--output_dir", str(out), "--no_progress"])
+                      "--data_dir", data_dir, "--output_dir", str(out), "--no-progress"])
   captured = capsys.readouterr()
   assert rc == 0, captured.err
   assert "no metrics" in captured.out
@@ -364,7 +365,7 @@ def test_cli_shipped_model(tmp_path, generator_workdir, capsys, monkeypatch):
   photo = np.random.default_rng(0).integers(0, 256, (36, 44, 3), np.uint8)
   Image.fromarray(photo).save(folder / "a.png")
   base = ["--dataset", "blur_only", "--path", str(folder), "--data_dir", str(tmp_path / "tfds"),
-          "--no_progress"]
+          "--no-progress"]
   out = tmp_path / "out"
   rc = evaluate.main(base + ["--model", "tiny", "--output_dir", str(out)])
   captured = capsys.readouterr()
@@ -445,7 +446,7 @@ def test_cli_hide_and_realblur(tiny_workdir, tmp_path, capsys):
   manual = tmp_path / "manual"
   trees = _benchmark_trees(manual)
   base = ["--workdir", tiny_workdir, "--manual_dir", str(manual), "--data_dir",
-          str(tmp_path / "tfds"), "--no_progress", "--no-save_outputs"]
+          str(tmp_path / "tfds"), "--no-progress", "--no-save_outputs"]
   for dataset, pairs in trees.items():
     out = tmp_path / dataset
     rc = evaluate.main(base + ["--dataset", dataset, "--output_dir", str(out)])

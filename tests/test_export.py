@@ -55,6 +55,23 @@ def test_polymorphic_export_matches_module(trained, tmp_path):
   assert open(out, "rb").read() == before
 
 
+def test_export_of_a_shipped_model(trained, tmp_path, monkeypatch, capsys):
+  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "models")
+  pretrained.pack(trained[0], "tiny", root=root)
+  monkeypatch.setenv(pretrained.ENV_VAR, root)
+  out = str(tmp_path / "shipped.jaxexport")
+  argv = [f"--output={out}", "--height=16", "--width=16", "--platforms=cpu"]
+  assert export.main(["--model=tiny", "--step=7"] + argv) == 2  # one set of weights
+  assert "--step" in capsys.readouterr().err and not os.path.exists(out)
+  assert export.main(["--model=tiny"] + argv) == 0
+  assert "shipped model tiny" in capsys.readouterr().out
+  module, params = pretrained.load("tiny")
+  x = _x((1, 16, 16, 3))
+  np.testing.assert_allclose(export.load_exported(out)(x),
+                             jax.jit(module.apply)({"params": params}, x), atol=1e-5)
+
+
 def test_fixed_shape_export(trained, tmp_path):
   wd, model, params = trained
   out = str(tmp_path / "fixed.jaxexport")

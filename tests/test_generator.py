@@ -193,16 +193,16 @@ def test_presets_equal_the_field_settings():
 
 def test_one_ablation_table_feeds_the_configs_and_the_cost_report():
   from configs import ablations as config_ablations
-  from flax_gradnet import summary
+  from flax_gradnet import cost
   from flax_gradnet.models import GENERATOR_ABLATIONS, reference
   assert list(GENERATOR_ABLATIONS) == ["wo_rgcl", "wo_rgcl_kernels", "wo_mbrbs", "wo_gradientnet"]
   for name, ablation in GENERATOR_ABLATIONS.items():
     assert config_ablations.ABLATIONS[name] == {f"model.{k}": v for k, v in ablation.fields.items()}
     model_config = config_ablations.get_config(name).model
     assert all(model_config[k] == v for k, v in ablation.fields.items())
-    assert summary.VARIANTS[ablation.label] == dict(ablation.fields)
+    assert cost.VARIANTS[ablation.label] == dict(ablation.fields)
   assert list(config_ablations.ABLATIONS) == ["wo_content", "wo_gradient", *GENERATOR_ABLATIONS]
-  assert list(summary.VARIANTS) == ["default", *(a.label for a in GENERATOR_ABLATIONS.values()),
+  assert list(cost.VARIANTS) == ["default", *(a.label for a in GENERATOR_ABLATIONS.values()),
                                     "pixel-shuffle upsampling"]
   assert reference.GeneratorWithoutMBRBs(**TINY) == reference.Generator(num_paths=1, **TINY)
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from flax_gradnet import checkpoint, inference
+from flax_gradnet import inference
+from flax_gradnet import workdir as workdir_lib
 from flax_gradnet.models import Generator
 
 TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1)
@@ -133,7 +134,7 @@ def test_bad_arguments():
 def test_restore_generator_reexported(tmp_path, tiny, generator_workdir):
   model, params = tiny
   generator_workdir(tmp_path, TINY, params, 3)
-  assert inference.restore_generator is checkpoint.restore_generator
+  assert inference.restore_generator is workdir_lib.restore_generator
   m, p, step = inference.restore_generator(str(tmp_path))
   assert step == 3
   x = np.zeros((1, 16, 16, 3), np.float32)

@@ -21,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from flax_gradnet import checkpoint as ckpt_lib
+from flax_gradnet import workdir as workdir_lib
 from flax_gradnet import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def _run(*args, **kw):
 
 
 def _final_params(workdir):
-  manager = ckpt_lib.checkpoint_manager(str(workdir))
+  manager = workdir_lib.checkpoint_manager(str(workdir))
   step = manager.latest_step()
   state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
   manager.close()
@@ -109,7 +109,7 @@ def test_two_processes_resume_after_sigkill_bit_for_bit(tmp_path, dirs):
   for p, _ in procs:
     p.send_signal(signal.SIGKILL)
   _wait(procs)
-  step_at_kill = ckpt_lib.checkpoint_manager(str(killed)).latest_step()
+  step_at_kill = workdir_lib.checkpoint_manager(str(killed)).latest_step()
   assert step_at_kill < STEPS, "the run finished before it was killed"
   _run(killed, data_dir, cache, num_processes=2, devices=2)
 
@@ -147,4 +147,4 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, dirs):
     assert line, err[-3000:]
     steps.append(int(line[-1].split("step ")[1].split()[0]))
   assert steps[0] == steps[1] < 500
-  assert ckpt_lib.checkpoint_manager(str(workdir)).latest_step() == steps[0]
+  assert workdir_lib.checkpoint_manager(str(workdir)).latest_step() == steps[0]

@@ -292,12 +292,12 @@ def test_reinitialize_schemes_match_their_definitions():
 def test_instance_norm_fields_follow_pytorch_in_the_paper_config():
   from conftest import import_or_skip, load_config_file  # pylint: disable=g-import-not-at-top
   torch = import_or_skip("torch")
-  from flax_gradnet import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from flax_gradnet.models import generator_from_config  # pylint: disable=g-import-not-at-top
   config = load_config_file("default")
   with config.unlocked():
     for k, v in TINY.items():
       config.model[k] = v
-  model = ckpt_lib.generator_from_config(config)
+  model = generator_from_config(config)
   assert (model.norm_affine, model.norm_epsilon) == (False, 1e-5)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 16, 16, 3)), jnp.float32)
   params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
@@ -311,7 +311,7 @@ def test_instance_norm_fields_follow_pytorch_in_the_paper_config():
   np.testing.assert_allclose(np.asarray(ours), ref.numpy(), atol=1e-5)
   # A config.json written before the fields existed gets flax's values back.
   del config.model["norm_affine"], config.model["norm_epsilon"]
-  old = ckpt_lib.generator_from_config(config)
+  old = generator_from_config(config)
   assert (old.norm_affine, old.norm_epsilon) == (True, 1e-6)
 
 

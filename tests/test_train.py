@@ -13,7 +13,7 @@ import optax
 import pytest
 
 import configs
-from flax_gradnet import checkpoint as ckpt_lib
+from flax_gradnet import workdir as workdir_lib
 from flax_gradnet import deblur, evaluate, export, image_io, inference, pretrained, train
 from flax_gradnet.data import pipeline
 
@@ -38,7 +38,7 @@ def tiny_config(tiny_train_config):
 
 
 def restored_state(workdir):
-  manager = ckpt_lib.checkpoint_manager(workdir)
+  manager = workdir_lib.checkpoint_manager(workdir)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   step = manager.latest_step()
   state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
@@ -78,7 +78,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path, data_dir, tiny_config):
   assert_trees_equal(state_a, state_b)
 
   # The inference tools restore the same generator from the workdir.
-  model, params, step = ckpt_lib.restore_generator(full)
+  model, params, step = workdir_lib.restore_generator(full)
   assert step == 4 and model.base_features == 4
   assert_trees_equal(params, state_a["generator"]["params"])
 
@@ -223,7 +223,7 @@ def test_init_from_a_workdir_then_fine_tunes(tmp_path, data_dir, tiny_config):
   train.train_and_evaluate(config, tuned)
   step, tuned_state = restored_state(tuned)
   assert step == 2
-  manager = ckpt_lib.checkpoint_manager(source)
+  manager = workdir_lib.checkpoint_manager(source)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   at2 = manager.restore(2, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
   manager.close()
@@ -321,7 +321,7 @@ def test_restart_with_a_changed_model_is_refused_and_keeps_the_workdir(tmp_path,
   with pytest.raises(ValueError, match=r"\(b1: 0.5 -> 0.9; model.base_features: 4 -> 8\)"):
     train.train_and_evaluate(changed, workdir)
   assert open(os.path.join(workdir, "config.json")).read() == stored
-  model, _, step = ckpt_lib.restore_generator(workdir)  # still deblurs
+  model, _, step = workdir_lib.restore_generator(workdir)  # still deblurs
   assert step == 2 and model.base_features == 4
   assert train.resume_conflicts(changed, str(tmp_path / "empty")) == []  # nothing to resume
 
@@ -453,7 +453,7 @@ def test_ema_update_rule_matches_a_numpy_recurrence(tiny_train_config, data_dir)
 
 def _checkpoint_state(workdir, step):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  manager = ckpt_lib.checkpoint_manager(workdir)
+  manager = workdir_lib.checkpoint_manager(workdir)
   state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
   manager.close()
   return state
@@ -469,7 +469,7 @@ def test_ema_resumes_from_a_checkpoint_without_it_and_is_restored(tmp_path, data
   config = tiny_config(data_dir)
   config.num_train_steps = 2
   train.train_and_evaluate(config, workdir)
-  assert ckpt_lib.EMA_KEY not in _checkpoint_state(workdir, 2)
+  assert workdir_lib.EMA_KEY not in _checkpoint_state(workdir, 2)
 
   # --weights=ema of a checkpoint without EMA: exit 2 with the reason, in every tool.
   image = tmp_path / "a.png"
@@ -494,16 +494,16 @@ def test_ema_resumes_from_a_checkpoint_without_it_and_is_restored(tmp_path, data
   events = b"".join(open(f, "rb").read() for f in glob.glob(f"{workdir}/events.out.tfevents.*"))
   assert b"eval_ema/psnr" in events and b"eval/psnr" in events
   s2, s3, s4 = (_checkpoint_state(workdir, s) for s in (2, 3, 4))
-  _assert_ema(s3[ckpt_lib.EMA_KEY]["params"], s2["generator"]["params"],
+  _assert_ema(s3[workdir_lib.EMA_KEY]["params"], s2["generator"]["params"],
               s3["generator"]["params"], 0.5)
-  _assert_ema(s4[ckpt_lib.EMA_KEY]["params"], s3[ckpt_lib.EMA_KEY]["params"],
+  _assert_ema(s4[workdir_lib.EMA_KEY]["params"], s3[workdir_lib.EMA_KEY]["params"],
               s4["generator"]["params"], 0.5)
 
   # The tools load the EMA by default, the raw weights on request.
   model, params, desc = inference.restore(workdir)
   assert desc.weights == "ema" and "(EMA weights)" in desc and desc.step == 4
-  assert_trees_equal(params, s4[ckpt_lib.EMA_KEY]["params"])
-  _, raw, _ = ckpt_lib.restore_generator(workdir, weights="raw")
+  assert_trees_equal(params, s4[workdir_lib.EMA_KEY]["params"])
+  _, raw, _ = workdir_lib.restore_generator(workdir, weights="raw")
   assert_trees_equal(raw, s4["generator"]["params"])
   root = str(tmp_path / "models")
   pretrained.pack(workdir, "ema_tiny", root=root)
@@ -514,7 +514,7 @@ def test_ema_resumes_from_a_checkpoint_without_it_and_is_restored(tmp_path, data
   config.num_train_steps = 5
   train.train_and_evaluate(config, workdir)
   s5 = _checkpoint_state(workdir, 5)
-  _assert_ema(s5[ckpt_lib.EMA_KEY]["params"], s4[ckpt_lib.EMA_KEY]["params"],
+  _assert_ema(s5[workdir_lib.EMA_KEY]["params"], s4[workdir_lib.EMA_KEY]["params"],
               s5["generator"]["params"], 0.5)
   # Resumed with EMA off: dropped, and said so.
   config.num_train_steps, config.ema_decay = 6, 0.0
@@ -522,7 +522,7 @@ def test_ema_resumes_from_a_checkpoint_without_it_and_is_restored(tmp_path, data
   with caplog.at_level("WARNING"):
     train.train_and_evaluate(config, workdir)
   assert "EMA weights of checkpoint" in caplog.text and "are dropped" in caplog.text
-  assert ckpt_lib.EMA_KEY not in _checkpoint_state(workdir, 6)
+  assert workdir_lib.EMA_KEY not in _checkpoint_state(workdir, 6)
   assert inference.restore(workdir)[2].weights == "raw"
 
 
@@ -545,22 +545,22 @@ def test_best_step_selection_and_rotation_over_fake_metrics(tmp_path):
   kept = {1: [1], 2: [1, 2], 3: [2, 3], 4: [2, 3, 4], 5: [4, 5], 6: [5, 6], 7: [5, 6, 7],
           8: [5, 7, 8]}
   for step, value in psnr.items():
-    manager = ckpt_lib.checkpoint_manager(workdir, max_to_keep=2, keep_best=True)
+    manager = workdir_lib.checkpoint_manager(workdir, max_to_keep=2, keep_best=True)
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave({"generator": {"params": {"w": np.full(2, step, np.float32)}}}),
         data=ocp.args.JsonSave({})), metrics=None if value is None else {"psnr": value})
     manager.wait_until_finished()
     manager.close()  # a new manager per step: what it keeps is read back from disk
-    reader = ckpt_lib.checkpoint_manager(workdir)
+    reader = workdir_lib.checkpoint_manager(workdir)
     assert list(reader.all_steps()) == kept[step], step
     if step >= 2:
-      assert ckpt_lib.best_step(reader)[0] == (2 if step < 5 else 5)
+      assert workdir_lib.best_step(reader)[0] == (2 if step < 5 else 5)
     reader.close()
-  assert ckpt_lib.eval_rank({"psnr": float("nan")}) == ckpt_lib.eval_rank(None) == -np.inf
+  assert workdir_lib.eval_rank({"psnr": float("nan")}) == workdir_lib.eval_rank(None) == -np.inf
 
 
 def _saved_steps(workdir):
-  manager = ckpt_lib.checkpoint_manager(workdir)
+  manager = workdir_lib.checkpoint_manager(workdir)
   steps = list(manager.all_steps())
   manager.close()
   return steps
@@ -588,7 +588,7 @@ def test_keep_best_keeps_and_resolves_the_best_step(tmp_path, data_dir, tiny_con
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)  # steps 1-4
   assert _saved_steps(workdir) == [2, 4]
-  manager = ckpt_lib.checkpoint_manager(workdir)
+  manager = workdir_lib.checkpoint_manager(workdir)
   assert manager.metrics(2) == {"psnr": 30.0, "ssim": 0.5, "psnr_gain": 10.0, "ema": 0.0}
   manager.close()
   _, params, desc = inference.restore(workdir, step="best")
@@ -606,12 +606,12 @@ def test_keep_best_keeps_and_resolves_the_best_step(tmp_path, data_dir, tiny_con
 
   config.num_train_steps = 6  # resumed: 5 and 6 are worse than 2, which stays
   train.train_and_evaluate(config, workdir)
-  assert ckpt_lib.restore_generator(workdir, "best")[2] == 2
+  assert workdir_lib.restore_generator(workdir, "best")[2] == 2
   assert _saved_steps(workdir) == [2, 6]
   config.num_train_steps = 7  # a new best replaces it
   train.train_and_evaluate(config, workdir)
   assert _saved_steps(workdir) == [7]
-  assert ckpt_lib.restore_generator(workdir, "best")[2] == 7
+  assert workdir_lib.restore_generator(workdir, "best")[2] == 7
 
   # No evaluated checkpoint (keep_best off, or written before it existed): a clear error.
   plain = str(tmp_path / "plain")

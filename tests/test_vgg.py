@@ -218,7 +218,7 @@ def test_load_params_rejects_foreign_npz(tmp_path):
 
 def test_cli_missing_input(tmp_path, capsys):
   assert convert_vgg19.main(["--input", str(tmp_path / "nope.pth"),
-                             "--output", str(tmp_path / "out.npz")]) == 1
+                             "--output", str(tmp_path / "out.npz")]) == 2  # nothing ran
   assert "nope.pth" in capsys.readouterr().err
   assert not (tmp_path / "out.npz").exists()
 

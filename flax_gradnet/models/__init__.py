@@ -2,6 +2,7 @@
 
 from flax_gradnet.models.ablations import GENERATOR_ABLATIONS, Ablation
 from flax_gradnet.models.critic import PatchCritic, conv_as_matmul
+from flax_gradnet.models.factory import generator_from_config
 from flax_gradnet.models.generator import (
     Generator,
     GeneratorWithoutGradientNet,
@@ -16,5 +17,5 @@ __all__ = [
     "GENERATOR_ABLATIONS", "Ablation",
     "ChannelAttention", "RGCL", "MBRB", "PlainPath", "PaddedConv", "GradientNet", "Generator",
     "GeneratorWithoutRGCL", "GeneratorWithoutMBRBs", "GeneratorWithoutGradientNet",
-    "PatchCritic", "conv_as_matmul", "pixel_shuffle",
+    "PatchCritic", "conv_as_matmul", "pixel_shuffle", "generator_from_config",
 ]

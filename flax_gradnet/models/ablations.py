@@ -7,7 +7,7 @@ Each row is a set of `Generator` field overrides (the same fields on
   * the `GeneratorWithout*` presets of `models.generator` and `models.reference`;
   * the `model.*` entries of `configs/ablations.py` (which adds Table 4's loss
     ablations, fields of the training config rather than of the model);
-  * the rows of the cost report (`python -m flax_gradnet.summary`, Table 3),
+  * the rows of the cost report (`python -m flax_gradnet.cost`, Table 3),
     labelled as the paper labels them.
 
 Which "w/o RGCL" is the paper's? Sec. 4.8: "we replace RGCL with normal

@@ -5,7 +5,7 @@ speed work (issue 9, commit 544aa60): a reflect-padded copy before every
 convolution, the RGCL's 1x3 and 3x1 convolutions applied separately, the skip
 concatenations built, `nn.ConvTranspose` as flax has it. Same parameter tree,
 same function. Two uses:
-  * the FLOP count of Table 3 (`summary.forward_cost`): the work the network
+  * the FLOP count of Table 3 (`cost.forward_cost`): the work the network
     asks for, not what an implementation's tricks add (the cross kernel's zero
     taps) or save (the transposed conv's zero-multiplications);
   * the oracle of tests/test_fast_generator.py, which checks that the modules of

@@ -23,7 +23,7 @@ variable `FLAX_GRADNET_PRETRAINED_DIR` when it is set (tests, private models);
 every function also takes an explicit `root=`.
 
 A shipped model loads through the same path as a training workdir
-(`checkpoint.load_config` + `checkpoint.generator_from_config`), and its
+(`workdir.load_config` + `models.generator_from_config`), and its
 parameter tree is checked against the tree the current code builds (same keys,
 same shapes): after a change of the generator's code, weights that no longer
 fit fail loudly instead of loading wrongly. The reference pair lets a test
@@ -207,7 +207,7 @@ def load(name: str = DEFAULT_MODEL, *, root: str | None = None, dtype: Any = Non
   """Loads shipped model `name` as `(module, params)`.
 
   The files are verified (`verify`), the module is built from config.json as
-  for a training workdir (`checkpoint.generator_from_config`), and the
+  for a training workdir (`models.generator_from_config`), and the
   parameters are checked against the tree that module's `init` declares.
 
   Args:
@@ -223,11 +223,12 @@ def load(name: str = DEFAULT_MODEL, *, root: str | None = None, dtype: Any = Non
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import serialization  # pylint: disable=g-import-not-at-top
 
-  from flax_gradnet import checkpoint  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from flax_gradnet.models import generator_from_config  # pylint: disable=g-import-not-at-top
 
   path = verify(name, root)
-  config = checkpoint.load_config(path)
-  module = checkpoint.generator_from_config(config, dtype)
+  config = workdir_lib.load_config(path)
+  module = generator_from_config(config, dtype)
   params_path = os.path.join(path, PARAMS_FILE)
   with open(params_path, "rb") as f:
     try:
@@ -324,8 +325,9 @@ def _write_model_files(folder: str, workdir: str, payload: bytes, meta_text: str
   """Writes a model's files (the module docstring's list) into `folder`."""
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from flax_gradnet import checkpoint, image_io  # pylint: disable=g-import-not-at-top
-  shutil.copyfile(os.path.join(workdir, checkpoint.CONFIG_FILE), os.path.join(folder, CONFIG_FILE))
+  from flax_gradnet import image_io  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  shutil.copyfile(os.path.join(workdir, workdir_lib.CONFIG_FILE), os.path.join(folder, CONFIG_FILE))
   with open(os.path.join(folder, PARAMS_FILE), "wb") as f:
     f.write(payload)
   checksums = {f: file_sha256(os.path.join(folder, f)) for f in CHECKSUMMED_FILES}
@@ -391,7 +393,7 @@ def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | 
   import numpy as np  # pylint: disable=g-import-not-at-top
   import skimage.data  # pylint: disable=g-import-not-at-top
 
-  from flax_gradnet import checkpoint  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   _check_name(name)
   root = _root(root)
@@ -399,7 +401,7 @@ def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | 
   if os.path.lexists(dest) and not overwrite:
     raise _exists_error(dest)
 
-  restored = checkpoint.restore_weights(workdir, step, weights=weights)
+  restored = workdir_lib.restore_weights(workdir, step, weights=weights)
   params, payload = _serialise_params(restored.params,
                                       f"{workdir} at step {restored.step}")
   reference_input = np.ascontiguousarray(skimage.data.chelsea()[100:148, 200:264])
@@ -415,41 +417,3 @@ def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | 
     if os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
   return dest
-
-
-BEST_STEP = "best"  # `checkpoint.BEST_STEP` (this module imports no jax)
-WEIGHTS = ("ema", "raw")  # `checkpoint.WEIGHTS`
-
-
-def parse_step(text: str) -> int | str:
-  """The value of a `--step` flag: a checkpoint step, or "best" (the highest
-  held-out PSNR that training recorded, config.keep_best)."""
-  import argparse  # pylint: disable=g-import-not-at-top
-  if text == BEST_STEP:
-    return text
-  try:
-    return int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(
-        f"expected a checkpoint step or '{BEST_STEP}', got {text!r}") from None
-
-
-STEP_HELP = ("checkpoint step of --workdir (default: latest), or 'best': the highest held-out "
-             "PSNR of training's periodic evaluation (config.keep_best)")
-WEIGHTS_HELP = ("which generator weights of --workdir's checkpoint: 'ema' (the moving average "
-                "kept with config.ema_decay > 0) or 'raw' (default: ema when the checkpoint "
-                "has it, else raw)")
-
-
-def add_restore_flags(parser) -> None:
-  """Adds the `--workdir`, `--model`, `--step` and `--weights` flags every
-  inference CLI shares (`inference.restore` takes their values)."""
-  parser.add_argument("--workdir", default=None,
-                      help="training workdir (config.json + checkpoints/); default: the shipped "
-                           "model, see --model")
-  parser.add_argument("--model", default=None,
-                      help="name of a model shipped with the package (python -m "
-                           "flax_gradnet.pretrained --list); the default when --workdir is "
-                           f"absent: {DEFAULT_MODEL}")
-  parser.add_argument("--step", type=parse_step, default=None, help=STEP_HELP)
-  parser.add_argument("--weights", choices=WEIGHTS, default=None, help=WEIGHTS_HELP)

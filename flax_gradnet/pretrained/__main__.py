@@ -1,13 +1,14 @@
 """Pack a training workdir's generator as a shipped model, or list the shipped models.
 
     python -m flax_gradnet.pretrained --workdir=workdirs/gradnet_s_synth --name=gradnet_s_synth
-    python -m flax_gradnet.pretrained --workdir=W --name=N --step=20000 --overwrite \
+    python -m flax_gradnet.pretrained --workdir=W --name=N --step=20000 --overwrite \\
         --metadata note="2 h on 2 CPU cores"
     python -m flax_gradnet.pretrained --list
 
 Models go to (and are listed from) `--root`, default $FLAX_GRADNET_PRETRAINED_DIR
 or else the package's own `flax_gradnet/pretrained/` folder (see
-`flax_gradnet.pretrained`). Exit status: 0 done, 2 error (message on stderr).
+`flax_gradnet.pretrained`). Exit status (`cli`): 0 done, 2 nothing done (message on
+stderr). Console script: `flax-gradnet-pretrained`.
 """
 
 from __future__ import annotations
@@ -16,23 +17,20 @@ import argparse
 import os
 import sys
 
-from flax_gradnet import pretrained  # stdlib-only at import: --help stays instant
+from flax_gradnet import cli, pretrained  # stdlib-only at import: --help stays instant
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m flax_gradnet.pretrained",
-      description="Pack the generator of a training workdir into a shipped model folder "
-                  "(config.json, params.msgpack, checksums, metadata, a reference "
-                  "input/output pair), or list the shipped models.")
+  p = cli.parser(
+      "python -m flax_gradnet.pretrained",
+      "Pack the generator of a training workdir into a shipped model folder (config.json, "
+      "params.msgpack, checksums, metadata, a reference input/output pair), or list the "
+      "shipped models.", __doc__)
   p.add_argument("--list", action="store_true", help="list the models with size and metadata")
-  p.add_argument("--workdir", default=None, help="training workdir to pack (config.json + "
-                 "checkpoints/)")
+  cli.add_restore_flags(p, shipped=False,
+                        workdir_help="training workdir to pack (config.json + checkpoints/)")
   p.add_argument("--name", default=None, help="the model's name (its folder's name)")
-  p.add_argument("--step", type=pretrained.parse_step, default=None, help=pretrained.STEP_HELP)
-  p.add_argument("--weights", choices=pretrained.WEIGHTS, default=None,
-                 help=pretrained.WEIGHTS_HELP)
-  p.add_argument("--overwrite", action="store_true", help="replace an existing model of that name")
+  cli.add_overwrite_flag(p, "replace an existing model of that name")
   p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
                  help="extra metadata.json entry (repeatable; VALUE is a string)")
   p.add_argument("--root", default=None,
@@ -79,40 +77,40 @@ def list_models(root: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  """Runs the tool; returns the exit status (0 done, 2 error)."""
+  """Runs the tool; returns the exit status (0 done, 2 nothing done)."""
   args = _parser().parse_args(argv)
-
-  def fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
   if args.list:
     if (args.workdir or args.name or args.step is not None or args.metadata or args.overwrite
         or args.weights):
-      return fail("--list takes no --workdir, --name, --step, --weights, --metadata or "
+      return cli.fail("--list takes no --workdir, --name, --step, --weights, --metadata or "
                   "--overwrite")
     print(list_models(args.root))
-    return 0
+    return cli.EXIT_OK
   if not args.workdir or not args.name:
-    return fail("pass --workdir and --name to pack a model, or --list to list them")
+    return cli.fail("pass --workdir and --name to pack a model, or --list to list them")
   metadata = {}
   for item in args.metadata:
     key, sep, value = item.partition("=")
     if not sep or not key:
-      return fail(f"--metadata takes KEY=VALUE, got {item!r}")
+      return cli.fail(f"--metadata takes KEY=VALUE, got {item!r}")
     metadata[key] = value
 
   try:
     path = pretrained.pack(args.workdir, args.name, step=args.step, root=args.root,
                            metadata=metadata, overwrite=args.overwrite, weights=args.weights)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
-    return fail(f"cannot pack {args.workdir!r} as {args.name!r}: {e}")
+    return cli.fail(f"cannot pack {args.workdir!r} as {args.name!r}: {e}")
   meta = pretrained.read_metadata(args.name, args.root)
   print(f"packed {args.workdir} at step {meta['step']} ({meta['weights']} weights) as "
         f"{args.name!r} in {path} "
         f"({meta['params_bytes'] / 2**20:.2f} MiB of parameters)")
-  return 0
+  return cli.EXIT_OK
+
+
+def run() -> None:
+  """Console entry point `flax-gradnet-pretrained`."""
+  sys.exit(main())
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  run()

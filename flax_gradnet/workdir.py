@@ -11,7 +11,7 @@
                   the held-out metrics the best checkpoint is chosen by (`best_step`)
 
 A checkpoint that trains is a checkpoint that deblurs: `restore_generator`
-rebuilds the generator from config.json and reads only its parameters (the EMA
+rebuilds the generator from config.json (`models.generator_from_config`) and reads only its parameters (the EMA
 weights when the checkpoint has them, unless `weights="raw"`).
 """
 
@@ -25,13 +25,12 @@ import os
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import ml_collections
 import orbax.checkpoint as ocp
 
-from flax_gradnet.atomic import atomic_write_text  # also checkpoint.atomic_write_text
-from flax_gradnet.models import Generator
+from flax_gradnet.atomic import atomic_write_text
+from flax_gradnet.models import Generator, generator_from_config
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -134,18 +133,6 @@ def best_step(manager: ocp.CheckpointManager) -> tuple[int, dict]:
         "held-out PSNR of the steps they evaluate; give a step number instead")
   _, step, metrics = max(scored, key=lambda t: (t[0], t[1]))
   return step, metrics
-
-
-def generator_from_config(config: ml_collections.ConfigDict, dtype: Any = None) -> Generator:
-  """The generator a config describes (`config.model` holds Generator's fields)."""
-  if dtype is None:
-    dtype = jnp.dtype(config.get("compute_dtype", "float32"))
-  fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.to_dict().items()}
-  known = set(Generator.__dataclass_fields__)
-  unknown = sorted(set(fields) - known)
-  if unknown:
-    raise ValueError(f"config.model has fields Generator does not know: {unknown}")
-  return Generator(**fields, dtype=dtype)
 
 
 # Keys of the digests saved in each checkpoint's "data" item: the generator's

@@ -1,6 +1,11 @@
 """Cost report: parameters and XLA-counted FLOPs of the generator (Table 3).
 
-    python -m flax_gradnet.summary [--height 720 --width 1280] [--models default,...]
+    python -m flax_gradnet.cost                # every variant, one 1280x720 image
+    python -m flax_gradnet.cost --variants="default,w/o MBRBs" --height=256 --width=256
+
+`--variants` picks rows of `VARIANTS` (the default generator, the Table 5
+ablations by the paper's labels, pixel-shuffle upsampling); `--models` is its
+older name. Exit status (`flax_gradnet.cli`): 0 done, 2 bad flags.
 
 FLOPs are read from XLA's cost analysis of the lowered (not executed) forward
 pass, so the report needs no accelerator and no memory for activations. XLA
@@ -19,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from clu import parameter_overview
 
+from flax_gradnet import cli
 from flax_gradnet.models import GENERATOR_ABLATIONS, Generator, PatchCritic, reference
 
 PAPER_GFLOPS = 446.98  # Table 3, "Ours", 1280x720
@@ -82,20 +88,33 @@ def report(height: int, width: int, variants: dict[str, dict], base: dict | None
   return "\n".join(rows)
 
 
+def _parser() -> argparse.ArgumentParser:
+  p = cli.parser("python -m flax_gradnet.cost", __doc__.splitlines()[0], __doc__)
+  p.add_argument("--height", type=int, default=720, help="image height (default %(default)s)")
+  p.add_argument("--width", type=int, default=1280, help="image width (default %(default)s)")
+  p.add_argument("--variants", default=",".join(VARIANTS),
+                 help=f"comma-separated subset of: {', '.join(VARIANTS)} (default: all)")
+  # The older name, not listed: `--model` names a shipped model in the other tools.
+  p.add_argument("--models", dest="variants", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+  return p
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--height", type=int, default=720)
-  parser.add_argument("--width", type=int, default=1280)
-  parser.add_argument("--models", default=",".join(VARIANTS),
-                      help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+  """Prints the report; returns the exit status (0 done; bad flags exit 2)."""
+  parser = _parser()
   args = parser.parse_args(argv)
-  names = [m.strip() for m in args.models.split(",") if m.strip()]
+  names = [m.strip() for m in args.variants.split(",") if m.strip()]
   unknown = [m for m in names if m not in VARIANTS]
   if unknown:
-    parser.error(f"unknown --models entries {unknown}; choose from {list(VARIANTS)}")
+    parser.error(f"unknown --variants entries {unknown}; choose from {list(VARIANTS)}")
   print(report(args.height, args.width, {m: VARIANTS[m] for m in names}, base=PAPER_MODEL))
-  return 0
+  return cli.EXIT_OK
+
+
+def run() -> None:
+  """Console entry point `flax-gradnet-cost`."""
+  sys.exit(main())
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  run()

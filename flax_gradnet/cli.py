@@ -1,0 +1,293 @@
+"""The command-line convention every flax_gradnet tool follows.
+
+The argparse tools (`evaluate`, `deblur`, `export`, `convert_vgg19`, `cost`,
+`python -m flax_gradnet.pretrained`) build their parsers with `parser` and take
+their shared flags from here, so a flag has one name and one meaning in every
+tool:
+
+    --workdir       a training workdir (config.json + checkpoints/)
+    --model         a model shipped with the package (`pretrained`)
+    --step          a checkpoint step of --workdir, or `best`
+    --weights       ema | raw: which generator weights of --workdir's checkpoint
+    --dtype         the compute dtype
+    --output_dir    a folder of results        --output   one output file
+    --data_dir, --manual_dir, --path   where data lives: TFDS's prepared records,
+                    TFDS's manual dir, a folder of images
+    --overwrite     replace existing outputs (never inputs)
+    --tile, --tile_overlap, --self_ensemble, --local_stats   inference options
+
+On/off flags are `--x` / `--no-x` (argparse.BooleanOptionalAction). Exit
+status: `EXIT_OK` (0) all done; `EXIT_SOME_FAILED` (1) some inputs failed, the
+others are done; `EXIT_NOTHING_RAN` (2) nothing ran: bad arguments (argparse's
+own usage errors exit 2 too), missing files. Each tool's `--help` ends with
+"Examples:", the command lines of its module docstring (`examples`).
+
+The training tools (`main`, `demo`) keep absl flags: their `--config` is an
+ml_collections config file whose fields are overridden on the command line
+(`--config.num_train_steps=10`), which only absl's flags provide.
+`parse_absl_flags` gives them the same `--help` (exit 0, with examples) and the
+same exit status 2 for a bad `--config` or argument.
+
+Only the standard library is imported here, so `--help` and usage errors stay
+instant; absl is imported by `parse_absl_flags` itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from typing import NoReturn, Sequence
+
+EXIT_OK = 0  # everything asked for was done
+EXIT_SOME_FAILED = 1  # some inputs failed (each reported); the others were done
+EXIT_NOTHING_RAN = 2  # nothing ran: bad arguments, missing files or models
+
+BEST_STEP = "best"  # `workdir.BEST_STEP` (this module imports no jax)
+WEIGHTS = ("ema", "raw")  # `workdir.WEIGHTS`
+DTYPES = ("float32", "bfloat16")
+TILE_OVERLAP_DEFAULT = 32
+_WIDTH = 79  # of the description and the epilog, which argparse does not wrap here
+_EXAMPLE_STARTS = ("python -m flax_gradnet", "flax-gradnet-")
+
+
+# ----------------------------------------------------------------------------
+# Parsers, help and errors.
+
+
+def examples(doc: str) -> str:
+  """The "Examples:" section of a tool's --help: the command lines of its
+  module docstring (lines starting with `python -m flax_gradnet` or
+  `flax-gradnet-`, with their backslash continuations).
+
+  Raises:
+    ValueError: `doc` holds no command line.
+  """
+  found, indent, continued = [], 0, False
+  for line in doc.splitlines():
+    text = line.strip()
+    if continued:
+      found.append("  " + line[indent:].rstrip())
+    elif text.startswith(_EXAMPLE_STARTS):
+      indent = len(line) - len(line.lstrip())
+      found.append("  " + text)
+    else:
+      continue
+    continued = text.endswith("\\")
+  if not found:
+    raise ValueError("the docstring has no example command line")
+  return "Examples:\n" + "\n".join(found)
+
+
+def _fill(text: str) -> str:
+  return "\n\n".join(textwrap.fill(" ".join(p.split()), _WIDTH) for p in text.split("\n\n"))
+
+
+def parser(prog: str, description: str, doc: str,
+           notes: str | None = None) -> argparse.ArgumentParser:
+  """An ArgumentParser whose --help ends with `notes` and the examples of `doc`.
+
+  Args:
+    prog: how the tool is run (`python -m flax_gradnet.<tool>`).
+    description: what the tool does (wrapped).
+    doc: the tool's module docstring, holding its example command lines.
+    notes: more text for the end of --help, before the examples (wrapped).
+  """
+  epilog = (_fill(notes) + "\n\n" if notes else "") + examples(doc)
+  return argparse.ArgumentParser(prog=prog, description=_fill(description), epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_switch(p: argparse.ArgumentParser, flag: str, help: str,  # pylint: disable=redefined-builtin
+               default: bool = False, old_negation: str | None = None) -> None:
+  """An on/off flag `--x` / `--no-x`. `old_negation`: an earlier spelling of
+  `--no-x` (e.g. `--no_x`), still accepted but not listed in --help."""
+  p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+  if old_negation:
+    p.add_argument(old_negation, dest=flag.lstrip("-"), action="store_false",
+                   help=argparse.SUPPRESS)
+
+
+def fail(message: str) -> int:
+  """Prints `error: message` on stderr; returns `EXIT_NOTHING_RAN`."""
+  print(f"error: {message}", file=sys.stderr)
+  return EXIT_NOTHING_RAN
+
+
+# ----------------------------------------------------------------------------
+# The shared flags.
+
+
+def parse_step(text: str) -> int | str:
+  """The value of a `--step` flag: a checkpoint step, or "best" (the highest
+  held-out PSNR that training recorded, config.keep_best)."""
+  if text == BEST_STEP:
+    return text
+  try:
+    return int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"expected a checkpoint step or '{BEST_STEP}', got {text!r}") from None
+
+
+STEP_HELP = ("checkpoint step of --workdir (default: latest), or 'best': the highest held-out "
+             "PSNR of training's periodic evaluation (config.keep_best)")
+WEIGHTS_HELP = ("which generator weights of --workdir's checkpoint: 'ema' (the moving average "
+                "kept with config.ema_decay > 0) or 'raw' (default: ema when the checkpoint "
+                "has it, else raw)")
+
+
+def add_restore_flags(p: argparse.ArgumentParser, *, shipped: bool = True,
+                      workdir_help: str | None = None) -> None:
+  """`--workdir`, `--step`, `--weights` and (with `shipped`) `--model`: where a
+  generator comes from (`inference.restore` takes their values; with `shipped`,
+  check them with `restore_flags_error`).
+
+  A training workdir (`--workdir`, optionally `--step`: a step or `best`, the
+  highest held-out PSNR training recorded; and `--weights ema|raw`, default the
+  EMA when the checkpoint has one), or a model shipped with the package
+  (`--model`, see `python -m flax_gradnet.pretrained --list`); with neither, the
+  shipped `pretrained.DEFAULT_MODEL`.
+  """
+  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top  (stdlib only)
+  p.add_argument("--workdir", default=None, help=workdir_help or (
+      "training workdir (config.json + checkpoints/)"
+      + ("; default: the shipped model, see --model" if shipped else "")))
+  if shipped:
+    p.add_argument("--model", default=None,
+                   help="name of a model shipped with the package (python -m "
+                        "flax_gradnet.pretrained --list); the default when --workdir is "
+                        f"absent: {pretrained.DEFAULT_MODEL}")
+  p.add_argument("--step", type=parse_step, default=None, help=STEP_HELP)
+  p.add_argument("--weights", choices=WEIGHTS, default=None, help=WEIGHTS_HELP)
+
+
+def restore_flags_error(args: argparse.Namespace) -> str | None:
+  """What is wrong with the flags of `add_restore_flags`, or None."""
+  if args.workdir is not None and args.model is not None:
+    return "pass --workdir (a training workdir) or --model (a shipped model), not both"
+  if args.step is not None and args.workdir is None:
+    return ("--step selects a checkpoint of --workdir; a shipped model (--model) has one "
+            "set of weights")
+  if args.weights is not None and args.workdir is None:
+    return ("--weights selects the weights of --workdir's checkpoint; a shipped model "
+            "(--model) has one set of weights")
+  return None
+
+
+def restore_source(args: argparse.Namespace) -> str:
+  """Where the flags of `add_restore_flags` restore from, for messages."""
+  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top  (stdlib only)
+  if args.workdir is not None:
+    return f"workdir {args.workdir!r}"
+  return f"shipped model {getattr(args, 'model', None) or pretrained.DEFAULT_MODEL!r}"
+
+
+def add_dtype_flag(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--dtype", choices=DTYPES, default=None,
+                 help="compute dtype (default: the training config's compute_dtype)")
+
+
+def add_output_dir_flag(p: argparse.ArgumentParser, help: str) -> None:  # pylint: disable=redefined-builtin
+  p.add_argument("--output_dir", required=True, help=help)
+
+
+def add_output_flag(p: argparse.ArgumentParser, help: str) -> None:  # pylint: disable=redefined-builtin
+  p.add_argument("--output", required=True, help=help)
+
+
+def add_overwrite_flag(p: argparse.ArgumentParser, help: str) -> None:  # pylint: disable=redefined-builtin
+  add_switch(p, "--overwrite", help)
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+  """`--data_dir`, `--manual_dir`, `--path`: where a data set lives (training
+  takes the first two as `--config.data_dir` / `--config.manual_dir`)."""
+  p.add_argument("--data_dir", default="~/tensorflow_datasets",
+                 help="where TFDS keeps the prepared records")
+  p.add_argument("--manual_dir", default=None,
+                 help="TFDS manual dir holding GOPRO_Large/, HIDE_dataset/ (or their zips) and/or "
+                      "the extracted RealBlur.tar.gz (directly or in RealBlur/)")
+  p.add_argument("--path", default=None, help="the folder of paired_folder / kohler / blur_only")
+
+
+def add_inference_flags(p: argparse.ArgumentParser) -> None:
+  """`--tile`, `--tile_overlap`, `--self_ensemble`, `--local_stats` (check
+  them with `inference_flags_error`)."""
+  p.add_argument("--tile", type=int, default=None,
+                 help="tile side in pixels, a multiple of 4 (default: whole image at once)")
+  p.add_argument("--tile_overlap", type=int, default=None,
+                 help=f"overlap of neighbouring tiles (with --tile; default {TILE_OVERLAP_DEFAULT})")
+  add_switch(p, "--self_ensemble",
+             "x8 geometric self-ensemble: the mean over flips and transposes (8x the time)")
+  p.add_argument("--local_stats", type=int, nargs="?", const=-1, default=0, metavar="WINDOW",
+                 help="test-time local statistics: instance norm and channel attention average "
+                      "over WINDOW x WINDOW boxes (alone: the training crop size; 0 = whole "
+                      "image, as trained)")
+
+
+def inference_flags_error(args: argparse.Namespace) -> str | None:
+  """What is wrong with the flags of `add_inference_flags`, or None; sets
+  `args.tile_overlap` to its default when not given."""
+  if args.tile is not None and (args.tile <= 0 or args.tile % 4):
+    return f"--tile must be a positive multiple of 4, got {args.tile}"
+  if args.tile is None and args.tile_overlap is not None:
+    return "--tile_overlap applies to tiled inference; give --tile too"
+  if args.tile_overlap is None:
+    args.tile_overlap = TILE_OVERLAP_DEFAULT
+  if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
+    return f"need 0 <= --tile_overlap < --tile, got {args.tile_overlap}"
+  return None
+
+
+# ----------------------------------------------------------------------------
+# The absl tools (main, demo).
+
+_HELP_FLAGS = ("-h", "--help", "-?", "--helpshort")
+
+
+def exit_error(message: str) -> NoReturn:
+  """For the absl tools: prints one `error:` line, exits with `EXIT_NOTHING_RAN`."""
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+  sys.exit(EXIT_NOTHING_RAN)
+
+
+def absl_help(prog: str, doc: str, flag_names: Sequence[str]) -> str:
+  """--help of an absl tool: the docstring's first line, its flags, its examples."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  lines = [f"usage: {prog} [--flag=value ...]", "", doc.strip().splitlines()[0], "", "flags:"]
+  for name in flag_names:
+    flag = flags.FLAGS[name]
+    default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+    lines.append(f"  --{name}: {flag.help}{default}")
+    if name == "config":
+      lines.append("  --config.<field>=value: overrides one field of the config")
+  lines += ["", f"{prog} --helpfull also lists absl's own flags.", "", examples(doc)]
+  return "\n".join(lines)
+
+
+def parse_absl_flags(argv: Sequence[str], *, prog: str, doc: str,
+                     flag_names: Sequence[str]) -> list[str]:
+  """absl's parsing (for `app.run(flags_parser=...)`), in this module's convention:
+  `--help` prints `absl_help` and exits 0 (absl's would exit 1); a config that
+  does not load, an override of a field the config lacks, a bad flag or a
+  positional argument print one `error:` line and exit 2."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if any(a in _HELP_FLAGS for a in argv[1:]):
+    print(absl_help(prog, doc, flag_names))
+    sys.exit(EXIT_OK)
+  try:
+    rest = flags.FLAGS(argv)
+    flags.FLAGS.config.to_dict()  # config_flags defers load errors to the first use
+  except flags.Error as e:
+    exit_error(f"{e} ({prog} --help lists the flags)")
+  except (AttributeError, KeyError) as e:  # --config.<field> that the config lacks
+    message = e
+    while isinstance(message, BaseException) and message.args:
+      message = message.args[0]
+    exit_error(f"unknown config field in the command line: {message}")
+  except (OSError, ImportError, SyntaxError, TypeError, ValueError) as e:
+    exit_error(f"--config could not be loaded: {e}")
+  if len(rest) > 1:
+    exit_error(f"unexpected arguments {rest[1:]}: {prog} takes flags only")
+  return rest
