@@ -1,9 +1,9 @@
 """Rebuild the paper's Tables 1, 3, 4 and 5 beside the paper's numbers (markdown).
 
     python experiments/paper_tables.py table1 --workdir=workdirs/paper \
-        --gopro_manual_dir=/data/gopro --kohler_path=/data/kohler --output=tables/table1.md
+        --manual_dir=/data/gopro --path=/data/kohler --output=tables/table1.md
     python experiments/paper_tables.py table3 --runs=3 --output=tables/table3.md
-    python experiments/paper_tables.py table45 --gopro_manual_dir=/data/gopro \
+    python experiments/paper_tables.py table45 --manual_dir=/data/gopro \
         --workdirs=ours=workdirs/paper,wo_content=workdirs/wo_content,wo_gradient=workdirs/wo_gradient,wo_rgcl=workdirs/wo_rgcl,wo_mbrbs=workdirs/wo_mbrbs,wo_gradientnet=workdirs/wo_gradientnet \
         --output=tables/table45.md
 
@@ -95,13 +95,13 @@ def table1(args) -> str:
   results = {}
   common = dict(data_dir=args.data_dir, num_images=args.num_images, dtype=args.dtype)
   results["gopro"] = _evaluate(args.workdir, args.gopro_dataset,
-                               manual_dir=args.gopro_manual_dir,
+                               manual_dir=args.manual_dir,
                                eval_dir=os.path.join(args.eval_dir, "table1", "gopro"), **common)
-  if args.kohler_path:
+  if args.path:
     results["kohler"] = _evaluate(
         args.workdir, "kohler", manual_dir=None,
         eval_dir=os.path.join(args.eval_dir, "table1", "kohler"),
-        path=os.path.abspath(os.path.expanduser(args.kohler_path)),
+        path=os.path.abspath(os.path.expanduser(args.path)),
         frame=args.kohler_frame, kohler_best_frame=args.kohler_protocol == "best_frame", **common)
   return metric_table("Table 1: GOPRO and Köhler (Ours)", PAPER_TABLE1, results,
                       " ".join(["python experiments/paper_tables.py"] + sys.argv[1:]))
@@ -151,7 +151,7 @@ def table45(args) -> str:
   for key, w in workdirs.items():
     print(f"evaluating {key}: {w}", file=sys.stderr)
     results[key] = _evaluate(w, args.gopro_dataset, data_dir=args.data_dir,
-                             manual_dir=args.gopro_manual_dir, num_images=args.num_images,
+                             manual_dir=args.manual_dir, num_images=args.num_images,
                              dtype=args.dtype, eval_dir=os.path.join(args.eval_dir, "table45", key))
   command = " ".join(["python experiments/paper_tables.py"] + sys.argv[1:])
   return "\n".join(notes + [""] * bool(notes) + [
@@ -233,8 +233,9 @@ def main(argv=None) -> int:
   def common(p, needs_gopro: bool):
     p.add_argument("--output", required=True, help="markdown file to write (atomically)")
     if needs_gopro:
-      p.add_argument("--gopro_manual_dir", default=None,
+      p.add_argument("--manual_dir", default=None,
                      help="TFDS manual dir holding GOPRO_Large/ or GOPRO_Large.zip")
+      p.add_argument("--gopro_manual_dir", dest="manual_dir", help=argparse.SUPPRESS)  # old name
       p.add_argument("--gopro_dataset", default="gopro",
                      help="dataset standing in for GOPRO test (default gopro = config 'blur'; "
                           "'synthetic' for a smoke test)")
@@ -246,7 +247,8 @@ def main(argv=None) -> int:
 
   p1 = sub.add_parser("table1", help="GOPRO test and Köhler PSNR/SSIM of one workdir")
   p1.add_argument("--workdir", required=True)
-  p1.add_argument("--kohler_path", default=None, help="Köhler folder (skipped if not given)")
+  p1.add_argument("--path", default=None, help="Köhler folder (skipped if not given)")
+  p1.add_argument("--kohler_path", dest="path", help=argparse.SUPPRESS)  # old name
   p1.add_argument("--kohler_protocol", choices=("best_frame", "frame"), default="best_frame",
                   help="best_frame: best-PSNR GroundTruth frame per image (the literature's "
                        "choice, without alignment); frame: the one --kohler_frame")
