@@ -270,3 +270,36 @@ def test_photo_scale_default_is_v23_and_enlarging_softens(small_heldout):
     online.OnlinePairs(size=32, photo_scale=(1.0, 0.5))
   with pytest.raises(ValueError, match="photo_scale"):
     online.OnlinePairs(size=32, photo_scale=(0.0, 1.0))
+
+
+def test_photo_jitter_off_is_v23_and_on_changes_only_the_look(small_heldout):
+  kw = dict(size=48, seed=0, noise=False, p_unblurred=1.0, num_records=100,
+            photos=small_heldout, procedural_fraction=0.0)
+  default, off = online.OnlinePairs(**kw), online.OnlinePairs(photo_jitter=0.0, **kw)
+  assert repr(default) == repr(off) and "photo_jitter" not in repr(default)
+  for i in range(4):
+    _assert_pairs_equal(default[i], off[i])
+  on = online.OnlinePairs(photo_jitter=1.0, **kw)
+  assert "photo_jitter=1.0" in repr(on)
+  again = online.OnlinePairs(photo_jitter=1.0, **kw)
+  for i in range(4):
+    rec = on[i]
+    _assert_pairs_equal(rec, again[i])
+    assert "_jit_" in rec["name"]
+    # Unblurred and noiseless: the jittered photograph is both input and target.
+    np.testing.assert_array_equal(rec["blur"], rec["sharp"])
+  with pytest.raises(ValueError, match="photo_jitter"):
+    online.OnlinePairs(size=32, photo_jitter=1.5)
+
+
+def test_jitter_colours_is_a_monotone_look_per_channel():
+  ramp = np.repeat(np.linspace(0, 255, 64).round().astype(np.uint8)[None, :, None], 3, axis=-1)
+  ramp = np.repeat(ramp, 4, axis=0)
+  rng = np.random.default_rng(3)
+  looks = [online.jitter_colours(ramp, rng) for _ in range(8)]
+  for out in looks:
+    assert out.dtype == np.uint8 and out.shape == ramp.shape
+    # Gain, gamma and a positive contrast scale keep the order of grey levels.
+    assert np.all(np.diff(out[0].astype(int), axis=0) >= 0)
+  # ... but the channels no longer agree (a grey ramp gets a colour cast).
+  assert any(np.abs(o[..., 0].astype(int) - o[..., 1]).max() > 5 for o in looks)

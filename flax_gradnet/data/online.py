@@ -84,7 +84,11 @@ class OnlinePairs(Sequence):
       softness of fur, shallow depth of field or a lens), and the target is
       that soft image: the net learns to undo the blur that was added, not to
       sharpen every soft texture (v2.2's nets turned a sharp, soft-furred cat
-      photograph from inf dB into 30.6 dB).
+      photograph from inf dB into 30.6 dB);
+    * photometric jitter: with probability `photo_jitter` a photograph's
+      region gets a random look (`jitter_colours`: channels permuted, gains
+      0.8-1.25 per channel, gamma 0.7-1.4, contrast 0.7-1.3) before anything
+      else, so ten training photographs stand for more kinds of scene.
 
   Args:
     size: side of the square pairs.
@@ -98,6 +102,8 @@ class OnlinePairs(Sequence):
     photo_scale: (low, high) of the uniform scale applied to photographs;
       the default (0.35, 1) is v2.3's generator; a high end above 1 adds
       photographs at their own scale and enlarged (soft targets).
+    photo_jitter: share of photograph records given a random look (0: off,
+      the v2.3 generator; draws are made only when it is on).
     photos: sharp photographs to use (default: `training_photographs()`).
   """
 
@@ -105,7 +111,7 @@ class OnlinePairs(Sequence):
                families: Sequence[str] = synthetic.BLUR_FAMILIES, noise: bool = True,
                num_records: int = NUM_RECORDS, photos: dict[str, np.ndarray] | None = None,
                p_unblurred: float = 0.1, p_soft: float = 0.0,
-               photo_scale: Sequence[float] = (0.35, 1.0)):
+               photo_scale: Sequence[float] = (0.35, 1.0), photo_jitter: float = 0.0):
     families = tuple(families)
     photo_scale = tuple(float(s) for s in photo_scale)
     if len(photo_scale) != 2 or not 0.0 < photo_scale[0] <= photo_scale[1]:
@@ -122,6 +128,8 @@ class OnlinePairs(Sequence):
       raise ValueError(f"p_unblurred must be in [0, 1], got {p_unblurred}.")
     if not 0.0 <= p_soft <= 1.0:
       raise ValueError(f"p_soft must be in [0, 1], got {p_soft}.")
+    if not 0.0 <= photo_jitter <= 1.0:
+      raise ValueError(f"photo_jitter must be in [0, 1], got {photo_jitter}.")
     if size < 8:
       raise ValueError(f"size must be >= 8, got {size}.")
     self.size = int(size)
@@ -133,6 +141,7 @@ class OnlinePairs(Sequence):
     self.p_unblurred = float(p_unblurred)
     self.p_soft = float(p_soft)
     self.photo_scale = photo_scale
+    self.photo_jitter = float(photo_jitter)
     self._photos = photos if photos is not None else training_photographs()
     if procedural_fraction < 1.0 and not self._photos:
       raise ValueError("No photographs to draw from; set procedural_fraction=1.0.")
@@ -152,6 +161,7 @@ class OnlinePairs(Sequence):
             f"noise={self.noise}, num_records={self.num_records}, "
             f"p_unblurred={self.p_unblurred}, p_soft={self.p_soft}, "
             + (f"photo_scale={self.photo_scale}, " if self.photo_scale != (0.35, 1.0) else "")
+            + (f"photo_jitter={self.photo_jitter}, " if self.photo_jitter else "")
             + f"photos={len(self._names)}:{self._photo_crc:08x})")
 
   def __len__(self) -> int:
@@ -185,6 +195,10 @@ class OnlinePairs(Sequence):
       source = "dead_leaves"
     else:
       region, source = self._photo_region(rng, side)
+      # Drawn only when enabled: with photo_jitter=0 the records are v2.3's.
+      if self.photo_jitter > 0.0 and rng.uniform() < self.photo_jitter:
+        region = jitter_colours(region, rng)
+        source += "_jit"
     # Drawn only when enabled: with p_soft=0 the generator is v2.2's (under the v2.3 key).
     if self.p_soft > 0.0 and rng.uniform() < self.p_soft:
       region = synthetic.apply_psf(region, synthetic.gaussian_psf(rng.uniform(0.5, 1.5)),
@@ -200,6 +214,17 @@ class OnlinePairs(Sequence):
       blur, _ = synthetic.random_sensor_noise(blur, rng)
     return {"blur": blur, "sharp": np.ascontiguousarray(region[inner]),
             "name": f"{index:08d}_{source}_{family}", "sequence": source}
+
+
+def jitter_colours(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """A random look for a uint8 sRGB photograph: channels permuted, a gain of
+  U(0.8, 1.25) per channel, a gamma of U(0.7, 1.4), then the contrast about
+  the mean scaled by U(0.7, 1.3); clipped to 0-255. Blur is applied after it,
+  so the pair stays consistent."""
+  x = image[..., rng.permutation(3)].astype(np.float64) / 255.0
+  x = np.clip(x * rng.uniform(0.8, 1.25, size=3), 0.0, 1.0) ** rng.uniform(0.7, 1.4)
+  x = (x - x.mean()) * rng.uniform(0.7, 1.3) + x.mean()
+  return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
 class ListSource(Sequence):
