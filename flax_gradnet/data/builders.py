@@ -701,14 +701,7 @@ class Kohler(_FolderBuilder):
     super().__init__(**kwargs)
 
   def _generate_examples(self, root: str):
-    blurs, gts = {}, collections.defaultdict(dict)
-    for d, dirs, files in os.walk(root):
-      dirs.sort()
-      for f in files:
-        if m := _KOHLER_BLUR_RE.match(f):
-          blurs[(int(m[1]), int(m[2]))] = os.path.join(d, f)
-        elif m := _KOHLER_GT_RE.match(f):
-          gts[(int(m[1]), int(m[2]))][int(m[3])] = os.path.join(d, f)
+    blurs, gts = _kohler_files(root)
     if not blurs:
       raise FileNotFoundError(f"No Blurry{{i}}_{{j}}.png files under {root}.")
     frame = self.builder_config.frame
@@ -858,6 +851,20 @@ class Synthetic(_Builder):
         kinds=cfg.kinds, noise=cfg.noise)
 
 
+def _kohler_files(root: str) -> tuple[dict, dict]:
+  """One walk of a Köhler tree: ({(i, j): Blurry path}, {(i, j): {k: GroundTruth path}})."""
+  blurs: dict[tuple[int, int], str] = {}
+  gts: dict[tuple[int, int], dict[int, str]] = collections.defaultdict(dict)
+  for d, dirs, files in os.walk(root):
+    dirs.sort()
+    for f in files:
+      if m := _KOHLER_BLUR_RE.match(f):
+        blurs[(int(m[1]), int(m[2]))] = os.path.join(d, f)
+      elif m := _KOHLER_GT_RE.match(f):
+        gts[(int(m[1]), int(m[2]))][int(m[3])] = os.path.join(d, f)
+  return blurs, gts
+
+
 def kohler_ground_truth_frames(
     root: str) -> dict[tuple[int, int], dict[int, str]]:
   """{(image i, shake j): {frame k: path}} of every GroundTruth{i}_{j}_{k}.png under `root`.
@@ -870,12 +877,7 @@ def kohler_ground_truth_frames(
   Raises:
     FileNotFoundError: no GroundTruth file under `root`.
   """
-  frames: dict[tuple[int, int], dict[int, str]] = collections.defaultdict(dict)
-  for d, dirs, files in os.walk(os.path.expanduser(root)):
-    dirs.sort()
-    for f in files:
-      if m := _KOHLER_GT_RE.match(f):
-        frames[(int(m[1]), int(m[2]))][int(m[3])] = os.path.join(d, f)
+  _, frames = _kohler_files(os.path.expanduser(root))
   if not frames:
     raise FileNotFoundError(f"no GroundTruth{{i}}_{{j}}_{{k}}.png files under {root}")
   return frames
