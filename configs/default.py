@@ -31,6 +31,11 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.residual = False  # add the blurry input to the Tanh output (DeblurGAN); not in Fig. 2
   m.zero_init_output = False  # last conv at zero (identity start when residual=True)
   m.padding_mode = "reflect"  # "reflect" or "zeros" for stride-1 convs
+  # Image channels in and out: 3 = RGB (the paper), 1 = grayscale (microscopy,
+  # documents; NAFNet's img_channel). RGB data are converted to grayscale (ITU-R
+  # 601 luma, as PIL's convert("L")) as they are read; the VGG19 content loss
+  # repeats a grey channel three times (other counts need content_loss="pixel").
+  m.channels = 3
   return m
 
 

@@ -10,7 +10,9 @@ or from a model shipped with the package (`--model`; the default): the restore
 flags of `flax_gradnet.cli`, which `inference.restore` takes.
 
 Inputs are files, folders (their image files, not recursive) and glob patterns.
-Each result is written as PNG to `--output_dir/<input stem><--suffix>.png`.
+Each result is written as PNG to `--output_dir/<input stem><--suffix>.png`. A
+grayscale generator (`model.channels=1`) reads every input as grayscale (ITU-R
+601 luma, as PIL's convert("L")) and writes grayscale PNGs.
 
 Safety:
 * an output that resolves to an input file is refused, even with --overwrite;
@@ -157,7 +159,7 @@ def _deblur_files(fn, jobs: list[tuple[str, str]], args: argparse.Namespace,
     try:
       with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", image_io.ImageConversionWarning)
-        image = image_io.read_image(src)
+        image = image_io.read_image(src, fn.channels)  # grey for a grayscale model
       for w in caught:
         tqdm.write(f"warning: {w.message}", file=sys.stderr)
       result = inference.deblur_image(fn, image, tile=args.tile, tile_overlap=args.tile_overlap)

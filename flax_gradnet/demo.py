@@ -180,7 +180,8 @@ def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dic
                            "blurry_ssim": first["blurry_ssim"]}
     for key in nets:
       row[f"{key}_psnr"], row[f"{key}_ssim"] = measured[key][i]["psnr"], measured[key][i]["ssim"]
-    panels = [ex["blur"], *outputs[ex["name"]], ex["sharp"]]
+    # As RGB: a grayscale model's output (model.channels=1) beside the RGB ones.
+    panels = [image_io.to_channels(p, 3) for p in (ex["blur"], *outputs[ex["name"]], ex["sharp"])]
     image_io.write_image(os.path.join(workdir, HELDOUT_DIR, f"{ex['sequence']}_{ex['family']}.png"),
                          np.concatenate(panels, axis=1), overwrite=True)
     rows.append(row)
@@ -190,7 +191,8 @@ def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dic
 def deblur_clock(fns: dict[str, Any], workdir: str) -> str:
   from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   blur = image_io.read_image(clock_motion_path())
-  panels = [blur] + [inference.deblur_image(fn, blur) for fn in fns.values()]
+  panels = [blur] + [image_io.to_channels(inference.deblur_image(fn, blur), 3)
+                     for fn in fns.values()]
   path = os.path.join(workdir, CLOCK_FILE)
   image_io.write_image(path, np.concatenate(panels, axis=1), overwrite=True)
   return path

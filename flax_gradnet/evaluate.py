@@ -163,10 +163,11 @@ def format_family_table(by_family: dict[str, dict[str, float]]) -> list[str]:
   return lines
 
 
-def _protocol(y_channel: bool, crop_border: int, self_ensemble: bool, local_stats: int) -> str:
+def _protocol(y_channel: bool, crop_border: int, self_ensemble: bool, local_stats: int,
+              channels: int = 3) -> str:
   """`metrics.protocol_string` plus the inference options that change the numbers."""
   from flax_gradnet import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  protocol = metrics_lib.protocol_string(y_channel, crop_border)
+  protocol = metrics_lib.protocol_string(y_channel, crop_border, channels=channels)
   if self_ensemble:
     protocol += "; x8 geometric self-ensemble (flips and transposes, outputs averaged)"
   if local_stats:
@@ -342,7 +343,8 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   os.makedirs(output_dir, exist_ok=True)
   examples, total = _examples(source, num_images)
-  protocol = _protocol(y_channel, crop_border, self_ensemble, local_stats)
+  protocol = _protocol(y_channel, crop_border, self_ensemble, local_stats,
+                       getattr(model, "channels", 3))
   data_protocol = dataset_protocol(dataset, kohler_frame=kohler_frame,
                                    kohler_best_frame=bool(kohler_frames_dir))
 
@@ -448,7 +450,7 @@ def _parser() -> argparse.ArgumentParser:
   cli.add_switch(p, "--kohler_best_frame",
                  "Köhler: measure against the best-PSNR GroundTruth frame under --path")
   cli.add_output_dir_flag(p, "where results go (created if missing)")
-  cli.add_switch(p, "--y_channel", "measure BT.601 luma instead of RGB")
+  cli.add_switch(p, "--y_channel", "measure BT.601 luma instead of RGB (RGB models only)")
   p.add_argument("--crop_border", type=int, default=0, help="pixels dropped on each side")
   cli.add_inference_flags(p)
   p.add_argument("--num_images", type=int, default=0, help="first N images only (0 = all)")
@@ -512,6 +514,10 @@ def _restore(args) -> tuple[Any, Any, Any, int]:
     raise _UsageError(f"cannot restore a generator from {cli.restore_source(args)}: {e}") from e
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
+  channels = getattr(model, "channels", 3)
+  if args.y_channel and channels != 3:
+    raise _UsageError(f"--y_channel measures the BT.601 luma of RGB images; this generator has "
+                      f"{channels} channel(s) (model.channels) and is measured on them as they are")
   try:
     local_stats = inference.local_stats_window(args.local_stats, restored)
   except ValueError as e:

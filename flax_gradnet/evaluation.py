@@ -12,7 +12,11 @@ tiled (`inference.deblur_image`) and quantized to uint8 as a saved PNG would
 hold it (`metrics.quantize`); PSNR and SSIM (`metrics.psnr`/`ssim`, SSIM equal to
 scikit-image's) are measured on 0-255 for the deblurred output and, as the
 baseline, for the blurry input, both against the sharp target. The metrics are
-jit-compiled once per (crop_border, y_channel) protocol (`metric_fns`).
+jit-compiled once per (crop_border, y_channel) protocol (`metric_fns`). A
+generator of another channel count than the examples' (a grayscale model,
+`model.channels=1`, on RGB data) gets them converted (`image_io.to_channels`:
+blurry input, target and Köhler frames alike), and is measured on its own
+channels.
 
 Rows are plain dicts: 'name', 'family' (examples with blur families only),
 'psnr', 'ssim', 'blurry_psnr', 'blurry_ssim' (examples with a 'sharp' target
@@ -80,8 +84,9 @@ def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_borde
 
   Args:
     generator, params: a generator module (anything with `.apply`) and its parameters.
-    examples: an iterable of {'blur': uint8 [H, W, 3], 'name', 'sharp'?, 'family'?};
-      either every example has 'sharp' (and 'family') or none has.
+    examples: an iterable of {'blur': uint8 [H, W, C], 'name', 'sharp'?, 'family'?};
+      either every example has 'sharp' (and 'family') or none has. RGB
+      examples of a grayscale generator are converted (module docstring).
     crop_border, y_channel: the metric protocol (`metrics.psnr`/`ssim`).
     num_images: the first N examples only (0 = all).
     num_grids: how many grids to keep (the first images; none when 0).
@@ -106,7 +111,7 @@ def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_borde
   from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   fn = inference.make_deblur_fn(generator, params, ensemble=self_ensemble, local_stats=local_stats)
   metrics = metric_fns(int(crop_border), bool(y_channel))
-  frames = _KohlerFrames(kohler_frames_dir) if kohler_frames_dir else None
+  frames = _KohlerFrames(kohler_frames_dir, fn.channels) if kohler_frames_dir else None
   rows: list[dict[str, Any]] = []
   candidates: list[tuple[str, Any, np.ndarray]] = []  # see choose_grids
   seconds: list[float] = []
@@ -115,6 +120,7 @@ def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_borde
     if num_images and i >= num_images:
       break
     kind = _check_kind(ex, kind)
+    ex = _with_channels(ex, fn.channels)
     t0 = time.perf_counter()
     out = inference.deblur_image(fn, ex["blur"], tile=tile, tile_overlap=tile_overlap)
     seconds.append(time.perf_counter() - t0)
@@ -131,6 +137,15 @@ def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_borde
            else [(name, grid) for name, _, grid in candidates[:num_grids]])
   return Measured(rows=rows, grids=grids, seconds=seconds,
                   paired=None if kind is None else kind[0])
+
+
+def _with_channels(ex: dict, channels: int) -> dict:
+  """`ex` with its images as `channels` channels (`image_io.to_channels`)."""
+  images = {k: ex[k] for k in ("blur", "sharp") if k in ex}
+  if all(np.ndim(v) == 3 and np.shape(v)[-1] == channels for v in images.values()):
+    return ex
+  from flax_gradnet import image_io  # pylint: disable=g-import-not-at-top
+  return {**ex, **{k: image_io.to_channels(v, channels) for k, v in images.items()}}
 
 
 def _check_kind(ex: dict, kind: tuple[bool, bool] | None) -> tuple[bool, bool]:
@@ -164,9 +179,10 @@ def measure_image(out: np.ndarray, ex: dict, metrics: tuple[Callable, Callable],
   psnr, ssim = metrics
   if frames is not None:
     paths = frames.lookup(ex["name"])
-    row["psnr"], row["ssim"], row["gt_frame"] = _best_frame(out, paths, psnr, ssim)
+    row["psnr"], row["ssim"], row["gt_frame"] = _best_frame(out, paths, psnr, ssim,
+                                                            frames.channels)
     row["blurry_psnr"], row["blurry_ssim"], row["blurry_gt_frame"] = _best_frame(
-        blur, paths, psnr, ssim)
+        blur, paths, psnr, ssim, frames.channels)
   else:
     row["psnr"], row["ssim"] = float(psnr(out, sharp)), float(ssim(out, sharp))
     row["blurry_psnr"] = float(psnr(blur, sharp))
@@ -177,10 +193,11 @@ def measure_image(out: np.ndarray, ex: dict, metrics: tuple[Callable, Callable],
 class _KohlerFrames:
   """The GroundTruth frames of a Köhler folder, looked up by a blurry image's name."""
 
-  def __init__(self, root: str):
+  def __init__(self, root: str, channels: int = 3):
     # The builder's module: its file-name patterns are the one definition of the layout.
     from flax_gradnet.data import builders  # pylint: disable=g-import-not-at-top
     self._root = root
+    self.channels = channels  # the frames are read as this many channels
     self._blur_re = builders._KOHLER_BLUR_RE  # pylint: disable=protected-access
     self._frames = builders.kohler_ground_truth_frames(root)
 
@@ -193,12 +210,13 @@ class _KohlerFrames:
     return self._frames[key]
 
 
-def _best_frame(image: np.ndarray, frame_paths: dict[int, str], psnr_fn, ssim_fn):
-  """(psnr, ssim, frame) against the frame with the highest PSNR."""
+def _best_frame(image: np.ndarray, frame_paths: dict[int, str], psnr_fn, ssim_fn,
+                channels: int = 3):
+  """(psnr, ssim, frame) against the frame (read as `channels`) with the highest PSNR."""
   from flax_gradnet import image_io  # pylint: disable=g-import-not-at-top
   best = (-math.inf, None, None)
   for k in sorted(frame_paths):
-    target = image_io.read_image(frame_paths[k])
+    target = image_io.read_image(frame_paths[k], channels)
     if target.shape != image.shape:
       raise ValueError(f"{frame_paths[k]} is {target.shape}, the image is {image.shape}")
     p = float(psnr_fn(image, target))

@@ -16,7 +16,8 @@ Loading (no flax_gradnet, no flax; only jax and numpy):
 
     from flax_gradnet.export import load_exported   # or copy the function: it is self-contained
     deblur = load_exported("gen.jaxexport")
-    y = deblur(x)    # x: float32 [N, H, W, 3] in [-1, 1] -> same shape
+    y = deblur(x)    # x: float32 [N, H, W, C] in [-1, 1] -> same shape
+                     # (C = the model's channels: 3 RGB, 1 grayscale; meta["channels"])
 
 The file is a zip holding `meta.json`, the generator parameters once
 (`params.npz`, leaves in tree order) and one or more serialized
@@ -54,10 +55,10 @@ from flax_gradnet import cli
 from flax_gradnet.atomic import atomic_write
 
 FORMAT = "flax_gradnet.export/1"
-_POLY_SPECS = {  # name -> (shape spec, constraints)
-    "square": ("b, 4*s, 4*s, 3", ("s >= 2",)),
-    "portrait": ("b, 4*w + 4*d, 4*w, 3", ("w >= 2",)),
-    "landscape": ("b, 4*h, 4*h + 4*d, 3", ("h >= 2",)),
+_POLY_SPECS = {  # name -> (shape spec, constraints); {c} = the model's channels
+    "square": ("b, 4*s, 4*s, {c}", ("s >= 2",)),
+    "portrait": ("b, 4*w + 4*d, 4*w, {c}", ("w >= 2",)),
+    "landscape": ("b, 4*h, 4*h + 4*d, {c}", ("h >= 2",)),
 }
 MIN_POLY_SIDE = 8
 
@@ -96,19 +97,20 @@ def export_generator(model: Any, params: Any, *, height: int | None = None,
   leaf_specs = [jax.ShapeDtypeStruct(np.shape(l), l.dtype) for l in leaves]
   jitted = jax.jit(fn)
   entries = {}
+  channels = int(getattr(model, "channels", 3))
   if height is not None:
     if height < 1 or width < 1:
       raise ValueError(f"height and width must be positive, got {height}x{width}")
-    shape = jax.export.symbolic_shape(f"b, {height}, {width}, 3")
+    shape = jax.export.symbolic_shape(f"b, {height}, {width}, {channels}")
     entries["fixed"] = jax.export.export(jitted, platforms=platforms)(
         leaf_specs, jax.ShapeDtypeStruct(shape, jnp.float32))
   else:
     for name, (spec, constraints) in _POLY_SPECS.items():
-      shape = jax.export.symbolic_shape(spec, constraints=constraints)
+      shape = jax.export.symbolic_shape(spec.format(c=channels), constraints=constraints)
       entries[name] = jax.export.export(jitted, platforms=platforms)(
           leaf_specs, jax.ShapeDtypeStruct(shape, jnp.float32))
   meta = {"format": FORMAT, "kind": "fixed" if height is not None else "polymorphic",
-          "height": height, "width": width, "functions": sorted(entries),
+          "height": height, "width": width, "channels": channels, "functions": sorted(entries),
           "platforms": list(next(iter(entries.values())).platforms),
           "num_params": int(sum(np.size(l) for l in leaves))}
   buf = io.BytesIO()
@@ -126,7 +128,9 @@ def load_exported(path: str) -> Callable[[Any], jax.Array]:
   """Loads a file written by this module; needs only jax and numpy.
 
   Returns:
-    `deblur(x)`: float32 [N, H, W, 3] in [-1, 1] -> float32 [N, H, W, 3].
+    `deblur(x)`: float32 [N, H, W, C] in [-1, 1] -> float32 [N, H, W, C], C the
+    exported model's channels (`deblur.meta["channels"]`; 3 in files written
+    before the field existed).
   """
   with zipfile.ZipFile(path) as z:
     meta = json.loads(z.read("meta.json"))
@@ -137,10 +141,12 @@ def load_exported(path: str) -> Callable[[Any], jax.Array]:
     fns = {name: jax.export.deserialize(bytearray(z.read(f"{name}.jaxexport")))
            for name in meta["functions"]}
 
+  channels = meta.get("channels", 3)
+
   def deblur(x):
     x = jnp.asarray(x, jnp.float32)
-    if x.ndim != 4 or x.shape[-1] != 3:
-      raise ValueError(f"expected [N, H, W, 3] images, got shape {x.shape}")
+    if x.ndim != 4 or x.shape[-1] != channels:
+      raise ValueError(f"expected [N, H, W, {channels}] images, got shape {x.shape}")
     h, w = x.shape[1:3]
     if meta["kind"] == "fixed":
       if (h, w) != (meta["height"], meta["width"]):

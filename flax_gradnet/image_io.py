@@ -42,6 +42,11 @@ the tools always had them; none of the differences touches an 8-bit RGB (or
 opaque RGBA) image without EXIF rotation, which is what the published
 datasets hold.
 
+Grayscale models (`model.channels=1`) read the same RGB array and convert it
+with `to_channels` (ITU-R 601 luma exactly as Pillow's `convert("L")`
+computes it), so a grey file round-trips unchanged; `write_image` writes a
+one-channel array as a grayscale file.
+
 `IMAGE_EXTENSIONS` is the one list of file endings that folders are searched
 for (the tools, the builders and `load_image_dir`); a file named explicitly is
 tried whatever its ending.
@@ -186,13 +191,45 @@ def decode_image(source: str | os.PathLike | bytes, where: str | None = None) ->
   return decoded._replace(array=np.ascontiguousarray(array))
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-  """Reads an image file as an upright HxWx3 uint8 RGB array (the tools' front end).
+def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
+  """A uint8 image [H, W, C] (or [H, W]) as `channels` channels, 1 or 3.
+
+  RGB -> grey is ITU-R 601 luma, L = R * 299/1000 + G * 587/1000 + B * 114/1000,
+  in Pillow's fixed-point arithmetic, so it equals `Image.convert("L")` exactly
+  and a grey image stored as RGB comes back unchanged. Grey -> RGB repeats the
+  channel. An image that already has `channels` channels is returned as is.
+
+  Raises:
+    ValueError: not uint8, or a conversion between other channel counts
+      (image files hold grey or RGB; use arrays for other counts).
+  """
+  array = np.asarray(array)
+  if array.ndim == 2:
+    array = array[..., None]
+  if array.dtype != np.uint8 or array.ndim != 3:
+    raise ValueError(f"expected a uint8 [H, W, C] image, got {array.dtype} {array.shape}")
+  have = array.shape[-1]
+  if have == channels:
+    return array
+  if have == 3 and channels == 1:
+    rgb = array.astype(np.uint32)
+    # Pillow's L24: 16-bit fixed-point weights summing to 65536, rounded.
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return luma.astype(np.uint8)[..., None]
+  if have == 1 and channels == 3:
+    return np.repeat(array, 3, axis=-1)
+  raise ValueError(f"cannot convert a {have}-channel image to {channels} channel(s): image "
+                   "files hold 1 (grey) or 3 (RGB) channels; pass arrays for other counts")
+
+
+def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
+  """Reads an image file as an upright HxWxC uint8 array (the tools' front end).
 
   Args:
     path: any format Pillow reads.
+    channels: 3 for RGB, 1 for grey (`to_channels`: Pillow's luma).
   Returns:
-    np.uint8 array [H, W, 3].
+    np.uint8 array [H, W, channels].
   Raises:
     ImageReadError: not an image, corrupt, truncated or unsupported; the
       message names the file.
@@ -203,7 +240,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
   decoded = decode_image(path)
   for note in decoded.notes:
     warnings.warn(f"{path}: {note}", ImageConversionWarning, stacklevel=2)
-  return decoded.array
+  return to_channels(decoded.array, channels)
 
 
 def read_dataset_image(source: str | os.PathLike | bytes, where: str | None = None) -> np.ndarray:
@@ -251,18 +288,22 @@ def _format_for(path: str) -> str:
 
 
 def write_image(path: str, array: np.ndarray, overwrite: bool = False) -> None:
-  """Writes an HxWx3 (or HxW) uint8 array atomically; format from the extension.
+  """Writes an HxWx3 (RGB) or HxWx1 / HxW (grey) uint8 array atomically; format
+  from the extension.
 
   Args:
     path: destination; its folder is created if missing.
-    array: uint8 [H, W, 3] or [H, W].
+    array: uint8 [H, W, 3], [H, W, 1] or [H, W].
     overwrite: replace an existing file; otherwise raise FileExistsError.
   """
   path = os.fspath(path)
   array = np.asarray(array)
-  if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
-    raise ValueError(f"write_image expects a uint8 [H, W, 3] or [H, W] array, "
+  if array.dtype != np.uint8 or array.ndim not in (2, 3) or (
+      array.ndim == 3 and array.shape[-1] not in (1, 3)):
+    raise ValueError(f"write_image expects a uint8 [H, W, 3], [H, W, 1] or [H, W] array, "
                      f"got {array.dtype} {array.shape}")
+  if array.ndim == 3 and array.shape[-1] == 1:
+    array = array[..., 0]  # a grayscale file (Pillow mode L)
   fmt = _format_for(path)
   kwargs = {"quality": 95} if fmt == "JPEG" else {}
   atomic_write(path, lambda f: Image.fromarray(array).save(f, format=fmt, **kwargs),

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax_gradnet import image_io
 from flax_gradnet.workdir import restore_generator  # noqa: F401  (the shared restore path)
 from flax_gradnet.metrics import quantize
 
@@ -209,7 +210,10 @@ def local_stats_window(flag: int, restored: "Restored") -> int:
 
 def make_deblur_fn(model: Any, params: Any, *, ensemble: bool = False,
                    local_stats: int = 0) -> DeblurFn:
-  """A jit-compiled `fn(images [N, H, W, 3] in [-1, 1]) -> float32 [N, H, W, 3] in [-1, 1]`.
+  """A jit-compiled `fn(images [N, H, W, C] in [-1, 1]) -> float32 [N, H, W, C] in [-1, 1]`.
+
+  C is the model's `channels` (3 for modules without the field); `fn.channels`
+  says it, and `deblur_image` converts RGB or grey files to it.
 
   Parameters are an argument of the compiled function (not constants baked into
   it), so compiling for a new shape stays cheap; each new shape retraces once.
@@ -228,11 +232,12 @@ def make_deblur_fn(model: Any, params: Any, *, ensemble: bool = False,
   def fn(x):
     return apply(params, x)
 
+  fn.channels = int(getattr(model, "channels", 3))
   return fn
 
 
 def to_float(image_uint8: np.ndarray) -> np.ndarray:
-  """uint8 [..., 3] -> float32 in [-1, 1] (the training pipeline's scaling)."""
+  """uint8 [..., C] -> float32 in [-1, 1] (the training pipeline's scaling)."""
   return np.asarray(image_uint8, np.float32) / 127.5 - 1.0
 
 
@@ -305,11 +310,11 @@ def weight_sum(h: int, w: int, tile: int, overlap: int) -> np.ndarray:
 
 def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_overlap: int = 32,
                  tile_batch_size: int = 1) -> np.ndarray:
-  """Deblurs one float image [H, W, 3] in [-1, 1]; returns float32 [H, W, 3].
+  """Deblurs one float image [H, W, C] in [-1, 1]; returns float32 [H, W, C].
 
   Args:
-    fn: from `make_deblur_fn` (any batched [N, H, W, 3] -> [N, H, W, 3] function).
-    x: the image.
+    fn: from `make_deblur_fn` (any batched [N, H, W, C] -> [N, H, W, C] function).
+    x: the image, with the channels `fn` takes (3 = RGB, 1 = grey, ...).
     tile: tile side (a multiple of 4, the generator's stride) or None for the
       whole image at once. Tiles larger than the image shrink to it.
     tile_overlap: pixels shared by neighbouring tiles (< tile).
@@ -317,8 +322,9 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_o
       repeating a tile, so every call has the same shape).
   """
   x = np.asarray(x, np.float32)
-  if x.ndim != 3 or x.shape[-1] != 3:
-    raise ValueError(f"expected an [H, W, 3] image, got shape {x.shape}")
+  if x.ndim != 3:
+    raise ValueError(f"expected an [H, W, C] image ([H, W, 3] RGB, [H, W, 1] grey), got shape "
+                     f"{x.shape}")
   h, w = x.shape[:2]
   if tile is None or (tile >= h and tile >= w):
     return np.asarray(fn(x[None]))[0]
@@ -327,7 +333,7 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_o
   if not 0 <= tile_overlap < tile:
     raise ValueError(f"need 0 <= tile_overlap < tile, got tile_overlap={tile_overlap}, tile={tile}")
   th, tw = min(tile, h), min(tile, w)
-  acc = np.zeros((h, w, 3), np.float64)
+  acc = np.zeros((h, w, x.shape[-1]), np.float64)
   wsum = np.zeros((h, w, 1), np.float64)
   tiles = list(_tiles(h, w, tile, tile_overlap))
   for i in range(0, len(tiles), tile_batch_size):
@@ -343,14 +349,20 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_o
 
 def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, *, tile: int | None = None,
                  tile_overlap: int = 32, tile_batch_size: int = 1) -> np.ndarray:
-  """Deblurs a uint8 [H, W, 3] image; returns uint8 [H, W, 3].
+  """Deblurs a uint8 [H, W, C] image; returns uint8 [H, W, fn.channels].
 
-  Scales to [-1, 1], runs `deblur_array` (whole or tiled, see there), and
-  quantizes with `metrics.quantize`.
+  An RGB or grey image is first converted to the channels of `fn` (its
+  `channels` attribute, as `make_deblur_fn` sets it; `image_io.to_channels`:
+  a grayscale model gets Pillow's luma of an RGB image). Scales to [-1, 1],
+  runs `deblur_array` (whole or tiled, see there), and quantizes with
+  `metrics.quantize`.
   """
   image_uint8 = np.asarray(image_uint8)
-  if image_uint8.dtype != np.uint8 or image_uint8.ndim != 3 or image_uint8.shape[-1] != 3:
-    raise ValueError(f"expected a uint8 [H, W, 3] image, got {image_uint8.dtype} {image_uint8.shape}")
+  if image_uint8.dtype != np.uint8 or image_uint8.ndim != 3:
+    raise ValueError(f"expected a uint8 [H, W, C] image ([H, W, 3] RGB, [H, W, 1] grey), got "
+                     f"{image_uint8.dtype} {image_uint8.shape}")
+  if hasattr(fn, "channels"):
+    image_uint8 = image_io.to_channels(image_uint8, fn.channels)
   out = deblur_array(fn, to_float(image_uint8), tile=tile, tile_overlap=tile_overlap,
                      tile_batch_size=tile_batch_size)
   return to_uint8(out)

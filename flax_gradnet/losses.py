@@ -28,9 +28,10 @@ def content_loss(feature_fn: Callable[[Array], Array], pred: Array, target: Arra
   That is what is computed here (also averaged over the batch).
 
   Args:
-    feature_fn: phi, e.g. `vgg.make_feature_fn(variables, "relu4_3")`.
-    pred: G(b), generated images [B, H, W, 3].
-    target: s, sharp images [B, H, W, 3]; no gradient flows into them or
+    feature_fn: phi, e.g. `vgg.make_feature_fn(variables, "relu4_3")`, which
+      also takes grayscale images (repeated to three channels).
+    pred: G(b), generated images [B, H, W, 3] (or [B, H, W, 1]).
+    target: s, sharp images of the same shape; no gradient flows into them or
       their features, and their VGG pass is not differentiated.
 
   Returns:
@@ -178,8 +179,8 @@ def generator_loss(pred: Array, target: Array, fake_scores: Array | None, *,
   under jit) for the skip; a traced weight always computes its term.
 
   Args:
-    pred: G(b) [B, H, W, 3].
-    target: s [B, H, W, 3].
+    pred: G(b) [B, H, W, C].
+    target: s [B, H, W, C].
     fake_scores: critic scores D(G(b)) [B]; may be None when gamma is 0.
     content_fn: `(pred, target) -> scalar`, e.g.
       `functools.partial(content_loss, feature_fn)` or `pixel_content_loss`.

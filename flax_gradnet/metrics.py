@@ -20,7 +20,10 @@ The protocol (printed with every result, see `protocol_string`):
   against scikit-image.
 * `y_channel=True` measures the luma of ITU-R BT.601 as BasicSR's `rgb2ycbcr`
   computes it: `Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255` on 0-255 RGB,
-  so Y lies in [16, 235]; Y is not rounded (BasicSR keeps it float).
+  so Y lies in [16, 235]; Y is not rounded (BasicSR keeps it float). It needs
+  RGB images (a ValueError otherwise).
+* Without `y_channel` any channel count is measured the same way (grayscale
+  [H, W, 1]: SSIM then equals scikit-image's `channel_axis=None` on [H, W]).
 * `crop_border=k` drops k pixels on every side before measuring (BasicSR).
 """
 
@@ -90,7 +93,7 @@ def psnr(a: jax.Array, b: jax.Array, *, data_range: float = 255.0, crop_border: 
     a, b: [H, W, C] or [B, H, W, C] images on the `data_range` scale (uint8 or float).
     data_range: peak value (255 for uint8-range images).
     crop_border: pixels dropped on each side before measuring.
-    y_channel: measure BT.601 luma instead of RGB.
+    y_channel: measure BT.601 luma instead of RGB (RGB images only).
   Returns:
     a scalar for one image, [B] for a batch; `inf` where the images are identical.
   """
@@ -114,7 +117,7 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 255.0, crop_border: 
       after cropping.
     data_range: peak value (255 for uint8-range images).
     crop_border: pixels dropped on each side before measuring.
-    y_channel: measure BT.601 luma instead of RGB.
+    y_channel: measure BT.601 luma instead of RGB (RGB images only).
   Returns:
     a scalar for one image, [B] for a batch.
   """
@@ -127,10 +130,17 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 255.0, crop_border: 
 
 
 def protocol_string(y_channel: bool, crop_border: int, *, data_range: float = 255.0,
-                    quantized: bool = True) -> str:
-  """One line that says how the numbers printed next to it were measured."""
+                    quantized: bool = True, channels: int = 3) -> str:
+  """One line that says how the numbers printed next to it were measured
+  (`channels`: the images' channel count; 1 = grayscale)."""
+  if channels == 1:
+    space = "grayscale (ITU-R 601 luma of RGB data, as PIL's convert('L'))"
+  elif channels != 3:
+    space = f"{channels} channels"
+  else:
+    space = "Y (ITU-R BT.601, BasicSR rgb2ycbcr)" if y_channel else "RGB"
   parts = [
-      "PSNR/SSIM on " + ("Y (ITU-R BT.601, BasicSR rgb2ycbcr)" if y_channel else "RGB"),
+      "PSNR/SSIM on " + space,
       f"crop_border={crop_border}",
       "uint8-quantized outputs (round((x+1)*127.5))" if quantized else "unquantized float outputs",
       f"data_range={data_range:g}",

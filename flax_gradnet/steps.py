@@ -250,6 +250,10 @@ def check_content_loss(config) -> str | None:
     return None
   if config.content_loss != "vgg":
     raise ValueError(f"config.content_loss must be 'vgg' or 'pixel', got {config.content_loss!r}")
+  channels = config.get("model", {}).get("channels", 3)
+  if channels not in (1, 3):
+    raise ValueError(f"config.model.channels={channels}: the VGG19 content loss takes RGB (3) or "
+                     "grayscale (1, repeated to RGB) images; use --config.content_loss=pixel")
   path = os.path.expanduser(config.vgg_weights or "")
   if not path or not os.path.isfile(path):
     raise FileNotFoundError(
@@ -319,10 +323,10 @@ def create_state(rng: jax.Array, generator, critic, *, image_size: int,
                  generator_tx: optax.GradientTransformation,
                  critic_tx: optax.GradientTransformation,
                  init_scheme: str = "lecun_normal") -> GANState:
-  """Initialises both networks on a dummy `image_size` batch (params float32),
-  with the kernels of `init_scheme` (see `reinitialize`)."""
+  """Initialises both networks on a dummy `image_size` batch of the generator's
+  `channels` (params float32), with the kernels of `init_scheme` (see `reinitialize`)."""
   g_rng, c_rng = jax.random.split(rng)
-  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  x = jnp.zeros((1, image_size, image_size, getattr(generator, "channels", 3)), jnp.float32)
   # One compiled init per network: op-by-op init dispatches a kernel per parameter.
   g_params = jax.jit(generator.init)(g_rng, x)["params"]
   c_params = jax.jit(critic.init)(c_rng, x)["params"]

@@ -128,10 +128,10 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
   """The periodic held-out evaluation: `evaluation.measure` of whole images, then means.
 
   Metrics are measured on uint8-quantized outputs against the uint8 targets,
-  RGB, for the deblurred output and, as a baseline, for the blurry input. With
-  several processes each deblurs every P-th image and the per-image rows are
-  gathered, so every process returns the same means; the grids are each
-  process's own (process 0 writes them).
+  RGB (grey for a grayscale generator), for the deblurred output and, as a
+  baseline, for the blurry input. With several processes each deblurs every
+  P-th image and the per-image rows are gathered, so every process returns the
+  same means; the grids are each process's own (process 0 writes them).
 
   Returns:
     (means: psnr, ssim, blurry_psnr, blurry_ssim, psnr_gain; with blur families
@@ -140,7 +140,8 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
   """
   count = len(source) if not num_images else min(num_images, len(source))
   shard = pipeline.eval_iterator(source, stop=count, shard_index=jax.process_index(),
-                                 shard_count=jax.process_count())
+                                 shard_count=jax.process_count(),
+                                 channels=getattr(generator, "channels", 3))
   # family_grids=False: the first images only, the TensorBoard images training always wrote.
   measured = evaluation.measure(generator, params, shard, crop_border=crop_border,
                                 num_grids=num_summaries, family_grids=False)
@@ -359,7 +360,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       train_source, crop_size=config.crop_size, per_device_batch_size=per_device,
       num_local_devices=jax.local_device_count(), seed=config.seed, flips=config.flips,
       rot90=config.rot90, color_jitter=config.color_jitter, scale_jitter=config.scale_jitter,
-      worker_count=config.worker_count)
+      worker_count=config.worker_count, channels=generator.channels)
   manager = workdir_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep,
                                         keep_best=config.keep_best)
   state = _initial_state(config, manager, state, train_iter)

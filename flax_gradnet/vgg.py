@@ -138,6 +138,23 @@ def imagenet_normalize(x: jax.Array) -> jax.Array:
   return ((x.astype(dtype) + 1.0) * 0.5 - mean) / std
 
 
+def as_rgb(x: jax.Array) -> jax.Array:
+  """[..., 3] images unchanged; grayscale [..., 1] repeated to three channels.
+
+  Raises:
+    ValueError: any other channel count (VGG19 is an RGB network; train such
+      models with the pixel content loss, `config.content_loss="pixel"`).
+  """
+  x = jnp.asarray(x)
+  if x.shape[-1] == 1:
+    return jnp.repeat(x, 3, axis=-1)
+  if x.shape[-1] != 3:
+    raise ValueError(f"the VGG19 content loss takes RGB (3-channel) or grayscale (1-channel) "
+                     f"images, got shape {x.shape}; use config.content_loss='pixel' for "
+                     "other channel counts")
+  return x
+
+
 def load_params(path: str | os.PathLike) -> dict:
   """Reads a file written by `python -m flax_gradnet.convert_vgg19`.
 
@@ -193,11 +210,14 @@ def make_feature_fn(variables: dict, layer: str = "relu4_3",
 
   Returns:
     `phi(x)`: [N, H, W, 3] RGB images in [-1, 1] -> [N, H', W', C] activations of
-    `layer` on the ImageNet-normalised images. The VGG19 parameters are under
-    `stop_gradient`, so no gradient ever reaches them.
+    `layer` on the ImageNet-normalised images. Grayscale images [N, H, W, 1]
+    are repeated to three equal channels first (the grey an RGB network sees),
+    so a grey pair's loss equals that of its RGB replication. The VGG19
+    parameters are under `stop_gradient`, so no gradient ever reaches them.
 
   Raises:
-    ValueError: unknown layer, or `variables` lack a convolution `layer` needs.
+    ValueError: unknown layer, or `variables` lack a convolution `layer` needs;
+      `phi` of images with other than 1 or 3 channels (at trace time).
 
   Arrays captured by a jitted function become compile-time constants (tens of
   MB here); in a jitted train step, pass the VGG19 variables in as an argument
@@ -212,6 +232,6 @@ def make_feature_fn(variables: dict, layer: str = "relu4_3",
   model = VGG19(layer=layer, dtype=dtype)
 
   def feature_fn(x: jax.Array) -> jax.Array:
-    return model.apply(jax.lax.stop_gradient(variables), imagenet_normalize(x))
+    return model.apply(jax.lax.stop_gradient(variables), imagenet_normalize(as_rgb(x)))
 
   return feature_fn

@@ -8,6 +8,11 @@
     state = it.get_state()    # JSON-serialisable dict -> orbax JsonSave
     it.set_state(state)       # resume: the same following batches
 
+Grayscale models (`config.model.channels=1`): the sources stay RGB (stored
+datasets and on-the-fly pairs alike) and both iterators take `channels=1`,
+which converts blur and sharp identically, after the augmentations, with
+`image_io.to_channels` (ITU-R 601 luma exactly as PIL's `convert("L")`).
+
 grain reads the array_record files by random access (no TensorFlow), shuffles
 with a per-epoch reshuffle from the seed, draws each example's augmentation
 from (seed, record index) so the data do not depend on worker count or timing,
@@ -29,6 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from flax_gradnet import image_io
 from flax_gradnet.data import builders, online
 
 # How long the other processes wait for process 0 to prepare a TFDS data set.
@@ -143,15 +149,17 @@ def _pad_to(image: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 class _CropAndAugment(grain.RandomMapTransform):
-  """Identical random crop / rescale / flips / rot90 / colour for blur+sharp."""
+  """Identical random crop / rescale / flips / rot90 / colour for blur+sharp,
+  then both as `channels` channels (`image_io.to_channels`)."""
 
   def __init__(self, crop_size: int, flips: bool, rot90: bool,
-               color_jitter: float, scale_jitter: float):
+               color_jitter: float, scale_jitter: float, channels: int = 3):
     self.crop_size = crop_size
     self.flips = flips
     self.rot90 = rot90
     self.color_jitter = color_jitter
     self.scale_jitter = scale_jitter
+    self.channels = channels
 
   def random_map(self, element: Mapping[str, Any],
                  rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -193,12 +201,13 @@ class _CropAndAugment(grain.RandomMapTransform):
       gain = (1.0 + rng.uniform(-c, c)) * (1.0 + rng.uniform(-c, c, size=3))
       out = [np.clip(x.astype(np.float32) * gain.astype(np.float32), 0, 255)
              .round().astype(np.uint8) for x in out]
+    out = [image_io.to_channels(x, self.channels) for x in out]
     return {"blur": np.ascontiguousarray(out[0]),
             "sharp": np.ascontiguousarray(out[1])}
 
 
 class _ToDeviceBatches(grain.MapTransform):
-  """[N, H, W, 3] uint8 -> [devices, N / devices, H, W, 3] float32 in [-1, 1]."""
+  """[N, H, W, C] uint8 -> [devices, N / devices, H, W, C] float32 in [-1, 1]."""
 
   def __init__(self, num_local_devices: int):
     self.num_local_devices = num_local_devices
@@ -369,6 +378,7 @@ def create_train_iterator(
     worker_count: int = 0,
     shard_index: int | None = None,
     shard_count: int | None = None,
+    channels: int = 3,
 ) -> TrainIterator:
   """Infinite, shuffled, augmented training batches for this host.
 
@@ -387,10 +397,12 @@ def create_train_iterator(
       threaded reading and a prefetch thread).
     shard_index: this host's shard (default `jax.process_index()`).
     shard_count: number of shards (default `jax.process_count()`).
+    channels: 3 (the sources' RGB) or 1: grayscale, converted after the
+      augmentations (the model's `channels`).
 
   Returns:
     A `TrainIterator` of {'blur', 'sharp'}: float32 [num_local_devices,
-    per_device_batch_size, crop_size, crop_size, 3] in [-1, 1].
+    per_device_batch_size, crop_size, crop_size, channels] in [-1, 1].
   """
   if shard_index is None or shard_count is None:
     import jax  # pylint: disable=g-import-not-at-top
@@ -417,7 +429,7 @@ def create_train_iterator(
       data_source=source,
       sampler=sampler,
       operations=[
-          _CropAndAugment(crop_size, flips, rot90, color_jitter, scale_jitter),
+          _CropAndAugment(crop_size, flips, rot90, color_jitter, scale_jitter, channels),
           grain.Batch(process_batch, drop_remainder=True),
           _ToDeviceBatches(num_local_devices),
       ],
@@ -448,6 +460,7 @@ def eval_iterator(
     stop: int | None = None,
     shard_index: int = 0,
     shard_count: int = 1,
+    channels: int = 3,
 ) -> Iterator[dict[str, Any]]:
   """Whole images in the source's fixed order (no crops, no shuffling).
 
@@ -456,17 +469,19 @@ def eval_iterator(
     stop: only the first `stop` examples (default: all).
     shard_index, shard_count: yield only examples shard_index::shard_count
       (default: all), for evaluation spread over hosts.
+    channels: 3 (the sources' RGB) or 1 (grayscale, `image_io.to_channels`).
 
   Yields:
-    {'blur': uint8 [H, W, 3], 'sharp': uint8 [H, W, 3] (absent for
-     blur-only sources), 'name': str}.
+    {'blur': uint8 [H, W, channels], 'sharp': uint8 [H, W, channels] (absent
+     for blur-only sources), 'name': str}.
   """
   stop = len(source) if stop is None else min(stop, len(source))
   for i in range(shard_index, stop, shard_count):
     ex = source[i]
-    out = {"blur": np.asarray(ex["blur"], np.uint8), "name": _text(ex["name"])}
+    out = {"blur": image_io.to_channels(np.asarray(ex["blur"], np.uint8), channels),
+           "name": _text(ex["name"])}
     if "family" in ex:
       out["family"] = _text(ex["family"])
     if "sharp" in ex:
-      out["sharp"] = np.asarray(ex["sharp"], np.uint8)
+      out["sharp"] = image_io.to_channels(np.asarray(ex["sharp"], np.uint8), channels)
     yield out

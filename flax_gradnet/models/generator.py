@@ -79,7 +79,7 @@ class Generator(nn.Module):
   (4*base), each followed by instance norm and ReLU. Bottleneck: GradientNet.
   Decoder: two x2 upsamplings (4*base -> 2*base -> base) with instance norm and
   ReLU, each concatenated with the encoder feature of the same size (U-Net skip
-  connections), then a 7x7 conv to RGB and Tanh.
+  connections), then a 7x7 conv to `channels` channels (RGB) and Tanh.
 
   With `residual=True` the blurry input is added to the Tanh output and the sum
   clipped to [-1, 1], as DeblurGAN's `learn_residual` does; the paper's Fig. 2
@@ -99,6 +99,8 @@ class Generator(nn.Module):
       to differentiate on XLA CPU).
     zero_init_output: initialise the last conv at zero; with `residual=True`
       the untrained net is then exactly the identity.
+    channels: image channels in and out (3 = RGB, 1 = grayscale; NAFNet's
+      `img_channel`). Only the first and the last conv depend on it.
   """
 
   base_features: int = 64
@@ -126,13 +128,20 @@ class Generator(nn.Module):
   # the training crop size, so a net trained on crops sees crop-sized statistics
   # on a whole image. No parameters depend on it.
   stats_window: int = 0
+  # Image channels in and out: 3 = RGB (the paper; what checkpoints written
+  # before the field existed hold), 1 = grayscale, or any other count.
+  channels: int = 3
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if x.ndim != 4 or x.shape[-1] != 3:
-      raise ValueError(f"Generator expects NHWC images with 3 channels, got shape {x.shape}")
+    if self.channels < 1:
+      raise ValueError(f"channels must be >= 1, got {self.channels}")
+    if x.ndim != 4 or x.shape[-1] != self.channels:
+      raise ValueError(f"Generator expects NHWC images with {self.channels} channel"
+                       f"{'s' if self.channels != 1 else ''} (model.channels), got shape "
+                       f"{x.shape}")
     if self.norm not in ("instance", "none"):
       raise ValueError(f"norm must be 'instance' or 'none', got {self.norm!r}")
     if self.upsample not in ("transpose", "pixel_shuffle"):
@@ -197,8 +206,8 @@ class Generator(nn.Module):
     d1 = norm_act(up(b, 2 * f, "dec_up1"), "dec_norm1", 1)
     d0 = norm_act(up([d1, e1], f, "dec_up0"), "dec_norm0", 0)
     kernel_init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
-    y = PaddedConv(3, (7, 7), padding_mode=self.padding_mode, kernel_init=kernel_init,
-                   name="out_conv", **common)([d0, e0])
+    y = PaddedConv(self.channels, (7, 7), padding_mode=self.padding_mode,
+                   kernel_init=kernel_init, name="out_conv", **common)([d0, e0])
     y = jnp.tanh(y)[:, :h, :w, :]
     if self.residual:
       y = jnp.clip(y + inputs, -1.0, 1.0)

@@ -316,13 +316,15 @@ class Generator(nn.Module):
   residual: bool = False
   zero_init_output: bool = False
   padding_mode: str = "reflect"
+  channels: int = 3  # image channels in and out (3 = RGB, 1 = grayscale)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if x.ndim != 4 or x.shape[-1] != 3:
-      raise ValueError(f"Generator expects NHWC images with 3 channels, got shape {x.shape}")
+    if x.ndim != 4 or x.shape[-1] != self.channels:
+      raise ValueError(f"Generator expects NHWC images with {self.channels} channel"
+                       f"{'s' if self.channels != 1 else ''}, got shape {x.shape}")
     if self.norm not in ("instance", "none"):
       raise ValueError(f"norm must be 'instance' or 'none', got {self.norm!r}")
     if self.upsample not in ("transpose", "pixel_shuffle"):
@@ -374,8 +376,8 @@ class Generator(nn.Module):
     d0 = norm_act(up(d1, f, "dec_up0"), "dec_norm0")
     d0 = jnp.concatenate([d0, e0], axis=-1)
     kernel_init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
-    y = PaddedConv(3, (7, 7), padding_mode=self.padding_mode, kernel_init=kernel_init,
-                   name="out_conv", **common)(d0)
+    y = PaddedConv(self.channels, (7, 7), padding_mode=self.padding_mode,
+                   kernel_init=kernel_init, name="out_conv", **common)(d0)
     y = jnp.tanh(y)[:, :h, :w, :]
     if self.residual:
       y = jnp.clip(y + inputs, -1.0, 1.0)

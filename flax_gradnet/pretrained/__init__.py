@@ -15,8 +15,9 @@ One shipped model is a folder `<root>/<name>/` holding
     checksums.json         {"params.msgpack": sha256 hex, "config.json": sha256 hex}
     metadata.json          source workdir, step, packing date, versions, + `pack(metadata=)`
     reference_input.png    a 48x64 uint8 RGB crop of scikit-image's `chelsea`
-    reference_output.npy   float32 [48, 64, 3] output in [-1, 1] of the model on it
-                           (float32 compute, whole image, `inference.deblur_array`)
+    reference_output.npy   float32 [48, 64, C] output in [-1, 1] of the model on it
+                           (float32 compute, whole image, `inference.deblur_array`;
+                           C = model.channels, the input converted to grey for 1)
 
 `<root>` is this package's folder, or the folder named by the environment
 variable `FLAX_GRADNET_PRETRAINED_DIR` when it is set (tests, private models);
@@ -63,7 +64,8 @@ MODEL_FILES = (CONFIG_FILE, PARAMS_FILE, CHECKSUMS_FILE, METADATA_FILE, REFERENC
 REFERENCE_CROP = "skimage.data.chelsea()[100:148, 200:264]"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# The shape the parameter tree is checked at (any H x W builds the same tree).
+# The shape the parameter tree is checked at (any H x W builds the same tree;
+# the channels are the model's, `load` puts them last).
 _INIT_SHAPE = (1, 16, 16, 3)
 
 
@@ -237,7 +239,8 @@ def load(name: str = DEFAULT_MODEL, *, root: str | None = None, dtype: Any = Non
       raise ValueError(f"{params_path} cannot be decoded ({type(e).__name__}: {e}): reinstall "
                        "the package, or re-pack the model") from e
   expected = jax.eval_shape(module.init, jax.random.key(0),
-                            jax.ShapeDtypeStruct(_INIT_SHAPE, jnp.float32))["params"]
+                            jax.ShapeDtypeStruct(_INIT_SHAPE[:-1] + (module.channels,),
+                                                 jnp.float32))["params"]
   check_tree(params, expected, params_path)
   params = jax.tree_util.tree_map(lambda p, e: jnp.asarray(p, e.dtype), params, expected)
   return module, params
@@ -262,9 +265,10 @@ def reference_output(module: Any, params: Any, image_uint8: Any):
   compute, the whole image at once, through `inference` (input / 127.5 - 1)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import image_io, inference  # pylint: disable=g-import-not-at-top
   module = module.clone(dtype=jnp.float32)
   fn = inference.make_deblur_fn(module, params)
+  image_uint8 = image_io.to_channels(image_uint8, fn.channels)  # grey for a grayscale model
   return inference.deblur_array(fn, inference.to_float(image_uint8))
 
 
