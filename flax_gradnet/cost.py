@@ -59,9 +59,11 @@ def forward_cost(model, height: int, width: int, batch: int = 1) -> tuple[int, f
                    if f not in known and v != Generator.__dataclass_fields__[f].default}:
       raise ValueError(f"the cost report counts models.reference.Generator, which has no {unknown}")
     model = reference.Generator(**{f: v for f, v in fields.items() if f in known})
-  x = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
+  x = jax.ShapeDtypeStruct((batch, height, width, getattr(model, "channels", 3)), jnp.float32)
   variables = jax.eval_shape(functools.partial(model.init, jax.random.PRNGKey(0)), x)
-  lowered = jax.jit(model.apply).lower(variables, x)
+  # Lowered for the CPU wherever this runs: the count is a property of the
+  # network, and jax 0.11's CUDA backend returns no cost analysis (None).
+  lowered = jax.jit(model.apply).trace(variables, x).lower(lowering_platforms=("cpu",))
   cost = lowered.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax returns one dict per device
     cost = cost[0]

@@ -294,9 +294,10 @@ def _serialise_params(params: Any, what: str) -> tuple[Any, bytes]:
   return params, payload
 
 
-def _metadata_text(name: str, workdir: str, restored: Any, params: Any, payload: bytes,
+def _metadata_text(name: str, source: dict, model: Any, params: Any, payload: bytes,
                    metadata: dict | None) -> str:
-  """metadata.json's text: what `pack` records, plus the caller's `metadata`."""
+  """metadata.json's text: where the weights came from (`source`: at least "step"
+  and "weights"), what `pack` records, plus the caller's `metadata`."""
   import flax  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -305,13 +306,11 @@ def _metadata_text(name: str, workdir: str, restored: Any, params: Any, payload:
   import flax_gradnet  # pylint: disable=g-import-not-at-top
   meta = {
       "name": name,
-      "source_workdir": os.path.abspath(workdir),
-      "step": int(restored.step),
-      "weights": restored.weights,  # "ema" (moving average) or "raw" generator weights
+      **source,
       "packed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "num_params": int(parameter_overview.count_parameters(params)),
       "params_bytes": len(payload),
-      "compute_dtype": str(np.dtype(restored.model.dtype or np.float32)),
+      "compute_dtype": str(np.dtype(model.dtype or np.float32)),
       "reference_input": REFERENCE_CROP,
       "reference_output": "float32 compute, whole image, inference.deblur_array; [-1, 1]",
       "versions": {"flax_gradnet": flax_gradnet.__version__, "jax": jax.__version__,
@@ -324,14 +323,14 @@ def _metadata_text(name: str, workdir: str, restored: Any, params: Any, payload:
   return json.dumps(meta, indent=2, sort_keys=True) + "\n"  # fails early if not JSON
 
 
-def _write_model_files(folder: str, workdir: str, payload: bytes, meta_text: str,
+def _write_model_files(folder: str, config_text: str, payload: bytes, meta_text: str,
                        reference_input: Any, reference: Any) -> None:
   """Writes a model's files (the module docstring's list) into `folder`."""
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from flax_gradnet import image_io  # pylint: disable=g-import-not-at-top
-  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  shutil.copyfile(os.path.join(workdir, workdir_lib.CONFIG_FILE), os.path.join(folder, CONFIG_FILE))
+  with open(os.path.join(folder, CONFIG_FILE), "w") as f:
+    f.write(config_text)
   with open(os.path.join(folder, PARAMS_FILE), "wb") as f:
     f.write(payload)
   checksums = {f: file_sha256(os.path.join(folder, f)) for f in CHECKSUMMED_FILES}
@@ -394,30 +393,81 @@ def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | 
     FileNotFoundError / ValueError: from restoring the workdir.
     ValueError: the parameters exceed `MAX_PARAMS_BYTES`, or bad metadata.
   """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import skimage.data  # pylint: disable=g-import-not-at-top
-
   from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   _check_name(name)
-  root = _root(root)
-  dest = os.path.join(root, name)
+  dest = os.path.join(_root(root), name)
   if os.path.lexists(dest) and not overwrite:
     raise _exists_error(dest)
-
   restored = workdir_lib.restore_weights(workdir, step, weights=weights)
-  params, payload = _serialise_params(restored.params,
-                                      f"{workdir} at step {restored.step}")
-  reference_input = np.ascontiguousarray(skimage.data.chelsea()[100:148, 200:264])
-  reference = reference_output(restored.model, params, reference_input)
-  meta_text = _metadata_text(name, workdir, restored, params, payload, metadata)
+  with open(os.path.join(workdir, workdir_lib.CONFIG_FILE)) as f:
+    config_text = f.read()
+  source = {"source_workdir": os.path.abspath(workdir), "step": int(restored.step),
+            "weights": restored.weights}  # "ema" (moving average) or "raw" generator weights
+  return _pack(name, _root(root), overwrite, config_text, restored.model, restored.params,
+               source, metadata, f"{workdir} at step {restored.step}")
 
+
+def pack_params(params: Any, config: Any, name: str, *, source: str, step: int,
+                weights: str = "raw", root: str | None = None, metadata: dict | None = None,
+                overwrite: bool = False) -> str:
+  """Packs generator `params` trained outside a workdir as shipped model `name`.
+
+  For weights that come as a parameter tree and a config (a run of
+  `experiments/gpu_train.py` on a lent accelerator): the same files as `pack`,
+  with `config` (a ConfigDict or dict of the library's config) as config.json.
+
+  Args:
+    params: the generator's parameter tree (checked against the config's module).
+    config: the training config; its `model` fields build the generator.
+    name, root, metadata, overwrite: as for `pack`.
+    source: where the weights came from (a path or a description; metadata.json's
+      "source").
+    step: generator steps trained.
+    weights: "raw" or "ema".
+
+  Raises:
+    FileExistsError, ValueError: as `pack`; ValueError for a tree that does not fit.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from flax_gradnet.models import generator_from_config  # pylint: disable=g-import-not-at-top
+
+  _check_name(name)
+  dest = os.path.join(_root(root), name)
+  if os.path.lexists(dest) and not overwrite:
+    raise _exists_error(dest)
+  if weights not in ("raw", "ema"):
+    raise ValueError(f"weights must be 'raw' or 'ema', got {weights!r}")
+  config = ml_collections.ConfigDict(config)
+  model = generator_from_config(config)
+  expected = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(
+      _INIT_SHAPE[:-1] + (model.channels,), jnp.float32))["params"]
+  check_tree(params, expected, f"the parameters of {source}")
+  return _pack(name, _root(root), overwrite, config.to_json_best_effort(indent=2), model, params,
+               {"source": source, "step": int(step), "weights": weights}, metadata,
+               f"{source} at step {step}")
+
+
+def _pack(name: str, root: str, overwrite: bool, config_text: str, model: Any, params: Any,
+          source: dict, metadata: dict | None, what: str) -> str:
+  """Writes model `name` into `root`: every file into a temporary folder, renamed
+  into place at the end."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import skimage.data  # pylint: disable=g-import-not-at-top
+
+  params, payload = _serialise_params(params, what)
+  reference_input = np.ascontiguousarray(skimage.data.chelsea()[100:148, 200:264])
+  reference = reference_output(model, params, reference_input)
+  meta_text = _metadata_text(name, source, model, params, payload, metadata)
   os.makedirs(root, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=root, prefix=f".tmp-pack-{name}-")
   try:
-    _write_model_files(tmp, workdir, payload, meta_text, reference_input, reference)
-    _install_folder(tmp, dest, root, name, overwrite)
+    _write_model_files(tmp, config_text, payload, meta_text, reference_input, reference)
+    _install_folder(tmp, os.path.join(root, name), root, name, overwrite)
   finally:
     if os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
-  return dest
+  return os.path.join(root, name)
