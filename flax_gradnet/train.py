@@ -309,6 +309,11 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not 0.0 <= config.ema_decay < 1.0:
     raise ValueError(f"config.ema_decay must be in [0, 1) (0 = no EMA of the generator's "
                      f"weights), got {config.ema_decay!r}.")
+  if config.model.get("channels", 3) not in (1, 3):
+    raise ValueError(f"config.model.channels={config.model.channels}: the training data sets "
+                     "hold RGB images, which the pipeline converts to 1 (grey) or 3 channels; "
+                     "other counts need your own input pipeline (the modules, losses and "
+                     "metrics take any count).")
   conflicts = resume_conflicts(config, workdir)
   if conflicts:
     raise ValueError(
