@@ -303,3 +303,19 @@ def test_jitter_colours_is_a_monotone_look_per_channel():
     assert np.all(np.diff(out[0].astype(int), axis=0) >= 0)
   # ... but the channels no longer agree (a grey ramp gets a colour cast).
   assert any(np.abs(o[..., 0].astype(int) - o[..., 1]).max() > 5 for o in looks)
+
+
+def test_strands_off_is_v23_and_on_is_deterministic():
+  kw = dict(size=48, seed=0, noise=False, p_unblurred=1.0, num_records=100,
+            procedural_fraction=1.0)
+  default, off = online.OnlinePairs(**kw), online.OnlinePairs(strands=0.0, **kw)
+  assert repr(default) == repr(off) and "strands" not in repr(default)
+  for i in range(3):
+    _assert_pairs_equal(default[i], off[i])
+  on, again = online.OnlinePairs(strands=1.0, **kw), online.OnlinePairs(strands=1.0, **kw)
+  assert "strands=1.0" in repr(on)
+  assert any(not np.array_equal(on[i]["sharp"], default[i]["sharp"]) for i in range(3))
+  for i in range(3):
+    _assert_pairs_equal(on[i], again[i])
+  with pytest.raises(ValueError, match="strands"):
+    online.OnlinePairs(size=32, strands=-0.1)

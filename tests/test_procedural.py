@@ -120,3 +120,39 @@ def test_dead_leaves_scene_is_deterministic_and_has_a_soft_background():
   crisp = [procedural.dead_leaves(np.random.default_rng(s), 96, r_min=4.0) for s in range(4)]
   assert (np.mean([procedural.edge_density(x) for x in soft])
           < np.mean([procedural.edge_density(x) for x in crisp]))
+
+
+def test_strand_texture_is_sharp_across_and_smooth_along():
+  # On a grid, with the angle known from the same generator state: the level
+  # changes far more often across the strands than along them.
+  rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+  theta = rng_b.uniform(0.0, np.pi)  # strand_texture's first draw
+  ys, xs = np.mgrid[-60:60, -60:60].astype(np.float64)
+  ys, xs = ys.ravel(), xs.ravel()
+  values = procedural.strand_texture(rng_a, ys, xs)
+  assert values.shape == ys.shape and np.isfinite(values).all()
+  assert abs(values.mean()) < 0.2 and 0.6 < values.std() < 1.4  # N(0, 1) levels
+  lookup = dict(zip(zip(ys, xs), values))
+  along = np.array([np.cos(theta), np.sin(theta)])  # (x, y) direction of the strands
+
+  def changes(direction):
+    count = total = 0
+    for y, x in zip(ys[::37], xs[::37]):
+      p = (np.round(y + 3 * direction[1]), np.round(x + 3 * direction[0]))
+      if p in lookup:
+        total += 1
+        count += lookup[p] != lookup[(y, x)]
+    return count / total
+
+  across = np.array([-along[1], along[0]])
+  assert changes(across) > 0.8
+  assert changes(along) < 0.6
+
+
+def test_strands_off_leaves_the_images_as_they_were():
+  for seed in range(3):
+    np.testing.assert_array_equal(_leaves(seed, 64), _leaves(seed, 64, strands=0.0))
+  with_strands = _leaves(0, 64, strands=1.0)
+  assert with_strands.shape == (64, 64, 3) and with_strands.dtype == np.uint8
+  assert not np.array_equal(with_strands, _leaves(0, 64))
+  np.testing.assert_array_equal(with_strands, _leaves(0, 64, strands=1.0))

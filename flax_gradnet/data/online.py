@@ -104,6 +104,8 @@ class OnlinePairs(Sequence):
       photographs at their own scale and enlarged (soft targets).
     photo_jitter: share of photograph records given a random look (0: off,
       the v2.3 generator; draws are made only when it is on).
+    strands: share of the dead-leaves foreground's leaves filled with fur-like
+      strands (`procedural.strand_texture`; 0: off, the v2.3 generator).
     photos: sharp photographs to use (default: `training_photographs()`).
   """
 
@@ -111,7 +113,8 @@ class OnlinePairs(Sequence):
                families: Sequence[str] = synthetic.BLUR_FAMILIES, noise: bool = True,
                num_records: int = NUM_RECORDS, photos: dict[str, np.ndarray] | None = None,
                p_unblurred: float = 0.1, p_soft: float = 0.0,
-               photo_scale: Sequence[float] = (0.35, 1.0), photo_jitter: float = 0.0):
+               photo_scale: Sequence[float] = (0.35, 1.0), photo_jitter: float = 0.0,
+               strands: float = 0.0):
     families = tuple(families)
     photo_scale = tuple(float(s) for s in photo_scale)
     if len(photo_scale) != 2 or not 0.0 < photo_scale[0] <= photo_scale[1]:
@@ -130,6 +133,8 @@ class OnlinePairs(Sequence):
       raise ValueError(f"p_soft must be in [0, 1], got {p_soft}.")
     if not 0.0 <= photo_jitter <= 1.0:
       raise ValueError(f"photo_jitter must be in [0, 1], got {photo_jitter}.")
+    if not 0.0 <= strands <= 1.0:
+      raise ValueError(f"strands must be in [0, 1], got {strands}.")
     if size < 8:
       raise ValueError(f"size must be >= 8, got {size}.")
     self.size = int(size)
@@ -142,6 +147,7 @@ class OnlinePairs(Sequence):
     self.p_soft = float(p_soft)
     self.photo_scale = photo_scale
     self.photo_jitter = float(photo_jitter)
+    self.strands = float(strands)
     self._photos = photos if photos is not None else training_photographs()
     if procedural_fraction < 1.0 and not self._photos:
       raise ValueError("No photographs to draw from; set procedural_fraction=1.0.")
@@ -162,6 +168,7 @@ class OnlinePairs(Sequence):
             f"p_unblurred={self.p_unblurred}, p_soft={self.p_soft}, "
             + (f"photo_scale={self.photo_scale}, " if self.photo_scale != (0.35, 1.0) else "")
             + (f"photo_jitter={self.photo_jitter}, " if self.photo_jitter else "")
+            + (f"strands={self.strands}, " if self.strands else "")
             + f"photos={len(self._names)}:{self._photo_crc:08x})")
 
   def __len__(self) -> int:
@@ -191,7 +198,8 @@ class OnlinePairs(Sequence):
     side = self.size + 2 * _MARGIN
     family = self.families[int(rng.integers(len(self.families)))]
     if rng.uniform() < self.procedural_fraction:
-      region = procedural.dead_leaves_scene(rng, side, r_min=rng.uniform(3.0, 8.0))
+      region = procedural.dead_leaves_scene(rng, side, r_min=rng.uniform(3.0, 8.0),
+                                            strands=self.strands)
       source = "dead_leaves"
     else:
       region, source = self._photo_region(rng, side)

@@ -30,11 +30,38 @@ def sample_radii(rng: np.random.Generator, n: int, r_min: float, r_max: float) -
   return (a - u * (a - b)) ** -0.5
 
 
-def _fill(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, r: float) -> np.ndarray:
-  """Colour of a leaf on its pixels (ys, xs relative to its centre): [n, 3] in [0, 1]."""
+def strand_texture(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+  """Fur- or hair-like texture at points (ys, xs) (output pixels): zero-mean values
+  of many thin parallel strands, each cut into segments of random length.
+
+  Strands of width U(0.6, 1.8) px run at one random angle; along each, segments of
+  mean length U(4, 16) px start at a random offset and take a random level. The
+  result is fine texture that is sharp across the strands and smooth along them,
+  as fur, hair, grass and fabric are: what dead leaves' gratings and isotropic
+  noise lack.
+  """
+  theta = rng.uniform(0.0, np.pi)
+  width, length = rng.uniform(0.6, 1.8), rng.uniform(4.0, 16.0)
+  offsets, levels = rng.uniform(0.0, 1.0, 4096), rng.standard_normal(4096)
+  u = np.cos(theta) * xs + np.sin(theta) * ys
+  v = -np.sin(theta) * xs + np.cos(theta) * ys
+  strand = np.floor(v / width).astype(np.int64)
+  segment = np.floor(u / length + offsets[strand % 4096] * 4.0).astype(np.int64)
+  return levels[(strand * 7919 + segment * 104729) % 4096]
+
+
+def _fill(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, r: float,
+          strands: float = 0.0) -> np.ndarray:
+  """Colour of a leaf on its pixels (ys, xs relative to its centre): [n, 3] in [0, 1].
+
+  With probability `strands` (drawn only when it is above 0, so that 0 leaves
+  the random stream as it was) the fill is `strand_texture`."""
   base = rng.uniform(0.0, 1.0, size=3)
   # Natural colours are correlated across channels: pull towards the grey level.
   base = 0.5 * base + 0.5 * base.mean() * rng.uniform(0.7, 1.0)
+  if strands > 0.0 and rng.uniform() < strands:
+    amp = rng.uniform(0.04, 0.2)
+    return base[None] + amp * strand_texture(rng, ys, xs)[:, None] * rng.uniform(0.6, 1.0, 3)[None]
   kind = rng.uniform()
   if kind < 0.5:  # smooth: flat + a gentle gradient across the leaf
     g = rng.normal(0.0, 0.15, size=2) / max(r, 1.0)
@@ -60,6 +87,7 @@ def dead_leaves(
     r_max: float | None = None,
     max_leaves: int = 4000,
     supersample: int = 2,
+    strands: float = 0.0,
 ) -> np.ndarray:
   """A dead-leaves image, uint8 [size, size, 3].
 
@@ -75,6 +103,8 @@ def dead_leaves(
     r_max: largest leaf radius; `size / 2` if None.
     max_leaves: cap on the number of leaves.
     supersample: render at this factor and box-filter down (anti-aliasing).
+    strands: share of leaves filled with `strand_texture` (0: none, and the
+      image is the one the same generator state always gave).
 
   Returns:
     uint8 [size, size, 3].
@@ -107,14 +137,14 @@ def dead_leaves(
     if not mask.any():
       continue
     ys, xs = dy[mask] / s, dx[mask] / s
-    image[y0:y1, x0:x1][mask] = _fill(rng, ys, xs, r / s)
+    image[y0:y1, x0:x1][mask] = _fill(rng, ys, xs, r / s, strands)
     covered[y0:y1, x0:x1] |= mask
     remaining -= int(mask.sum())
     if remaining <= 0:
       break
   if remaining > 0:
     ys, xs = np.nonzero(~covered)
-    image[ys, xs] = _fill(rng, ys / s - n / (2 * s), xs / s - n / (2 * s), size)
+    image[ys, xs] = _fill(rng, ys / s - n / (2 * s), xs / s - n / (2 * s), size, strands)
   if s > 1:
     image = image.reshape(size, s, size, s, 3).mean(axis=(1, 3))
   return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -148,7 +178,7 @@ def blob_mask(rng: np.random.Generator, size: int, *, coverage: float | None = N
 
 
 def dead_leaves_scene(rng: np.random.Generator, size: int, *, p_soft_background: float = 0.5,
-                      r_min: float = 4.0) -> np.ndarray:
+                      r_min: float = 4.0, strands: float = 0.0) -> np.ndarray:
   """A dead-leaves image, sometimes with a depth of field: sharp leaves in front
   of an out-of-focus dead-leaves background.
 
@@ -159,12 +189,12 @@ def dead_leaves_scene(rng: np.random.Generator, size: int, *, p_soft_background:
   dead-leaves foreground (a blob-shaped region, `blob_mask`) over a second
   dead-leaves image blurred by a Gaussian of sigma U(1.5, 10) px (bokeh); the soft
   background is part of the *sharp target*, so the net learns to remove only
-  the blur it is given.
+  the blur it is given. `strands`: as for `dead_leaves` (the foreground's leaves).
 
   Returns:
     uint8 [size, size, 3].
   """
-  front = dead_leaves(rng, size, r_min=r_min)
+  front = dead_leaves(rng, size, r_min=r_min, strands=strands)
   if rng.uniform() >= p_soft_background:
     return front
   half = max(2, size // 2)  # the background is soft: render it at half size
