@@ -202,11 +202,13 @@ def train_quickstart(config: Any, workdir: str) -> None:
   """Trains `config` in `workdir` (resuming). A config or workdir that cannot
   be trained prints one `error:` line and exits 2 before anything is written."""
   from flax_gradnet import train  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)  # library INFO waits for the workdir's log file
   try:
     train.preflight(config, workdir)
   except (ValueError, FileNotFoundError) as e:
     cli.exit_error(str(e))
   train.log_to_workdir(workdir, "demo")
+  logging.set_verbosity(logging.INFO)
   print(f"Training the quickstart in {workdir} ({config.num_train_steps} steps; library logs: "
         f"{workdir}/demo.INFO)", flush=True)
   try:
