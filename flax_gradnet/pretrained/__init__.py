@@ -64,9 +64,9 @@ MODEL_FILES = (CONFIG_FILE, PARAMS_FILE, CHECKSUMS_FILE, METADATA_FILE, REFERENC
 REFERENCE_CROP = "skimage.data.chelsea()[100:148, 200:264]"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# The shape the parameter tree is checked at (any H x W builds the same tree;
-# the channels are the model's, `load` puts them last).
-_INIT_SHAPE = (1, 16, 16, 3)
+# The batch and size the parameter tree is checked at (any H x W builds the
+# same tree); the channels are the module's (`_expected_params`).
+_INIT_NHW = (1, 16, 16)
 
 
 def _root(root: str | None) -> str:
@@ -238,12 +238,18 @@ def load(name: str = DEFAULT_MODEL, *, root: str | None = None, dtype: Any = Non
     except Exception as e:  # msgpack raises several types on bad bytes
       raise ValueError(f"{params_path} cannot be decoded ({type(e).__name__}: {e}): reinstall "
                        "the package, or re-pack the model") from e
-  expected = jax.eval_shape(module.init, jax.random.key(0),
-                            jax.ShapeDtypeStruct(_INIT_SHAPE[:-1] + (module.channels,),
-                                                 jnp.float32))["params"]
+  expected = _expected_params(module)
   check_tree(params, expected, params_path)
   params = jax.tree_util.tree_map(lambda p, e: jnp.asarray(p, e.dtype), params, expected)
   return module, params
+
+
+def _expected_params(module: Any) -> Any:
+  """The parameter tree (`jax.ShapeDtypeStruct` leaves) that `module.init` declares."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  x = jax.ShapeDtypeStruct(_INIT_NHW + (module.channels,), jnp.float32)
+  return jax.eval_shape(module.init, jax.random.key(0), x)["params"]
 
 
 def reference_pair(name: str, root: str | None = None):
@@ -270,6 +276,16 @@ def reference_output(module: Any, params: Any, image_uint8: Any):
   fn = inference.make_deblur_fn(module, params)
   image_uint8 = image_io.to_channels(image_uint8, fn.channels)  # grey for a grayscale model
   return inference.deblur_array(fn, inference.to_float(image_uint8))
+
+
+def _free_root(name: str, root: str | None, overwrite: bool) -> str:
+  """The models' folder (`_root`) after checking that model `name` may be written there."""
+  _check_name(name)
+  root = _root(root)
+  dest = os.path.join(root, name)
+  if os.path.lexists(dest) and not overwrite:
+    raise _exists_error(dest)
+  return root
 
 
 def _exists_error(dest: str) -> FileExistsError:
@@ -395,16 +411,13 @@ def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | 
   """
   from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
-  _check_name(name)
-  dest = os.path.join(_root(root), name)
-  if os.path.lexists(dest) and not overwrite:
-    raise _exists_error(dest)
+  root = _free_root(name, root, overwrite)
   restored = workdir_lib.restore_weights(workdir, step, weights=weights)
   with open(os.path.join(workdir, workdir_lib.CONFIG_FILE)) as f:
     config_text = f.read()
   source = {"source_workdir": os.path.abspath(workdir), "step": int(restored.step),
             "weights": restored.weights}  # "ema" (moving average) or "raw" generator weights
-  return _pack(name, _root(root), overwrite, config_text, restored.model, restored.params,
+  return _pack(name, root, overwrite, config_text, restored.model, restored.params,
                source, metadata, f"{workdir} at step {restored.step}")
 
 
@@ -429,24 +442,17 @@ def pack_params(params: Any, config: Any, name: str, *, source: str, step: int,
   Raises:
     FileExistsError, ValueError: as `pack`; ValueError for a tree that does not fit.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
 
   from flax_gradnet.models import generator_from_config  # pylint: disable=g-import-not-at-top
 
-  _check_name(name)
-  dest = os.path.join(_root(root), name)
-  if os.path.lexists(dest) and not overwrite:
-    raise _exists_error(dest)
+  root = _free_root(name, root, overwrite)
   if weights not in ("raw", "ema"):
     raise ValueError(f"weights must be 'raw' or 'ema', got {weights!r}")
   config = ml_collections.ConfigDict(config)
   model = generator_from_config(config)
-  expected = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(
-      _INIT_SHAPE[:-1] + (model.channels,), jnp.float32))["params"]
-  check_tree(params, expected, f"the parameters of {source}")
-  return _pack(name, _root(root), overwrite, config.to_json_best_effort(indent=2), model, params,
+  check_tree(params, _expected_params(model), f"the parameters of {source}")
+  return _pack(name, root, overwrite, config.to_json_best_effort(indent=2), model, params,
                {"source": source, "step": int(step), "weights": weights}, metadata,
                f"{source} at step {step}")
 
