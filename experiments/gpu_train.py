@@ -226,35 +226,30 @@ def _set_lr(opt_state, lr):
   return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
 
 
-def _write_atomic(path: str, payload: bytes) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(payload)
-  os.replace(tmp, path)
-
-
 def save(run: Run, output_dir: str, machine: str, elapsed: float, args) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   from flax import serialization  # pylint: disable=g-import-not-at-top
+  from flax_gradnet.atomic import atomic_write, atomic_write_text  # pylint: disable=g-import-not-at-top
   host = jax.device_get((run.state.generator.params, run.state.ema_params))
   for tree, suffix in zip(host, ("raw", "ema")):
     tree = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tree)
-    _write_atomic(os.path.join(output_dir, f"{run.name}_{suffix}.msgpack"),
-                  serialization.msgpack_serialize(tree))
+    payload = serialization.msgpack_serialize(tree)
+    atomic_write(os.path.join(output_dir, f"{run.name}_{suffix}.msgpack"),
+                 lambda f, payload=payload: f.write(payload))
   config = run.config.copy_and_resolve_references()
   config.num_train_steps = run.steps
   record = {
       "run": run.name, "spec": run.spec, "steps": run.steps,
       "train_seconds": round(elapsed, 1), "machine": machine,
-      "command": " ".join(["python experiments/gpu_train.py"] + sys.argv[1:]),
+      "command": " ".join(["python experiments/gpu_train.py"] + args.argv),
       "buffer": {"source_size": args.source_size, "capacity": args.buffer,
                  "workers": args.workers},
       "versions": {"jax": jax.__version__, "python": platform.python_version()},
       "config": json.loads(config.to_json_best_effort()),
       "history": run.history,
   }
-  _write_atomic(os.path.join(output_dir, f"{run.name}.json"),
-                (json.dumps(record, indent=1) + "\n").encode())
+  atomic_write_text(os.path.join(output_dir, f"{run.name}.json"),
+                    json.dumps(record, indent=1) + "\n")
 
 
 def _machine() -> str:
@@ -350,6 +345,7 @@ def main(argv=None) -> int:
   parser.add_argument("--log_every", type=float, default=20.0, help="seconds")
   parser.add_argument("--save_every", type=float, default=60.0, help="seconds")
   args = parser.parse_args(argv)
+  args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in <run>.json
   unknown = [r for r in args.runs.split(",") if r not in RUNS]
   if unknown:
     parser.error(f"--runs: unknown {unknown}; choose from {sorted(RUNS)}")
