@@ -78,7 +78,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.gradient_weight = 1.0  # beta
   config.adversarial_weight = 1.0  # gamma
   config.gp_weight = 10.0  # lambda of WGAN-GP
-  config.content_loss = "vgg"  # "vgg" (Eq. 8) or "pixel" (stand-in when no weights exist)
+  # "vgg" (Eq. 8), or a stand-in when no weights exist: "pixel" (MSE) or "psnr"
+  # (per-image log-MSE, losses.psnr_content_loss; alpha then scales dB, ~0.02).
+  config.content_loss = "vgg"
   config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)
   config.vgg_layer = "relu4_3"  # feature layer of Eq. (8)
   config.adversarial_warmup_steps = 0  # generator steps with gamma = 0 before the GAN starts

@@ -227,13 +227,16 @@ def _vgg_content_loss(variables, pred, target, *, layer: str):
 
 
 def make_content_fn(config) -> jax.tree_util.Partial:
-  """Eq. (8) with converted VGG19 weights, or the documented pixel stand-in.
+  """Eq. (8) with converted VGG19 weights, or a documented stand-in ("pixel"
+  MSE, or "psnr": per-image log-MSE).
 
   Returns a `jax.tree_util.Partial`: a pytree whose leaves are the VGG19
   weights, so it can be an argument of the jitted step.
   """
   if config.content_loss == "pixel":
     return jax.tree_util.Partial(losses.pixel_content_loss)
+  if config.content_loss == "psnr":
+    return jax.tree_util.Partial(losses.psnr_content_loss)
   path = check_content_loss(config)
   from flax_gradnet import vgg  # pylint: disable=g-import-not-at-top
 
@@ -245,11 +248,12 @@ def make_content_fn(config) -> jax.tree_util.Partial:
 
 def check_content_loss(config) -> str | None:
   """Raises a one-line error if the content loss cannot be built; returns the
-  VGG19 weights' path (None for the pixel stand-in). Reads nothing."""
-  if config.content_loss == "pixel":
+  VGG19 weights' path (None for the stand-ins). Reads nothing."""
+  if config.content_loss in ("pixel", "psnr"):
     return None
   if config.content_loss != "vgg":
-    raise ValueError(f"config.content_loss must be 'vgg' or 'pixel', got {config.content_loss!r}")
+    raise ValueError("config.content_loss must be 'vgg', 'pixel' or 'psnr', got "
+                     f"{config.content_loss!r}")
   channels = config.get("model", {}).get("channels", 3)
   if channels not in (1, 3):
     raise ValueError(f"config.model.channels={channels}: the VGG19 content loss takes RGB (3) or "

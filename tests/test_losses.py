@@ -168,6 +168,34 @@ def test_pixel_content_loss():
   assert not np.any(g_target)
 
 
+def test_psnr_content_loss_matches_numpy_per_image():
+  pred = _rand(18, (3, 6, 5, 3))
+  noise = np.random.default_rng(19).normal(size=pred.shape).astype(np.float32)
+  target = pred + noise * np.array([0.3, 0.01, 0.0], np.float32)[:, None, None, None]
+  mse = ((pred - target) ** 2).reshape(3, -1).mean(axis=1)
+  expected = np.mean(10 * np.log10(mse + losses.PSNR_LOSS_FLOOR))
+  np.testing.assert_allclose(jax.jit(losses.psnr_content_loss)(pred, target), expected, rtol=1e-5)
+  # An exact crop is capped at the floor (50 dB on [0, 1]), not at -inf.
+  np.testing.assert_allclose(losses.psnr_content_loss(pred[2:], target[2:]),
+                             10 * np.log10(4e-5), rtol=1e-6)
+
+
+def test_psnr_content_loss_weights_each_image_by_its_own_error():
+  """d/dpred of the log-MSE is the pixel MSE's gradient times 10 / (ln10 (mse_i + floor))
+  for image i (batch of B: the pixel loss here is each image's own MSE / B)."""
+  pred, target = _rand(20, (2, 4, 4, 3)), _rand(21, (2, 4, 4, 3))
+  target[1] = pred[1] + 0.01 * (target[1] - pred[1])  # a nearly exact second image
+  g = jax.grad(losses.psnr_content_loss)(pred, target)
+  n = pred[0].size
+  for i in range(2):
+    mse = np.mean((pred[i] - target[i]) ** 2)
+    g_mse = 2 * (pred[i] - target[i]) / n / 2
+    np.testing.assert_allclose(g[i], g_mse * 10 / (np.log(10) * (mse + losses.PSNR_LOSS_FLOOR)),
+                               rtol=1e-4, atol=1e-9)
+  assert np.abs(g[1]).max() > np.abs(g[0]).max()  # the nearly exact image pulls harder
+  assert not np.any(jax.grad(losses.psnr_content_loss, argnums=1)(pred, target))
+
+
 # --- Eq. (11) ------------------------------------------------------------------------------
 
 def _raising_content_fn(pred, target):

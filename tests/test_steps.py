@@ -182,6 +182,19 @@ def test_missing_vgg_weights_message(tmp_path):
     steps.make_content_fn(config)
 
 
+def _rand_images(seed):
+  return np.random.default_rng(seed).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+
+
+def test_stand_in_content_losses_need_no_weights():
+  pred, target = _rand_images(0), _rand_images(1)
+  for name, fn in (("pixel", losses.pixel_content_loss), ("psnr", losses.psnr_content_loss)):
+    config = ml_collections.ConfigDict({"content_loss": name, "vgg_weights": "/nonexistent.npz",
+                                        "vgg_layer": "relu4_3"})
+    assert steps.check_content_loss(config) is None
+    np.testing.assert_allclose(steps.make_content_fn(config)(pred, target), fn(pred, target))
+
+
 _TWO_DEVICE_SCRIPT = textwrap.dedent("""
     import functools, jax, jax.numpy as jnp, numpy as np, optax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
