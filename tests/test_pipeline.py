@@ -188,6 +188,30 @@ def test_save_and_restore_gives_the_same_following_batches():
   fresh.close()
 
 
+class _FailingSource(_ListSource):
+  def __getitem__(self, i):
+    if i == 5:
+      raise OSError("record 5 is unreadable")
+    return super().__getitem__(i)
+
+
+def test_a_failing_record_raises_in_the_caller_and_the_state_stays_at_the_last_batch():
+  """The prefetch thread's error reaches `next`, not a log line; no batch is skipped."""
+  src = _source()
+  it = _iterator(_FailingSource(src._examples))
+  seen = 0
+  with pytest.raises(OSError, match="record 5"):
+    for _ in range(8):  # one epoch is 4 batches of 2; record 5 comes within two epochs
+      next(it)
+      seen += 1
+  state = it.get_state()
+  it.close()
+  ref = _iterator(src)
+  _take(ref, seen)
+  assert state == ref.get_state()
+  ref.close()
+
+
 def test_blur_only_source_is_rejected_for_training():
   src = _ListSource([{"blur": _pattern(20, 20), "name": b"a.png"}] * 4)
   it = _iterator(src)

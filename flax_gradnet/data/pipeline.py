@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import grain.experimental as grain_experimental
 import grain.python as grain
 import numpy as np
 import tensorflow_datasets as tfds
@@ -225,81 +224,33 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
 
   `get_state()` is the state after the last batch returned by `next`, so
   `set_state(get_state())` on a fresh iterator continues exactly where this
-  one is. A background thread keeps `_PREFETCH` batches ready.
+  one is. grain's `ThreadPrefetchDatasetIterator` keeps `_PREFETCH` batches
+  ready in a background thread and pairs each with the loader's state after
+  it; the state saved is the DataLoader's own (its JSON), as before.
   """
 
   _PREFETCH = 2
 
   def __init__(self, loader: grain.DataLoader):
     self._loader = loader
-    self._it = iter(loader)
-    self._state = self._decode(self._it.get_state())
-    self._queue: queue.Queue | None = None
-    self._thread: threading.Thread | None = None
-    self._stop = threading.Event()
-
-  @staticmethod
-  def _decode(state: bytes) -> dict:
-    return json.loads(state.decode())
-
-  def _produce(self, q: queue.Queue, stop: threading.Event) -> None:
-    try:
-      while not stop.is_set():
-        item = (next(self._it), self._decode(self._it.get_state()), None)
-        while not stop.is_set():
-          try:
-            q.put(item, timeout=0.1)
-            break
-          except queue.Full:
-            continue
-    except BaseException as e:  # pylint: disable=broad-except
-      q.put((None, None, e))  # Re-raised in the consumer's thread.
-
-  def _start(self) -> None:
-    self._stop = threading.Event()
-    self._queue = queue.Queue(maxsize=self._PREFETCH)
-    self._thread = threading.Thread(target=self._produce,
-                                    args=(self._queue, self._stop),
-                                    daemon=True)
-    self._thread.start()
-
-  def _halt(self) -> None:
-    if self._thread is not None:
-      self._stop.set()
-      self._thread.join()
-      self._thread = None
-      self._queue = None
+    self._it = grain_experimental.ThreadPrefetchDatasetIterator(
+        iter(loader), prefetch_buffer_size=self._PREFETCH)
 
   def __next__(self) -> dict[str, np.ndarray]:
-    if self._thread is None:
-      self._start()
-    batch, state, error = self._queue.get()
-    if error is not None:
-      self._halt()
-      raise error
-    self._state = state
-    return batch
+    return next(self._it)
 
   def get_state(self) -> dict:
     """The position after the last returned batch (a JSON-able dict)."""
-    return self._state
+    return json.loads(self._it.get_state().decode())
 
   def set_state(self, state: dict | str | bytes) -> None:
     """Continues from a `get_state()` (dict, or its JSON text)."""
     if isinstance(state, (str, bytes)):
       state = json.loads(state)
-    self._halt()
     self._it.set_state(json.dumps(state).encode())
-    self._state = self._decode(self._it.get_state())
 
   def close(self) -> None:
-    self._halt()
-
-  def __del__(self):
-    try:
-      self._halt()
-    except Exception:  # pylint: disable=broad-except
-      pass
+    self._it.close()
 
 
 class GlobalBatchSliceSampler:
