@@ -81,6 +81,10 @@ def get_config() -> ml_collections.ConfigDict:
   # "vgg" (Eq. 8), or a stand-in when no weights exist: "pixel" (MSE) or "psnr"
   # (per-image log-MSE, losses.psnr_content_loss; alpha then scales dB, ~0.02).
   config.content_loss = "vgg"
+  # With content_loss="psnr": added to each image's MSE (in [-1, 1] units) before the
+  # log; 4e-5 caps an image at 50 dB, a larger floor (1e-3 ~ 36 dB) moves the loss
+  # toward the pixel MSE and stops near-exact crops from dominating the batch.
+  config.psnr_loss_floor = 4e-5
   config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)
   config.vgg_layer = "relu4_3"  # feature layer of Eq. (8)
   config.adversarial_warmup_steps = 0  # generator steps with gamma = 0 before the GAN starts

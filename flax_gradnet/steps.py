@@ -236,7 +236,10 @@ def make_content_fn(config) -> jax.tree_util.Partial:
   if config.content_loss == "pixel":
     return jax.tree_util.Partial(losses.pixel_content_loss)
   if config.content_loss == "psnr":
-    return jax.tree_util.Partial(losses.psnr_content_loss)
+    floor = config.get("psnr_loss_floor", losses.PSNR_LOSS_FLOOR)
+    if not floor > 0:
+      raise ValueError(f"config.psnr_loss_floor must be > 0, got {floor!r}")
+    return jax.tree_util.Partial(losses.psnr_content_loss, floor=float(floor))
   path = check_content_loss(config)
   from flax_gradnet import vgg  # pylint: disable=g-import-not-at-top
 

@@ -193,6 +193,12 @@ def test_stand_in_content_losses_need_no_weights():
                                         "vgg_layer": "relu4_3"})
     assert steps.check_content_loss(config) is None
     np.testing.assert_allclose(steps.make_content_fn(config)(pred, target), fn(pred, target))
+  config.psnr_loss_floor = 1e-3
+  np.testing.assert_allclose(steps.make_content_fn(config)(pred, target),
+                             losses.psnr_content_loss(pred, target, floor=1e-3))
+  config.psnr_loss_floor = 0.0
+  with pytest.raises(ValueError, match="psnr_loss_floor"):
+    steps.make_content_fn(config)
 
 
 _TWO_DEVICE_SCRIPT = textwrap.dedent("""
