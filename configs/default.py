@@ -79,7 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.adversarial_weight = 1.0  # gamma
   config.gp_weight = 10.0  # lambda of WGAN-GP
   # "vgg" (Eq. 8), or a stand-in when no weights exist: "pixel" (MSE) or "psnr"
-  # (per-image log-MSE, losses.psnr_content_loss; alpha then scales dB, ~0.02).
+  # (per-image log-MSE, losses.psnr_content_loss; alpha then scales dB: 0.02-0.1).
   config.content_loss = "vgg"
   # With content_loss="psnr": added to each image's MSE (in [-1, 1] units) before the
   # log; 4e-5 caps an image at 50 dB, a larger floor (1e-3 ~ 36 dB) moves the loss

@@ -17,9 +17,10 @@ and NAFNet train with it). The floor, 1e-3 in [-1, 1] units (an image at
 floor of 4e-5 (50 dB) the mean gain fell further (docs/recipes.md, runs P
 and Q). alpha = 0.1 gives a ~27 dB crop's content gradient about 5x the
 weight alpha = 10 gave it under the pixel MSE, against the gradient loss
-(beta = 1); with floor 4e-5, alpha 0.02 and 0.1 ended within 0.02 dB. It starts from the shipped `gradnet_s_zoom` with a fresh Adam and a
-cosine decay from 1.5e-4 over 2000 steps; everything else as
-`gradnet_s_zoom`, no adversarial term.
+(beta = 1); with floor 4e-5, alpha 0.02 and 0.1 ended within 0.02 dB.
+It starts from the shipped `gradnet_s_zoom` with a fresh Adam and a cosine
+decay from 1.5e-4 over 2000 steps; everything else as `gradnet_s_zoom`, no
+adversarial term.
 """
 
 from configs import gradnet_s_zoom as base
