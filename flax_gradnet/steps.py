@@ -235,12 +235,9 @@ def make_content_fn(config) -> jax.tree_util.Partial:
   """
   if config.content_loss == "pixel":
     return jax.tree_util.Partial(losses.pixel_content_loss)
-  if config.content_loss == "psnr":
-    floor = config.get("psnr_loss_floor", losses.PSNR_LOSS_FLOOR)
-    if not floor > 0:
-      raise ValueError(f"config.psnr_loss_floor must be > 0, got {floor!r}")
-    return jax.tree_util.Partial(losses.psnr_content_loss, floor=float(floor))
   path = check_content_loss(config)
+  if config.content_loss == "psnr":
+    return jax.tree_util.Partial(losses.psnr_content_loss, floor=float(_psnr_floor(config)))
   from flax_gradnet import vgg  # pylint: disable=g-import-not-at-top
 
   variables = vgg.load_params(path)
@@ -249,10 +246,20 @@ def make_content_fn(config) -> jax.tree_util.Partial:
   return jax.tree_util.Partial(fn, jax.tree_util.tree_map(jnp.asarray, variables))
 
 
+def _psnr_floor(config) -> float:
+  floor = config.get("psnr_loss_floor", losses.PSNR_LOSS_FLOOR)
+  if not isinstance(floor, (int, float)) or not floor > 0:
+    raise ValueError(f"config.psnr_loss_floor must be a number > 0, got {floor!r}")
+  return floor
+
+
 def check_content_loss(config) -> str | None:
   """Raises a one-line error if the content loss cannot be built; returns the
   VGG19 weights' path (None for the stand-ins). Reads nothing."""
-  if config.content_loss in ("pixel", "psnr"):
+  if config.content_loss == "psnr":
+    _psnr_floor(config)
+    return None
+  if config.content_loss == "pixel":
     return None
   if config.content_loss != "vgg":
     raise ValueError("config.content_loss must be 'vgg', 'pixel' or 'psnr', got "
