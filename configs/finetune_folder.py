@@ -6,10 +6,11 @@
 The folder holds `train/` and `test/`, each with `input/` (blurry) and
 `target/` (sharp) images of the same file names (sub-folders allowed; the
 `paired_folder` builder, docs/data.md). Training starts from the weights of
-the default shipped model (`config.init_from`; its architecture and loss, the
-per-image log-MSE, no adversarial term), trains on random 128x128 crops of your pairs, flipped at
-random (each side of every image must be at least 128), evaluates on all of
-`test/` every 250 steps, and keeps the shipped model's data scaling. Every
+the default shipped model (`config.init_from`; its architecture and loss,
+the per-image log-MSE, no adversarial term), trains on random 128x128 crops
+of your pairs, flipped at random (each side of every image must be at least
+128), evaluates on all of `test/` every 250 steps, and keeps the shipped
+model's data scaling. Every
 field can still be overridden on the command line (e.g.
 `--config.num_train_steps=5000`).
 """

@@ -232,7 +232,6 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
   _PREFETCH = 2
 
   def __init__(self, loader: grain.DataLoader):
-    self._loader = loader
     self._it = grain_experimental.ThreadPrefetchDatasetIterator(
         iter(loader), prefetch_buffer_size=self._PREFETCH)
 
