@@ -14,7 +14,8 @@ tool:
     --data_dir, --manual_dir, --path   where data lives: TFDS's prepared records,
                     TFDS's manual dir, a folder of images
     --overwrite     replace existing outputs (never inputs)
-    --tile, --tile_overlap, --self_ensemble, --local_stats   inference options
+    --tile, --tile_overlap, --self_ensemble, --local_stats, --low_freq_sigma
+                    inference options
 
 On/off flags are `--x` / `--no-x` (argparse.BooleanOptionalAction). Exit
 status: `EXIT_OK` (0) all done; `EXIT_SOME_FAILED` (1) some inputs failed, the
@@ -47,6 +48,14 @@ BEST_STEP = "best"  # `workdir.BEST_STEP` (this module imports no jax)
 WEIGHTS = ("ema", "raw")  # `workdir.WEIGHTS`
 DTYPES = ("float32", "bfloat16")
 TILE_OVERLAP_DEFAULT = 32
+# `--low_freq_sigma` (pixels; `inference.keep_input_low_frequencies`), chosen
+# from the blurs to undo, not from a score: the largest PSFs of the training
+# data (~33 px) and of GOPRO (~50-60 px) barely attenuate what a Gaussian of
+# sigma 32 passes (its half-power period is ~170 px); a smaller sigma would hand
+# back some of a large blur. On the held-out sets every sigma tried (8, 16, 32,
+# 64) scored within 0.015 dB of the others (docs/inference.md), so they did not
+# decide it.
+LOW_FREQ_SIGMA_DEFAULT = 32.0
 _WIDTH = 79  # of the description and the epilog, which argparse does not wrap here
 _EXAMPLE_STARTS = ("python -m flax_gradnet", "flax-gradnet-")
 
@@ -212,8 +221,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_inference_flags(p: argparse.ArgumentParser) -> None:
-  """`--tile`, `--tile_overlap`, `--self_ensemble`, `--local_stats` (check
-  them with `inference_flags_error`)."""
+  """`--tile`, `--tile_overlap`, `--self_ensemble`, `--local_stats`,
+  `--low_freq_sigma` (check them with `inference_flags_error`)."""
   p.add_argument("--tile", type=int, default=None,
                  help="tile side in pixels, a multiple of 4 (default: whole image at once)")
   p.add_argument("--tile_overlap", type=int, default=None,
@@ -224,6 +233,11 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
                  help="test-time local statistics: instance norm and channel attention average "
                       "over WINDOW x WINDOW boxes (alone: the training crop size; 0 = whole "
                       "image, as trained)")
+  p.add_argument("--low_freq_sigma", type=float, default=LOW_FREQ_SIGMA_DEFAULT, metavar="PIXELS",
+                 help="keep the input's frequencies below a Gaussian of this standard deviation "
+                      "(a blur leaves them, the generator may shift them; "
+                      f"inference.keep_input_low_frequencies; default {LOW_FREQ_SIGMA_DEFAULT:g}; "
+                      "0 = the generator's output as it is, the paper's protocol)")
 
 
 def inference_flags_error(args: argparse.Namespace) -> str | None:
@@ -237,6 +251,8 @@ def inference_flags_error(args: argparse.Namespace) -> str | None:
     args.tile_overlap = TILE_OVERLAP_DEFAULT
   if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
     return f"need 0 <= --tile_overlap < --tile, got {args.tile_overlap}"
+  if not args.low_freq_sigma >= 0:  # also NaN
+    return f"--low_freq_sigma must be >= 0 pixels (0 = off), got {args.low_freq_sigma}"
   return None
 
 

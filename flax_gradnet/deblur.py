@@ -162,7 +162,8 @@ def _deblur_files(fn, jobs: list[tuple[str, str]], args: argparse.Namespace,
         image = image_io.read_image(src, fn.channels)  # grey for a grayscale model
       for w in caught:
         tqdm.write(f"warning: {w.message}", file=sys.stderr)
-      result = inference.deblur_image(fn, image, tile=args.tile, tile_overlap=args.tile_overlap)
+      result = inference.deblur_image(fn, image, tile=args.tile, tile_overlap=args.tile_overlap,
+                                      low_freq_sigma=args.low_freq_sigma)
       image_io.write_image(out, result, overwrite=args.overwrite)
     except image_io.ImageReadError as e:
       failures[src] = e.reason

@@ -18,7 +18,9 @@
      heldout_results.json           per-image and per-family numbers, protocol, models
    beside the training run's checkpoints and TensorBoard logs.
 
-Metrics: `metrics.psnr`/`ssim` on the uint8 outputs, RGB, no border crop.
+Metrics: `metrics.psnr`/`ssim` on the uint8 outputs, RGB, no border crop. Every
+model deblurs as `deblur` does by default: whole images, the input's low
+frequencies kept (`inference.LOW_FREQ_SIGMA`).
 
 absl flags, as in `flax_gradnet.main` (and for its reason: `--config.<field>=value`
 overrides of an ml_collections config exist for absl only); `--help` and the
@@ -160,15 +162,17 @@ def load_shipped() -> tuple[str | None, Any, Any, str]:
 
 def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dict[str, Any]]:
   """Deblurs and measures every held-out pair with each of `nets` ({model key:
-  (module, params)}; `evaluation.measure`, RGB, no crop); writes
+  (module, params)}; `evaluation.measure`, RGB, no crop, the input's low
+  frequencies kept as `deblur` keeps them); writes
   heldout/<photo>_<family>.png (blurry | each model | sharp) and returns the
   per-image rows ('name', 'photo', 'family', 'blurry_psnr', 'blurry_ssim',
   '<key>_psnr', '<key>_ssim')."""
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
   examples = online.heldout_pairs()
   outputs: dict[str, list[np.ndarray]] = {ex["name"]: [] for ex in examples}
   measured = {key: evaluation.measure(
-      module, params, examples,
+      module, params, examples, low_freq_sigma=inference.LOW_FREQ_SIGMA,
       on_image=lambda ex, out, row: outputs[ex["name"]].append(out)).rows
               for key, (module, params) in nets.items()}
   rows = []
@@ -191,8 +195,8 @@ def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dic
 def deblur_clock(fns: dict[str, Any], workdir: str) -> str:
   from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   blur = image_io.read_image(clock_motion_path())
-  panels = [blur] + [image_io.to_channels(inference.deblur_image(fn, blur), 3)
-                     for fn in fns.values()]
+  panels = [blur] + [image_io.to_channels(inference.deblur_image(
+      fn, blur, low_freq_sigma=inference.LOW_FREQ_SIGMA), 3) for fn in fns.values()]
   path = os.path.join(workdir, CLOCK_FILE)
   image_io.write_image(path, np.concatenate(panels, axis=1), overwrite=True)
   return path
@@ -221,7 +225,7 @@ def train_quickstart(config: Any, workdir: str) -> None:
 def main(argv):
   del argv  # `_parse_flags` refuses positional arguments
   # pylint: disable=g-import-not-at-top
-  from flax_gradnet import inference, metrics
+  from flax_gradnet import inference
   from flax_gradnet import workdir as workdir_lib
   from flax_gradnet.data import online
   # pylint: enable=g-import-not-at-top
@@ -245,7 +249,7 @@ def main(argv):
   table = family_table(rows, list(nets))
   clock = deblur_clock({k: inference.make_deblur_fn(*net) for k, net in nets.items()}, workdir)
   eval_s = time.time() - eval_start
-  protocol = metrics.protocol_string(False, 0)
+  protocol = evaluate.protocol_line(low_freq_sigma=inference.LOW_FREQ_SIGMA)
   photos = ", ".join(online.HELDOUT_PHOTOS)
 
   results = {

@@ -163,8 +163,8 @@ def format_family_table(by_family: dict[str, dict[str, float]]) -> list[str]:
   return lines
 
 
-def _protocol(y_channel: bool, crop_border: int, self_ensemble: bool, local_stats: int,
-              channels: int = 3) -> str:
+def protocol_line(y_channel: bool = False, crop_border: int = 0, self_ensemble: bool = False,
+                  local_stats: int = 0, channels: int = 3, low_freq_sigma: float = 0.0) -> str:
   """`metrics.protocol_string` plus the inference options that change the numbers."""
   from flax_gradnet import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   protocol = metrics_lib.protocol_string(y_channel, crop_border, channels=channels)
@@ -172,6 +172,9 @@ def _protocol(y_channel: bool, crop_border: int, self_ensemble: bool, local_stat
     protocol += "; x8 geometric self-ensemble (flips and transposes, outputs averaged)"
   if local_stats:
     protocol += f"; test-time local statistics over {local_stats}x{local_stats} boxes"
+  if low_freq_sigma:
+    protocol += (f"; the input's low frequencies kept (below a Gaussian of sigma "
+                 f"{low_freq_sigma:g} px)")
   return protocol
 
 
@@ -304,7 +307,8 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
                        num_images: int = 0, num_grids: int = 4, save_outputs: bool = True,
                        kohler_frame: str = "middle", kohler_frames_dir: str | None = None,
                        progress: bool = True, extra_summary: dict | None = None,
-                       self_ensemble: bool = False, local_stats: int = 0) -> dict:
+                       self_ensemble: bool = False, local_stats: int = 0,
+                       low_freq_sigma: float = 0.0) -> dict:
   """Deblurs every image of `source`, measures it (`evaluation.measure`), and writes
   the report files.
 
@@ -331,6 +335,9 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
       recorded in the protocol line.
     local_stats: test-time local statistics over boxes of this side (0 = off;
       `inference.with_local_stats`); recorded in the protocol line.
+    low_freq_sigma: keep the input's frequencies below a Gaussian of this
+      standard deviation (`inference.keep_input_low_frequencies`; 0 = off, the
+      generator's output as it is); recorded in the protocol line.
 
   Returns:
     The summary dict (also written as summary.json): `num_images`, `means`
@@ -343,8 +350,8 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   os.makedirs(output_dir, exist_ok=True)
   examples, total = _examples(source, num_images)
-  protocol = _protocol(y_channel, crop_border, self_ensemble, local_stats,
-                       getattr(model, "channels", 3))
+  protocol = protocol_line(y_channel, crop_border, self_ensemble, local_stats,
+                       getattr(model, "channels", 3), low_freq_sigma)
   data_protocol = dataset_protocol(dataset, kohler_frame=kohler_frame,
                                    kohler_best_frame=bool(kohler_frames_dir))
 
@@ -353,7 +360,7 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   measured = evaluation.measure(
       model, params, examples, crop_border=crop_border, y_channel=y_channel,
       num_images=num_images, num_grids=num_grids, tile=tile, tile_overlap=tile_overlap,
-      self_ensemble=self_ensemble, local_stats=local_stats,
+      self_ensemble=self_ensemble, local_stats=local_stats, low_freq_sigma=low_freq_sigma,
       kohler_frames_dir=kohler_frames_dir, on_image=outputs)
   outputs.bar.close()
   rows = measured.rows
@@ -562,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
       num_grids=args.num_grids, save_outputs=args.save_outputs, kohler_frame=args.kohler_frame,
       kohler_frames_dir=builder_kwargs.get("path") if args.kohler_best_frame else None,
       progress=args.progress, self_ensemble=args.self_ensemble, local_stats=local_stats,
+      low_freq_sigma=args.low_freq_sigma,
       extra_summary={**({"workdir": os.path.abspath(args.workdir)} if args.workdir is not None
                         else {"model": restored.model}), "weights": restored.weights,
                      "split": args.split, "path": builder_kwargs.get("path")})

@@ -77,7 +77,7 @@ class Measured:
 def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_border: int = 0,
             y_channel: bool = False, num_images: int = 0, num_grids: int = 0,
             family_grids: bool = True, tile: int | None = None, tile_overlap: int = 32,
-            self_ensemble: bool = False, local_stats: int = 0,
+            self_ensemble: bool = False, local_stats: int = 0, low_freq_sigma: float = 0.0,
             kohler_frames_dir: str | None = None,
             on_image: Callable[[dict, np.ndarray, dict], None] | None = None) -> Measured:
   """Deblurs every example with `generator` and measures it against its target.
@@ -95,6 +95,8 @@ def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_borde
     tile, tile_overlap: tiled inference (`inference.deblur_image`); None = whole image.
     self_ensemble: the x8 geometric self-ensemble (`inference.self_ensemble`).
     local_stats: test-time local statistics over boxes of this side (0 = off).
+    low_freq_sigma: keep the input's frequencies below a Gaussian of this
+      standard deviation (`inference.keep_input_low_frequencies`; 0 = off).
     kohler_frames_dir: the Köhler folder; when given, each image is measured
       against its best-PSNR GroundTruth frame (`builders.kohler_ground_truth_frames`).
     on_image: called as `on_image(example, deblurred_uint8, row)` after each
@@ -122,7 +124,8 @@ def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_borde
     kind = _check_kind(ex, kind)
     ex = _with_channels(ex, fn.channels)
     t0 = time.perf_counter()
-    out = inference.deblur_image(fn, ex["blur"], tile=tile, tile_overlap=tile_overlap)
+    out = inference.deblur_image(fn, ex["blur"], tile=tile, tile_overlap=tile_overlap,
+                                 low_freq_sigma=low_freq_sigma)
     seconds.append(time.perf_counter() - t0)
     row = measure_image(out, ex, metrics, frames)
     rows.append(row)

@@ -25,6 +25,18 @@ Test-time local statistics (`local_stats=W`, TLC as in NAFNet): instance norm
 and channel attention average over a W x W box around each pixel instead of
 the whole image (halved at each downsampling), so a generator trained on
 W x W crops sees crop-sized statistics at any image size, whole or tiled.
+
+The input's low frequencies (`low_freq_sigma=S`, on in the CLIs with
+`LOW_FREQ_SIGMA`): a blur kernel sums to one, so it leaves an image's mean and
+its coarsest structure (scales well above the kernel's support) as they
+were; the blurry input carries them, averaged over its noise. A generator can
+still move them: the shipped models darken the red of the held-out rocket's
+sky by 2-4 grey levels on average, enough to turn its mildly blurred
+versions' gains into losses. `keep_input_low_frequencies` keeps the output's
+detail above a Gaussian of standard deviation S and takes what lies below it
+from the input. It is applied to the whole (stitched) image, after tiling and
+self-ensemble, outside the generator: it adds nothing to train and works for
+every restored model. docs/inference.md gives the measured effect.
 """
 
 from __future__ import annotations
@@ -35,17 +47,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_gradnet import image_io
+from flax_gradnet import cli, image_io
 from flax_gradnet.workdir import restore_generator  # noqa: F401  (the shared restore path)
 from flax_gradnet.metrics import quantize
 
 __all__ = [
     "restore", "Restored", "restore_generator", "make_deblur_fn", "self_ensemble",
     "with_local_stats", "training_crop_size", "local_stats_window", "deblur_image", "deblur_array", "tile_starts",
-    "tile_window", "weight_sum", "to_float", "to_uint8",
+    "tile_window", "weight_sum", "to_float", "to_uint8", "keep_input_low_frequencies",
+    "LOW_FREQ_SIGMA",
 ]
 
 DeblurFn = Callable[[jax.Array], jax.Array]
+
+# The CLIs' default `--low_freq_sigma` in pixels (its reasons are in cli.py).
+LOW_FREQ_SIGMA = cli.LOW_FREQ_SIGMA_DEFAULT
 
 
 class Restored(str):
@@ -236,6 +252,42 @@ def make_deblur_fn(model: Any, params: Any, *, ensemble: bool = False,
   return fn
 
 
+def keep_input_low_frequencies(output: np.ndarray, blurry: np.ndarray, sigma: float) -> np.ndarray:
+  """The output's detail over the blurry input's low frequencies:
+  `output - G * output + G * blurry`, clipped to [-1, 1].
+
+  G is a Gaussian of standard deviation `sigma` pixels over height and width
+  (scipy.ndimage.gaussian_filter, truncated at 4 sigma, mirrored borders
+  "reflect" = numpy's "symmetric" padding), applied per channel; since it is
+  linear, one filtering of `blurry - output` does it. What a sharp and a blurry
+  photograph share below G (the mean colour, shading over hundreds of pixels)
+  is taken from the input, whose noise G also averages away; everything the
+  generator restored above it is kept. A change of the output that is constant
+  over the image is undone exactly.
+
+  Args:
+    output: the deblurred image, float [H, W, C] in [-1, 1].
+    blurry: the input it was deblurred from, float [H, W, C] in [-1, 1].
+    sigma: pixels; 0 returns `output` unchanged.
+
+  Raises:
+    ValueError: a negative sigma, or images of different shapes.
+  """
+  if not sigma >= 0:  # also NaN
+    raise ValueError(f"low_freq_sigma must be >= 0 pixels (0 = off), got {sigma}")
+  output = np.asarray(output, np.float32)
+  if sigma == 0:
+    return output
+  blurry = np.asarray(blurry, np.float32)
+  if output.shape != blurry.shape or output.ndim != 3:
+    raise ValueError(f"output and blurry input must both be [H, W, C] of one shape, got "
+                     f"{output.shape} and {blurry.shape}")
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  low = ndimage.gaussian_filter(blurry.astype(np.float64) - output, (sigma, sigma, 0),
+                                mode="reflect", truncate=4.0)
+  return np.clip(output + low, -1.0, 1.0).astype(np.float32)
+
+
 def to_float(image_uint8: np.ndarray) -> np.ndarray:
   """uint8 [..., C] -> float32 in [-1, 1] (the training pipeline's scaling)."""
   return np.asarray(image_uint8, np.float32) / 127.5 - 1.0
@@ -309,7 +361,7 @@ def weight_sum(h: int, w: int, tile: int, overlap: int) -> np.ndarray:
 
 
 def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_overlap: int = 32,
-                 tile_batch_size: int = 1) -> np.ndarray:
+                 tile_batch_size: int = 1, low_freq_sigma: float = 0.0) -> np.ndarray:
   """Deblurs one float image [H, W, C] in [-1, 1]; returns float32 [H, W, C].
 
   Args:
@@ -320,14 +372,19 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_o
     tile_overlap: pixels shared by neighbouring tiles (< tile).
     tile_batch_size: tiles per call of `fn` (the last batch is padded by
       repeating a tile, so every call has the same shape).
+    low_freq_sigma: > 0: the result keeps `x`'s frequencies below a Gaussian
+      of this standard deviation (`keep_input_low_frequencies`, on the whole
+      image after tiling); 0 = the generator's output as it is.
   """
+  if not low_freq_sigma >= 0:
+    raise ValueError(f"low_freq_sigma must be >= 0 pixels (0 = off), got {low_freq_sigma}")
   x = np.asarray(x, np.float32)
   if x.ndim != 3:
     raise ValueError(f"expected an [H, W, C] image ([H, W, 3] RGB, [H, W, 1] grey), got shape "
                      f"{x.shape}")
   h, w = x.shape[:2]
   if tile is None or (tile >= h and tile >= w):
-    return np.asarray(fn(x[None]))[0]
+    return keep_input_low_frequencies(np.asarray(fn(x[None]))[0], x, low_freq_sigma)
   if tile % 4:
     raise ValueError(f"tile must be a multiple of 4 (the generator's total stride), got {tile}")
   if not 0 <= tile_overlap < tile:
@@ -344,18 +401,19 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_o
     for j, (y, xx, window) in enumerate(batch):
       acc[y:y + th, xx:xx + tw] += out[j] * window[..., None]
       wsum[y:y + th, xx:xx + tw] += window[..., None]
-  return (acc / wsum).astype(np.float32)
+  return keep_input_low_frequencies((acc / wsum).astype(np.float32), x, low_freq_sigma)
 
 
 def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, *, tile: int | None = None,
-                 tile_overlap: int = 32, tile_batch_size: int = 1) -> np.ndarray:
+                 tile_overlap: int = 32, tile_batch_size: int = 1,
+                 low_freq_sigma: float = 0.0) -> np.ndarray:
   """Deblurs a uint8 [H, W, C] image; returns uint8 [H, W, fn.channels].
 
   An RGB or grey image is first converted to the channels of `fn` (its
   `channels` attribute, as `make_deblur_fn` sets it; `image_io.to_channels`:
   a grayscale model gets Pillow's luma of an RGB image). Scales to [-1, 1],
-  runs `deblur_array` (whole or tiled, see there), and quantizes with
-  `metrics.quantize`.
+  runs `deblur_array` (whole or tiled, with the input's low frequencies when
+  `low_freq_sigma` > 0; see there), and quantizes with `metrics.quantize`.
   """
   image_uint8 = np.asarray(image_uint8)
   if image_uint8.dtype != np.uint8 or image_uint8.ndim != 3:
@@ -364,5 +422,5 @@ def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, *, tile: int | None = No
   if hasattr(fn, "channels"):
     image_uint8 = image_io.to_channels(image_uint8, fn.channels)
   out = deblur_array(fn, to_float(image_uint8), tile=tile, tile_overlap=tile_overlap,
-                     tile_batch_size=tile_batch_size)
+                     tile_batch_size=tile_batch_size, low_freq_sigma=low_freq_sigma)
   return to_uint8(out)

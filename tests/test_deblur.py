@@ -168,9 +168,11 @@ def test_cli_awkward_inputs(tmp_path, workdir, capsys):
   got = np.asarray(Image.open(out / "rotated.png"))
   assert got.shape == (32, 48, 3)
   np.testing.assert_array_equal(
-      got, inference.deblur_image(fn, image_io.read_image(str(src / "rotated.jpg"))))
+      got, inference.deblur_image(fn, image_io.read_image(str(src / "rotated.jpg")),
+                                   low_freq_sigma=inference.LOW_FREQ_SIGMA))
   np.testing.assert_array_equal(np.asarray(Image.open(out / "good.png")),
-                                inference.deblur_image(fn, photo))
+                                inference.deblur_image(fn, photo,
+                                                       low_freq_sigma=inference.LOW_FREQ_SIGMA))
 
   # Existing outputs are refused without --overwrite (and left as they were) ...
   before = (out / "good.png").read_bytes()
@@ -268,8 +270,9 @@ def test_cli_shipped_model(tmp_path, workdir, capsys, monkeypatch):
   assert "restored generator from shipped model tiny" in capsys.readouterr().err
   model, params = pretrained.load("tiny")
   np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")),
-                                inference.deblur_image(inference.make_deblur_fn(model, params),
-                                                       photo))
+                                inference.deblur_image(
+                                    inference.make_deblur_fn(model, params), photo,
+                                    low_freq_sigma=inference.LOW_FREQ_SIGMA))
 
   # Without --workdir/--model: the default model, which this root lacks: named, with the others.
   rc = deblur.main([a, "--output_dir", str(tmp_path / "o2")])
@@ -327,7 +330,30 @@ def test_cli_self_ensemble(tmp_path, workdir):
                         "--output_dir", str(tmp_path / out)]) == 0
   ens = np.asarray(Image.open(tmp_path / "ens" / "a.png")).astype(int)
   model, params, _ = inference.restore(workdir)
-  want = inference.deblur_image(inference.make_deblur_fn(model, params, ensemble=True), _photo())
+  want = inference.deblur_image(inference.make_deblur_fn(model, params, ensemble=True), _photo(),
+                                low_freq_sigma=inference.LOW_FREQ_SIGMA)
   assert np.abs(ens - want.astype(int)).max() <= 1  # the API's ensemble, as written by the CLI
   one = np.asarray(Image.open(tmp_path / "one" / "a.png")).astype(int)
   assert np.abs(one - ens).max() > 0  # an untrained net is not flip-equivariant
+
+
+def test_cli_low_freq_sigma(tmp_path, workdir, capsys):
+  Image.fromarray(_photo()).save(tmp_path / "a.png")
+  common = [str(tmp_path / "a.png"), "--workdir", workdir]
+  for bad in ("-1", "nan"):
+    assert deblur.main(common + ["--output_dir", str(tmp_path / "bad"),
+                                 "--low_freq_sigma", bad]) == 2
+    assert "--low_freq_sigma must be >= 0" in capsys.readouterr().err
+  assert not (tmp_path / "bad").exists()
+  for sigma in ("0", "4"):
+    assert deblur.main(common + ["--output_dir", str(tmp_path / sigma),
+                                 "--low_freq_sigma", sigma]) == 0
+  model, params, _ = inference.restore(workdir)
+  fn = inference.make_deblur_fn(model, params)
+  raw = inference.deblur_image(fn, _photo())  # 0: the generator's output as it is
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "0" / "a.png")), raw)
+  four = np.asarray(Image.open(tmp_path / "4" / "a.png"))
+  np.testing.assert_array_equal(four, inference.deblur_image(fn, _photo(), low_freq_sigma=4.0))
+  # The untrained net shifts the colours; the input's low frequencies bring them back.
+  shift = lambda out: np.abs((out.astype(float) - _photo()).mean((0, 1))).max()
+  assert shift(four) < shift(raw)
