@@ -368,7 +368,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       worker_count=config.worker_count, channels=generator.channels)
   manager = workdir_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep,
                                         keep_best=config.keep_best)
-  state = _initial_state(config, manager, state, train_iter)
+  try:
+    state = _initial_state(config, manager, state, train_iter)
+  except BaseException:
+    # A refused checkpoint (unreadable, damaged, iterator state) or init_from:
+    # close the manager here, or its async machinery is torn down by the
+    # garbage collector later ("Event loop is closed").
+    manager.close()
+    raise
   initial_step = int(state.step)
   if is_chief and initial_step == 0:
     _log_models(config, state, writer)
@@ -670,7 +677,6 @@ def _resume(manager: ocp.CheckpointManager, state: steps.GANState,
         state=ocp.args.StandardRestore(_state_dict(target)), data=ocp.args.JsonRestore()))
   except Exception as e:  # orbax raises many types on damaged files
     workdir_lib.quiet_failed_restore()
-    manager.close()
     raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
   workdir_lib.verify_checkpoint(restored.state, restored.data, where)
   state = _from_state_dict(state, restored.state)

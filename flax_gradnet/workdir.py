@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import sys
 from typing import Any, NamedTuple
 
 import jax
@@ -191,13 +192,35 @@ class _UnretrievedFutureFilter(logging.Filter):
     return not str(record.msg).endswith("exception was never retrieved")
 
 
+def _is_closed_loop_report(unraisable: Any) -> bool:
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def _drop_closed_loop_reports(previous: Any) -> Any:
+  """A `sys.unraisablehook` that drops "Event loop is closed" and hands the rest
+  to `previous`."""
+
+  def hook(unraisable: Any) -> None:
+    if not _is_closed_loop_report(unraisable):
+      previous(unraisable)
+
+  hook.drops_closed_loop_reports = True
+  return hook
+
+
 def quiet_failed_restore() -> None:
   """After orbax failed to read a damaged checkpoint, the reads it had started
   for the other arrays fail too, and asyncio reports each one (~90 lines of
-  tracebacks at exit) after the one clear error. Call on that failure only."""
+  tracebacks at exit) after the one clear error; reads that finish after
+  orbax closed its event loop raise "Event loop is closed" in TensorStore's
+  threads, which Python prints as unraisable. Call on that failure only: it
+  filters both kinds of report, nothing else."""
   logger = logging.getLogger("asyncio")
   if not any(isinstance(f, _UnretrievedFutureFilter) for f in logger.filters):
     logger.addFilter(_UnretrievedFutureFilter())
+  if not getattr(sys.unraisablehook, "drops_closed_loop_reports", False):
+    sys.unraisablehook = _drop_closed_loop_reports(sys.unraisablehook)
 
 
 def has_ema(step_dir: str) -> bool:

@@ -6,6 +6,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -303,6 +304,52 @@ def test_damaged_checkpoint_is_refused_everywhere(tmp_path, data_dir, tiny_confi
   assert not os.path.exists(tmp_path / "x.jaxexport")
   _, params, _ = inference.restore(workdir, step=2)  # the earlier step is intact
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(params))
+
+
+def test_quiet_failed_restore_drops_only_closed_loop_reports(monkeypatch):
+  """The unraisable reports of orbax's reads that end after a failed restore
+  ("Event loop is closed") are dropped; every other report still goes through."""
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", seen.append)
+  workdir_lib.quiet_failed_restore()
+  workdir_lib.quiet_failed_restore()  # installs one filter, however often called
+  report = lambda e: types.SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=None,
+                                           err_msg=None, object=None)
+  sys.unraisablehook(report(RuntimeError("Event loop is closed")))
+  other = report(RuntimeError("something else"))
+  sys.unraisablehook(other)
+  sys.unraisablehook(report(ValueError("Event loop is closed")))
+  assert [r.exc_value.args for r in seen] == [("something else",), ("Event loop is closed",)]
+  assert seen[0] is other
+
+
+def test_a_refused_resume_closes_the_checkpoint_manager(tmp_path, data_dir, tiny_config,
+                                                         monkeypatch):
+  """A checkpoint refused after it was read (digest mismatch) closes its manager
+  before the error propagates; left to the garbage collector, orbax's async
+  machinery warned "Event loop is closed" in a later test."""
+  config = tiny_config(data_dir)
+  with config.unlocked():
+    config.num_train_steps = 2
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  closed = []
+  real = workdir_lib.checkpoint_manager
+
+  def spy(*args, **kwargs):
+    manager = real(*args, **kwargs)
+    close = manager.close
+    manager.close = lambda: (closed.append(True), close())[1]
+    return manager
+
+  def refuse(state, data, where):
+    raise ValueError(f"checkpoint {where} is damaged (test)")
+
+  monkeypatch.setattr(workdir_lib, "checkpoint_manager", spy)
+  monkeypatch.setattr(workdir_lib, "verify_checkpoint", refuse)
+  with pytest.raises(ValueError, match="is damaged"):
+    train.train_and_evaluate(config, workdir)
+  assert closed == [True]
 
 
 def test_restart_with_a_changed_model_is_refused_and_keeps_the_workdir(tmp_path, data_dir,
