@@ -351,7 +351,7 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   os.makedirs(output_dir, exist_ok=True)
   examples, total = _examples(source, num_images)
   protocol = protocol_line(y_channel, crop_border, self_ensemble, local_stats,
-                       getattr(model, "channels", 3), low_freq_sigma)
+                           getattr(model, "channels", 3), low_freq_sigma)
   data_protocol = dataset_protocol(dataset, kohler_frame=kohler_frame,
                                    kohler_best_frame=bool(kohler_frames_dir))
 

@@ -211,6 +211,15 @@ def test_keep_input_low_frequencies_matches_numpy(sigma):
   assert np.abs(got).max() <= 1.0
 
 
+@pytest.mark.parametrize("shape,sigma", [((40, 52, 3), 3.0), ((9, 13, 1), 32.0), ((1, 5, 2), 2.0)])
+def test_gaussian_through_the_dct_equals_scipys_reflect_filter(shape, sigma):
+  # Including kernels larger than the image (mirrored again and again) and one row.
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(1).normal(size=shape)
+  want = ndimage.gaussian_filter(x, (sigma, sigma, 0), mode="reflect", truncate=4.0)
+  np.testing.assert_allclose(inference._gaussian_reflect(x, sigma), want, atol=1e-12)  # pylint: disable=protected-access
+
+
 def test_keep_input_low_frequencies_undoes_a_colour_shift_and_keeps_detail():
   no_clip = np.clip(inference.to_float(_image(64, 80)), -0.9, 0.9)
   # A shift that is constant over the image is undone exactly (the filter sums to one).
