@@ -3,6 +3,7 @@
     python experiments/sharp_input_check.py                        # the default shipped model
     python experiments/sharp_input_check.py --model=gradnet_s_synth
     python experiments/sharp_input_check.py --workdir=workdirs/quick
+    python experiments/sharp_input_check.py --low_freq_sigma=32   # as deblur gives it by default
 
 Feeds each held-out photograph (data/online.py HELDOUT_PHOTOS, never used in
 training) to the generator unblurred and without noise, whole, and prints the
@@ -10,6 +11,8 @@ PSNR of the uint8 output against the input (infinite = untouched), with the
 RMS change split into low (Gaussian sigma 3 px) and high frequencies. A net
 that has learnt to undo blur rather than to sharpen everything scores high
 here; over-sharpening shows as a low PSNR and a large high-frequency change.
+`--low_freq_sigma` (default 0: the generator's output as it is) applies the
+input's low frequencies as `deblur` does (`inference.keep_input_low_frequencies`).
 """
 
 from __future__ import annotations
@@ -30,13 +33,17 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default=None, help="a training workdir (default: a shipped model)")
   parser.add_argument("--model", default=None, help="a shipped model's name (default: the default)")
+  parser.add_argument("--low_freq_sigma", type=float, default=0.0,
+                      help="keep the input's low frequencies, as deblur's flag (0 = off)")
   args = parser.parse_args()
   model, params, restored = inference.restore(args.workdir, model=args.model)
   fn = inference.make_deblur_fn(model, params)
-  print(f"{restored}: the sharp held-out photographs as input")
+  print(f"{restored}: the sharp held-out photographs as input"
+        + (f", the input's low frequencies kept (sigma {args.low_freq_sigma:g})"
+           if args.low_freq_sigma else ""))
   print(f"{'photo':10s} {'PSNR out vs in':>15s} {'RMS change':>11s} {'low':>6s} {'high':>6s}")
   for name, photo in online.heldout_photographs().items():
-    out = inference.deblur_image(fn, photo).astype(np.float64)
+    out = inference.deblur_image(fn, photo, low_freq_sigma=args.low_freq_sigma).astype(np.float64)
     diff = out - photo
     low = ndimage.gaussian_filter(diff, (3, 3, 0))
     psnr = float(metrics.psnr(out, photo.astype(np.float64)))
