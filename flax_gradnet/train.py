@@ -673,10 +673,10 @@ def _resume(manager: ocp.CheckpointManager, state: steps.GANState,
   try:
     saved_ema = workdir_lib.has_ema(where)
     target = state.replace(ema_params=state.generator.params if saved_ema else None)
+    workdir_lib.quiet_restore_failures()
     restored = manager.restore(latest, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_state_dict(target)), data=ocp.args.JsonRestore()))
   except Exception as e:  # orbax raises many types on damaged files
-    workdir_lib.quiet_failed_restore()
     raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
   workdir_lib.verify_checkpoint(restored.state, restored.data, where)
   state = _from_state_dict(state, restored.state)
@@ -719,6 +719,7 @@ def _restore_iterator(manager: ocp.CheckpointManager, step: int,
       saved = sorted(os.listdir(os.path.join(where, "iterator")))
       raise ValueError(f"checkpoint {where} holds the data-iterator states {saved}, none for "
                        f"this process ({mine}): resume with the process count that wrote it.")
+    workdir_lib.quiet_restore_failures()
     manager.restore(step, args=ocp.args.Composite(
         iterator=grain_ckpt.CheckpointRestore(pipeline.IteratorCheckpoint(train_iter))))
   elif "iterator" in data and jax.process_count() == 1:

@@ -209,13 +209,15 @@ def _drop_closed_loop_reports(previous: Any) -> Any:
   return hook
 
 
-def quiet_failed_restore() -> None:
-  """After orbax failed to read a damaged checkpoint, the reads it had started
-  for the other arrays fail too, and asyncio reports each one (~90 lines of
-  tracebacks at exit) after the one clear error; reads that finish after
-  orbax closed its event loop raise "Event loop is closed" in TensorStore's
-  threads, which Python prints as unraisable. Call on that failure only: it
-  filters both kinds of report, nothing else."""
+def quiet_restore_failures() -> None:
+  """Call before orbax restores a checkpoint (idempotent). If the restore fails
+  on a damaged file, the reads orbax had started for the other arrays fail
+  too: asyncio logs each one ("exception was never retrieved", ~90 lines of
+  tracebacks at exit), and reads that finish after orbax closed its event loop
+  raise "Event loop is closed" in TensorStore's threads, which Python prints as
+  unraisable, some of them before the restore call has even returned. After
+  the one clear error this library raises, both are noise: this filters those
+  two kinds of report, process-wide, and nothing else."""
   logger = logging.getLogger("asyncio")
   if not any(isinstance(f, _UnretrievedFutureFilter) for f in logger.filters):
     logger.addFilter(_UnretrievedFutureFilter())
@@ -306,9 +308,9 @@ def restore_weights(workdir: str, step: int | str | None = None, dtype: Any = No
       items = {"state": ocp.args.StandardRestore()}
       if os.path.isdir(os.path.join(where, "data")):
         items["data"] = ocp.args.JsonRestore()
+      quiet_restore_failures()
       restored = manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types on damaged files
-      quiet_failed_restore()
       raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
   finally:
     manager.close()

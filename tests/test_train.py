@@ -306,13 +306,13 @@ def test_damaged_checkpoint_is_refused_everywhere(tmp_path, data_dir, tiny_confi
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(params))
 
 
-def test_quiet_failed_restore_drops_only_closed_loop_reports(monkeypatch):
+def test_quiet_restore_failures_drops_only_closed_loop_reports(monkeypatch):
   """The unraisable reports of orbax's reads that end after a failed restore
   ("Event loop is closed") are dropped; every other report still goes through."""
   seen = []
   monkeypatch.setattr(sys, "unraisablehook", seen.append)
-  workdir_lib.quiet_failed_restore()
-  workdir_lib.quiet_failed_restore()  # installs one filter, however often called
+  workdir_lib.quiet_restore_failures()
+  workdir_lib.quiet_restore_failures()  # installs one filter, however often called
   report = lambda e: types.SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=None,
                                            err_msg=None, object=None)
   sys.unraisablehook(report(RuntimeError("Event loop is closed")))
@@ -333,13 +333,21 @@ def test_a_refused_resume_closes_the_checkpoint_manager(tmp_path, data_dir, tiny
     config.num_train_steps = 2
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)
-  closed = []
+  closed, filtered = [], []
   real = workdir_lib.checkpoint_manager
 
   def spy(*args, **kwargs):
     manager = real(*args, **kwargs)
-    close = manager.close
+    close, restore = manager.close, manager.restore
     manager.close = lambda: (closed.append(True), close())[1]
+
+    def spied_restore(*a, **k):
+      # The late reports of a failing restore can come before it returns: the
+      # filter must be in place already (workdir.quiet_restore_failures).
+      filtered.append(getattr(sys.unraisablehook, "drops_closed_loop_reports", False))
+      return restore(*a, **k)
+
+    manager.restore = spied_restore
     return manager
 
   def refuse(state, data, where):
@@ -347,9 +355,12 @@ def test_a_refused_resume_closes_the_checkpoint_manager(tmp_path, data_dir, tiny
 
   monkeypatch.setattr(workdir_lib, "checkpoint_manager", spy)
   monkeypatch.setattr(workdir_lib, "verify_checkpoint", refuse)
+  # Python's own hook (no filter yet), restored after the test.
+  monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
   with pytest.raises(ValueError, match="is damaged"):
     train.train_and_evaluate(config, workdir)
   assert closed == [True]
+  assert filtered == [True]
 
 
 def test_restart_with_a_changed_model_is_refused_and_keeps_the_workdir(tmp_path, data_dir,
