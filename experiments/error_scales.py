@@ -10,9 +10,9 @@ For each pair of the held-out set (`synthetic_online`: `online.heldout_pairs()`;
 lies below the last Gaussian (scipy.ndimage.gaussian_filter, mirrored borders),
 printing each band's mean square beside the same split of the blurry input's
 error, and the mean offset per channel. The bands' mean squares add up to
-roughly the total MSE (the bands are not exactly orthogonal). A band where the output's error exceeds
-the blurry input's is where the model loses; the README and docs/recipes.md
-(lesson 27) read these tables.
+roughly the total MSE (the bands are not exactly orthogonal). A band where the
+output's error exceeds the blurry input's is where the model loses;
+docs/recipes.md (lesson 27) reads these tables.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ SIGMAS = (0.7, 1.5, 3.0, 8.0)
 def bands(error: np.ndarray, sigmas=SIGMAS) -> list[float]:
   """Mean squares of `error` [H, W, C] between successive Gaussians (finest
   first), then below the last one."""
-  out, previous = [], np.asarray(error, np.float64)
+  error = np.asarray(error, np.float64)
+  out, previous = [], error
   for sigma in sigmas:
-    low = ndimage.gaussian_filter(np.asarray(error, np.float64), (sigma, sigma, 0), mode="reflect")
+    low = ndimage.gaussian_filter(error, (sigma, sigma, 0), mode="reflect")
     out.append(float(np.mean((previous - low) ** 2)))
     previous = low
   out.append(float(np.mean(previous ** 2)))

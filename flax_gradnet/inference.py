@@ -252,6 +252,11 @@ def make_deblur_fn(model: Any, params: Any, *, ensemble: bool = False,
   return fn
 
 
+def _check_low_freq_sigma(sigma: float) -> None:
+  if not sigma >= 0:  # also NaN
+    raise ValueError(f"low_freq_sigma must be >= 0 pixels (0 = off), got {sigma}")
+
+
 def keep_input_low_frequencies(output: np.ndarray, blurry: np.ndarray, sigma: float) -> np.ndarray:
   """The output's detail over the blurry input's low frequencies:
   `output - G * output + G * blurry`, clipped to [-1, 1].
@@ -278,8 +283,7 @@ def keep_input_low_frequencies(output: np.ndarray, blurry: np.ndarray, sigma: fl
   Raises:
     ValueError: a negative sigma, or images of different shapes.
   """
-  if not sigma >= 0:  # also NaN
-    raise ValueError(f"low_freq_sigma must be >= 0 pixels (0 = off), got {sigma}")
+  _check_low_freq_sigma(sigma)
   output = np.asarray(output, np.float32)
   if sigma == 0:
     return output
@@ -396,8 +400,7 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_o
       of this standard deviation (`keep_input_low_frequencies`, on the whole
       image after tiling); 0 = the generator's output as it is.
   """
-  if not low_freq_sigma >= 0:
-    raise ValueError(f"low_freq_sigma must be >= 0 pixels (0 = off), got {low_freq_sigma}")
+  _check_low_freq_sigma(low_freq_sigma)  # before the generator runs, not after
   x = np.asarray(x, np.float32)
   if x.ndim != 3:
     raise ValueError(f"expected an [H, W, C] image ([H, W, 3] RGB, [H, W, 1] grey), got shape "
