@@ -85,6 +85,11 @@ def get_config() -> ml_collections.ConfigDict:
   # log; 4e-5 caps an image at 50 dB, a larger floor (1e-3 ~ 36 dB) moves the loss
   # toward the pixel MSE and stops near-exact crops from dominating the batch.
   config.psnr_loss_floor = 4e-5
+  # > 0: the losses read the output with its content below a Gaussian of this sigma
+  # (pixels) taken from the blurry input (losses.keep_low_frequencies), as `deblur`
+  # and `evaluate` return it by default (--low_freq_sigma=32); the periodic evaluation
+  # then applies it too. 0 = the generator's output as it is (the paper).
+  config.loss_low_freq_sigma = 0.0
   config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)
   config.vgg_layer = "relu4_3"  # feature layer of Eq. (8)
   config.adversarial_warmup_steps = 0  # generator steps with gamma = 0 before the GAN starts

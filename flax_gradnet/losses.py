@@ -11,6 +11,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -88,6 +89,53 @@ def psnr_content_loss(pred: Array, target: Array, floor: float = PSNR_LOSS_FLOOR
   err = jnp.square(_f32(pred) - _f32(jax.lax.stop_gradient(target)))
   mse = jnp.mean(err.reshape(err.shape[0], -1), axis=1)
   return jnp.mean(10.0 * jnp.log10(mse + floor))
+
+
+def gaussian_blur_reflect(x: Array, sigma: float) -> Array:
+  """Gaussian filter of NHWC `x` over H and W, as scipy.ndimage.gaussian_filter
+  with mode="reflect" and truncate=4 (the kernel renormalised to sum 1).
+
+  Computed through the DCT-II, whose basis is the eigenbasis of a symmetric
+  kernel under half-sample symmetric ("reflect") extension: one forward and one
+  inverse transform whatever `sigma`, also when the kernel outgrows the image.
+  The JAX twin of `inference._gaussian_reflect` (numpy), differentiable. `sigma`
+  is static (a Python number, in pixels).
+  """
+  if x.ndim != 4:
+    raise ValueError(f"gaussian_blur_reflect expects NHWC images, got shape {x.shape}")
+  if not sigma > 0:
+    raise ValueError(f"sigma must be > 0 pixels, got {sigma}")
+  radius = int(4.0 * sigma + 0.5)
+  taps = np.arange(-radius, radius + 1)
+  g = np.exp(-0.5 * (taps / sigma) ** 2)
+  g /= g.sum()
+  x = _f32(x)
+  coeffs = jax.scipy.fft.dctn(x, type=2, axes=(1, 2))
+  for axis in (1, 2):
+    n = x.shape[axis]
+    response = np.cos(np.pi * np.outer(np.arange(n), taps) / n) @ g
+    shape = [1, 1, 1, 1]
+    shape[axis] = n
+    coeffs = coeffs * jnp.asarray(response.reshape(shape), coeffs.dtype)
+  return jax.scipy.fft.idctn(coeffs, type=2, axes=(1, 2))
+
+
+def keep_low_frequencies(pred: Array, reference: Array, sigma: float) -> Array:
+  """`pred` with its content below a Gaussian of `sigma` pixels replaced by
+  `reference`'s: pred - G*(pred - reference), not clipped.
+
+  Training's counterpart of `inference.keep_input_low_frequencies` (which
+  clips): with `config.loss_low_freq_sigma` the generator's losses read its
+  output as `deblur` returns it by default, so the net is not asked to fix the
+  low frequencies that inference takes from the blurry input anyway (a blur
+  kernel sums to one: content far below its size is the same in the sharp and
+  the blurry photograph). `reference` is under stop_gradient.
+  """
+  if pred.shape != reference.shape:
+    raise ValueError(f"keep_low_frequencies expects two arrays of one shape, got {pred.shape} "
+                     f"and {reference.shape}")
+  pred = _f32(pred)
+  return pred - gaussian_blur_reflect(pred - _f32(jax.lax.stop_gradient(reference)), sigma)
 
 
 def image_gradients(x: Array) -> tuple[Array, Array]:

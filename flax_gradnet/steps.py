@@ -55,6 +55,8 @@ class StepConfig:
   adversarial_weight: float = 1.0
   critic_unroll: bool = True  # unroll the critic loop (faster on XLA CPU with lax convs)
   ema_decay: float = 0.0  # of the generator's weights' moving average (used when the state has one)
+  # The losses read pred - G*(pred - blur) (losses.keep_low_frequencies); 0 = off.
+  loss_low_freq_sigma: float = 0.0
 
   @classmethod
   def from_config(cls, config) -> "StepConfig":
@@ -62,7 +64,8 @@ class StepConfig:
                content_weight=config.content_weight, gradient_weight=config.gradient_weight,
                adversarial_weight=config.adversarial_weight,
                critic_unroll=config.critic_unroll,
-               ema_decay=float(config.get("ema_decay", 0.0)))
+               ema_decay=float(config.get("ema_decay", 0.0)),
+               loss_low_freq_sigma=float(config.get("loss_low_freq_sigma", 0.0)))
 
 
 def ema_update(ema_params: Any, params: Any, decay: float) -> Any:
@@ -214,9 +217,13 @@ def _generator_loss(params: Any, *, blur: jax.Array, sharp: jax.Array, critic_pa
   """Eq. (11) of the generator `params` on `blur` against `sharp`: alpha
   L_content (Eq. 8) + beta L_gradient (Eq. 9) + gamma L_adv (the critic
   `critic_params` scores the output; skipped when gamma is 0). Returns
-  (loss, its terms)."""
+  (loss, its terms). With `cfg.loss_low_freq_sigma` > 0 the content and
+  gradient terms read the output with the blurry input's low frequencies
+  (`losses.keep_low_frequencies`); the critic still scores the output itself."""
   pred = generator_apply({"params": params}, blur)
   fake_scores = _critic_scores(critic_apply, critic_params, pred) if gamma != 0 else None
+  if cfg.loss_low_freq_sigma > 0:
+    pred = losses.keep_low_frequencies(pred, blur, cfg.loss_low_freq_sigma)
   return losses.generator_loss(pred, sharp, fake_scores, content_fn=content_fn,
                                alpha=cfg.content_weight, beta=cfg.gradient_weight, gamma=gamma)
 

@@ -124,12 +124,15 @@ def _allgather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int = 0,
-             num_summaries: int = 0) -> tuple[dict[str, float], list[np.ndarray]]:
+             num_summaries: int = 0,
+             low_freq_sigma: float = 0.0) -> tuple[dict[str, float], list[np.ndarray]]:
   """The periodic held-out evaluation: `evaluation.measure` of whole images, then means.
 
   Metrics are measured on uint8-quantized outputs against the uint8 targets,
   RGB (grey for a grayscale generator), for the deblurred output and, as a
-  baseline, for the blurry input. With several processes each deblurs every
+  baseline, for the blurry input. `low_freq_sigma` > 0 keeps the input's low
+  frequencies in the output first (a config trained with
+  `loss_low_freq_sigma`; `inference.keep_input_low_frequencies`). With several processes each deblurs every
   P-th image and the per-image rows are gathered, so every process returns the
   same means; the grids are each process's own (process 0 writes them).
 
@@ -144,7 +147,8 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
                                  channels=getattr(generator, "channels", 3))
   # family_grids=False: the first images only, the TensorBoard images training always wrote.
   measured = evaluation.measure(generator, params, shard, crop_border=crop_border,
-                                num_grids=num_summaries, family_grids=False)
+                                num_grids=num_summaries, family_grids=False,
+                                low_freq_sigma=low_freq_sigma)
   rows = _allgather_rows(measured.rows)
   if not rows:
     raise ValueError("the evaluation split is empty")
@@ -306,6 +310,10 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
   if config.critic_batches not in ("same", "fresh"):
     raise ValueError(f"config.critic_batches must be 'same' or 'fresh', got "
                      f"{config.critic_batches!r}.")
+  sigma = config.get("loss_low_freq_sigma", 0.0)
+  if not isinstance(sigma, (int, float)) or not sigma >= 0:  # also NaN
+    raise ValueError(f"config.loss_low_freq_sigma must be a number >= 0 pixels (0 = off), got "
+                     f"{sigma!r}.")
   if not 0.0 <= config.ema_decay < 1.0:
     raise ValueError(f"config.ema_decay must be in [0, 1) (0 = no EMA of the generator's "
                      f"weights), got {config.ema_decay!r}.")
@@ -638,7 +646,8 @@ def _periodic_eval(config: ml_collections.ConfigDict, generator, state: steps.GA
     metrics, grids = evaluate(generator, jax.device_get(params), eval_source,
                               num_images=config.num_eval_images,
                               crop_border=config.eval_crop_border,
-                              num_summaries=config.num_image_summaries)
+                              num_summaries=config.num_image_summaries,
+                              low_freq_sigma=float(config.get("loss_low_freq_sigma", 0.0)))
     writer.write_scalars(step, {f"{tag}/{k}": v for k, v in metrics.items()})
     if grids:
       writer.write_images(step, {f"{tag}/blurry|deblurred|sharp_{i}": g[None]

@@ -241,3 +241,39 @@ def test_generator_loss_traced_weight_computes_the_term():
   loss = jax.jit(lambda alpha: losses.generator_loss(
       pred, target, fake, content_fn=losses.pixel_content_loss, alpha=alpha)[0])
   np.testing.assert_allclose(loss(0.0), losses.gradient_loss(pred, target), rtol=1e-6)
+
+
+# --- the blurry input's low frequencies (config.loss_low_freq_sigma) ----------------------
+
+@pytest.mark.parametrize("sigma", [0.7, 3.0, 32.0])  # 32: the kernel outgrows the 20x33 image
+def test_gaussian_blur_reflect_equals_scipy(sigma):
+  ndimage = pytest.importorskip("scipy.ndimage")
+  x = _rand(0, (2, 20, 33, 3))
+  expected = np.stack([ndimage.gaussian_filter(xi.astype(np.float64), (sigma, sigma, 0),
+                                               mode="reflect", truncate=4.0) for xi in x])
+  got = jax.jit(losses.gaussian_blur_reflect, static_argnums=1)(x, sigma)
+  np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_keep_low_frequencies_equals_inference_and_passes_no_gradient_to_the_input():
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  pred, blur = 0.5 * _rand(1, (1, 24, 30, 3)), 0.5 * _rand(2, (1, 24, 30, 3))  # no clipping
+  got = losses.keep_low_frequencies(pred, blur, 4.0)
+  np.testing.assert_allclose(got[0], inference.keep_input_low_frequencies(pred[0], blur[0], 4.0),
+                             atol=2e-6)
+  # A constant offset of the output is the input's low frequency: removed exactly.
+  np.testing.assert_allclose(losses.keep_low_frequencies(blur + 0.2, blur, 4.0), blur, atol=2e-6)
+  # The gradient reaches the output only: the blurry input is data.
+  g_pred, g_blur = jax.grad(lambda p, b: jnp.sum(losses.keep_low_frequencies(p, b, 4.0) ** 2),
+                            argnums=(0, 1))(pred, blur)
+  assert np.abs(g_pred).max() > 0 and not np.any(g_blur)
+
+
+def test_low_frequency_helpers_refuse_bad_input():
+  x = _rand(0, (1, 8, 8, 3))
+  with pytest.raises(ValueError, match="sigma must be > 0"):
+    losses.gaussian_blur_reflect(x, 0.0)
+  with pytest.raises(ValueError, match="NHWC"):
+    losses.gaussian_blur_reflect(x[0], 2.0)
+  with pytest.raises(ValueError, match="one shape"):
+    losses.keep_low_frequencies(x, x[:, :4], 2.0)

@@ -338,3 +338,31 @@ def test_instance_norm_fields_follow_pytorch_in_the_paper_config():
 
 def traverse_paths(tree):
   return [p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def test_loss_low_freq_sigma_makes_the_losses_read_the_output_with_the_inputs_low_frequencies():
+  config = ml_collections.ConfigDict(dict(
+      critic_steps=5, gp_weight=10.0, content_weight=1.0, gradient_weight=1.0,
+      adversarial_weight=0.0, critic_unroll=True, loss_low_freq_sigma=3.0))
+  cfg = steps.StepConfig.from_config(config)
+  assert cfg.loss_low_freq_sigma == 3.0
+  state, _, batch = _setup()
+  step = jax.jit(functools.partial(
+      steps.train_step, generator_apply=Generator(**TINY).apply,
+      critic_apply=PatchCritic(features=4, num_layers=2).apply, cfg=cfg,
+      content_fn=losses.pixel_content_loss, adversarial=False, axis_name=None))
+  pred = np.asarray(Generator(**TINY).apply({"params": state.generator.params}, batch["blur"]),
+                    np.float64)
+  # The reference: scipy's reflect Gaussian, as inference.keep_input_low_frequencies uses.
+  ndimage = pytest.importorskip("scipy.ndimage")
+  blur = np.asarray(batch["blur"], np.float64)
+  low = np.stack([ndimage.gaussian_filter(p - b, (3.0, 3.0, 0), mode="reflect", truncate=4.0)
+                  for p, b in zip(pred, blur)])
+  kept, sharp = pred - low, np.asarray(batch["sharp"], np.float64)
+  _, metrics = step(state, batch, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(float(metrics["generator_content"]), np.mean((kept - sharp) ** 2),
+                             rtol=1e-4)
+  grad = (np.abs(np.diff(kept, axis=2) - np.diff(sharp, axis=2)).mean()
+          + np.abs(np.diff(kept, axis=1) - np.diff(sharp, axis=1)).mean())
+  np.testing.assert_allclose(float(metrics["generator_gradient"]), grad, rtol=1e-4)
+  assert abs(np.mean((kept - sharp) ** 2) - np.mean((pred - sharp) ** 2)) > 1e-4  # it acts

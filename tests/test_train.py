@@ -592,6 +592,14 @@ def test_ema_decay_out_of_range_is_refused(tmp_path, data_dir, tiny_config):
   assert not (tmp_path / "bad").exists()
 
 
+def test_negative_loss_low_freq_sigma_is_refused(tmp_path, data_dir, tiny_config):
+  config = tiny_config(data_dir)
+  config.loss_low_freq_sigma = -1.0
+  with pytest.raises(ValueError, match=r"config.loss_low_freq_sigma must be a number >= 0"):
+    train.train_and_evaluate(config, str(tmp_path / "bad"))
+  assert not (tmp_path / "bad").exists()
+
+
 # ---------------------------------------------------------------- the best checkpoint
 
 
