@@ -8,10 +8,11 @@
 
 The full-resolution path of Fig. 2 is one 7x7 convolution + ReLU (`enc_conv0`,
 `base_features` channels) read by the last 7x7 convolution (`out_conv`) beside
-the upsampled decoder feature: with the shipped models' 16 channels it holds
-too few filters to tell sensor noise from fine texture (docs/recipes.md,
-lesson 29). This script builds the model of `--model` with `--base_features`
-channels (and 2x, 4x that at the lower stages, as Fig. 2), copies every
+the upsampled decoder feature, 16 channels in the shipped models. Whether more
+filters there help with fine detail on nearly sharp photographs was tested
+with this script (docs/recipes.md, runs W1 and W2, lesson 29: they did not).
+It builds the model of `--model` with `--base_features` channels (and 2x, 4x
+that at the lower stages, as Fig. 2), copies every
 trained weight into the leading block of its widened kernel, and gives each
 added channel fresh incoming weights and zero outgoing weights: the layers
 that read an added channel (the next encoder stage, GradientNet's first
