@@ -29,10 +29,12 @@ import numpy as np
 from flax import traverse_util
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from flax_gradnet import pretrained  # pylint: disable=wrong-import-position
-from flax_gradnet import workdir as workdir_lib  # pylint: disable=wrong-import-position
 from flax_gradnet.models import generator_from_config  # pylint: disable=wrong-import-position
+
+import model_surgery  # pylint: disable=wrong-import-position,g-bad-import-order
 
 
 def grow(params, config, num_mbrbs: int, seed: int = 0):
@@ -75,19 +77,10 @@ def main() -> None:
   p.add_argument("--root", required=True, help="folder to pack it into (not the package's)")
   p.add_argument("--seed", type=int, default=0, help="init of the added blocks")
   args = p.parse_args()
-  module, params = pretrained.load(args.model)
-  config = workdir_lib.load_config(pretrained.model_dir(args.model))
+  module, params, config = model_surgery.load_shipped(args.model)
   grown_params, grown_config = grow(params, config, args.num_mbrbs, args.seed)
-  grown_module = generator_from_config(grown_config)
-  image, _ = pretrained.reference_pair(args.model)
-  before = pretrained.reference_output(module, params, image)
-  after = pretrained.reference_output(grown_module, grown_params, image)
-  diff = float(np.abs(np.asarray(after) - np.asarray(before)).max())
-  if diff > 1e-5:
-    raise SystemExit(f"the grown model computes something else: max |diff| {diff:.2e}")
-  step = pretrained.read_metadata(args.model).get("step", 0)
-  path = pretrained.pack_params(
-      grown_params, grown_config, args.name, root=args.root, step=int(step or 0),
+  path, diff = model_surgery.check_and_pack(
+      args.model, module, params, grown_params, grown_config, name=args.name, root=args.root,
       source=f"{args.model} with GradientNet grown from {config.model.num_mbrbs} to "
              f"{args.num_mbrbs} MBRBs (experiments/grow_mbrbs.py; added blocks are the identity)")
   print(f"{path}: {args.model} with {args.num_mbrbs} MBRBs; reference output max |diff| "

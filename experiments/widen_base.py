@@ -35,10 +35,12 @@ import numpy as np
 from flax import traverse_util
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from flax_gradnet import pretrained  # pylint: disable=wrong-import-position
-from flax_gradnet import workdir as workdir_lib  # pylint: disable=wrong-import-position
 from flax_gradnet.models import generator_from_config  # pylint: disable=wrong-import-position
+
+import model_surgery  # pylint: disable=wrong-import-position,g-bad-import-order
 
 # Layers whose input is a concatenation of two equal-width parts (U-Net skips:
 # [decoder feature, encoder feature]); their old rows sit at the start of each part.
@@ -111,24 +113,14 @@ def main() -> None:
   p.add_argument("--root", required=True, help="folder to pack it into (not the package's)")
   p.add_argument("--seed", type=int, default=0, help="init of the added channels")
   args = p.parse_args()
-  module, params = pretrained.load(args.model)
-  config = workdir_lib.load_config(pretrained.model_dir(args.model))
+  module, params, config = model_surgery.load_shipped(args.model)
   wide_params, wide_config = widen(params, config, args.base_features, args.seed)
-  wide_module = generator_from_config(wide_config)
-  image, _ = pretrained.reference_pair(args.model)
-  before = pretrained.reference_output(module, params, image)
-  after = pretrained.reference_output(wide_module, wide_params, image)
-  diff = float(np.abs(np.asarray(after) - np.asarray(before)).max())
-  if diff > 1e-5:
-    raise SystemExit(f"the widened model computes something else: max |diff| {diff:.2e}")
-  step = pretrained.read_metadata(args.model).get("step", 0)
-  path = pretrained.pack_params(
-      wide_params, wide_config, args.name, root=args.root, step=int(step or 0),
+  path, diff = model_surgery.check_and_pack(
+      args.model, module, params, wide_params, wide_config, name=args.name, root=args.root,
       source=f"{args.model} with base_features widened from {config.model.base_features} to "
              f"{args.base_features} (experiments/widen_base.py; added channels are not read)")
   print(f"{path}: {args.model} with base_features {args.base_features}; reference output "
         f"max |diff| {diff:.1e}")
-
 
 if __name__ == "__main__":
   main()
