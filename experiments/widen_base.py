@@ -25,20 +25,14 @@ gradient through their outgoing weights. Packed as a model folder under
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from flax_gradnet import pretrained  # pylint: disable=wrong-import-position
-from flax_gradnet.models import generator_from_config  # pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # model_surgery, beside it
 
 import model_surgery  # pylint: disable=wrong-import-position,g-bad-import-order
 
@@ -63,19 +57,8 @@ def widen(params, config, base_features: int, seed: int = 0):
   """(widened params, widened config): `params` of `config`'s generator with
   `model.base_features` raised to `base_features`; the added channels do not
   change the output."""
-  old = int(config.model.base_features)
-  if base_features <= old:
-    raise ValueError(f"--base_features must exceed the model's {old}, got {base_features}")
-  config = config.copy_and_resolve_references()
-  config.model.base_features = base_features
-  module = generator_from_config(config)
-  fresh = jax.jit(module.init)(jax.random.key(seed, impl="rbg"),
-                               jnp.zeros((1, 16, 16, int(getattr(module, "channels", 3)))))
-  target = traverse_util.flatten_dict(fresh["params"], sep="/")
-  source = traverse_util.flatten_dict(params, sep="/")
-  unknown = sorted(set(source) - set(target))
-  if unknown:
-    raise ValueError(f"weights of the trained model missing from the widened one: {unknown[:5]}")
+  config, target, source = model_surgery.reshaped(params, config, "base_features",
+                                                  base_features, seed, "widened")
   missing = sorted(set(target) - set(source))
   if missing:
     raise ValueError(f"weights of the widened model missing from the trained one: {missing[:5]}")
@@ -106,21 +89,13 @@ def widen(params, config, base_features: int, seed: int = 0):
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--model", default=pretrained.DEFAULT_MODEL, help="shipped model to widen")
-  p.add_argument("--base_features", type=int, required=True, help="base width of the widened model")
-  p.add_argument("--name", required=True, help="name of the widened model folder")
-  p.add_argument("--root", required=True, help="folder to pack it into (not the package's)")
-  p.add_argument("--seed", type=int, default=0, help="init of the added channels")
-  args = p.parse_args()
-  module, params, config = model_surgery.load_shipped(args.model)
-  wide_params, wide_config = widen(params, config, args.base_features, args.seed)
-  path, diff = model_surgery.check_and_pack(
-      args.model, module, params, wide_params, wide_config, name=args.name, root=args.root,
-      source=f"{args.model} with base_features widened from {config.model.base_features} to "
-             f"{args.base_features} (experiments/widen_base.py; added channels are not read)")
-  print(f"{path}: {args.model} with base_features {args.base_features}; reference output "
-        f"max |diff| {diff:.1e}")
+  model_surgery.run(
+      __doc__, verb="widen", added="channels", size_flag="base_features",
+      size_help="base width of the widened model", reshape=widen,
+      describe=lambda config, size: (
+          f"base_features widened from {config.model.base_features} to {size} "
+          "(experiments/widen_base.py; added channels are not read)"))
+
 
 if __name__ == "__main__":
   main()

@@ -52,7 +52,7 @@ def test_grow_refuses_a_smaller_or_equal_depth_and_foreign_weights():
   config = _config(2)
   module = generator_from_config(config)
   params = jax.jit(module.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 16, 16, 3)))["params"]
-  with pytest.raises(ValueError, match="must exceed the model's 2 MBRBs"):
+  with pytest.raises(ValueError, match="must exceed the model's num_mbrbs=2"):
     grow_mbrbs.grow(params, config, 2)
   foreign = dict(params, extra={"w": jnp.zeros(2)})
   with pytest.raises(ValueError, match="missing from the grown one"):

@@ -58,7 +58,7 @@ def test_widen_refuses_a_smaller_or_equal_width_and_foreign_weights():
   config = _config(4)
   module = generator_from_config(config)
   params = jax.jit(module.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 16, 16, 3)))["params"]
-  with pytest.raises(ValueError, match="must exceed the model's 4"):
+  with pytest.raises(ValueError, match="must exceed the model's base_features=4"):
     widen_base.widen(params, config, 4)
   foreign = dict(params, extra={"w": jnp.zeros(2)})
   with pytest.raises(ValueError, match="missing from the widened one"):
