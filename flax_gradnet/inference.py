@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_gradnet import cli, image_io
+from flax_gradnet import cli, image_io, losses
 from flax_gradnet.workdir import restore_generator  # noqa: F401  (the shared restore path)
 from flax_gradnet.metrics import quantize
 
@@ -300,14 +300,10 @@ def _gaussian_reflect(x: np.ndarray, sigma: float) -> np.ndarray:
   truncate=4.0) for [H, W, C] `x`, through the DCT-II (see
   `keep_input_low_frequencies`)."""
   from scipy import fft  # pylint: disable=g-import-not-at-top
-  radius = int(4.0 * sigma + 0.5)
-  taps = np.arange(-radius, radius + 1)
-  g = np.exp(-0.5 * (taps / sigma) ** 2)
-  g /= g.sum()
   coeffs = fft.dctn(x, type=2, axes=(0, 1))
   for axis in (0, 1):
     n = x.shape[axis]
-    response = np.cos(np.pi * np.outer(np.arange(n), taps) / n) @ g
+    response = losses.gaussian_dct_response(n, sigma)
     coeffs *= response.astype(coeffs.dtype).reshape((n, 1, 1) if axis == 0 else (1, n, 1))
   return fft.idctn(coeffs, type=2, axes=(0, 1))
 

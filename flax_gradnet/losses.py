@@ -105,19 +105,25 @@ def gaussian_blur_reflect(x: Array, sigma: float) -> Array:
     raise ValueError(f"gaussian_blur_reflect expects NHWC images, got shape {x.shape}")
   if not sigma > 0:
     raise ValueError(f"sigma must be > 0 pixels, got {sigma}")
+  x = _f32(x)
+  coeffs = jax.scipy.fft.dctn(x, type=2, axes=(1, 2))
+  for axis in (1, 2):
+    shape = [1, 1, 1, 1]
+    shape[axis] = x.shape[axis]
+    response = gaussian_dct_response(x.shape[axis], sigma).reshape(shape)
+    coeffs = coeffs * jnp.asarray(response, coeffs.dtype)
+  return jax.scipy.fft.idctn(coeffs, type=2, axes=(1, 2))
+
+
+def gaussian_dct_response(n: int, sigma: float) -> np.ndarray:
+  """float64 [n]: how a length-`n` axis's DCT-II coefficients scale under
+  scipy's reflect Gaussian filter (truncate=4, kernel summing to 1): the
+  kernel's cosine transform at each DCT frequency."""
   radius = int(4.0 * sigma + 0.5)
   taps = np.arange(-radius, radius + 1)
   g = np.exp(-0.5 * (taps / sigma) ** 2)
   g /= g.sum()
-  x = _f32(x)
-  coeffs = jax.scipy.fft.dctn(x, type=2, axes=(1, 2))
-  for axis in (1, 2):
-    n = x.shape[axis]
-    response = np.cos(np.pi * np.outer(np.arange(n), taps) / n) @ g
-    shape = [1, 1, 1, 1]
-    shape[axis] = n
-    coeffs = coeffs * jnp.asarray(response.reshape(shape), coeffs.dtype)
-  return jax.scipy.fft.idctn(coeffs, type=2, axes=(1, 2))
+  return np.cos(np.pi * np.outer(np.arange(n), taps) / n) @ g
 
 
 def keep_low_frequencies(pred: Array, reference: Array, sigma: float) -> Array:

@@ -131,10 +131,10 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
   Metrics are measured on uint8-quantized outputs against the uint8 targets,
   RGB (grey for a grayscale generator), for the deblurred output and, as a
   baseline, for the blurry input. `low_freq_sigma` > 0 keeps the input's low
-  frequencies in the output first (a config trained with
-  `loss_low_freq_sigma`; `inference.keep_input_low_frequencies`). With several processes each deblurs every
-  P-th image and the per-image rows are gathered, so every process returns the
-  same means; the grids are each process's own (process 0 writes them).
+  frequencies in the output first (a config trained with `loss_low_freq_sigma`;
+  `inference.keep_input_low_frequencies`). With several processes each deblurs
+  every P-th image and the per-image rows are gathered, so every process returns
+  the same means; the grids are each process's own (process 0 writes them).
 
   Returns:
     (means: psnr, ssim, blurry_psnr, blurry_ssim, psnr_gain; with blur families
