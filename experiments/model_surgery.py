@@ -1,5 +1,7 @@
-"""The shared end of `grow_mbrbs.py` and `widen_base.py`: check that a reshaped
-shipped model computes what the original did, then pack it for `config.init_from`."""
+"""What `grow_mbrbs.py` and `widen_base.py` share: the start of a reshape (new
+config, fresh weights, refusals), the check that the reshaped shipped model
+computes what the original did, packing it for `config.init_from`, and the
+scripts' main (`run`)."""
 
 from __future__ import annotations
 
