@@ -1,6 +1,6 @@
 """Where a model's held-out error lies: per image, its colour offset and its error by scale.
 
-    python -m flax_gradnet.evaluate --dataset=synthetic_online --low_freq_sigma=0 --output_dir=EVAL
+    python -m flax_gradnet.evaluate --dataset=synthetic_online --self_ensemble=off --low_freq_sigma=0 --output_dir=EVAL
     python experiments/error_scales.py --eval_dir=EVAL --dataset=synthetic_online
 
 For each pair of the held-out set (`synthetic_online`: `online.heldout_pairs()`;

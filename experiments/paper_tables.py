@@ -9,7 +9,7 @@
 
 Tables 1, 4, 5 evaluate trained workdirs with `flax_gradnet.evaluate.evaluate_workdir`
 (RGB PSNR/SSIM on uint8 outputs, GOPRO config 'blur', whole images, the
-generator's output as it is, i.e. `evaluate --low_freq_sigma=0`; the
+generator's output as it is, i.e. `evaluate --self_ensemble=off --low_freq_sigma=0`; the
 per-image CSVs, grids and summaries go to `--eval_dir/<table>/<row>/`).
 Table 3 needs no weights: XLA-counted FLOPs of the default generator
 (`cost.forward_cost`) and the measured seconds of one 1280x720 forward after

@@ -162,8 +162,8 @@ def load_shipped() -> tuple[str | None, Any, Any, str]:
 
 def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dict[str, Any]]:
   """Deblurs and measures every held-out pair with each of `nets` ({model key:
-  (module, params)}; `evaluation.measure`, RGB, no crop, the input's low
-  frequencies kept as `deblur` keeps them); writes
+  (module, params)}; `evaluation.measure`, RGB, no crop, with `deblur`'s
+  defaults: the shrunk self-ensemble and the input's low frequencies); writes
   heldout/<photo>_<family>.png (blurry | each model | sharp) and returns the
   per-image rows ('name', 'photo', 'family', 'blurry_psnr', 'blurry_ssim',
   '<key>_psnr', '<key>_ssim')."""
@@ -173,6 +173,7 @@ def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dic
   outputs: dict[str, list[np.ndarray]] = {ex["name"]: [] for ex in examples}
   measured = {key: evaluation.measure(
       module, params, examples, low_freq_sigma=inference.LOW_FREQ_SIGMA,
+      self_ensemble=inference.ENSEMBLE,
       on_image=lambda ex, out, row: outputs[ex["name"]].append(out)).rows
               for key, (module, params) in nets.items()}
   rows = []
@@ -247,9 +248,11 @@ def main(argv):
   eval_start = time.time()
   rows = evaluate_heldout(nets, workdir)
   table = family_table(rows, list(nets))
-  clock = deblur_clock({k: inference.make_deblur_fn(*net) for k, net in nets.items()}, workdir)
+  clock = deblur_clock({k: inference.make_deblur_fn(*net, ensemble=inference.ENSEMBLE)
+                       for k, net in nets.items()}, workdir)
   eval_s = time.time() - eval_start
-  protocol = evaluate.protocol_line(low_freq_sigma=inference.LOW_FREQ_SIGMA)
+  protocol = evaluate.protocol_line(self_ensemble=inference.ENSEMBLE,
+                                    low_freq_sigma=inference.LOW_FREQ_SIGMA)
   photos = ", ".join(online.HELDOUT_PHOTOS)
 
   results = {

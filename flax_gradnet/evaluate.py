@@ -163,13 +163,19 @@ def format_family_table(by_family: dict[str, dict[str, float]]) -> list[str]:
   return lines
 
 
-def protocol_line(y_channel: bool = False, crop_border: int = 0, self_ensemble: bool = False,
-                  local_stats: int = 0, channels: int = 3, low_freq_sigma: float = 0.0) -> str:
+def protocol_line(y_channel: bool = False, crop_border: int = 0,
+                  self_ensemble: bool | str = False, local_stats: int = 0, channels: int = 3,
+                  low_freq_sigma: float = 0.0) -> str:
   """`metrics.protocol_string` plus the inference options that change the numbers."""
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   from flax_gradnet import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   protocol = metrics_lib.protocol_string(y_channel, crop_border, channels=channels)
-  if self_ensemble:
+  kind = inference.ensemble_kind(self_ensemble)
+  if kind == "mean":
     protocol += "; x8 geometric self-ensemble (flips and transposes, outputs averaged)"
+  elif kind == "shrink":
+    protocol += ("; x8 geometric self-ensemble shrunk toward the input where the 8 disagree "
+                 f"(Wiener gain over {inference.SHRINK_WINDOW}x{inference.SHRINK_WINDOW} boxes)")
   if local_stats:
     protocol += f"; test-time local statistics over {local_stats}x{local_stats} boxes"
   if low_freq_sigma:
@@ -307,7 +313,7 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
                        num_images: int = 0, num_grids: int = 4, save_outputs: bool = True,
                        kohler_frame: str = "middle", kohler_frames_dir: str | None = None,
                        progress: bool = True, extra_summary: dict | None = None,
-                       self_ensemble: bool = False, local_stats: int = 0,
+                       self_ensemble: bool | str = False, local_stats: int = 0,
                        low_freq_sigma: float = 0.0) -> dict:
   """Deblurs every image of `source`, measures it (`evaluation.measure`), and writes
   the report files.
@@ -331,8 +337,8 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
       against its best-PSNR GroundTruth frame (see `dataset_protocol`).
     progress: show a tqdm bar on stderr.
     extra_summary: more entries for summary.json (e.g. workdir, split).
-    self_ensemble: the x8 geometric self-ensemble (`inference.self_ensemble`);
-      recorded in the protocol line.
+    self_ensemble: "off" (or False), "mean" (or True: `inference.self_ensemble`)
+      or "shrink" (`inference.self_ensemble_shrunk`); recorded in the protocol line.
     local_stats: test-time local statistics over boxes of this side (0 = off;
       `inference.with_local_stats`); recorded in the protocol line.
     low_freq_sigma: keep the input's frequencies below a Gaussian of this

@@ -77,7 +77,7 @@ class Measured:
 def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_border: int = 0,
             y_channel: bool = False, num_images: int = 0, num_grids: int = 0,
             family_grids: bool = True, tile: int | None = None, tile_overlap: int = 32,
-            self_ensemble: bool = False, local_stats: int = 0, low_freq_sigma: float = 0.0,
+            self_ensemble: bool | str = False, local_stats: int = 0, low_freq_sigma: float = 0.0,
             kohler_frames_dir: str | None = None,
             on_image: Callable[[dict, np.ndarray, dict], None] | None = None) -> Measured:
   """Deblurs every example with `generator` and measures it against its target.
@@ -93,7 +93,9 @@ def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_borde
     family_grids: with blur families, also keep the first image of every family
       (so there can be more than `num_grids`; see `choose_grids`).
     tile, tile_overlap: tiled inference (`inference.deblur_image`); None = whole image.
-    self_ensemble: the x8 geometric self-ensemble (`inference.self_ensemble`).
+    self_ensemble: "off" (or False), "mean" (or True: the x8 geometric
+      self-ensemble, `inference.self_ensemble`) or "shrink"
+      (`inference.self_ensemble_shrunk`).
     local_stats: test-time local statistics over boxes of this side (0 = off).
     low_freq_sigma: keep the input's frequencies below a Gaussian of this
       standard deviation (`inference.keep_input_low_frequencies`; 0 = off).

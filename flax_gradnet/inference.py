@@ -37,6 +37,19 @@ detail above a Gaussian of standard deviation S and takes what lies below it
 from the input. It is applied to the whole (stitched) image, after tiling and
 self-ensemble, outside the generator: it adds nothing to train and works for
 every restored model. docs/inference.md gives the measured effect.
+
+Self-ensemble (`ensemble=`): "mean" averages the generator's outputs over the
+8 flips and transposes of the input (`self_ensemble`); "shrink" (the CLIs'
+default, `ENSEMBLE`) also measures where the 8 disagree and moves the result
+back toward the input there (`self_ensemble_shrunk`): the mean correction
+`rbar = mean_t(y_t) - x` is scaled, per pixel and channel, by
+`S / (S + V)`, S and V the 5x5 box means of `rbar**2` and of the 8 outputs'
+variance. That is a Wiener gain with the members' spread as the noise of the
+correction: where the generator's answer depends on which way up the photograph
+is (texture it invents on a nearly sharp image), it is not trusted; where every
+orientation agrees (edges it restores), it is kept whole. No parameter is
+fitted: the gain has no constant, and the window (3, 5 or 9 gave the same
+numbers) only smooths the two estimates.
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ from flax_gradnet.metrics import quantize
 
 __all__ = [
     "restore", "Restored", "restore_generator", "make_deblur_fn", "self_ensemble",
+    "self_ensemble_shrunk", "wiener_shrink", "box_mean", "ensemble_kind", "ENSEMBLES", "ENSEMBLE", "SHRINK_WINDOW",
     "with_local_stats", "training_crop_size", "local_stats_window", "deblur_image", "deblur_array", "tile_starts",
     "tile_window", "weight_sum", "to_float", "to_uint8", "keep_input_low_frequencies",
     "LOW_FREQ_SIGMA",
@@ -62,6 +76,12 @@ DeblurFn = Callable[[jax.Array], jax.Array]
 
 # The CLIs' default `--low_freq_sigma` in pixels (its reasons are in cli.py).
 LOW_FREQ_SIGMA = cli.LOW_FREQ_SIGMA_DEFAULT
+# `ensemble=` of `make_deblur_fn`: "off" (one pass), "mean" (x8 self-ensemble),
+# "shrink" (x8, shrunk toward the input where the 8 disagree); the CLIs' default.
+ENSEMBLES = cli.ENSEMBLES
+ENSEMBLE = cli.ENSEMBLE_DEFAULT
+# Side of the box over which `self_ensemble_shrunk` averages its two estimates.
+SHRINK_WINDOW = 5
 
 
 class Restored(str):
@@ -159,10 +179,23 @@ def _flips(x: jax.Array) -> jax.Array:
   return jnp.concatenate([x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]])
 
 
+def _unflipped(y: jax.Array) -> tuple[jax.Array, ...]:
+  """Inverse of `_flips` on the outputs: the 4 outputs, each back upright."""
+  a, b, c, d = jnp.split(y, 4)
+  return a, b[:, :, ::-1], c[:, ::-1], d[:, ::-1, ::-1]
+
+
 def _unflip_mean(y: jax.Array) -> jax.Array:
   """Inverse of `_flips` on the outputs, summed over the 4 (not yet divided)."""
-  a, b, c, d = jnp.split(y, 4)
-  return a + b[:, :, ::-1] + c[:, ::-1] + d[:, ::-1, ::-1]
+  a, b, c, d = _unflipped(y)
+  return a + b + c + d
+
+
+def _members(apply: Callable[[jax.Array], jax.Array], x: jax.Array):
+  """The 8 outputs `T^-1(apply(T(x)))`, yielded in two batches of 4 (see `self_ensemble`)."""
+  yield from _unflipped(apply(_flips(x)))
+  for y in _unflipped(apply(_flips(jnp.swapaxes(x, 1, 2)))):
+    yield jnp.swapaxes(y, 1, 2)
 
 
 def self_ensemble(apply: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
@@ -177,6 +210,58 @@ def self_ensemble(apply: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.
   xt = jnp.swapaxes(x, 1, 2)
   swapped = jnp.swapaxes(_unflip_mean(apply(_flips(xt))), 1, 2)
   return (upright + swapped) / 8.0
+
+
+def box_mean(x: jax.Array, window: int) -> jax.Array:
+  """The mean of [N, H, W, C] `x` over `window` x `window` boxes (odd `window`),
+  borders mirrored as scipy.ndimage.uniform_filter's mode="reflect"."""
+  if window < 1 or window % 2 == 0:
+    raise ValueError(f"the box window must be a positive odd number of pixels, got {window}")
+  if window == 1:
+    return x
+  p = window // 2
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="symmetric")
+  total = jax.lax.reduce_window(xp, jnp.zeros((), x.dtype), jax.lax.add, (1, window, window, 1),
+                                (1, 1, 1, 1), "VALID")
+  return total / (window * window)
+
+
+def self_ensemble_shrunk(apply: Callable[[jax.Array], jax.Array], x: jax.Array, *,
+                         window: int = SHRINK_WINDOW) -> jax.Array:
+  """The x8 self-ensemble, shrunk toward the input `x` where its members disagree.
+
+  With `y_t` the 8 members (`self_ensemble`), `r_t = y_t - x`, `rbar` their
+  mean and `v` their variance (over t, per pixel and channel), returns
+  `x + S / (S + V) * rbar`, where S and V are `box_mean(rbar**2)` and
+  `box_mean(v)` over `window` x `window` boxes (0 where both are 0). The gain is
+  Wiener's `signal / (signal + noise)` with the members' spread standing for
+  the noise of the correction. It lies in [0, 1], so the result lies between
+  the input and the plain mean: where all 8 agree it is `self_ensemble`'s
+  output, where they cancel it is the input. Same cost as `self_ensemble`
+  (two calls of 4N images); residuals, not outputs, are accumulated, so the
+  variance does not lose precision to outputs near +-1.
+  """
+  x = jnp.asarray(x, jnp.float32)
+  total = jnp.zeros_like(x)
+  total_sq = jnp.zeros_like(x)
+  for y in _members(apply, x):
+    r = jnp.asarray(y, jnp.float32) - x
+    total, total_sq = total + r, total_sq + r * r
+  rbar = total / 8.0
+  var = jnp.maximum(total_sq / 8.0 - rbar * rbar, 0.0)
+  return wiener_shrink(x, rbar, var, window)
+
+
+def wiener_shrink(x: jax.Array, rbar: jax.Array, var: jax.Array,
+                  window: int = SHRINK_WINDOW) -> jax.Array:
+  """`x + S / (S + V) * rbar` with S, V = `box_mean(rbar**2)`, `box_mean(var)`
+  (the gain 0 where both are 0): a correction `rbar` of `x`, shrunk where its
+  estimated variance `var` is large against its own square. [N, H, W, C]."""
+  signal = box_mean(rbar * rbar, window)
+  noise = box_mean(var, window)
+  denom = signal + noise
+  gain = jnp.where(denom > 0, signal / jnp.where(denom > 0, denom, 1.0), 0.0)
+  return x + gain * rbar
 
 
 def with_local_stats(model: Any, window: int) -> Any:
@@ -224,7 +309,19 @@ def local_stats_window(flag: int, restored: "Restored") -> int:
   return window
 
 
-def make_deblur_fn(model: Any, params: Any, *, ensemble: bool = False,
+def ensemble_kind(ensemble: bool | str | None) -> str:
+  """"off", "mean" or "shrink" for an `ensemble=` argument (False/None = "off",
+  True = "mean", as before the choice had three values)."""
+  if ensemble is None or ensemble is False:
+    return "off"
+  if ensemble is True:
+    return "mean"
+  if ensemble not in ENSEMBLES:
+    raise ValueError(f"ensemble must be one of {ENSEMBLES} (or True/False), got {ensemble!r}")
+  return ensemble
+
+
+def make_deblur_fn(model: Any, params: Any, *, ensemble: bool | str = False,
                    local_stats: int = 0) -> DeblurFn:
   """A jit-compiled `fn(images [N, H, W, C] in [-1, 1]) -> float32 [N, H, W, C] in [-1, 1]`.
 
@@ -233,22 +330,28 @@ def make_deblur_fn(model: Any, params: Any, *, ensemble: bool = False,
 
   Parameters are an argument of the compiled function (not constants baked into
   it), so compiling for a new shape stays cheap; each new shape retraces once.
-  With `ensemble=True` each call is the geometric self-ensemble (`self_ensemble`,
-  8 generator passes; with tiling, per tile). `local_stats=W > 0`: test-time
-  local statistics over W x W boxes (`with_local_stats`).
+  `ensemble`: "off" (or False) one generator pass; "mean" (or True) the
+  geometric self-ensemble (`self_ensemble`, 8 passes; with tiling, per tile);
+  "shrink" the same 8 passes shrunk toward the input where they disagree
+  (`self_ensemble_shrunk`; the CLIs' default). `fn.ensemble` says which.
+  `local_stats=W > 0`: test-time local statistics over W x W boxes
+  (`with_local_stats`).
   """
+  kind = ensemble_kind(ensemble)
   params = jax.device_put(params)
   model = with_local_stats(model, local_stats)
+  combine = {"mean": self_ensemble, "shrink": self_ensemble_shrunk}.get(kind)
 
   @jax.jit
   def apply(p, x):
     one = lambda z: jnp.asarray(model.apply({"params": p}, z), jnp.float32)
-    return self_ensemble(one, x) if ensemble else one(x)
+    return one(x) if combine is None else combine(one, x)
 
   def fn(x):
     return apply(params, x)
 
   fn.channels = int(getattr(model, "channels", 3))
+  fn.ensemble = kind
   return fn
 
 

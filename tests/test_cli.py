@@ -135,6 +135,12 @@ def test_switches_are_x_and_no_x():
   assert ns(base).progress and not ns(base + ["--no-progress"]).progress
   assert not ns(base + ["--no_progress"]).progress  # the older spelling still works
   assert not ns(base + ["--no-save_outputs"]).save_outputs
+  # --self_ensemble takes a value; alone it means "mean" (its meaning when it
+  # was a switch), --no-self_ensemble "off"; the default is "shrink".
+  assert ns(base).self_ensemble == "shrink" == cli.ENSEMBLE_DEFAULT
+  assert ns(base + ["--self_ensemble"]).self_ensemble == "mean"
+  assert ns(base + ["--no-self_ensemble"]).self_ensemble == "off"
+  assert ns(base + ["--self_ensemble=off"]).self_ensemble == "off"
 
 
 def test_examples_come_from_the_docstring():

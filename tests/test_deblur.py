@@ -164,7 +164,7 @@ def test_cli_awkward_inputs(tmp_path, workdir, capsys):
 
   # Output orientation follows the visually upright image, and equals the library path.
   model, params, _ = inference.restore_generator(workdir)
-  fn = inference.make_deblur_fn(model, params)
+  fn = inference.make_deblur_fn(model, params, ensemble=inference.ENSEMBLE)  # the CLI's default
   got = np.asarray(Image.open(out / "rotated.png"))
   assert got.shape == (32, 48, 3)
   np.testing.assert_array_equal(
@@ -271,7 +271,8 @@ def test_cli_shipped_model(tmp_path, workdir, capsys, monkeypatch):
   model, params = pretrained.load("tiny")
   np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")),
                                 inference.deblur_image(
-                                    inference.make_deblur_fn(model, params), photo,
+                                    inference.make_deblur_fn(model, params,
+                                                             ensemble=inference.ENSEMBLE), photo,
                                     low_freq_sigma=inference.LOW_FREQ_SIGMA))
 
   # Without --workdir/--model: the default model, which this root lacks: named, with the others.
@@ -323,18 +324,28 @@ def test_cli_output_dir_edges_gif_and_tile_overlap(tmp_path, workdir, capsys):
   assert (tmp_path / "o2" / "anim.png").exists()
 
 
-def test_cli_self_ensemble(tmp_path, workdir):
+def test_cli_self_ensemble(tmp_path, workdir, capsys):
   Image.fromarray(_photo()).save(tmp_path / "a.png")
-  for flag, out in (([], "one"), (["--self_ensemble"], "ens")):
+  runs = {"one": ["--no-self_ensemble"], "off": ["--self_ensemble=off"],
+          "mean": ["--self_ensemble"], "shrink": [], "shrink2": ["--self_ensemble", "shrink"]}
+  for out, flag in runs.items():
     assert deblur.main([str(tmp_path / "a.png"), "--workdir", workdir, *flag,
                         "--output_dir", str(tmp_path / out)]) == 0
-  ens = np.asarray(Image.open(tmp_path / "ens" / "a.png")).astype(int)
+  got = {out: np.asarray(Image.open(tmp_path / out / "a.png")).astype(int) for out in runs}
   model, params, _ = inference.restore(workdir)
-  want = inference.deblur_image(inference.make_deblur_fn(model, params, ensemble=True), _photo(),
-                                low_freq_sigma=inference.LOW_FREQ_SIGMA)
-  assert np.abs(ens - want.astype(int)).max() <= 1  # the API's ensemble, as written by the CLI
-  one = np.asarray(Image.open(tmp_path / "one" / "a.png")).astype(int)
-  assert np.abs(one - ens).max() > 0  # an untrained net is not flip-equivariant
+  for out, kind in (("one", False), ("mean", True), ("shrink", "shrink")):
+    want = inference.deblur_image(inference.make_deblur_fn(model, params, ensemble=kind),
+                                  _photo(), low_freq_sigma=inference.LOW_FREQ_SIGMA)
+    assert np.abs(got[out] - want.astype(int)).max() <= 1, out  # the API's, as the CLI writes it
+  np.testing.assert_array_equal(got["off"], got["one"])
+  np.testing.assert_array_equal(got["shrink2"], got["shrink"])  # the default is "shrink"
+  assert np.abs(got["one"] - got["mean"]).max() > 0  # an untrained net is not flip-equivariant
+  # A choice that does not exist: argparse's usage error, exit 2, nothing written.
+  with pytest.raises(SystemExit) as e:
+    deblur.main([str(tmp_path / "a.png"), "--workdir", workdir, "--self_ensemble=median",
+                 "--output_dir", str(tmp_path / "bad")])
+  assert e.value.code == 2 and "invalid choice: 'median'" in capsys.readouterr().err
+  assert not (tmp_path / "bad").exists()
 
 
 def test_cli_low_freq_sigma(tmp_path, workdir, capsys):
@@ -349,7 +360,7 @@ def test_cli_low_freq_sigma(tmp_path, workdir, capsys):
     assert deblur.main(common + ["--output_dir", str(tmp_path / sigma),
                                  "--low_freq_sigma", sigma]) == 0
   model, params, _ = inference.restore(workdir)
-  fn = inference.make_deblur_fn(model, params)
+  fn = inference.make_deblur_fn(model, params, ensemble=inference.ENSEMBLE)  # the CLI's default
   raw = inference.deblur_image(fn, _photo())  # 0: the generator's output as it is
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "0" / "a.png")), raw)
   four = np.asarray(Image.open(tmp_path / "4" / "a.png"))

@@ -137,8 +137,11 @@ def test_cli_prints_means_with_protocol(trained, tmp_path, capsys):
   captured = capsys.readouterr()
   assert rc == 0, captured.err
   assert metrics.protocol_string(False, 0) in captured.out
-  # The CLI keeps the input's low frequencies by default, and says so.
-  assert (evaluate.protocol_line(low_freq_sigma=inference.LOW_FREQ_SIGMA) in captured.out
+  # The CLI shrinks the self-ensemble and keeps the input's low frequencies by
+  # default, and says so.
+  assert (evaluate.protocol_line(self_ensemble=inference.ENSEMBLE,
+                                 low_freq_sigma=inference.LOW_FREQ_SIGMA) in captured.out
+          and "shrunk toward the input where the 8 disagree" in captured.out
           and "low frequencies kept (below a Gaussian of sigma 32 px)" in captured.out)
   rows = read_csv(out / evaluate.CSV_FILE)
   assert len(rows) == len(src)
@@ -380,7 +383,8 @@ def test_cli_shipped_model(tmp_path, generator_workdir, capsys, monkeypatch):
   module, loaded = pretrained.load("tiny")
   np.testing.assert_array_equal(
       np.asarray(Image.open(out / evaluate.OUTPUT_DIR / "a.png")),
-      inference.deblur_image(inference.make_deblur_fn(module, loaded), photo,
+      inference.deblur_image(inference.make_deblur_fn(module, loaded,
+                                                      ensemble=inference.ENSEMBLE), photo,
                              low_freq_sigma=inference.LOW_FREQ_SIGMA))
 
   o2 = ["--output_dir", str(tmp_path / "o2")]

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.ndimage
 import skimage.data
 
 from flax_gradnet import inference
@@ -180,6 +181,79 @@ def test_self_ensemble_of_identity_and_equivariant_models(shape):
     inv = lambda a: (lambda b: b[:, :, ::-1] if t >= 4 else b)(np.rot90(a, -(t % 4), axes=(1, 2)))
     want += inv(np.roll(fwd(x), 1, axis=2))
   np.testing.assert_allclose(np.asarray(ens), want / 8, atol=1e-6)
+
+
+
+def _numpy_members(f, x):
+  """The 8 self-ensemble members T^-1(f(T(x))) in numpy (rotations and flipped rotations)."""
+  members = []
+  for t in range(8):
+    fwd = lambda a: np.rot90(a[:, :, ::-1] if t >= 4 else a, t % 4, axes=(1, 2))
+    inv = lambda a: (lambda b: b[:, :, ::-1] if t >= 4 else b)(np.rot90(a, -(t % 4), axes=(1, 2)))
+    members.append(inv(np.asarray(f(fwd(x)))))
+  return np.stack(members)
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+@pytest.mark.parametrize("shape", [(2, 9, 11, 3), (1, 2, 3, 1)])  # (1, 2, 3): smaller than the box
+def test_box_mean_equals_scipy_uniform_filter(window, shape):
+  x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+  want = scipy.ndimage.uniform_filter(x, (1, window, window, 1), mode="reflect")
+  np.testing.assert_allclose(np.asarray(inference.box_mean(jnp.asarray(x), window)), want,
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [0, 4, -3])
+def test_box_mean_refuses_even_or_empty_windows(window):
+  with pytest.raises(ValueError, match="positive odd"):
+    inference.box_mean(jnp.zeros((1, 4, 4, 1)), window)
+
+
+def test_shrunk_ensemble_equals_numpy_reference():
+  """x + S/(S+V) * rbar, S and V the 5x5 box means of rbar**2 and of the 8
+  members' variance, against numpy/scipy for a model that is not equivariant."""
+  x = np.random.default_rng(2).uniform(-0.8, 0.8, (2, 10, 13, 3)).astype(np.float32)
+  # Not equivariant: a shift right, a constant offset and a pointwise term.
+  f = lambda z: 0.5 * jnp.roll(z, 1, axis=2) + 0.4 * z + 0.05 + 0.1 * jnp.tanh(z) ** 2
+  got = np.asarray(inference.make_deblur_fn(_Fn(f), {}, ensemble="shrink")(x))
+  members = _numpy_members(f, x).astype(np.float64)
+  r = members - x[None]
+  rbar, var = r.mean(0), r.var(0)
+  signal = scipy.ndimage.uniform_filter(rbar ** 2, (1, 5, 5, 1), mode="reflect")
+  noise = scipy.ndimage.uniform_filter(var, (1, 5, 5, 1), mode="reflect")
+  want = x + signal / (signal + noise) * rbar
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  # It lies between the input and the plain mean, strictly inside somewhere.
+  mean = np.asarray(inference.make_deblur_fn(_Fn(f), {}, ensemble="mean")(x))
+  np.testing.assert_allclose(mean, x + rbar, atol=1e-5)
+  gain = (got - x) / np.where(np.abs(rbar) > 1e-3, rbar, np.nan)
+  assert np.nanmin(gain) >= -1e-3 and np.nanmax(gain) <= 1 + 1e-3
+  assert np.nanmin(gain) < 0.9
+
+
+def test_shrunk_ensemble_limits():
+  x = np.random.default_rng(3).uniform(-0.9, 0.9, (1, 8, 12, 3)).astype(np.float32)
+  shrink = lambda f: np.asarray(inference.make_deblur_fn(_Fn(f), {}, ensemble="shrink")(x))
+  one = lambda f: np.asarray(inference.make_deblur_fn(_Fn(f), {})(x))
+  # Members that all agree (an equivariant model): the gain is 1, one pass.
+  pointwise = lambda z: jnp.tanh(2 * z) * 0.9
+  np.testing.assert_allclose(shrink(pointwise), one(pointwise), atol=1e-6)
+  # The identity: no correction (0/0 gives the input, not NaN).
+  np.testing.assert_array_equal(shrink(lambda z: z), x)
+  # Members that cancel (a central difference across the width turns into
+  # +-d/dx or +-d/dy under the 8 transforms): the input.
+  central = lambda z: z + 0.3 * (jnp.roll(z, -1, axis=2) - jnp.roll(z, 1, axis=2))
+  np.testing.assert_allclose(shrink(central), x, atol=1e-6)
+  assert np.abs(one(central) - x).max() > 0.05
+
+
+def test_ensemble_choices():
+  assert [inference.ensemble_kind(e) for e in (False, None, True, "off", "mean", "shrink")] == [
+      "off", "off", "mean", "off", "mean", "shrink"]
+  assert inference.make_deblur_fn(_Fn(lambda z: z), {}, ensemble="shrink").ensemble == "shrink"
+  assert inference.ENSEMBLE in inference.ENSEMBLES
+  with pytest.raises(ValueError, match="ensemble must be one of"):
+    inference.make_deblur_fn(_Fn(lambda z: z), {}, ensemble="median")
 
 
 def _numpy_gaussian(a, sigma):
