@@ -3,7 +3,7 @@
     python -m flax_gradnet.export --workdir=W --output=gen.jaxexport            # any H x W >= 8
     python -m flax_gradnet.export --workdir=W --output=gen.jaxexport --height=720 --width=1280
     python -m flax_gradnet.export --workdir=W --step=best --weights=raw --output=gen.jaxexport
-    python -m flax_gradnet.export --model=gradnet_s_psnr --output=gen.jaxexport   # a shipped model
+    python -m flax_gradnet.export --model=gradnet_s_lf --output=gen.jaxexport   # a shipped model
 
 `--step` takes a step or `best` (the highest held-out PSNR training recorded);
 `--weights` ema|raw picks the checkpoint's moving average or raw generator

@@ -47,7 +47,7 @@ __all__ = [
     "verify", "load", "pack", "read_metadata", "reference_pair", "file_sha256",
 ]
 
-DEFAULT_MODEL = "gradnet_s_psnr"
+DEFAULT_MODEL = "gradnet_s_lf"
 ENV_VAR = "FLAX_GRADNET_PRETRAINED_DIR"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_PARAMS_BYTES = 20 * 1024 * 1024
