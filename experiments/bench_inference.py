@@ -5,6 +5,7 @@
     python experiments/bench_inference.py --size=1920x1080 --dtype=bfloat16
     python experiments/bench_inference.py --reference                    # the pre-issue-9 modules
     python experiments/bench_inference.py --size=3840x2160 --tile=512    # tiled, as deblur --tile
+    python experiments/bench_inference.py --config=configs/gradnet_s_lf.py --self_ensemble=shrink
 
 Prints the median wall time of `--repeats` forward passes (random weights,
 one image, fp32 unless --dtype), the XLA-counted FLOPs of the *reference*
@@ -13,6 +14,9 @@ the optimised modules must equal; its count is the work the model asks for,
 whatever tricks the fast code plays), the achieved GFLOP/s, a dense float32
 matmul's GFLOP/s measured in the same process, their ratio, and the process's
 peak resident memory after the timed passes (before the matmul).
+`--self_ensemble=mean|shrink` times the x8 self-ensemble as `deblur` runs it
+(`inference.make_deblur_fn(ensemble=...)`, 8 generator passes; the FLOPs line
+counts all 8); `deblur`'s default is `shrink`, this script's `off` (one pass).
 """
 
 from __future__ import annotations
@@ -96,6 +100,8 @@ def main():
   parser.add_argument("--tile", type=int, default=0,
                       help="tile side (inference.deblur_array, as `deblur --tile`); 0 = whole image")
   parser.add_argument("--tile_overlap", type=int, default=32)
+  parser.add_argument("--self_ensemble", choices=["off", "mean", "shrink"], default="off",
+                      help="time the x8 self-ensemble (deblur's default: shrink); off = one pass")
   parser.add_argument("--reference", action="store_true",
                       help="time the reference (pre-optimisation) modules instead")
   args = parser.parse_args()
@@ -107,20 +113,25 @@ def main():
   w, h = args.size
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3)), jnp.float32)
   params = random_params(model, x)
+  passes = 1 if args.self_ensemble == "off" else 8
   if args.tile:
     from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
-    fn = inference.make_deblur_fn(model, params)
+    fn = inference.make_deblur_fn(model, params, ensemble=args.self_ensemble)
 
     def forward(p, x):  # noqa: ARG001  (the params are inside fn)
       return jnp.asarray(inference.deblur_array(fn, np.asarray(x[0]), tile=args.tile,
                                                 tile_overlap=args.tile_overlap))
+  elif passes > 1:
+    from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+    fn = inference.make_deblur_fn(model, params, ensemble=args.self_ensemble)
+    forward = lambda p, x: fn(x)  # noqa: ARG005  (the params are inside fn)
   else:
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
 
   reference = reference_generator(config, dtype)
   cost = jax.jit(lambda p, x: reference.apply({"params": p}, x)).lower(params, x).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost["flops"])
+  flops = float(cost["flops"]) * passes
 
   t = time.perf_counter()
   forward(params, x).block_until_ready()
@@ -138,6 +149,7 @@ def main():
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); jax {jax.__version__}")
   print(f"model: {args.config}{' (reference modules)' if args.reference else ''}, "
         f"{args.dtype}, one {w}x{h} image"
+        + (f", x8 self-ensemble ({args.self_ensemble})" if passes > 1 else "")
         + (f", tiles of {args.tile} overlapping by {args.tile_overlap}" if args.tile else ""))
   print(f"first call (compile + run): {first_s:.1f} s")
   print(f"forward: {seconds:.2f} s (median of {args.repeats}; all: "

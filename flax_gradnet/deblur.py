@@ -136,6 +136,9 @@ def _make_deblur_fn(args: argparse.Namespace):
     return None
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
+  warning = inference.low_freq_warning(restored, args.low_freq_sigma)
+  if warning:
+    print(warning, file=sys.stderr)
   try:
     local_stats = inference.local_stats_window(args.local_stats, restored)
   except ValueError as e:

@@ -527,6 +527,9 @@ def _restore(args) -> tuple[Any, Any, Any, int]:
     raise _UsageError(f"cannot restore a generator from {cli.restore_source(args)}: {e}") from e
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
+  warning = inference.low_freq_warning(restored, args.low_freq_sigma)
+  if warning:
+    print(warning, file=sys.stderr)
   channels = getattr(model, "channels", 3)
   if args.y_channel and channels != 3:
     raise _UsageError(f"--y_channel measures the BT.601 luma of RGB images; this generator has "

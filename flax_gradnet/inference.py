@@ -67,7 +67,8 @@ from flax_gradnet.metrics import quantize
 __all__ = [
     "restore", "Restored", "restore_generator", "make_deblur_fn", "self_ensemble",
     "self_ensemble_shrunk", "wiener_shrink", "box_mean", "ensemble_kind", "ENSEMBLES", "ENSEMBLE", "SHRINK_WINDOW",
-    "with_local_stats", "training_crop_size", "local_stats_window", "deblur_image", "deblur_array", "tile_starts",
+    "with_local_stats", "training_crop_size", "trained_low_freq_sigma", "low_freq_warning",
+    "local_stats_window", "deblur_image", "deblur_array", "tile_starts",
     "tile_window", "weight_sum", "to_float", "to_uint8", "keep_input_low_frequencies",
     "LOW_FREQ_SIGMA",
 ]
@@ -293,6 +294,33 @@ def training_crop_size(restored: "Restored") -> int:
     raise ValueError(f"{folder}/{workdir_lib.CONFIG_FILE} has no crop_size: give the local "
                      "statistics window explicitly")
   return int(config.crop_size)
+
+
+def trained_low_freq_sigma(restored: "Restored") -> float:
+  """The restored generator's `config.loss_low_freq_sigma` (0 when its config
+  has none): a generator trained through the low-frequency step
+  (`losses.keep_low_frequencies`) was never asked for the content below that
+  Gaussian, so its output needs `low_freq_sigma` >= this value."""
+  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  folder = restored.workdir if restored.workdir is not None else pretrained.model_dir(restored.model)
+  try:
+    config = workdir_lib.load_config(folder)
+  except (OSError, ValueError):
+    return 0.0
+  return float(config.get("loss_low_freq_sigma", 0.0) or 0.0)
+
+
+def low_freq_warning(restored: "Restored", low_freq_sigma: float) -> str | None:
+  """A one-line warning when `low_freq_sigma` is below what the restored
+  generator was trained through (`trained_low_freq_sigma`), else None."""
+  trained = trained_low_freq_sigma(restored)
+  if low_freq_sigma >= trained:
+    return None
+  return (f"warning: {restored} was trained through the low-frequency step "
+          f"(config.loss_low_freq_sigma={trained:g}): its own content below a Gaussian of "
+          f"sigma {trained:g} px was never trained, so with --low_freq_sigma={low_freq_sigma:g} "
+          f"its output can shift colours and shading (use --low_freq_sigma={trained:g} or more)")
 
 
 def local_stats_window(flag: int, restored: "Restored") -> int:

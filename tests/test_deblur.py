@@ -368,3 +368,15 @@ def test_cli_low_freq_sigma(tmp_path, workdir, capsys):
   # The untrained net shifts the colours; the input's low frequencies bring them back.
   shift = lambda out: np.abs((out.astype(float) - _photo()).mean((0, 1))).max()
   assert shift(four) < shift(raw)
+
+
+def test_cli_warns_when_the_low_frequency_step_a_model_needs_is_off(tmp_path, capsys):
+  if "gradnet_s_lf" not in pretrained.available(pretrained.PACKAGE_DIR):
+    pytest.skip("gradnet_s_lf is not shipped")
+  Image.fromarray(_photo()).save(tmp_path / "a.png")
+  common = [str(tmp_path / "a.png"), "--model", "gradnet_s_lf", "--self_ensemble=off"]
+  assert deblur.main(common + ["--output_dir", str(tmp_path / "o0"), "--low_freq_sigma=0"]) == 0
+  assert "was trained through the low-frequency step" in capsys.readouterr().err
+  assert deblur.main(common + ["--output_dir", str(tmp_path / "o1")]) == 0
+  assert "low-frequency step" not in capsys.readouterr().err
+  assert (tmp_path / "o0" / "a.png").exists() and (tmp_path / "o1" / "a.png").exists()

@@ -256,3 +256,21 @@ def test_default_model_is_shipped_once_any_is():
   if not _SHIPPED:
     pytest.skip(f"no model shipped yet in {pretrained.PACKAGE_DIR}")
   assert pretrained.DEFAULT_MODEL in _SHIPPED
+
+
+def test_models_trained_through_the_low_frequency_step_say_so(capsys):
+  """gradnet_s_lf's content loss read its output through the low-frequency step
+  (config.loss_low_freq_sigma=32), so its output needs that step: the CLIs warn
+  when it is turned off or made smaller, and stay quiet with the default."""
+  if "gradnet_s_lf" not in _SHIPPED:
+    pytest.skip("gradnet_s_lf is not shipped")
+  _, _, lf = inference.restore(model="gradnet_s_lf")
+  _, _, psnr = inference.restore(model="gradnet_s_psnr")
+  assert inference.trained_low_freq_sigma(lf) == 32.0
+  assert inference.trained_low_freq_sigma(psnr) == 0.0
+  assert inference.low_freq_warning(lf, inference.LOW_FREQ_SIGMA) is None
+  assert inference.low_freq_warning(psnr, 0.0) is None
+  message = inference.low_freq_warning(lf, 0.0)
+  assert message.startswith("warning: shipped model gradnet_s_lf was trained through the "
+                            "low-frequency step (config.loss_low_freq_sigma=32)")
+  assert "--low_freq_sigma=32 or more" in message
