@@ -66,7 +66,8 @@ from flax_gradnet.metrics import quantize
 
 __all__ = [
     "restore", "Restored", "restore_generator", "make_deblur_fn", "self_ensemble",
-    "self_ensemble_shrunk", "wiener_shrink", "box_mean", "ensemble_kind", "ENSEMBLES", "ENSEMBLE", "SHRINK_WINDOW",
+    "self_ensemble_shrunk", "wiener_shrink", "box_mean", "ensemble_kind", "ENSEMBLES",
+    "ENSEMBLE", "SHRINK_WINDOW",
     "with_local_stats", "training_crop_size", "trained_low_freq_sigma", "low_freq_warning",
     "local_stats_window", "deblur_image", "deblur_array", "tile_starts",
     "tile_window", "weight_sum", "to_float", "to_uint8", "keep_input_low_frequencies",
@@ -283,13 +284,20 @@ def with_local_stats(model: Any, window: int) -> Any:
   return model.clone(stats_window=int(window))
 
 
+def _restored_config(restored: "Restored") -> tuple[str, Any]:
+  """(the folder holding the restored generator's config.json, that config)."""
+  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  folder = (restored.workdir if restored.workdir is not None
+            else pretrained.model_dir(restored.model))
+  return folder, workdir_lib.load_config(folder)
+
+
 def training_crop_size(restored: "Restored") -> int:
   """The crop side the restored generator was trained on (its config's
   `crop_size`): the natural `local_stats` window."""
-  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
   from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  folder = restored.workdir if restored.workdir is not None else pretrained.model_dir(restored.model)
-  config = workdir_lib.load_config(folder)
+  folder, config = _restored_config(restored)
   if "crop_size" not in config:
     raise ValueError(f"{folder}/{workdir_lib.CONFIG_FILE} has no crop_size: give the local "
                      "statistics window explicitly")
@@ -301,11 +309,8 @@ def trained_low_freq_sigma(restored: "Restored") -> float:
   has none): a generator trained through the low-frequency step
   (`losses.keep_low_frequencies`) was never asked for the content below that
   Gaussian, so its output needs `low_freq_sigma` >= this value."""
-  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
-  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  folder = restored.workdir if restored.workdir is not None else pretrained.model_dir(restored.model)
   try:
-    config = workdir_lib.load_config(folder)
+    _, config = _restored_config(restored)
   except (OSError, ValueError):
     return 0.0
   return float(config.get("loss_low_freq_sigma", 0.0) or 0.0)
