@@ -35,6 +35,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import configs  # noqa: E402
+from flax_gradnet import cli  # noqa: E402
 from flax_gradnet.models import generator_from_config, reference  # noqa: E402
 
 
@@ -100,7 +101,7 @@ def main():
   parser.add_argument("--tile", type=int, default=0,
                       help="tile side (inference.deblur_array, as `deblur --tile`); 0 = whole image")
   parser.add_argument("--tile_overlap", type=int, default=32)
-  parser.add_argument("--self_ensemble", choices=["off", "mean", "shrink"], default="off",
+  parser.add_argument("--self_ensemble", choices=cli.ENSEMBLES, default="off",
                       help="time the x8 self-ensemble (deblur's default: shrink); off = one pass")
   parser.add_argument("--reference", action="store_true",
                       help="time the reference (pre-optimisation) modules instead")
@@ -114,17 +115,15 @@ def main():
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3)), jnp.float32)
   params = random_params(model, x)
   passes = 1 if args.self_ensemble == "off" else 8
-  if args.tile:
+  if args.tile or passes > 1:
     from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
     fn = inference.make_deblur_fn(model, params, ensemble=args.self_ensemble)
 
     def forward(p, x):  # noqa: ARG001  (the params are inside fn)
+      if not args.tile:
+        return fn(x)
       return jnp.asarray(inference.deblur_array(fn, np.asarray(x[0]), tile=args.tile,
                                                 tile_overlap=args.tile_overlap))
-  elif passes > 1:
-    from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
-    fn = inference.make_deblur_fn(model, params, ensemble=args.self_ensemble)
-    forward = lambda p, x: fn(x)  # noqa: ARG005  (the params are inside fn)
   else:
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
 

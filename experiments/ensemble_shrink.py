@@ -70,7 +70,7 @@ def main():
   @jax.jit
   def members(p, x):
     one = lambda z: jnp.asarray(model.apply({"params": p}, z), jnp.float32)
-    return jnp.stack(list(inference._members(one, x)))  # pylint: disable=protected-access
+    return jnp.stack(list(inference.ensemble_members(one, x)))
 
   print(f"{restored}; input's low frequencies kept (sigma {inference.LOW_FREQ_SIGMA:g}); "
         "gain = PSNR over the blurry input, dB")

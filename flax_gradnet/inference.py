@@ -66,6 +66,7 @@ from flax_gradnet.metrics import quantize
 
 __all__ = [
     "restore", "Restored", "restore_generator", "make_deblur_fn", "self_ensemble",
+    "ensemble_members",
     "self_ensemble_shrunk", "wiener_shrink", "box_mean", "ensemble_kind", "ENSEMBLES",
     "ENSEMBLE", "SHRINK_WINDOW",
     "with_local_stats", "training_crop_size", "trained_low_freq_sigma", "low_freq_warning",
@@ -187,14 +188,13 @@ def _unflipped(y: jax.Array) -> tuple[jax.Array, ...]:
   return a, b[:, :, ::-1], c[:, ::-1], d[:, ::-1, ::-1]
 
 
-def _unflip_mean(y: jax.Array) -> jax.Array:
-  """Inverse of `_flips` on the outputs, summed over the 4 (not yet divided)."""
-  a, b, c, d = _unflipped(y)
-  return a + b + c + d
+def ensemble_members(apply: Callable[[jax.Array], jax.Array], x: jax.Array):
+  """The 8 outputs `T^-1(apply(T(x)))` of the self-ensemble, each [N, H, W, C].
 
-
-def _members(apply: Callable[[jax.Array], jax.Array], x: jax.Array):
-  """The 8 outputs `T^-1(apply(T(x)))`, yielded in two batches of 4 (see `self_ensemble`)."""
+  The 4 transforms that keep the orientation (identity and the 3 flips) run as
+  one batch, the 4 that swap height and width (the transpose and its flips) as
+  another: two calls of 4N images each, also for non-square images.
+  """
   yield from _unflipped(apply(_flips(x)))
   for y in _unflipped(apply(_flips(jnp.swapaxes(x, 1, 2)))):
     yield jnp.swapaxes(y, 1, 2)
@@ -202,16 +202,9 @@ def _members(apply: Callable[[jax.Array], jax.Array], x: jax.Array):
 
 def self_ensemble(apply: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
   """Geometric self-ensemble (x8): the mean of `T^-1(apply(T(x)))` over the 8
-  flips and rotations T of the square's symmetry group.
-
-  The 4 transforms that keep the orientation (identity and the 3 flips) run as
-  one batch, the 4 that swap height and width (the transpose and its flips) as
-  another: two calls of 4N images each, also for non-square images.
-  """
-  upright = _unflip_mean(apply(_flips(x)))
-  xt = jnp.swapaxes(x, 1, 2)
-  swapped = jnp.swapaxes(_unflip_mean(apply(_flips(xt))), 1, 2)
-  return (upright + swapped) / 8.0
+  flips and rotations T of the square's symmetry group (`ensemble_members`:
+  two calls of 4N images)."""
+  return sum(ensemble_members(apply, x)) / 8.0
 
 
 def box_mean(x: jax.Array, window: int) -> jax.Array:
@@ -232,7 +225,7 @@ def self_ensemble_shrunk(apply: Callable[[jax.Array], jax.Array], x: jax.Array, 
                          window: int = SHRINK_WINDOW) -> jax.Array:
   """The x8 self-ensemble, shrunk toward the input `x` where its members disagree.
 
-  With `y_t` the 8 members (`self_ensemble`), `r_t = y_t - x`, `rbar` their
+  With `y_t` the 8 members (`ensemble_members`), `r_t = y_t - x`, `rbar` their
   mean and `v` their variance (over t, per pixel and channel), returns
   `x + S / (S + V) * rbar`, where S and V are `box_mean(rbar**2)` and
   `box_mean(v)` over `window` x `window` boxes (0 where both are 0). The gain is
@@ -246,7 +239,7 @@ def self_ensemble_shrunk(apply: Callable[[jax.Array], jax.Array], x: jax.Array, 
   x = jnp.asarray(x, jnp.float32)
   total = jnp.zeros_like(x)
   total_sq = jnp.zeros_like(x)
-  for y in _members(apply, x):
+  for y in ensemble_members(apply, x):
     r = jnp.asarray(y, jnp.float32) - x
     total, total_sq = total + r, total_sq + r * r
   rbar = total / 8.0

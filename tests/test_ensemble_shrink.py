@@ -23,7 +23,8 @@ class _Fn:
 def test_variants_equal_make_deblur_fn():
   x = np.random.default_rng(0).uniform(-0.9, 0.9, (9, 14, 3)).astype(np.float32)
   one = lambda z: _Fn().apply({}, z)
-  members = np.asarray(jnp.stack(list(inference._members(one, jnp.asarray(x[None])))))[:, 0]  # pylint: disable=protected-access
+  members = np.asarray(jnp.stack(list(
+      inference.ensemble_members(one, jnp.asarray(x[None])))))[:, 0]
   for variant, kind in (("off", "off"), ("mean", "mean"), ("shrink w5 (default)", "shrink")):
     want = np.asarray(inference.make_deblur_fn(_Fn(), {}, ensemble=kind)(x[None]))[0]
     got = ensemble_shrink.combine(members, x, ensemble_shrink.VARIANTS[variant])
