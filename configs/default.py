@@ -28,6 +28,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.norm_affine = False  # learned per-channel scale and bias in the instance norm
   m.norm_epsilon = 1e-5  # added to the variance in the instance norm
   m.upsample = "transpose"  # "transpose" (Fig. 2) or "pixel_shuffle"
+  m.num_levels = 2  # stride-2 encoder/decoder stages (Fig. 2: 2); GradientNet at 1/2**num_levels
   m.residual = False  # add the blurry input to the Tanh output (DeblurGAN); not in Fig. 2
   m.zero_init_output = False  # last conv at zero (identity start when residual=True)
   m.padding_mode = "reflect"  # "reflect" or "zeros" for stride-1 convs

@@ -118,6 +118,12 @@ def dataset_protocol(dataset: str, *, kohler_frame: str = "middle",
     return (f"synthetic_unseen held-out set v{unseen.UNSEEN_VERSION}: the held-out photographs "
             f"blurred by kinds no training record is made with ({', '.join(unseen.UNSEEN_KINDS)}), "
             f"training's sensor noise, seed {unseen.UNSEEN_SEED}")
+  if dataset == "synthetic_strong":
+    from flax_gradnet.data import strong  # pylint: disable=g-import-not-at-top
+    return (f"synthetic_strong held-out set v{strong.STRONG_VERSION}: the held-out photographs "
+            f"under strong blur ({', '.join(strong.STRONG_KINDS)}; extents "
+            f"{strong.EXTENT[0]:.0f}-{strong.EXTENT[1]:.0f} px), {strong.DRAWS} draws each, "
+            f"training's sensor noise, seed {strong.STRONG_SEED}")
   return f"dataset '{dataset}'" if dataset else "dataset given as a source"
 
 
@@ -454,7 +460,7 @@ def _parser() -> argparse.ArgumentParser:
   cli.add_restore_flags(p)
   p.add_argument("--dataset", required=True,
                  help="gopro | gopro/blur_gamma | hide | realblur_j | realblur_r | paired_folder "
-                      "| kohler | blur_only | synthetic | synthetic_online | synthetic_unseen (protocols of hide and "
+                      "| kohler | blur_only | synthetic | synthetic_online | synthetic_unseen | synthetic_strong (protocols of hide and "
                       "realblur_*: below; realblur_* is measured WITHOUT the RealBlur alignment)")
   p.add_argument("--split", default="test", help="split or TFDS slice (default test)")
   cli.add_data_flags(p)

@@ -29,7 +29,7 @@ from PIL import Image
 
 from flax_gradnet.data import procedural, synthetic
 
-VERSION = "2.3.0"
+VERSION = "3.0.0"
 # The held-out pairs are keyed on their own frozen version: a change of the
 # training generator (VERSION) must not move the yardstick that every reported
 # held-out number was measured with. Bump only when heldout_pairs() changes.
@@ -41,6 +41,11 @@ HELDOUT_PHOTOS = ("chelsea", "rocket", "gravel", "coffee")
 HELDOUT_SEED = 20261127
 NUM_RECORDS = 1 << 24
 _MARGIN = 24  # context around a crop for the PSF support (largest PSFs ~ 33 px)
+_STRONG_MARGIN = 40  # with strong_shake / dynamic in the families (PSFs and motions to ~60 px)
+# Photographs read from `photo_dir` are scaled (area-averaged) so that their longer
+# side is at most this many pixels: wallpapers of 4-6k px would otherwise hold GBs,
+# and downscaling makes them sharper targets (less lens blur and JPEG noise).
+PHOTO_MAX_SIDE = 1600
 
 
 def _version_key(version: str = VERSION) -> int:
@@ -50,6 +55,28 @@ def _version_key(version: str = VERSION) -> int:
 def training_photographs() -> dict[str, np.ndarray]:
   """The built-in photographs minus `HELDOUT_PHOTOS`."""
   return {k: v for k, v in synthetic.builtin_photographs().items() if k not in HELDOUT_PHOTOS}
+
+
+def folder_photographs(path: str, max_side: int = PHOTO_MAX_SIDE) -> dict[str, np.ndarray]:
+  """Every image of `path` (sorted; `synthetic.load_image_dir`'s rules), each
+  scaled by area averaging so its longer side is at most `max_side`, keyed
+  "dir:<file name>". Fill such a folder with `experiments/fetch_photos.sh`
+  (docs/data.md) or with photographs of your own.
+
+  Raises:
+    FileNotFoundError: the folder does not exist or holds no image.
+    ValueError: a file cannot be decoded (the message names it).
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  photos = {}
+  for name, image in synthetic.load_image_dir(os.path.expanduser(path)).items():
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale < 1.0:
+      size = (max(1, round(w * scale)), max(1, round(h * scale)))
+      image = np.asarray(Image.fromarray(image).resize(size, Image.BOX))
+    photos[f"dir:{name}"] = image
+  return photos
 
 
 def heldout_photographs() -> dict[str, np.ndarray]:
@@ -67,12 +94,17 @@ class OnlinePairs(Sequence):
       training photograph rescaled by U(photo_scale) (default 0.35-1,
       area-averaged, so it stays sharp; above 1 bicubic, as soft as an
       enlarged photograph) and cut at a random position;
-    * blur: one family of `families`, uniformly: "shake" (Boracchi-Foi camera
-      shake, path 4-30 px), "linear" (3-25 px at any angle), "frames"
-      (GOPRO-style average of 7-13 moved frames), "defocus" (disk radius 0.5-6 px),
-      "gaussian" (sigma 0.3-2 px), "mix" (shake or linear composed with a
-      defocus of radius 1-3 or a Gaussian of sigma 0.5-1.2); computed on a
-      margin around the crop so no border leaks in;
+    * blur: one family of `families`, uniformly (a name given twice is drawn
+      twice as often): "shake" (Boracchi-Foi camera shake, path 4-30 px),
+      "linear" (3-25 px at any angle), "frames" (GOPRO-style average of 7-13
+      moved frames), "defocus" (disk radius 0.5-6 px), "gaussian" (sigma
+      0.3-2 px), "mix" (shake or linear composed with a defocus of radius 1-3
+      or a Gaussian of sigma 0.5-1.2); v3 adds the paper's task:
+      "strong_shake" (camera shake of extent 20-60 px) and "dynamic"
+      (`synthetic.dynamic_scene`: 1-3 objects moving 8-60 px over a background
+      shaken by up to 40 px, 7-15 frames averaged in linear light; the sharp
+      image is the middle frame). Computed on a margin around the crop (24 px,
+      40 px when a v3 family is drawn from) so no border leaks in;
     * noise: Poisson-Gaussian of a random level, none in 20% of records
       (`synthetic.random_sensor_noise`);
     * unblurred: with probability `p_unblurred` the blur is skipped (family
@@ -107,6 +139,8 @@ class OnlinePairs(Sequence):
     strands: share of the dead-leaves foreground's leaves filled with fur-like
       strands (`procedural.strand_texture`; 0: off, the v2.3 generator).
     photos: sharp photographs to use (default: `training_photographs()`).
+    photo_dir: a folder of more photographs (`folder_photographs`), added to
+      `photos`; "" = none. Its file names enter the records' identity (repr).
   """
 
   def __init__(self, *, size: int = 128, seed: int = 0, procedural_fraction: float = 0.5,
@@ -114,15 +148,15 @@ class OnlinePairs(Sequence):
                num_records: int = NUM_RECORDS, photos: dict[str, np.ndarray] | None = None,
                p_unblurred: float = 0.1, p_soft: float = 0.0,
                photo_scale: Sequence[float] = (0.35, 1.0), photo_jitter: float = 0.0,
-               strands: float = 0.0):
+               strands: float = 0.0, photo_dir: str = ""):
     families = tuple(families)
     photo_scale = tuple(float(s) for s in photo_scale)
     if len(photo_scale) != 2 or not 0.0 < photo_scale[0] <= photo_scale[1]:
       raise ValueError(f"photo_scale must be (low, high) with 0 < low <= high, got {photo_scale}.")
     for f in families:
-      if f not in synthetic.BLUR_FAMILIES:
+      if f not in synthetic.ALL_FAMILIES:
         raise ValueError(f"Unknown blur family {f!r} in families; choose from "
-                         f"{synthetic.BLUR_FAMILIES}.")
+                         f"{synthetic.ALL_FAMILIES}.")
     if not families:
       raise ValueError("families is empty.")
     if not 0.0 <= procedural_fraction <= 1.0:
@@ -148,7 +182,12 @@ class OnlinePairs(Sequence):
     self.photo_scale = photo_scale
     self.photo_jitter = float(photo_jitter)
     self.strands = float(strands)
-    self._photos = photos if photos is not None else training_photographs()
+    self._photos = dict(photos if photos is not None else training_photographs())
+    self.photo_dir = str(photo_dir)
+    if self.photo_dir:
+      self._photos.update(folder_photographs(self.photo_dir))
+    self.margin = (_STRONG_MARGIN if set(families) & set(synthetic.STRONG_FAMILIES)
+                   else _MARGIN)
     if procedural_fraction < 1.0 and not self._photos:
       raise ValueError("No photographs to draw from; set procedural_fraction=1.0.")
     self._names = sorted(self._photos)
@@ -195,7 +234,7 @@ class OnlinePairs(Sequence):
     if not 0 <= index < self.num_records:
       raise IndexError(f"record {index} out of range [0, {self.num_records}).")
     rng = np.random.default_rng([self.seed, _version_key(), index])
-    side = self.size + 2 * _MARGIN
+    side = self.size + 2 * self.margin
     family = self.families[int(rng.integers(len(self.families)))]
     if rng.uniform() < self.procedural_fraction:
       region = procedural.dead_leaves_scene(rng, side, r_min=rng.uniform(3.0, 8.0),
@@ -215,8 +254,9 @@ class OnlinePairs(Sequence):
     if rng.uniform() < self.p_unblurred:
       blurred, family = region, "none"
     else:
-      blurred = synthetic.blur_family(region, family, rng)
-    inner = (slice(_MARGIN, _MARGIN + self.size), slice(_MARGIN, _MARGIN + self.size))
+      region, blurred = synthetic.blur_pair(region, family, rng)
+    m = self.margin
+    inner = (slice(m, m + self.size), slice(m, m + self.size))
     blur = np.ascontiguousarray(blurred[inner])
     if self.noise:
       blur, _ = synthetic.random_sensor_noise(blur, rng)

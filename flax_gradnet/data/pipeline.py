@@ -41,7 +41,7 @@ _PREPARE_TIMEOUT_S = 6 * 3600
 
 DATASETS = ("gopro", "gopro/blur_gamma", "hide", "realblur_j", "realblur_r",
             "paired_folder", "kohler", "blur_only", "synthetic", "synthetic_online",
-            "synthetic_unseen")
+            "synthetic_unseen", "synthetic_strong")
 # The benchmarks read from the TFDS manual dir: name -> (builder, config).
 MANUAL_DATASETS = {
     "gopro": (builders.Gopro, "blur"),
@@ -111,6 +111,12 @@ def get_source(dataset: str, split: str, *, data_dir: str,
       from flax_gradnet.data import unseen  # pylint: disable=g-import-not-at-top
       return unseen.unseen_pairs(**{k: v for k, v in kwargs.items() if k == "noise"})
     raise ValueError(f"synthetic_unseen is a held-out set: its only split is 'test', got {split!r}.")
+  if dataset == "synthetic_strong":
+    # Evaluation only (data/strong.py): the paper's strong blur on held-out photographs.
+    if split.startswith("test"):
+      from flax_gradnet.data import strong  # pylint: disable=g-import-not-at-top
+      return strong.strong_pairs(**{k: v for k, v in kwargs.items() if k == "noise"})
+    raise ValueError(f"synthetic_strong is a held-out set: its only split is 'test', got {split!r}.")
   import jax  # pylint: disable=g-import-not-at-top
   # Several processes: process 0 prepares the records, the others wait for it
   # and then open what it wrote (all must see the same data_dir).

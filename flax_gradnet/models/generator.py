@@ -85,8 +85,15 @@ class Generator(nn.Module):
   clipped to [-1, 1], as DeblurGAN's `learn_residual` does; the paper's Fig. 2
   shows no such connection, so the paper config keeps it off.
 
-  Any H x W is accepted: the input is reflect-padded to a multiple of 4 (the
-  two stride-2 convolutions) and the output cropped back.
+  `num_levels` (not in the paper, which has 2) sets the number of stride-2
+  encoder stages: stage l has 2**l * base channels and a decoder stage of the
+  same width; GradientNet sits at 1/2**num_levels resolution. A third stage
+  multiplies the bottleneck's receptive field by two for a small cost (the
+  added convolutions run on an eighth of the pixels), so the 25-60 px blurs of
+  dynamic scenes fall inside it.
+
+  Any H x W is accepted: the input is reflect-padded to a multiple of
+  2**num_levels (the stride-2 convolutions) and the output cropped back.
 
   Attributes:
     base_features: channels of the first encoder stage (64).
@@ -119,6 +126,8 @@ class Generator(nn.Module):
   norm_affine: bool = True
   norm_epsilon: float = 1e-6
   upsample: str = "transpose"
+  # Stride-2 encoder stages (and decoder stages): 2 in Fig. 2; total stride 2**num_levels.
+  num_levels: int = 2
   residual: bool = False
   zero_init_output: bool = False
   padding_mode: str = "reflect"
@@ -146,9 +155,12 @@ class Generator(nn.Module):
       raise ValueError(f"norm must be 'instance' or 'none', got {self.norm!r}")
     if self.upsample not in ("transpose", "pixel_shuffle"):
       raise ValueError(f"upsample must be 'transpose' or 'pixel_shuffle', got {self.upsample!r}")
+    if self.num_levels < 1:
+      raise ValueError(f"num_levels must be >= 1, got {self.num_levels}")
     inputs = jnp.asarray(x, self.dtype)
     h, w = x.shape[1:3]
-    ph, pw = (-h) % 4, (-w) % 4
+    stride = 2 ** self.num_levels
+    ph, pw = (-h) % stride, (-w) % stride
     mode = "reflect" if min(h, w) > 3 else "edge"
     x = jnp.pad(inputs, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
 
@@ -187,24 +199,29 @@ class Generator(nn.Module):
       return pixel_shuffle(y, 2)
 
     f = self.base_features
-    e0 = norm_act(PaddedConv(f, (7, 7), padding_mode=self.padding_mode, use_bias=not use_norm,
-                             name="enc_conv0", **common)(x), "enc_norm0", 0)
-    e1 = norm_act(down(e0, 2 * f, "enc_down1"), "enc_norm1", 1)
-    e2 = norm_act(down(e1, 4 * f, "enc_down2"), "enc_norm2", 2)
+    levels = self.num_levels
+    enc = [norm_act(PaddedConv(f, (7, 7), padding_mode=self.padding_mode, use_bias=not use_norm,
+                               name="enc_conv0", **common)(x), "enc_norm0", 0)]
+    for l in range(1, levels + 1):
+      enc.append(norm_act(down(enc[-1], 2**l * f, f"enc_down{l}"), f"enc_norm{l}", l))
 
-    b = e2
+    b = enc[-1]
     if self.use_gradientnet:
       b = GradientNet(features=self.gradientnet_features, num_mbrbs=self.num_mbrbs,
                       num_paths=self.num_paths, use_rgcl=self.use_rgcl,
                       rgcl_kernels=self.rgcl_kernels, num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
-                      stats_window=window(2), padding_mode=self.padding_mode,
+                      stats_window=window(levels), padding_mode=self.padding_mode,
                       name="gradientnet", **common)(b)
 
     # Skip connections: each decoder stage reads [upsampled, encoder feature]
     # concatenated on channels; the convolutions take the pair and never build
     # the concatenation (PaddedConv), which saves memory at full resolution.
-    d1 = norm_act(up(b, 2 * f, "dec_up1"), "dec_norm1", 1)
-    d0 = norm_act(up([d1, e1], f, "dec_up0"), "dec_norm0", 0)
+    # The deepest stage reads GradientNet's output alone (it holds its input).
+    d = b
+    for l in range(levels - 1, -1, -1):
+      d = norm_act(up(d if l == levels - 1 else [d, enc[l + 1]], 2**l * f, f"dec_up{l}"),
+                   f"dec_norm{l}", l)
+    d0, e0 = d, enc[0]
     kernel_init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
     y = PaddedConv(self.channels, (7, 7), padding_mode=self.padding_mode,
                    kernel_init=kernel_init, name="out_conv", **common)([d0, e0])
