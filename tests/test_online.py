@@ -27,7 +27,7 @@ def _assert_pairs_equal(a, b):
 
 
 def test_version_and_heldout_photos():
-  assert online.VERSION == "2.3.0"
+  assert online.VERSION == "3.0.0"
   assert online.HELDOUT_VERSION == "2.2.0"  # frozen: held-out numbers stay comparable
   train = online.training_photographs()
   assert set(online.HELDOUT_PHOTOS) <= set(synthetic.builtin_photographs())

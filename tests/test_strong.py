@@ -1,0 +1,180 @@
+"""Synthetic data v3 (strong camera shake, dynamic scenes, photo_dir), the
+strong-blur held-out set (data/strong.py) and the generator's third stage."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from flax_gradnet.data import online, pipeline, strong, synthetic
+from flax_gradnet.models import Generator
+
+
+def _texture(h=64, w=80, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _extent(psf):
+  ys, xs = np.nonzero(psf > 1e-12)
+  return max(ys.max() - ys.min(), xs.max() - xs.min())
+
+
+def _centroid(psf):
+  ys, xs = np.mgrid[:psf.shape[0], :psf.shape[1]]
+  return (psf * ys).sum(), (psf * xs).sum()
+
+
+@pytest.mark.parametrize("extent", [20.0, 45.0, 60.0])
+def test_shake_psf_with_extent_spans_the_extent(extent):
+  psf = synthetic.shake_psf_with_extent(np.random.default_rng(int(extent)), extent)
+  assert psf.min() >= 0 and abs(psf.sum() - 1) < 1e-12
+  half = psf.shape[0] // 2
+  cy, cx = _centroid(psf)
+  assert abs(cy - half) < 1e-9 and abs(cx - half) < 1e-9  # no shift of the image
+  # Bilinear splatting adds at most one pixel to the path's bounding box.
+  assert extent <= _extent(psf) <= extent + 1
+  with pytest.raises(ValueError, match="extent"):
+    synthetic.shake_psf_with_extent(np.random.default_rng(0), 0.0)
+
+
+def test_tremor_psf_spans_the_extent_and_is_centred():
+  psf = strong.tremor_psf(np.random.default_rng(1), 30.0)
+  assert abs(psf.sum() - 1) < 1e-12 and 30 <= _extent(psf) <= 31
+  half = psf.shape[0] // 2
+  cy, cx = _centroid(psf)
+  assert abs(cy - half) < 1e-9 and abs(cx - half) < 1e-9
+
+
+@pytest.mark.parametrize("dy,dx", [(0.0, 0.0), (2.25, -4.5), (-7.75, 3.0), (0.0, 6.5)])
+def test_shifter_equals_scipy_bilinear_shift(dy, dx):
+  image = np.random.default_rng(2).uniform(size=(40, 50, 3))
+  ours = synthetic._Shifter(image, 8.0)(dy, dx)  # pylint: disable=protected-access
+  # scipy's "mirror" is numpy's "reflect"; compare away from the borders' handling.
+  ref = ndimage.shift(image, (dy, dx, 0.0), order=1, mode="mirror")
+  np.testing.assert_allclose(ours[9:-9, 9:-9], ref[9:-9, 9:-9], atol=1e-12)
+
+
+def test_dynamic_scene_leaves_a_still_background_sharp():
+  region = _texture(96, 96, seed=3)
+  rng = np.random.default_rng(4)
+  sharp, blurry = synthetic.dynamic_scene(region, rng, camera_extent=(0.0, 0.0),
+                                          object_motion=(20.0, 20.0), max_objects=1)
+  assert sharp.shape == blurry.shape == region.shape and sharp.dtype == np.uint8
+  # Where neither the object nor its path ever was, every frame is the
+  # background itself: blurry == sharp == region there.
+  untouched = np.all(sharp == region, axis=-1)
+  untouched = ndimage.binary_erosion(untouched, iterations=14)
+  assert untouched.sum() > 500
+  np.testing.assert_array_equal(blurry[untouched], region[untouched])
+  # The object moved: the image differs somewhere else.
+  assert np.abs(blurry.astype(int) - sharp).max() > 20
+
+
+def test_dynamic_scene_is_deterministic_and_middle_frame_is_sharp():
+  region = _texture(64, 64, seed=5)
+  a = synthetic.dynamic_scene(region, np.random.default_rng(9))
+  b = synthetic.dynamic_scene(region, np.random.default_rng(9))
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+  sharp, blurry = a
+  # The averaged frames lose detail that the middle frame has.
+  grad = lambda im: np.abs(np.diff(im.astype(float), axis=1)).mean()  # noqa: E731
+  assert grad(blurry) < grad(sharp)
+
+
+def test_strong_families_train_with_a_larger_margin_and_are_reproducible():
+  kw = dict(size=32, seed=0, num_records=50, families=("strong_shake", "dynamic"))
+  src = online.OnlinePairs(**kw)
+  assert src.margin == 40 and online.OnlinePairs(size=32).margin == 24
+  names = set()
+  for i in range(6):
+    rec = src[i]
+    assert rec["blur"].shape == rec["sharp"].shape == (32, 32, 3)
+    np.testing.assert_array_equal(rec["blur"], online.OnlinePairs(**kw)[i]["blur"])
+    names.add(rec["name"].rsplit("_", 1)[-1])
+  assert names <= {"shake", "dynamic", "none"}  # "strong_shake" ends in "_shake"
+  with pytest.raises(ValueError, match="tremor"):
+    online.OnlinePairs(families=("tremor",))  # a held-out kind is no training family
+
+
+def test_photo_dir_adds_photographs_scaled_to_the_max_side(tmp_path):
+  big = _texture(200, 2000, seed=6)
+  Image.fromarray(big).save(tmp_path / "wide.png")
+  Image.fromarray(_texture(50, 60, seed=7)).save(tmp_path / "small.png")
+  photos = online.folder_photographs(str(tmp_path), max_side=500)
+  assert sorted(photos) == ["dir:small.png", "dir:wide.png"]
+  assert photos["dir:wide.png"].shape == (50, 500, 3)
+  assert photos["dir:small.png"].shape == (50, 60, 3)  # never enlarged
+  kw = dict(size=32, procedural_fraction=0.0, num_records=10)
+  plain, more = online.OnlinePairs(**kw), online.OnlinePairs(photo_dir=str(tmp_path), **kw)
+  assert repr(plain) != repr(more)  # the photographs enter the data's identity
+  assert len(more._names) == len(plain._names) + 2  # pylint: disable=protected-access
+  with pytest.raises(FileNotFoundError, match="nowhere"):
+    online.OnlinePairs(photo_dir=str(tmp_path / "nowhere"))
+
+
+def test_strong_pairs_layout_and_determinism():
+  photos = {"a": _texture(64, 72, seed=8), "b": _texture(60, 64, seed=9)}
+  src = strong.strong_pairs(photos=photos, draws=2)
+  assert len(src) == 2 * len(strong.STRONG_KINDS) * 2
+  assert [src[i]["name"] for i in range(3)] == ["a/strong_shake_0.png", "a/strong_shake_1.png",
+                                                "a/dynamic_0.png"]
+  again = strong.strong_pairs(photos=photos, draws=2)
+  for i in range(len(src)):
+    np.testing.assert_array_equal(src[i]["blur"], again[i]["blur"])
+    np.testing.assert_array_equal(src[i]["sharp"], again[i]["sharp"])
+    assert src[i]["family"] in strong.STRONG_KINDS
+  # Kinds other than dynamic keep the photograph as the target.
+  np.testing.assert_array_equal(src[0]["sharp"], photos["a"])
+  # Adding a kind's draws changes no other pair.
+  only = strong.strong_pairs(photos={"a": photos["a"]}, kinds=("tremor",), draws=1)
+  np.testing.assert_array_equal(only[0]["blur"], src[4]["blur"])
+  with pytest.raises(ValueError, match="Unknown strong"):
+    strong.strong_pairs(photos=photos, kinds=("shake",))
+
+
+def test_strong_set_is_harder_than_the_mild_one():
+  """The frozen strong set's blur is strong: its blurry PSNR is far below the mild set's."""
+  def mean_psnr(src):
+    out = []
+    for ex in src:
+      mse = np.mean((ex["blur"].astype(float) - ex["sharp"]) ** 2)
+      out.append(10 * np.log10(255.0 ** 2 / mse))
+    return np.mean(out)
+  photos = {"rocket": online.heldout_photographs()["rocket"]}
+  hard = mean_psnr(strong.strong_pairs(photos=photos, draws=1))
+  mild = mean_psnr(online.heldout_pairs(photos=photos))
+  assert hard < mild - 3.0
+
+
+def test_synthetic_strong_source_is_test_only():
+  with pytest.raises(ValueError, match="only split is 'test'"):
+    pipeline.get_source("synthetic_strong", "train", data_dir="/nonexistent")
+  assert "synthetic_strong" in pipeline.DATASETS
+
+
+@pytest.mark.parametrize("levels,hw", [(1, (10, 14)), (2, (13, 21)), (3, (37, 45))])
+def test_generator_levels_accept_any_size_and_start_as_identity(levels, hw):
+  g = Generator(base_features=4, gradientnet_features=8, num_mbrbs=1, ca_reduction=4,
+                norm="none", residual=True, zero_init_output=True, num_levels=levels,
+                upsample="pixel_shuffle")
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, *hw, 3)), jnp.float32)
+  params = g.init(jax.random.PRNGKey(0), x)
+  y = g.apply(params, x)
+  assert y.shape == x.shape
+  np.testing.assert_allclose(y, x, atol=1e-6)
+  names = set(params["params"])
+  assert {f"enc_down{l}" for l in range(1, levels + 1)} <= names
+  assert {f"dec_up{l}" for l in range(levels)} <= names and f"dec_up{levels}" not in names
+
+
+def test_generator_two_levels_keep_the_parameter_names_of_fig2():
+  g = Generator(base_features=4, gradientnet_features=8, num_mbrbs=1, ca_reduction=4)
+  params = g.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  assert {k for k in params if k.startswith(("enc_", "dec_"))} == {
+      "enc_conv0", "enc_norm0", "enc_down1", "enc_norm1", "enc_down2", "enc_norm2",
+      "dec_up1", "dec_norm1", "dec_up0", "dec_norm0"}
+  with pytest.raises(ValueError, match="num_levels"):
+    Generator(num_levels=0).init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
