@@ -13,6 +13,10 @@ datasets and on-the-fly pairs alike) and both iterators take `channels=1`,
 which converts blur and sharp identically, after the augmentations, with
 `image_io.to_channels` (ITU-R 601 luma exactly as PIL's `convert("L")`).
 
+TFDS is imported only for the data sets it prepares (GOPRO, HIDE, RealBlur,
+folders, `synthetic`): training on `synthetic_online` needs neither TFDS nor
+TensorFlow, only grain.
+
 grain reads the array_record files by random access (no TensorFlow), shuffles
 with a per-epoch reshuffle from the seed, draws each example's augmentation
 from (seed, record index) so the data do not depend on worker count or timing,
@@ -30,11 +34,10 @@ from typing import Any
 import grain.experimental as grain_experimental
 import grain.python as grain
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from flax_gradnet import image_io
-from flax_gradnet.data import builders, online
+from flax_gradnet.data import online
 
 # How long the other processes wait for process 0 to prepare a TFDS data set.
 _PREPARE_TIMEOUT_S = 6 * 3600
@@ -42,19 +45,19 @@ _PREPARE_TIMEOUT_S = 6 * 3600
 DATASETS = ("gopro", "gopro/blur_gamma", "hide", "realblur_j", "realblur_r",
             "paired_folder", "kohler", "blur_only", "synthetic", "synthetic_online",
             "synthetic_unseen", "synthetic_strong")
-# The benchmarks read from the TFDS manual dir: name -> (builder, config).
+# The benchmarks read from the TFDS manual dir: name -> (builder class in
+# data/builders.py, config).
 MANUAL_DATASETS = {
-    "gopro": (builders.Gopro, "blur"),
-    "gopro/blur": (builders.Gopro, "blur"),
-    "gopro/blur_gamma": (builders.Gopro, "blur_gamma"),
-    "hide": (builders.Hide, None),
-    "realblur_j": (builders.RealBlur, "j"),
-    "realblur_r": (builders.RealBlur, "r"),
+    "gopro": ("Gopro", "blur"),
+    "gopro/blur": ("Gopro", "blur"),
+    "gopro/blur_gamma": ("Gopro", "blur_gamma"),
+    "hide": ("Hide", None),
+    "realblur_j": ("RealBlur", "j"),
+    "realblur_r": ("RealBlur", "r"),
 }
 
 
-def make_builder(dataset: str, *, data_dir: str,
-                 **kwargs) -> tfds.core.DatasetBuilder:
+def make_builder(dataset: str, *, data_dir: str, **kwargs) -> Any:
   """The TFDS builder (file_format array_record) for a dataset name.
 
   Args:
@@ -64,9 +67,11 @@ def make_builder(dataset: str, *, data_dir: str,
       "blur_only"; `SyntheticConfig` fields for "synthetic" (e.g.
       `train_pairs_per_image=4, seed=1, image_dir=...`).
   """
+  from flax_gradnet.data import builders  # pylint: disable=g-import-not-at-top  (TFDS)
   common = dict(data_dir=data_dir, file_format="array_record")
   if dataset in MANUAL_DATASETS:
-    cls, config = MANUAL_DATASETS[dataset]
+    name, config = MANUAL_DATASETS[dataset]
+    cls = getattr(builders, name)
     if kwargs:
       raise TypeError(f"{dataset} takes no options, got {sorted(kwargs)}")
     return cls(**({"config": config} if config else {}), **common)
@@ -117,7 +122,10 @@ def get_source(dataset: str, split: str, *, data_dir: str,
       from flax_gradnet.data import strong  # pylint: disable=g-import-not-at-top
       return strong.strong_pairs(**{k: v for k, v in kwargs.items() if k == "noise"})
     raise ValueError(f"synthetic_strong is a held-out set: its only split is 'test', got {split!r}.")
+  if dataset not in DATASETS and dataset not in MANUAL_DATASETS:
+    raise ValueError(f"Unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}.")
   import jax  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   # Several processes: process 0 prepares the records, the others wait for it
   # and then open what it wrote (all must see the same data_dir).
   if jax.process_index() == 0:
