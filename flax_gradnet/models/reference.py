@@ -282,11 +282,12 @@ class Generator(nn.Module):
   clipped to [-1, 1], as DeblurGAN's `learn_residual` does; the paper's Fig. 2
   shows no such connection, so the paper config keeps it off.
 
-  Any H x W is accepted: the input is reflect-padded to a multiple of 4 (the
-  two stride-2 convolutions) and the output cropped back.
+  Any H x W is accepted: the input is reflect-padded to a multiple of
+  2**num_levels (the stride-2 convolutions) and the output cropped back.
 
   Attributes:
     base_features: channels of the first encoder stage (64).
+    num_levels: stride-2 encoder stages, each with its decoder stage (2 in Fig. 2).
     gradientnet_features: channels inside GradientNet.
     use_gradientnet: False = "w/o GradientNet" ablation (identity bottleneck).
     norm: "instance" (the paper) or "none".
@@ -313,6 +314,7 @@ class Generator(nn.Module):
   norm_affine: bool = True
   norm_epsilon: float = 1e-6
   upsample: str = "transpose"
+  num_levels: int = 2
   residual: bool = False
   zero_init_output: bool = False
   padding_mode: str = "reflect"
@@ -331,7 +333,8 @@ class Generator(nn.Module):
       raise ValueError(f"upsample must be 'transpose' or 'pixel_shuffle', got {self.upsample!r}")
     inputs = jnp.asarray(x, self.dtype)
     h, w = x.shape[1:3]
-    ph, pw = (-h) % 4, (-w) % 4
+    stride = 2 ** self.num_levels
+    ph, pw = (-h) % stride, (-w) % stride
     mode = "reflect" if min(h, w) > 3 else "edge"
     x = jnp.pad(inputs, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
 
@@ -358,12 +361,12 @@ class Generator(nn.Module):
       return pixel_shuffle(y, 2)
 
     f = self.base_features
-    e0 = norm_act(PaddedConv(f, (7, 7), padding_mode=self.padding_mode, use_bias=not use_norm,
-                             name="enc_conv0", **common)(x), "enc_norm0")
-    e1 = norm_act(down(e0, 2 * f, "enc_down1"), "enc_norm1")
-    e2 = norm_act(down(e1, 4 * f, "enc_down2"), "enc_norm2")
+    enc = [norm_act(PaddedConv(f, (7, 7), padding_mode=self.padding_mode, use_bias=not use_norm,
+                               name="enc_conv0", **common)(x), "enc_norm0")]
+    for l in range(1, self.num_levels + 1):
+      enc.append(norm_act(down(enc[-1], 2**l * f, f"enc_down{l}"), f"enc_norm{l}"))
 
-    b = e2
+    b = enc[-1]
     if self.use_gradientnet:
       b = GradientNet(features=self.gradientnet_features, num_mbrbs=self.num_mbrbs,
                       num_paths=self.num_paths, use_rgcl=self.use_rgcl,
@@ -371,10 +374,11 @@ class Generator(nn.Module):
                       num_recurrences=self.num_recurrences, ca_reduction=self.ca_reduction,
                       padding_mode=self.padding_mode, name="gradientnet", **common)(b)
 
-    d1 = norm_act(up(b, 2 * f, "dec_up1"), "dec_norm1")
-    d1 = jnp.concatenate([d1, e1], axis=-1)
-    d0 = norm_act(up(d1, f, "dec_up0"), "dec_norm0")
-    d0 = jnp.concatenate([d0, e0], axis=-1)
+    d = b
+    for l in range(self.num_levels - 1, -1, -1):
+      d = norm_act(up(d, 2**l * f, f"dec_up{l}"), f"dec_norm{l}")
+      d = jnp.concatenate([d, enc[l]], axis=-1)
+    d0 = d
     kernel_init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
     y = PaddedConv(self.channels, (7, 7), padding_mode=self.padding_mode,
                    kernel_init=kernel_init, name="out_conv", **common)(d0)
