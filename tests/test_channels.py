@@ -1,4 +1,4 @@
-"""Any channel count (issue 13, item 6): `model.channels` through the generator,
+"""Any channel count: `model.channels` through the generator,
 losses, metrics, data, the CLIs and export; grayscale end to end through the CLI."""
 
 import json

@@ -1,5 +1,5 @@
 """The CPU-optimised modules compute the reference modules' function, with their
-parameter tree (issue 9).
+parameter tree.
 
 The reference is flax_gradnet/models/reference.py: a frozen copy of the
 straightforward implementation (a reflect-padded copy before every conv, the

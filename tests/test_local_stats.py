@@ -1,4 +1,4 @@
-"""Test-time local statistics (TLC, issue 13): local box means against a
+"""Test-time local statistics (TLC): local box means against a
 brute-force numpy statement, the whole-image window against global statistics
 (flax's InstanceNorm, the paper's channel attention), and the CLI flags."""
 

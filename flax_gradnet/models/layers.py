@@ -52,7 +52,7 @@ def conv2d_same(x: jax.Array, kernel: jax.Array, mode: PaddingMode) -> jax.Array
 
   Equal to `VALID conv of pad_same(x, kernel_size, mode)`, computed faster on
   XLA CPU: a padded copy of the input before every convolution costs more than
-  the convolution itself there (issue 9: 21-33 ms of a 3x3 64->64 conv's 32 ms
+  the convolution itself there (measured: 21-33 ms of a 3x3 64->64 conv's 32 ms
   at 320x180). Zero padding is left to the convolution. Reflect padding is the
   zero-padded convolution with its border rows and columns (as many as the
   padding is wide) recomputed exactly from small reflect-padded strips of the

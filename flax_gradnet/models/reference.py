@@ -1,7 +1,7 @@
 """The generator written the straightforward way: the paper's operations one by one.
 
 A frozen copy of `layers.py` and `generator.py` as they were before the CPU
-speed work (issue 9, commit 544aa60): a reflect-padded copy before every
+speed work (2026-11-25): a reflect-padded copy before every
 convolution, the RGCL's 1x3 and 3x1 convolutions applied separately, the skip
 concatenations built, `nn.ConvTranspose` as flax has it. Same parameter tree,
 same function. Two uses:
