@@ -3,7 +3,7 @@
     python experiments/bench_inference.py                                # paper config, 1280x720
     python experiments/bench_inference.py --config=configs/quickstart.py
     python experiments/bench_inference.py --size=1920x1080 --dtype=bfloat16
-    python experiments/bench_inference.py --reference                    # the pre-issue-9 modules
+    python experiments/bench_inference.py --reference                    # models/reference.py
     python experiments/bench_inference.py --size=3840x2160 --tile=512    # tiled, as deblur --tile
     python experiments/bench_inference.py --config=configs/gradnet_s_lf.py --self_ensemble=shrink
 

@@ -7,7 +7,7 @@ Both run the same pure `steps.train_step` on the same global batch, split over
 `--devices` devices: the mesh step with the batch sharded on axis "data" and the
 state replicated (`axis_name=None`; XLA inserts the all-reduce), the pmap step
 with one replica per device and explicit `pmean` (`axis_name="batch"`, the
-layout `train.py` had before issue 10). On a CPU the devices are faked with
+layout `train.py` had until 2026-11-26). On a CPU the devices are faked with
 `--xla_force_host_platform_device_count` (set here before jax is imported), so
 they share the same cores: the comparison is of the two programs' overheads,
 not of scaling. Prints each median step time and their ratio.
@@ -90,7 +90,7 @@ def main():
   print(f"{args.config}: global batch {args.batch} of {args.size}x{args.size} over "
         f"{args.devices} {jax.devices()[0].platform} device(s)")
   print(f"jit over mesh (train.py): {mesh_s * 1e3:.1f} ms/step")
-  print(f"pmap (before issue 10):   {pmap_s * 1e3:.1f} ms/step")
+  print(f"pmap (explicit pmean):    {pmap_s * 1e3:.1f} ms/step")
   print(f"mesh / pmap: {mesh_s / pmap_s:.3f}")
 
 
