@@ -14,10 +14,15 @@ tool:
     --data_dir, --manual_dir, --path   where data lives: TFDS's prepared records,
                     TFDS's manual dir, a folder of images
     --overwrite     replace existing outputs (never inputs)
-    --tile, --tile_overlap, --self_ensemble, --local_stats, --low_freq_sigma
-                    inference options
+    --tile, --tile_overlap, --self_ensemble, --local_stats, --low_freq_sigma,
+    --max_memory    inference options
+    --progress      a progress bar on stderr (`--no-progress` hides it)
 
-On/off flags are `--x` / `--no-x` (argparse.BooleanOptionalAction). Exit
+On/off flags are `--x` / `--no-x` (argparse.BooleanOptionalAction). Flags
+are spelled out in full (no abbreviations: `--output` is never taken for
+`--output_dir`), and `--help` shows every flag's default. A tool names itself
+as it was started: `flax-gradnet-<tool>` from its console script, else
+`python -m flax_gradnet.<tool>` (`prog_name`). Exit
 status: `EXIT_OK` (0) all done; `EXIT_SOME_FAILED` (1) some inputs failed, the
 others are done; `EXIT_NOTHING_RAN` (2) nothing ran: bad arguments (argparse's
 own usage errors exit 2 too), missing files. Each tool's `--help` ends with
@@ -36,6 +41,7 @@ instant; absl is imported by `parse_absl_flags` itself.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from typing import NoReturn, Sequence
@@ -64,8 +70,13 @@ LOW_FREQ_SIGMA_DEFAULT = 32.0
 # 8x the time of "off".
 ENSEMBLES = ("off", "mean", "shrink")
 ENSEMBLE_DEFAULT = "shrink"
+# `--max_memory` (GiB; `inference.deblur_image(max_memory=)`): the memory one
+# image's inference may take; an image whose whole-image inference would need
+# more is deblurred in tiles that inference chooses.
+MAX_MEMORY_DEFAULT_GIB = 3.0
+SCRIPT_PREFIX = "flax-gradnet-"  # the console scripts' names (setup.cfg)
 _WIDTH = 79  # of the description and the epilog, which argparse does not wrap here
-_EXAMPLE_STARTS = ("python -m flax_gradnet", "flax-gradnet-")
+_EXAMPLE_STARTS = ("python -m flax_gradnet", SCRIPT_PREFIX)
 
 
 # ----------------------------------------------------------------------------
@@ -100,19 +111,54 @@ def _fill(text: str) -> str:
   return "\n\n".join(textwrap.fill(" ".join(p.split()), _WIDTH) for p in text.split("\n\n"))
 
 
+def prog_name(prog: str) -> str:
+  """How a tool names itself in usage lines and errors: the console script's
+  name (`flax-gradnet-<tool>`) when it was started as one, else `prog`
+  (`python -m flax_gradnet.<tool>`)."""
+  name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+  for suffix in (".exe", "-script.py"):  # the launchers pip writes on Windows
+    name = name.removesuffix(suffix)
+  return name if name.startswith(SCRIPT_PREFIX) else prog
+
+
+def format_default(value: object) -> str:
+  """A default as --help shows it: `on`/`off` for a switch, else its str."""
+  if isinstance(value, bool):
+    return "on" if value else "off"
+  return str(value)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+  """The description and epilog as written; each option's help ends with its
+  default, unless the help already speaks of it ("default ..."; a default of
+  None means "not given", which the help explains where it matters)."""
+
+  def _get_help_string(self, action: argparse.Action) -> str:
+    text = action.help or ""
+    default = action.default
+    if (not action.option_strings or action.required or default is None
+        or default is argparse.SUPPRESS or default == [] or "default" in text.lower()):
+      return text
+    return f"{text} (default: {format_default(default).replace('%', '%%')})"
+
+
 def parser(prog: str, description: str, doc: str,
            notes: str | None = None) -> argparse.ArgumentParser:
-  """An ArgumentParser whose --help ends with `notes` and the examples of `doc`.
+  """An ArgumentParser whose --help shows every default and ends with `notes`
+  and the examples of `doc`. Flags are never abbreviated (`allow_abbrev=False`:
+  `--output` must not silently mean `--output_dir`).
 
   Args:
-    prog: how the tool is run (`python -m flax_gradnet.<tool>`).
+    prog: how the tool is run (`python -m flax_gradnet.<tool>`); a console
+      script shows its own name instead (`prog_name`).
     description: what the tool does (wrapped).
     doc: the tool's module docstring, holding its example command lines.
     notes: more text for the end of --help, before the examples (wrapped).
   """
   epilog = (_fill(notes) + "\n\n" if notes else "") + examples(doc)
-  return argparse.ArgumentParser(prog=prog, description=_fill(description), epilog=epilog,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+  return argparse.ArgumentParser(prog=prog_name(prog), description=_fill(description),
+                                 epilog=epilog, formatter_class=_HelpFormatter,
+                                 allow_abbrev=False)
 
 
 def add_switch(p: argparse.ArgumentParser, flag: str, help: str,  # pylint: disable=redefined-builtin
@@ -123,6 +169,17 @@ def add_switch(p: argparse.ArgumentParser, flag: str, help: str,  # pylint: disa
   if old_negation:
     p.add_argument(old_negation, dest=flag.lstrip("-"), action="store_false",
                    help=argparse.SUPPRESS)
+
+
+def add_progress_flag(p: argparse.ArgumentParser, old_negation: str | None = None) -> None:
+  """`--progress` / `--no-progress`: a progress bar on stderr (default on).
+  Adding it twice is a no-op (`add_inference_flags` adds it, so every tool
+  that deblurs has it)."""
+  try:
+    add_switch(p, "--progress", "a progress bar on stderr", default=True,
+               old_negation=old_negation)
+  except argparse.ArgumentError:  # --progress is there already (and is checked first)
+    pass
 
 
 def fail(message: str) -> int:
@@ -228,9 +285,11 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--path", default=None, help="the folder of paired_folder / kohler / blur_only")
 
 
-def add_inference_flags(p: argparse.ArgumentParser) -> None:
+def add_inference_flags(p: argparse.ArgumentParser, *, max_memory: bool = True) -> None:
   """`--tile`, `--tile_overlap`, `--self_ensemble`, `--local_stats`,
-  `--low_freq_sigma` (check them with `inference_flags_error`)."""
+  `--low_freq_sigma`, `--max_memory` (unless `max_memory=False`, for a tool
+  whose inference takes no memory budget) and `--progress` (check them with
+  `inference_flags_error`)."""
   p.add_argument("--tile", type=int, default=None,
                  help="tile side in pixels, a multiple of 4 (default: whole image at once)")
   p.add_argument("--tile_overlap", type=int, default=None,
@@ -253,6 +312,13 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
                       "(a blur leaves them, the generator may shift them; "
                       f"inference.keep_input_low_frequencies; default {LOW_FREQ_SIGMA_DEFAULT:g}; "
                       "0 = the generator's output as it is, the paper's protocol)")
+  if max_memory:
+    p.add_argument("--max_memory", type=float, default=MAX_MEMORY_DEFAULT_GIB, metavar="GIB",
+                   help="memory budget of one image's inference, in GiB: an image whose "
+                        "whole-image inference would need more is deblurred in tiles that "
+                        "inference chooses (--tile sets the tiles itself; default "
+                        f"{MAX_MEMORY_DEFAULT_GIB:g})")
+  add_progress_flag(p)
 
 
 def inference_flags_error(args: argparse.Namespace) -> str | None:
@@ -268,6 +334,9 @@ def inference_flags_error(args: argparse.Namespace) -> str | None:
     return f"need 0 <= --tile_overlap < --tile, got {args.tile_overlap}"
   if not args.low_freq_sigma >= 0:  # also NaN
     return f"--low_freq_sigma must be >= 0 pixels (0 = off), got {args.low_freq_sigma}"
+  max_memory = getattr(args, "max_memory", None)
+  if max_memory is not None and not 0 < max_memory < float("inf"):  # also NaN
+    return f"--max_memory must be a positive number of GiB, got {max_memory}"
   return None
 
 
@@ -297,16 +366,44 @@ def absl_help(prog: str, doc: str, flag_names: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
+def _resolve_config(argv: Sequence[str]) -> list[str]:
+  """`argv` with its `--config` value (`--config=X` or `--config X`) replaced by
+  the file it means (`configs.resolve`: `configs/<name>.py` works from any
+  folder); one `error:` line naming what was tried, exit 2, when it means none."""
+  import configs  # pylint: disable=g-import-not-at-top  (the package's configs)
+  argv = list(argv)
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg == "--":
+      break
+    if arg.startswith("--config="):
+      at, value = i, arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(argv):
+      at, value = i + 1, argv[i + 1]
+    else:
+      continue
+    try:
+      resolved = configs.resolve(value)
+    except ValueError as e:
+      exit_error(f"--config could not be loaded: {e}")
+    argv[at] = f"--config={resolved}" if at == i else resolved
+  return argv
+
+
 def parse_absl_flags(argv: Sequence[str], *, prog: str, doc: str,
                      flag_names: Sequence[str]) -> list[str]:
   """absl's parsing (for `app.run(flags_parser=...)`), in this module's convention:
-  `--help` prints `absl_help` and exits 0 (absl's would exit 1); a config that
-  does not load, an override of a field the config lacks, a bad flag or a
-  positional argument print one `error:` line and exit 2."""
+  `--help` prints `absl_help` and exits 0 (absl's would exit 1); `--config`
+  names a file or a config of the `configs` package (`configs.resolve`); a
+  config that does not load, an override of a field the config lacks, a bad
+  flag or a positional argument print one `error:` line and exit 2. `prog` is
+  shown as `prog_name` shows it."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+  prog = prog_name(prog)
   if any(a in _HELP_FLAGS for a in argv[1:]):
     print(absl_help(prog, doc, flag_names))
     sys.exit(EXIT_OK)
+  if "config" in flag_names:
+    argv = _resolve_config(argv)
   try:
     rest = flags.FLAGS(argv)
     flags.FLAGS.config.to_dict()  # config_flags defers load errors to the first use

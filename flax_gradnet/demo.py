@@ -18,6 +18,9 @@
      heldout_results.json           per-image and per-family numbers, protocol, models
    beside the training run's checkpoints and TensorBoard logs.
 
+Like `flax_gradnet.main`, it holds the workdir's lock (`workdir.WorkdirLock`)
+from start to end: a second run on the same workdir exits 2 at once.
+
 Metrics: `metrics.psnr`/`ssim` on the uint8 outputs, RGB, no border crop. Every
 model deblurs as `deblur` does by default: whole images, the input's low
 frequencies kept (`inference.LOW_FREQ_SIGMA`).
@@ -225,12 +228,28 @@ def train_quickstart(config: Any, workdir: str) -> None:
 
 def main(argv):
   del argv  # `_parse_flags` refuses positional arguments
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config, workdir = FLAGS.config, os.path.abspath(os.path.expanduser(FLAGS.workdir))
+  lock = workdir_lib.WorkdirLock(workdir)  # as main's: one run per workdir
+  try:
+    note = lock.acquire()
+  except (ValueError, workdir_lib.WorkdirBusy) as e:
+    cli.exit_error(str(e))
+  if note:
+    print(note, file=sys.stderr, flush=True)
+  try:
+    _train_and_compare(config, workdir)
+  finally:
+    lock.release()
+
+
+def _train_and_compare(config: Any, workdir: str) -> None:
+  """Steps 1-4 of the module docstring (the workdir's lock is held)."""
   # pylint: disable=g-import-not-at-top
   from flax_gradnet import inference
   from flax_gradnet import workdir as workdir_lib
   from flax_gradnet.data import online
   # pylint: enable=g-import-not-at-top
-  config, workdir = FLAGS.config, os.path.abspath(os.path.expanduser(FLAGS.workdir))
   start = time.time()
   train_quickstart(config, workdir)
   train_s = time.time() - start

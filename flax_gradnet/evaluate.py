@@ -39,11 +39,13 @@ family (`summary["by_family"]`, first-seen order, then "all") and printed as a
 table: blurry and deblurred PSNR, the gain, blurry and deblurred SSIM, and the
 worst per-image PSNR gain of each family.
 
-Exit status: 0 done; 2 nothing ran (missing workdir/checkpoint/shipped model/dataset, bad
-flags such as --workdir with --model or --step without --workdir, --weights=ema for a
-checkpoint without EMA weights, --step=best without an evaluated checkpoint). Flags and
-exit statuses follow `flax_gradnet.cli`; `--no-progress` (or the older `--no_progress`)
-hides the progress bar.
+Exit status: 0 done; 2 nothing ran (missing workdir/checkpoint/shipped model/dataset, a
+--dataset no builder has (the message lists them), bad flags such as --workdir with
+--model or --step without --workdir, --weights=ema for a checkpoint without EMA weights,
+--step=best without an evaluated checkpoint). Flags and exit statuses follow
+`flax_gradnet.cli`; `--no-progress` (or the older `--no_progress`) hides the progress bar.
+Whole images are measured, as the benchmarks' protocols do: there is no `--max_memory`
+here (`--tile` tiles them on request).
 """
 
 from __future__ import annotations
@@ -471,15 +473,16 @@ def _parser() -> argparse.ArgumentParser:
   cli.add_output_dir_flag(p, "where results go (created if missing)")
   cli.add_switch(p, "--y_channel", "measure BT.601 luma instead of RGB (RGB models only)")
   p.add_argument("--crop_border", type=int, default=0, help="pixels dropped on each side")
-  cli.add_inference_flags(p)
+  cli.add_progress_flag(p, old_negation="--no_progress")
+  # No --max_memory: the benchmarks' protocol deblurs whole images (--tile
+  # tiles them on request), so the numbers do not depend on the machine.
+  cli.add_inference_flags(p, max_memory=False)
   p.add_argument("--num_images", type=int, default=0, help="first N images only (0 = all)")
   p.add_argument("--num_grids", type=int, default=4, help="blurry|deblurred|sharp grids to write")
   cli.add_switch(p, "--save_outputs",
                  "write every deblurred image to OUTPUT_DIR/deblurred (always for blur_only)",
                  default=True)
   cli.add_dtype_flag(p)
-  cli.add_switch(p, "--progress", "a progress bar on stderr", default=True,
-                 old_negation="--no_progress")
   return p
 
 
@@ -497,6 +500,17 @@ def _check_flags(args) -> None:
     raise _UsageError("--kohler_best_frame is for --dataset=kohler")
   if (problem := cli.restore_flags_error(args)) is not None:
     raise _UsageError(problem)
+  known = known_datasets()
+  if args.dataset not in known:
+    raise _UsageError(f"unknown --dataset {args.dataset!r}; the datasets are {', '.join(known)}")
+
+
+def known_datasets() -> tuple[str, ...]:
+  """The names `--dataset` takes: `pipeline.DATASETS`, and the other spellings
+  of `pipeline.MANUAL_DATASETS` (e.g. "gopro/blur")."""
+  from flax_gradnet.data import pipeline  # pylint: disable=g-import-not-at-top  (TFDS: slow)
+  return pipeline.DATASETS + tuple(d for d in pipeline.MANUAL_DATASETS
+                                   if d not in pipeline.DATASETS)
 
 
 def _builder_kwargs(args) -> dict:

@@ -15,11 +15,19 @@ only. `--help` and the exit statuses follow `cli` all the same: a config that
 does not load, an unknown `--config.` field, a bad flag or a workdir that
 cannot be trained in print one `error:` line and exit 2 before anything is
 written; a SIGTERM saves and exits 143 (`train.PREEMPTED_EXIT_STATUS`).
+`--config=configs/<name>.py` names the installed config from any folder.
+
+While it trains, the run holds `WORKDIR/.lock` (`workdir.WorkdirLock`: host,
+pid, start time; process 0 holds it for all processes): a second run on the
+same workdir exits 2 at once, naming the first, and writes nothing there. The
+lock goes at exit (also after an error or SIGTERM); one left by a process that
+died (SIGKILL) on the same host is taken over, with a line saying so.
 Console script: `flax-gradnet-train`.
 """
 
 import functools
 import os
+import signal
 import sys
 
 # TensorFlow (imported by clu's writers, which only write summaries) logs C++
@@ -49,11 +57,54 @@ _parse_flags = functools.partial(
 
 def main(argv):
   del argv  # `_parse_flags` refuses positional arguments
-  from flax_gradnet import train  # pylint: disable=g-import-not-at-top  (jax: after the flags)
+  # pylint: disable=g-import-not-at-top  (jax: after the flags)
+  from flax_gradnet import train
+  from flax_gradnet import workdir as workdir_lib
+  # pylint: enable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # library INFO waits for the workdir's log file
-  if FLAGS.coordinator_address or FLAGS.num_processes is not None:
+  distributed = FLAGS.coordinator_address or FLAGS.num_processes is not None
+  if distributed:
     train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                  FLAGS.process_id)
+  elif FLAGS.config.get("initialize_distributed", False):
+    train.initialize_distributed()  # before any JAX work, preflight's included
+    distributed = True
+  if not distributed:  # with several processes JAX's preemption notifier owns SIGTERM
+    signal.signal(signal.SIGTERM, functools.partial(_exit_on_sigterm, train.PREEMPTED_EXIT_STATUS))
+  # One lock per run: process 0 holds it for all the processes sharing the workdir.
+  lock = workdir_lib.WorkdirLock(FLAGS.workdir) if _is_process_0(distributed) else None
+  try:
+    if lock is not None:  # before anything is written to the workdir
+      try:
+        note = lock.acquire()
+      except (ValueError, workdir_lib.WorkdirBusy) as e:
+        cli.exit_error(str(e))
+      if note:
+        print(note, file=sys.stderr, flush=True)
+    _train(train)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _is_process_0(distributed) -> bool:
+  if not distributed:
+    return True
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index() == 0
+
+
+def _exit_on_sigterm(status, signum, frame):
+  """SIGTERM outside the training loop (whose own handler saves a checkpoint
+  first): exit with `status` through Python, so the workdir's lock is released."""
+  del signum, frame
+  print("\nSIGTERM: stopped; the same command resumes from the latest checkpoint.",
+        file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def _train(train) -> None:
+  """Checks, logs to the workdir and trains (the workdir's lock is held)."""
   try:  # nothing is written to the workdir unless these pass
     train.preflight(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:

@@ -300,8 +300,7 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
     FileNotFoundError: the content loss needs VGG19 weights that are missing.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ValueError(f"--workdir {workdir} is a file; give a folder (created if missing).")
+  workdir_lib.check_folder(workdir)
   batch_shares(config.batch_size)
   steps.check_content_loss(config)
   if config.init_scheme not in steps.INIT_SCHEMES:

@@ -1,5 +1,7 @@
 """The workdir's on-disk layout, shared by training and the inference tools.
 
+    WORKDIR/.lock                 while a run trains in it: its host, pid and start
+                                  time (`WorkdirLock`; a second run is refused)
     WORKDIR/config.json           the run's config (written once, by host 0)
     WORKDIR/checkpoints/<step>/   orbax checkpoints with the items:
         state:    {"generator": TrainState, "critic": TrainState}  (params, opt states,
@@ -17,12 +19,15 @@ weights when the checkpoint has them, unless `weights="raw"`).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
 import math
 import os
+import socket
 import sys
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -35,6 +40,7 @@ from flax_gradnet.models import Generator, generator_from_config
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = ".lock"
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -52,6 +58,188 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       return ml_collections.ConfigDict(json.load(f))
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def check_folder(workdir: str) -> None:
+  """Raises ValueError when `workdir` exists and is not a folder."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir {workdir} is a file; give a folder (created if missing).")
+
+
+class WorkdirBusy(RuntimeError):
+  """Another run holds the workdir's lock (the message names its host and pid)."""
+
+
+def _pid_alive(pid: int) -> bool:
+  """Whether process `pid` of this host exists (a zombie counts as existing)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's process
+    return True
+  except (OverflowError, ValueError):  # no such pid can exist
+    return False
+  return True
+
+
+class WorkdirLock:
+  """The lock a training run holds on its workdir: the file `WORKDIR/.lock`.
+
+  `acquire` creates the file with O_CREAT|O_EXCL (atomic: of two runs starting
+  together, one gets it), holding JSON {host, pid, started, command}, before
+  the run writes anything else in the workdir; `release` removes it, and the
+  folders `acquire` created if they are still empty. A second run on the
+  workdir is refused (`WorkdirBusy`, naming the holder) unless the lock is
+  stale: written on this host by a process that no longer exists (killed with
+  SIGKILL, a crashed machine), which `acquire` takes over. A lock of another
+  host is never judged stale: its process cannot be checked from here.
+
+  Usable as a context manager; `takeover` is then the note `acquire` returned.
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = os.path.abspath(os.path.expanduser(workdir))
+    self.path = os.path.join(self.workdir, LOCK_FILE)
+    self.takeover: str | None = None
+    self._record: dict[str, Any] | None = None
+    self._created: list[str] = []
+
+  def acquire(self) -> str | None:
+    """Takes the lock; returns a one-line note when it took over a stale one.
+
+    Raises:
+      WorkdirBusy: a live run holds the lock (or it cannot be read); nothing
+        in the workdir was changed.
+      ValueError: the workdir is a file.
+    """
+    check_folder(self.workdir)
+    self._created = _missing_folders(self.workdir)
+    os.makedirs(self.workdir, exist_ok=True)
+    note = None
+    try:
+      for _ in range(3):  # a lock that vanishes or goes stale in between: look again
+        if self._create():
+          return note
+        holder, text = self._read()
+        if holder is None:
+          continue  # released since: try again
+        if not self._stale(holder):
+          raise WorkdirBusy(self._busy_message(holder))
+        try:
+          with open(self.path) as f:  # unchanged since read: no other run took it over
+            if f.read() != text:
+              continue
+          os.remove(self.path)
+        except FileNotFoundError:  # another run removed it first
+          continue
+        note = (f"note: {self.path} was left by {_describe(holder)}, which is no longer "
+                "running; taking it over")
+      raise WorkdirBusy(f"{self.path} keeps changing: other runs are starting in "
+                        f"{self.workdir}; start one run at a time")
+    except BaseException:
+      self._remove_created()
+      raise
+
+  def release(self) -> None:
+    """Removes the lock (if it is still this run's) and the folders `acquire`
+    created that are still empty."""
+    if self._record is not None:
+      try:
+        with open(self.path) as f:
+          text = f.read()
+        # Ours, or our own write cut short: a lock is replaced only when its
+        # process is gone or by hand, never while this one runs.
+        mine = json.dumps(self._record).startswith(text)
+      except OSError:
+        mine = False
+      if mine:
+        os.remove(self.path)
+      self._record = None
+    self._remove_created()
+
+  def __enter__(self) -> "WorkdirLock":
+    self.takeover = self.acquire()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+  def _create(self) -> bool:
+    """Creates the lock file with this run's record; False if it exists."""
+    record = {"host": socket.gethostname(), "pid": os.getpid(),
+              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                  timespec="seconds"),
+              "command": " ".join(sys.argv)}
+    try:
+      fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      return False
+    self._record = record  # ours from here on, also if a signal stops the write
+    with os.fdopen(fd, "w") as f:
+      json.dump(record, f)
+    return True
+
+  def _read(self) -> tuple[dict[str, Any] | None, str]:
+    """(the holder's record, the file's text); (None, "") once the file is gone.
+    A record that does not parse is reread for a second (its writer may be
+    between creating and writing it), then given as {"unreadable": ...}."""
+    deadline = time.monotonic() + 1.0
+    while True:
+      try:
+        with open(self.path) as f:
+          text = f.read()
+      except FileNotFoundError:
+        return None, ""
+      try:
+        record = json.loads(text)
+        if isinstance(record, dict) and isinstance(record.get("pid"), int):
+          return record, text
+        problem = "no pid in it"
+      except ValueError as e:
+        problem = str(e)
+      if time.monotonic() > deadline:
+        return {"unreadable": f"{problem}: {text[:80]!r}"}, text
+      time.sleep(0.05)
+
+  @staticmethod
+  def _stale(holder: dict[str, Any]) -> bool:
+    return ("unreadable" not in holder and holder.get("host") == socket.gethostname()
+            and not _pid_alive(holder["pid"]))
+
+  def _busy_message(self, holder: dict[str, Any]) -> str:
+    if "unreadable" in holder:
+      return (f"{self.workdir} has a lock file {self.path} that cannot be read "
+              f"({holder['unreadable']}); if no run is training there, delete it")
+    where = ("" if holder.get("host") == socket.gethostname() else
+             f"; it is on another host: if that run is gone, delete {self.path}")
+    return (f"{self.workdir} is in use by {_describe(holder)} ({self.path}): wait for it to "
+            f"finish or stop it, or train in another --workdir{where}")
+
+  def _remove_created(self) -> None:
+    for folder in self._created:  # deepest first
+      try:
+        os.rmdir(folder)
+      except OSError:  # not empty (the run wrote in it), or gone
+        break
+    self._created = []
+
+
+def _describe(holder: dict[str, Any]) -> str:
+  return (f"a training run on host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
+          f"started {holder.get('started', '?')}")
+
+
+def _missing_folders(path: str) -> list[str]:
+  """`path` and its ancestors that do not exist yet, deepest first."""
+  missing = []
+  while not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
 
 
 # `--step best` (and `step="best"`): the checkpoint with the highest held-out PSNR.

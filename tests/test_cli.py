@@ -171,3 +171,98 @@ def test_a_console_script_for_each_tool():
         assert "\ndef run(" in f.read()
     else:
       assert callable(importlib.import_module(module).run)
+
+
+def test_flags_are_never_abbreviated(tmp_path, monkeypatch, capsys):
+  # `--output x.png` on a tool with --output_dir is an unknown flag, not a folder named x.png.
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "in.png").write_bytes(b"")
+  for tool, argv in (("deblur", ["in.png", "--output", "x.png"]),
+                     ("evaluate", ["--dataset", "synthetic", "--output", "x.png"])):
+    with pytest.raises(SystemExit) as info:
+      PARSED[tool].main(argv)
+    assert info.value.code == cli.EXIT_NOTHING_RAN, tool
+    assert "required: --output_dir" in capsys.readouterr().err, tool
+    with pytest.raises(SystemExit) as info:
+      PARSED[tool].main(argv + ["--output_dir", "o"])
+    assert info.value.code == cli.EXIT_NOTHING_RAN, tool
+    assert "unrecognized arguments: --output" in capsys.readouterr().err, tool
+  assert sorted(os.listdir(tmp_path)) == ["in.png"]
+  for tool in PARSED:
+    assert not PARSED[tool]._parser().allow_abbrev, tool  # pylint: disable=protected-access
+
+
+def _shown_defaults(value) -> list[str]:
+  """How a help text may write `value`: 'on'/'off' for a switch; a float also as %g."""
+  if isinstance(value, bool):
+    return ["default: on" if value else "default: off"]
+  shown = [str(value)]
+  if isinstance(value, float):
+    shown.append(f"{value:g}")
+  return shown
+
+
+@pytest.mark.parametrize("tool", sorted(PARSED))
+def test_help_shows_every_default(tool):
+  parser = PARSED[tool]._parser()  # pylint: disable=protected-access
+  checked = 0
+  for action in parser._actions:  # pylint: disable=protected-access
+    if (not action.option_strings or action.help == argparse.SUPPRESS or action.required
+        or action.default in (None, argparse.SUPPRESS, [])):
+      continue
+    formatter = parser._get_formatter()  # pylint: disable=protected-access
+    text = " ".join(formatter._expand_help(action).split())  # pylint: disable=protected-access
+    assert "default" in text.lower(), (tool, action.option_strings, text)
+    if len(str(action.default)) <= 40:  # a long one (a list of all choices) is put in words
+      assert any(s in text for s in _shown_defaults(action.default)), (
+          tool, action.option_strings, action.default, text)
+    checked += 1
+  assert checked >= 2, tool  # every tool has defaults (at least --help's neighbours)
+  # and the full --help shows them (the formatter, not only the help strings)
+  assert "(default: " in parser.format_help()
+
+
+def test_console_scripts_show_their_own_name(monkeypatch, capsys):
+  monkeypatch.setattr(sys, "argv", ["/venv/bin/flax-gradnet-deblur", "--bogus"])
+  assert deblur._parser().prog == "flax-gradnet-deblur"  # pylint: disable=protected-access
+  with pytest.raises(SystemExit):
+    deblur.main(["--bogus"])
+  assert capsys.readouterr().err.startswith("usage: flax-gradnet-deblur ")
+  # pip's launchers on Windows end in .exe; run as a module, a tool names the module.
+  monkeypatch.setattr(sys, "argv", [os.path.join("venv", "Scripts", "flax-gradnet-cost.exe")])
+  assert cli.prog_name("python -m flax_gradnet.cost") == "flax-gradnet-cost"
+  monkeypatch.setattr(sys, "argv", [os.path.join(ROOT, "flax_gradnet", "deblur.py")])
+  assert deblur._parser().prog == "python -m flax_gradnet.deblur"  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("script", ["flax-gradnet-deblur", "flax-gradnet-train"])
+def test_installed_console_scripts_name_themselves(script):
+  path = os.path.join(os.path.dirname(sys.executable), script)
+  if not os.path.isfile(path):
+    pytest.skip(f"{script} is not installed next to {sys.executable} (pip install -e .)")
+  r = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert r.returncode == cli.EXIT_OK, r.stderr[-2000:]
+  assert r.stdout.startswith(f"usage: {script} ") and "python -m flax_gradnet" not in (
+      r.stdout.split("\n\n")[0]), r.stdout[:500]
+
+
+def test_progress_and_max_memory_are_shared_flags():
+  base = {"deblur": ["in.png", "--output_dir", "o"],
+          "evaluate": ["--dataset", "synthetic", "--output_dir", "o"]}
+  for tool, argv in base.items():
+    parse = PARSED[tool]._parser().parse_args  # pylint: disable=protected-access
+    assert parse(argv).progress and not parse(argv + ["--no-progress"]).progress, tool
+  parse = deblur._parser().parse_args  # pylint: disable=protected-access
+  args = parse(base["deblur"])
+  assert args.max_memory == cli.MAX_MEMORY_DEFAULT_GIB == 3.0
+  assert cli.inference_flags_error(args) is None
+  assert parse(base["deblur"] + ["--max_memory", "0.5"]).max_memory == 0.5
+  for bad in ("0", "-1", "nan", "inf"):
+    problem = cli.inference_flags_error(parse(base["deblur"] + ["--max_memory", bad]))
+    assert problem is not None and "--max_memory" in problem, bad
+  # adding --progress twice (a tool's own call and add_inference_flags') is harmless
+  p = argparse.ArgumentParser()
+  cli.add_progress_flag(p, old_negation="--no_progress")
+  cli.add_inference_flags(p)
+  assert not p.parse_args(["--no_progress"]).progress and p.parse_args([]).progress

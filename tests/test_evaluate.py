@@ -240,9 +240,27 @@ def test_dataset_errors_are_clear(trained, tmp_path, capsys):
   err = capsys.readouterr().err
   assert "cannot open dataset 'gopro'" in err and "GOPRO_Large" in err
   assert evaluate.main(base + ["--dataset", "nonsense"]) == 2
-  assert "Unknown dataset" in capsys.readouterr().err
+  assert "unknown --dataset 'nonsense'" in capsys.readouterr().err
   assert evaluate.main(base + ["--dataset", "synthetic", "--tile", "30"]) == 2
   assert "multiple of 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--path", "/some/folder"]])
+def test_unknown_dataset_is_named_with_the_known_ones(tmp_path, capsys, extra):
+  out = tmp_path / "o"
+  assert evaluate.main(["--dataset=paired", f"--output_dir={out}"] + extra) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and err.startswith("error: unknown --dataset 'paired'")
+  assert all(name in err for name in pipeline.DATASETS)
+  assert "synthetic_strong" in err and "--path" not in err
+  assert not out.exists()
+
+
+def test_dataset_help_names_every_dataset():
+  help_text = " ".join(evaluate._parser().format_help().split())  # pylint: disable=protected-access
+  assert all(f" {name} " in help_text for name in pipeline.DATASETS)
+  assert set(pipeline.DATASETS) <= set(evaluate.known_datasets())
+  assert "gopro/blur" in evaluate.known_datasets()  # MANUAL_DATASETS' other spelling
 
 
 def test_paper_table_markdown():

@@ -225,11 +225,60 @@ def test_cli_pack_and_list(workdir, tmp_path, capsys):
   capsys.readouterr()
   assert pretrained_cli.main(["--list", "--root", root]) == 0
   out = capsys.readouterr().out
+  row = [l for l in out.splitlines() if " m1 " in l]
+  assert len(row) == 1 and row[0].split()[1:4] == [f"{_params(root, 'm1'):,}",
+                                                   f"{_folder_mib(root, 'm1'):.2f}", "5"]
+  assert pretrained_cli.main(["--list", "--verbose", "--root", root]) == 0
+  out = capsys.readouterr().out
   assert "m1" in out and "MiB" in out and "step 5" in out and workdir in out
+  assert pretrained_cli.main(["--verbose", "--root", root]) == 2  # --verbose is for --list
   assert pretrained_cli.main(["--list", "--root", str(tmp_path / "none")]) == 0
   assert "no models" in capsys.readouterr().out
   assert pretrained_cli.main(["--name", "x"]) == 2
   assert pretrained_cli.main(common + ["--metadata", "novalue"]) == 2
+
+
+def _params(root, name):
+  """The parameter count of a packed model, from its params.msgpack."""
+  with open(os.path.join(root, name, "params.msgpack"), "rb") as f:
+    tree = serialization.msgpack_restore(f.read())
+  return sum(np.asarray(x).size for x in jax.tree_util.tree_leaves(tree))
+
+
+def _folder_mib(root, name):
+  folder = pathlib.Path(root) / name
+  return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20
+
+
+def test_list_is_a_short_table(capsys):
+  assert pretrained_cli.main(["--list"]) == 0
+  out = capsys.readouterr().out
+  lines = out.splitlines()
+  assert max(map(len, lines)) <= 100, max(lines, key=len)
+  names = pretrained.available()
+  rows = {l[2:].split()[0]: l for l in lines if l[2:].split()[:1] and l[2:].split()[0] in names}
+  assert sorted(rows) == sorted(names)
+  for name, row in rows.items():
+    assert row.startswith("* " if name == pretrained.DEFAULT_MODEL else "  "), row
+    meta = pretrained.read_metadata(name)
+    assert row[2:].split()[1] == f"{meta['num_params']:,}", row
+    assert meta["data"].split(" ")[0] in row  # the summary names the training data
+  # --verbose: every metadata entry, however long the line
+  assert pretrained_cli.main(["--list", "--verbose"]) == 0
+  verbose = capsys.readouterr().out
+  for name in names:
+    meta = pretrained.read_metadata(name)
+    assert meta["packed_at"] in verbose and meta["command"] in verbose
+
+
+def test_summary_names_data_and_the_model_tuned_from():
+  meta = {"data": "synthetic_online v2.3.0 (flax_gradnet/data/online.py), p_soft 0.5",
+          "command": "python -m flax_gradnet.main --config=configs/x.py (config.init_from = "
+                     "the shipped gradnet_s_psnr; run as ...)"}
+  assert pretrained_cli.summary(meta) == "synthetic_online v2.3.0, tuned from gradnet_s_psnr"
+  assert pretrained_cli.summary({**meta, "summary": "  a  model\n"}) == "a model"
+  assert pretrained_cli.summary({}) == "-"
+  assert pretrained_cli.summary({"error": "bad json"}) == "unreadable metadata: bad json"
 
 
 def test_setup_cfg_ships_every_model_file():

@@ -4,6 +4,7 @@
     python -m flax_gradnet.pretrained --workdir=W --name=N --step=20000 --overwrite \\
         --metadata note="2 h on 2 CPU cores"
     python -m flax_gradnet.pretrained --list
+    python -m flax_gradnet.pretrained --list --verbose   # with every metadata entry
 
 Models go to (and are listed from) `--root`, default $FLAX_GRADNET_PRETRAINED_DIR
 or else the package's own `flax_gradnet/pretrained/` folder (see
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from flax_gradnet import cli, pretrained  # stdlib-only at import: --help stays instant
@@ -26,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
       "Pack the generator of a training workdir into a shipped model folder (config.json, "
       "params.msgpack, checksums, metadata, a reference input/output pair), or list the "
       "shipped models.", __doc__)
-  p.add_argument("--list", action="store_true", help="list the models with size and metadata")
+  p.add_argument("--list", action="store_true",
+                 help="list the models: name, parameters, size, step, a summary")
+  cli.add_switch(p, "--verbose", "with --list: every metadata entry of each model")
   cli.add_restore_flags(p, shipped=False,
                         workdir_help="training workdir to pack (config.json + checkpoints/)")
   p.add_argument("--name", default=None, help="the model's name (its folder's name)")
@@ -43,20 +47,76 @@ def _size(path: str) -> int:
              if os.path.isfile(os.path.join(path, f)))
 
 
-def list_models(root: str | None = None) -> str:
-  """One line per model: name, folder size, step, source workdir, packing date, extras."""
+LIST_WIDTH = 100  # the longest line of `--list` (without --verbose)
+# metadata.json entries `--list --verbose` shows in their own columns, or not at all.
+_SHOWN = {"name", "source_workdir", "step", "weights", "packed_at", "num_params", "params_bytes",
+          "compute_dtype", "reference_input", "reference_output", "versions"}
+
+
+def _read(name: str, root: str | None) -> dict:
+  try:
+    return pretrained.read_metadata(name, root)
+  except (OSError, ValueError) as e:
+    return {"error": str(e)}
+
+
+def summary(meta: dict) -> str:
+  """One line on a model: its metadata's `summary`, else the training data
+  (`data` up to its first parenthesis or comma) and the model it was
+  fine-tuned from (`config.init_from = the shipped X` in `command`)."""
+  if "error" in meta:
+    return f"unreadable metadata: {meta['error']}"
+  if meta.get("summary"):
+    return " ".join(str(meta["summary"]).split())
+  parts = []
+  if meta.get("data"):
+    parts.append(re.split(r" \(|,", str(meta["data"]), maxsplit=1)[0].strip())
+  found = re.search(r"init_from\s*=\s*(?:the shipped\s+)?([\w./-]+)", str(meta.get("command", "")))
+  if found:
+    parts.append(f"tuned from {found.group(1)}")
+  return ", ".join(parts) or "-"
+
+
+def _clip(line: str, width: int = LIST_WIDTH) -> str:
+  return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def list_models(root: str | None = None, verbose: bool = False) -> str:
+  """The shipped models of `root`.
+
+  A table of lines of at most `LIST_WIDTH` characters: name (`*` marks
+  `pretrained.DEFAULT_MODEL`), parameter count, folder size, training step and
+  a one-line `summary`. With `verbose`, one line per model instead with every
+  metadata entry: size, step, source workdir, packing date and the rest.
+  """
   names = pretrained.available(root)
   where = pretrained._root(root)  # pylint: disable=protected-access
   if not names:
     return f"no models in {where}"
+  if verbose:
+    return _list_verbose(names, root, where)
+  metas = {name: _read(name, root) for name in names}
+  width = max(len("name"), *map(len, names))
+  lines = [f"{len(names)} model(s) in {where}",
+           f"  {'name':<{width}}  {'params':>9}  {'MiB':>5}  {'step':>5}  summary"]
+  for name in names:
+    meta = metas[name]
+    params = f"{meta['num_params']:,}" if "num_params" in meta else "?"
+    mark = "*" if name == pretrained.DEFAULT_MODEL else " "
+    lines.append(_clip(f"{mark} {name:<{width}}  {params:>9}  "
+                       f"{_size(pretrained.model_dir(name, root)) / 2**20:>5.2f}  "
+                       f"{meta.get('step', '?'):>5}  {summary(meta)}"))
+  if pretrained.DEFAULT_MODEL in names:
+    lines.append("* the default model of deblur and evaluate")
+  lines.append("--verbose lists every metadata entry")
+  return "\n".join(lines)
+
+
+def _list_verbose(names: list[str], root: str | None, where: str) -> str:
   lines = [f"{len(names)} model(s) in {where}:"]
   for name in names:
-    path = pretrained.model_dir(name, root)
-    try:
-      meta = pretrained.read_metadata(name, root)
-    except (OSError, ValueError) as e:
-      meta = {"error": str(e)}
-    line = f"  {name}  {_size(path) / 2**20:.2f} MiB"
+    meta = _read(name, root)
+    line = f"  {name}  {_size(pretrained.model_dir(name, root)) / 2**20:.2f} MiB"
     if "num_params" in meta:
       line += f"  {meta['num_params']:,} params"
     if "step" in meta:
@@ -67,9 +127,7 @@ def list_models(root: str | None = None) -> str:
       line += f"  from {meta['source_workdir']}"
     if "packed_at" in meta:
       line += f"  packed {meta['packed_at']}"
-    known = {"name", "source_workdir", "step", "weights", "packed_at", "num_params",
-             "params_bytes", "compute_dtype", "reference_input", "reference_output", "versions"}
-    extras = {k: v for k, v in meta.items() if k not in known}
+    extras = {k: v for k, v in meta.items() if k not in _SHOWN}
     if extras:
       line += "  " + ", ".join(f"{k}={v}" for k, v in sorted(extras.items()))
     lines.append(line)
@@ -84,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         or args.weights):
       return cli.fail("--list takes no --workdir, --name, --step, --weights, --metadata or "
                   "--overwrite")
-    print(list_models(args.root))
+    print(list_models(args.root, verbose=args.verbose))
     return cli.EXIT_OK
+  if args.verbose:
+    return cli.fail("--verbose is for --list")
   if not args.workdir or not args.name:
     return cli.fail("pass --workdir and --name to pack a model, or --list to list them")
   metadata = {}
