@@ -14,7 +14,7 @@ the bottleneck of a U-Net), with
     GradientNet at 1/8 resolution, 64 channels, 6 MBRBs: its receptive field
     spans the 20-60 px blurs of dynamic scenes (two stages, as in Fig. 2, put
     the 4-MBRB bottleneck of the earlier small models near the blur's size);
-    one pass costs about half the paper generator's (docs/models.md);
+    `experiments/bench_inference.py` times its one pass against the paper's;
   - no instance norm, a residual output, a zero-initialised last conv (the
     untrained net is the identity: it starts at the blurry PSNR, and tiles see
     the same function as whole images), zero padding and pixel-shuffle
