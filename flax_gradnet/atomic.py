@@ -7,9 +7,29 @@ import tempfile
 from typing import IO, Callable
 
 
+# The temporary files' name prefix: hidden, and never a name a user gave.
+_PREFIX = ".tmp-"
+
+
+def _naming(error: OSError, path: str) -> OSError:
+  """`error` as the caller should see it: an OS error about a temporary file
+  (or about no file: a full disk) names the destination `path` instead, with the
+  same errno and so the same class (PermissionError, ...). Others unchanged."""
+  name = error.filename
+  if error.errno is None or not (
+      name is None or os.path.basename(os.fsdecode(name)).startswith(_PREFIX)):
+    return error
+  return OSError(error.errno, error.strerror or os.strerror(error.errno), path)
+
+
 def atomic_write(path: str, write: Callable[[IO], None], *, overwrite: bool = True,
                  binary: bool = True, hint: str = "overwrite=True") -> None:
   """Writes `path` through a temporary file in the same folder.
+
+  A reader sees the old file or the whole new one. Whatever stops the write
+  (an error, a full disk, KeyboardInterrupt) removes the temporary file, and an
+  OS error names `path`, never the temporary file (a read-only folder gives
+  "[Errno 30] Read-only file system: '<path>'").
 
   Args:
     path: destination; its folder is created if missing.
@@ -25,8 +45,9 @@ def atomic_write(path: str, write: Callable[[IO], None], *, overwrite: bool = Tr
     raise exists_error
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  tmp = None
   try:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_PREFIX, suffix=os.path.basename(path))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results private
@@ -43,8 +64,13 @@ def atomic_write(path: str, write: Callable[[IO], None], *, overwrite: bool = Tr
         if os.path.lexists(path):
           raise exists_error from None
         os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
+  except OSError as e:
+    named = _naming(e, path)
+    if named is e:
+      raise
+    raise named from e
+  finally:  # also on KeyboardInterrupt: no temporary file is left behind
+    if tmp is not None and os.path.lexists(tmp):  # not renamed into place
       os.remove(tmp)
 
 

@@ -4,6 +4,7 @@
     python -m flax_gradnet.deblur --model=gradnet_s_synth --output_dir=out blurry.png
     python -m flax_gradnet.deblur --workdir=workdirs/paper --output_dir=out photos/ extra/*.jpg
     flax-gradnet-deblur --workdir=W --output_dir=out --tile=512 --tile_overlap=32 big.png
+    flax-gradnet-deblur --output_dir=out --max_memory=8 --no-progress phone_photos/
 
 The generator comes from a training workdir (`--workdir`, `--step`, `--weights`)
 or from a model shipped with the package (`--model`; the default): the restore
@@ -16,14 +17,28 @@ grayscale generator (`model.channels=1`) reads every input as grayscale (ITU-R
 
 Safety:
 * an output that resolves to an input file is refused, even with --overwrite;
-* an existing output is left alone (reported as a failure) unless --overwrite;
+* an input whose output exists is skipped (counted as skipped, not as a failure)
+  unless --overwrite, so running an interrupted command again does the rest;
 * two inputs that would write the same output are both refused;
-* files are written atomically (temporary file + rename);
-* an unreadable, corrupt or truncated input is reported by name, the others are
-  still processed, and the exit status is 1 with a summary at the end;
+* the output folder is created and tested for writing before the generator is
+  loaded: one that cannot be created or written to is named in one `error:`
+  line, exit status 2 (a folder created for a run that wrote nothing is removed);
+* files are written atomically (temporary file + rename; the temporary file is
+  removed on any failure or Ctrl-C), and write errors name the output file;
+* a failure on one input, whatever it raises (an unreadable, corrupt or
+  truncated file, the generator running out of memory, a write error), is
+  reported by input name in one line, the others are still processed, and the
+  exit status is 1 with a summary at the end;
+* an image whose whole-image inference would need more than --max_memory GiB
+  (`inference.plan_tile`) is deblurred in the largest tiles that fit (--tile
+  chooses them itself), with a progress bar over its tiles (--no-progress hides
+  the bars);
+* Ctrl-C stops with one line, "interrupted after N of M written; run again to
+  continue", and exit status 130: no traceback, no partial file;
 * a missing or unreadable checkpoint or shipped model, no inputs, or bad flags
-  (--workdir with --model, --step or --weights without --workdir), --weights=ema for a
-  checkpoint without EMA weights, or --step=best without an evaluated checkpoint exit with
+  (--workdir with --model, --step or --weights without --workdir, a --tile that
+  is not a multiple of the generator's stride), --weights=ema for a checkpoint
+  without EMA weights, or --step=best without an evaluated checkpoint exit with
   status 2.
 
 Flags and exit statuses follow `flax_gradnet.cli`.
@@ -35,10 +50,14 @@ import argparse
 import glob
 import os
 import sys
+import tempfile
 import time
 import warnings
 
 from flax_gradnet import cli  # stdlib-only at import: --help stays instant
+
+# 128 + SIGINT: the status a shell reports for a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,16 +102,23 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[str]]:
   return unique, unmatched
 
 
-def plan_outputs(inputs: list[str], output_dir: str, suffix: str,
-                 overwrite: bool) -> tuple[list[tuple[str, str]], dict[str, str]]:
-  """Pairs each input with its output path; returns (jobs, {input: reason refused})."""
+def plan_outputs(inputs: list[str], output_dir: str, suffix: str, overwrite: bool
+                 ) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, str]]:
+  """Pairs each input with its output path.
+
+  Returns:
+    (jobs, refused, existing): the (input, output) pairs to compute;
+    {input: why refused} (an output that is an input, or shared by several
+    inputs: failures); {input: output} of the outputs that exist already
+    (skipped without `overwrite`; with it they are jobs).
+  """
   real_inputs = {os.path.realpath(f) for f in inputs}
   by_output: dict[str, list[str]] = {}
   for f in inputs:
     stem = os.path.splitext(os.path.basename(f))[0]
     out = os.path.join(output_dir, f"{stem}{suffix}.png")
     by_output.setdefault(out, []).append(f)
-  jobs, refused = [], {}
+  jobs, refused, existing = [], {}, {}
   for out, srcs in by_output.items():
     if len(srcs) > 1:
       for s in srcs:
@@ -104,10 +130,10 @@ def plan_outputs(inputs: list[str], output_dir: str, suffix: str,
         os.path.samefile(out, i) for i in inputs if os.path.exists(i))):
       refused[src] = f"output {out} is an input file; refusing to write over an input"
     elif os.path.lexists(out) and not overwrite:
-      refused[src] = f"output {out} exists (pass --overwrite to replace it)"
+      existing[src] = out
     else:
       jobs.append((src, out))
-  return jobs, refused
+  return jobs, refused, existing
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:
@@ -119,6 +145,52 @@ def _usage_error(args: argparse.Namespace) -> str | None:
   if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
     return f"--suffix must not contain a path separator, got {args.suffix!r}"
   return cli.restore_flags_error(args)
+
+
+def prepare_output_dir(folder: str) -> tuple[str | None, str | None]:
+  """Creates `folder` (with its parents) and tests that a file can be created
+  in it (a probe file, removed at once).
+
+  Returns:
+    (created, problem): the top-most folder this call created (None if
+    `folder` existed), for `remove_if_empty`; and what is wrong (the message
+    after "error: "), or None.
+  """
+  created, d = None, os.path.abspath(folder)
+  while not os.path.lexists(d):
+    created, parent = d, os.path.dirname(d)
+    if parent == d:
+      break
+    d = parent
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    remove_if_empty(folder, created)
+    return None, f"cannot create --output_dir {folder}: {e.strerror or e}"
+  try:
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".tmp-probe-")
+  except OSError as e:
+    remove_if_empty(folder, created)
+    return None, f"cannot write into --output_dir {folder}: {e.strerror or e}"
+  os.close(fd)
+  os.remove(probe)
+  return created, None
+
+
+def remove_if_empty(folder: str, created: str | None) -> None:
+  """Removes `folder` and its parents up to `created` while they are empty
+  (what `prepare_output_dir` created for a run that wrote nothing)."""
+  if created is None:
+    return
+  d = os.path.abspath(folder)
+  while True:
+    try:
+      os.rmdir(d)  # only an empty folder
+    except OSError:
+      return
+    if d == created or os.path.dirname(d) == d:
+      return
+    d = os.path.dirname(d)
 
 
 def _make_deblur_fn(args: argparse.Namespace):
@@ -144,47 +216,131 @@ def _make_deblur_fn(args: argparse.Namespace):
   except ValueError as e:
     cli.fail(str(e))
     return None
-  return inference.make_deblur_fn(model, params, ensemble=args.self_ensemble,
-                                  local_stats=local_stats)
+  fn = inference.make_deblur_fn(model, params, ensemble=args.self_ensemble,
+                                local_stats=local_stats)
+  if args.tile is not None and args.tile % fn.stride:
+    cli.fail(f"--tile must be a multiple of {fn.stride} for this generator (its total stride, "
+             f"2**num_levels), got {args.tile}")
+    return None
+  return fn
+
+
+def failure_reason(e: BaseException) -> str:
+  """One line saying why an image failed: the first line of the error, with
+  its type unless it is an OSError or ValueError (whose messages say it); an
+  out-of-memory error (jax's RESOURCE_EXHAUSTED, MemoryError) says what to do."""
+  text = str(e).strip()
+  first = text.splitlines()[0].strip() if text else type(e).__name__
+  if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in text:
+    return f"out of memory ({first}); lower --max_memory or give a smaller --tile"
+  if isinstance(e, (OSError, ValueError)):
+    return first
+  return f"{type(e).__name__}: {first}"
+
+
+def _identity(path: str) -> tuple[int, ...] | None:
+  """What tells one file at `path` from its replacement (None: no file)."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class _Counts:
+  """How far a run got, for Ctrl-C's line: `total` outputs to write, and
+  `written()`, read from the folder (the outputs that appeared or were replaced
+  since `start`), so an interrupt that lands between a file's rename and the
+  loop's count still counts it."""
+
+  def __init__(self):
+    self.total = 0
+    self._before: dict[str, tuple[int, ...] | None] = {}
+
+  def start(self, outputs: list[str]) -> None:
+    self.total = len(outputs)
+    self._before = {out: _identity(out) for out in outputs}
+
+  def written(self) -> int:
+    return sum(1 for out, before in self._before.items()
+               if (now := _identity(out)) is not None and now != before)
+
+
+class _TileBar:
+  """`progress=` of `inference.deblur_image`: a tqdm bar over one image's tiles,
+  shown from its first tile (never for a whole image) and removed when closed."""
+
+  def __init__(self, enabled: bool, name: str):
+    self.enabled, self.name, self.bar = enabled, name, None
+
+  def __call__(self, done: int, total: int) -> None:
+    if not self.enabled:
+      return
+    if self.bar is None:
+      from tqdm import tqdm
+      self.bar = tqdm(total=total, unit="tile", desc=self.name, leave=False, file=sys.stderr,
+                      dynamic_ncols=True)
+    self.bar.update(done - self.bar.n)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
 
 
 def _deblur_files(fn, jobs: list[tuple[str, str]], args: argparse.Namespace,
                   failures: dict[str, str]) -> int:
-  """Deblurs each (input, output) job; records failures by input; returns the count written."""
+  """Deblurs each (input, output) job; records failures by input (whatever an
+  image raises: one line each, the rest run); returns the count written."""
   from tqdm import tqdm
 
   from flax_gradnet import image_io, inference
 
-  written = 0
-  bar = tqdm(jobs, unit="img", file=sys.stderr, disable=len(jobs) <= 1, dynamic_ncols=True)
-  for src, out in bar:
-    bar.set_postfix_str(os.path.basename(src), refresh=False)
-    try:
-      with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", image_io.ImageConversionWarning)
-        image = image_io.read_image(src, fn.channels)  # grey for a grayscale model
-      for w in caught:
-        tqdm.write(f"warning: {w.message}", file=sys.stderr)
-      result = inference.deblur_image(fn, image, tile=args.tile, tile_overlap=args.tile_overlap,
-                                      low_freq_sigma=args.low_freq_sigma)
-      image_io.write_image(out, result, overwrite=args.overwrite)
-    except image_io.ImageReadError as e:
-      failures[src] = e.reason
-      tqdm.write(f"error: {e}", file=sys.stderr)
-      continue
-    except (OSError, ValueError) as e:  # write errors, an output appearing meanwhile, ...
-      failures[src] = str(e)
-      tqdm.write(f"error: {src}: {e}", file=sys.stderr)
-      continue
-    written += 1
-  bar.close()
+  show = getattr(args, "progress", True)
+  max_memory = getattr(args, "max_memory", getattr(cli, "MAX_MEMORY_DEFAULT_GIB", 3.0))
+  noted_sizes, written = set(), 0
+  bar = tqdm(jobs, unit="img", file=sys.stderr, disable=not show or len(jobs) <= 1,
+             dynamic_ncols=True)
+  try:
+    for src, out in bar:
+      bar.set_postfix_str(os.path.basename(src), refresh=False)
+      tiles = _TileBar(show, os.path.basename(src))
+      try:
+        with warnings.catch_warnings(record=True) as caught:
+          warnings.simplefilter("always", image_io.ImageConversionWarning)
+          image = image_io.read_image(src, fn.channels)  # grey for a grayscale model
+        for w in caught:
+          tqdm.write(f"warning: {w.message}", file=sys.stderr)
+        h, w = image.shape[:2]
+        tile = inference.plan_tile(fn, h, w, tile=args.tile, tile_overlap=args.tile_overlap,
+                                   max_memory=max_memory)
+        if args.tile is None and tile is not None and (h, w) not in noted_sizes:
+          noted_sizes.add((h, w))
+          need = inference.pass_bytes(fn, h, w) / inference.GIB
+          tqdm.write(f"{w}x{h} image(s): ~{need:.3g} GiB whole, over --max_memory "
+                     f"{max_memory:g}; deblurred in {tile}x{tile} tiles", file=sys.stderr)
+        result = inference.deblur_image(fn, image, tile=tile, tile_overlap=args.tile_overlap,
+                                        low_freq_sigma=args.low_freq_sigma, progress=tiles)
+        image_io.write_image(out, result, overwrite=args.overwrite)
+      except image_io.ImageReadError as e:
+        failures[src] = e.reason
+        tqdm.write(f"error: {e}", file=sys.stderr)
+      except Exception as e:  # pylint: disable=broad-except  (one image's failure, any kind)
+        failures[src] = failure_reason(e)
+        tqdm.write(f"error: {src}: {failures[src]}", file=sys.stderr)
+      else:
+        written += 1
+      finally:
+        tiles.close()
+  finally:
+    bar.close()
   return written
 
 
-def _summarise(written: int, failures: dict[str, str], output_dir: str, elapsed: float) -> int:
+def _summarise(written: int, skipped: int, failures: dict[str, str], output_dir: str,
+               elapsed: float) -> int:
   """Prints the closing summary; returns the exit status (1 if anything failed)."""
-  print(f"{written} image(s) written to {output_dir} in {elapsed:.1f}s; "
-        f"{len(failures)} failed", file=sys.stderr)
+  print(f"{written} image(s) written to {output_dir} in {elapsed:.1f}s; {skipped} skipped "
+        f"(output exists); {len(failures)} failed", file=sys.stderr)
   if failures:
     print("failed:", file=sys.stderr)
     for src, why in failures.items():
@@ -193,12 +349,8 @@ def _summarise(written: int, failures: dict[str, str], output_dir: str, elapsed:
   return cli.EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
-  """Runs the tool; returns the exit status (0 ok, 1 some files failed, 2 nothing could run)."""
-  args = _parser().parse_args(argv)
-  if (problem := _usage_error(args)) is not None:
-    return cli.fail(problem)
-
+def _run(args: argparse.Namespace, counts: _Counts) -> int:
+  """The tool after its flags were checked; returns the exit status."""
   inputs, unmatched = expand_inputs(args.inputs)
   failures: dict[str, str] = {s: "no such file, or no image files matched" for s in unmatched}
   if not inputs:
@@ -206,21 +358,45 @@ def main(argv: list[str] | None = None) -> int:
       print(f"error: {s}: {why}", file=sys.stderr)
     return cli.fail("no input images")
 
-  # Heavy imports (jax) after argument checks, so --help and usage errors are instant.
-  fn = _make_deblur_fn(args)
-  if fn is None:
-    return cli.EXIT_NOTHING_RAN
-
-  jobs, refused = plan_outputs(inputs, args.output_dir, args.suffix, args.overwrite)
-  failures.update(refused)
+  jobs, refused, existing = plan_outputs(inputs, args.output_dir, args.suffix, args.overwrite)
   for src, why in refused.items():
-    print(f"skipped {src}: {why}", file=sys.stderr)
-  if jobs:  # the folder appears only when something is written into it
-    os.makedirs(args.output_dir, exist_ok=True)
+    print(f"error: {src}: {why}", file=sys.stderr)
+  failures.update(refused)
+  if existing:
+    print(f"skipping {len(existing)} input(s) whose output exists in {args.output_dir} "
+          "(--overwrite recomputes them)", file=sys.stderr)
+  counts.start([out for _, out in jobs])
+  start, written = time.time(), 0
+  if jobs:
+    # The folder is checked before the generator loads (seconds to minutes).
+    created, problem = prepare_output_dir(args.output_dir)
+    if problem is not None:
+      return cli.fail(problem)
+    try:
+      # Heavy imports (jax) after argument checks, so --help and usage errors are instant.
+      fn = _make_deblur_fn(args)
+      if fn is None:
+        return cli.EXIT_NOTHING_RAN
+      start = time.time()
+      written = _deblur_files(fn, jobs, args, failures)
+    finally:
+      remove_if_empty(args.output_dir, created)  # a run that wrote nothing leaves no folder
+  return _summarise(written, len(existing), failures, args.output_dir, time.time() - start)
 
-  start = time.time()
-  written = _deblur_files(fn, jobs, args, failures)
-  return _summarise(written, failures, args.output_dir, time.time() - start)
+
+def main(argv: list[str] | None = None) -> int:
+  """Runs the tool; returns the exit status (0 ok, 1 some files failed, 2 nothing
+  could run, 130 interrupted by Ctrl-C)."""
+  args = _parser().parse_args(argv)
+  if (problem := _usage_error(args)) is not None:
+    return cli.fail(problem)
+  counts = _Counts()
+  try:
+    return _run(args, counts)
+  except KeyboardInterrupt:
+    print(f"interrupted after {counts.written()} of {counts.total} written; run again to "
+          "continue", file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
 
 
 def run() -> None:

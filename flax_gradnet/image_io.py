@@ -295,6 +295,12 @@ def write_image(path: str, array: np.ndarray, overwrite: bool = False) -> None:
     path: destination; its folder is created if missing.
     array: uint8 [H, W, 3], [H, W, 1] or [H, W].
     overwrite: replace an existing file; otherwise raise FileExistsError.
+
+  Raises:
+    FileExistsError: `path` exists and not `overwrite`.
+    OSError: the write failed; the message names `path`, never the temporary
+      file (`atomic.atomic_write`), which is removed.
+    ValueError: an array or extension that cannot be written.
   """
   path = os.fspath(path)
   array = np.asarray(array)

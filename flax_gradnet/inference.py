@@ -21,6 +21,17 @@ Tiled output is not identical to whole-image output: the generator's receptive
 field crosses tile borders and its instance norms use per-tile statistics.
 docs/inference.md gives the measured difference.
 
+Memory budget (`max_memory=`, GiB, the CLIs' `--max_memory`). `make_deblur_fn`
+gives its function an estimate of one pass's peak memory per input pixel
+(`pass_bytes_per_pixel`: an explicit formula in the generator's widths, levels
+and ensemble, measured once with XLA's memory analysis); `plan_tile` compares
+the whole image's estimate with the budget and, when it is over, picks the
+largest tile side (a multiple of the generator's stride 2**num_levels) whose
+pass fits. An explicit `tile` always wins; `max_memory=None` (the library's
+default) never tiles by itself. The budget bounds the generator's pass (the
+device memory); the host also holds the image, its result and, when tiled, the
+stitching accumulators (`deblur_array`). `progress=` reports tiles done.
+
 Test-time local statistics (`local_stats=W`, TLC as in NAFNet): instance norm
 and channel attention average over a W x W box around each pixel instead of
 the whole image (halved at each downsampling), so a generator trained on
@@ -70,7 +81,8 @@ __all__ = [
     "self_ensemble_shrunk", "wiener_shrink", "box_mean", "ensemble_kind", "ENSEMBLES",
     "ENSEMBLE", "SHRINK_WINDOW",
     "with_local_stats", "training_crop_size", "trained_low_freq_sigma", "low_freq_warning",
-    "local_stats_window", "deblur_image", "deblur_array", "tile_starts",
+    "local_stats_window", "deblur_image", "deblur_array", "tile_starts", "plan_tile",
+    "pass_bytes_per_pixel", "pass_bytes", "GIB",
     "tile_window", "weight_sum", "to_float", "to_uint8", "keep_input_low_frequencies",
     "LOW_FREQ_SIGMA",
 ]
@@ -85,6 +97,8 @@ ENSEMBLES = cli.ENSEMBLES
 ENSEMBLE = cli.ENSEMBLE_DEFAULT
 # Side of the box over which `self_ensemble_shrunk` averages its two estimates.
 SHRINK_WINDOW = 5
+# Bytes in a GiB: the unit of `max_memory` (and of the CLIs' `--max_memory`).
+GIB = 2 ** 30
 
 
 class Restored(str):
@@ -347,6 +361,77 @@ def ensemble_kind(ensemble: bool | str | None) -> str:
   return ensemble
 
 
+# `pass_bytes_per_pixel`'s formula: float32 values held per input pixel by one
+# generator pass, per base feature (without / with test-time local
+# statistics), per bottleneck feature at 1/4**num_levels of the pixels, and a
+# constant (the input, output and ensemble accumulators).
+PASS_FLOATS_PER_BASE_FEATURE = 3
+PASS_FLOATS_PER_BASE_FEATURE_LOCAL_STATS = 9
+PASS_FLOATS_CONSTANT = 48
+# The self-ensemble's members (`ensemble_members`), each counted as one pass.
+ENSEMBLE_MEMBERS = 8
+
+
+def pass_bytes_per_pixel(model: Any, ensemble: bool | str = False) -> float | None:
+  """Estimated peak memory of one deblurring pass, in bytes per input pixel.
+
+  `4 * m * (a * base_features + gradientnet_features / 4**num_levels + 48)`:
+  `a` = 3 (`PASS_FLOATS_PER_BASE_FEATURE`), or 9 when the model has test-time
+  local statistics (`stats_window > 0`, whose box sums hold more full-resolution
+  maps); `num_levels` defaults to 2 for modules (and configs) without it; `m` =
+  1 for `ensemble="off"`, 8 (`ENSEMBLE_MEMBERS`) for "mean" and "shrink"; 4
+  bytes a float32 value (bfloat16 compute is counted as float32: the ensemble
+  accumulates in float32, and the bound stays an upper one). The pass also
+  holds the parameters (`pass_bytes`).
+
+  How it was measured (jax 0.10.2, XLA:CPU, not on an accelerator): for each
+  generator below, `jax.jit(apply).lower(params, x).compile().memory_analysis()`
+  of `make_deblur_fn`'s compiled function (temp + argument + output bytes) at
+  128x128 and 256x256 inputs; the slope between the two, per pixel, is the
+  measured number (the intercept is about the parameters' bytes). The formula
+  was fitted over these as an upper bound: at the shipped and paper widths
+  (16-64 base features) 6-39% above one pass and 13-72% above the ensemble,
+  more (up to 4x) for the tests' tiny generators, whose constant dominates
+  (float32 values per pixel, measured / formula):
+
+      base, gradientnet, levels, other fields      off        shrink (mean <=)
+      4, 4, 2 (tests' tiny, instance norm)         22 / 60    118 / 482
+      8, 16, 2 (norm none, pixel shuffle)          38 / 73    254 / 584
+      16, 32, 2 (the shipped models)               86 / 98    542 / 784
+      16, 32, 3 (num_levels 3)                     86 / 97    542 / 772
+      16, 32, 1                                    86 / 104   638 / 832
+      16, 128, 2                                   92 / 104   734 / 832
+      32, 32, 2                                   105 / 146   693 / 1168
+      64, 64, 2 (the paper's, 10 MBRBs)           204 / 244  1472 / 1952
+      16, 32, 2, stats_window 32                  183 / 194  1167 / 1552
+      64, 64, 2, 10 MBRBs, stats_window 64        518 / 628  2924 / 5024
+
+  The shipped models' crash on a 6000x4000 photograph (x8 shrunk ensemble) was
+  XLA:CPU failing to allocate 51,456,000,000 bytes: 2144 bytes a pixel of
+  temporaries, the measured 2168 (542 floats) less the input and output.
+
+  Args:
+    model: a flax_gradnet Generator (fields `base_features`,
+      `gradientnet_features`, optionally `num_levels`, `stats_window`).
+    ensemble: as `make_deblur_fn`'s.
+
+  Returns:
+    Bytes per input pixel, or None for a module without those fields (no
+    estimate: such a function is never tiled by a budget).
+  """
+  kind = ensemble_kind(ensemble)
+  if not (hasattr(model, "base_features") and hasattr(model, "gradientnet_features")):
+    return None
+  levels = int(getattr(model, "num_levels", 2))
+  local = int(getattr(model, "stats_window", 0) or 0) > 0
+  per_feature = (PASS_FLOATS_PER_BASE_FEATURE_LOCAL_STATS if local
+                 else PASS_FLOATS_PER_BASE_FEATURE)
+  floats = (per_feature * int(model.base_features)
+            + int(model.gradientnet_features) / 4 ** levels + PASS_FLOATS_CONSTANT)
+  members = 1 if kind == "off" else ENSEMBLE_MEMBERS
+  return 4.0 * members * floats
+
+
 def make_deblur_fn(model: Any, params: Any, *, ensemble: bool | str = False,
                    local_stats: int = 0) -> DeblurFn:
   """A jit-compiled `fn(images [N, H, W, C] in [-1, 1]) -> float32 [N, H, W, C] in [-1, 1]`.
@@ -362,6 +447,11 @@ def make_deblur_fn(model: Any, params: Any, *, ensemble: bool | str = False,
   (`self_ensemble_shrunk`; the CLIs' default). `fn.ensemble` says which.
   `local_stats=W > 0`: test-time local statistics over W x W boxes
   (`with_local_stats`).
+
+  For `plan_tile` the function also carries `fn.stride` (the generator's total
+  stride, 2**num_levels; tiles are multiples of it), `fn.bytes_per_pixel`
+  (`pass_bytes_per_pixel`; None for a module without its fields) and
+  `fn.param_bytes` (the parameters' size).
   """
   kind = ensemble_kind(ensemble)
   params = jax.device_put(params)
@@ -378,6 +468,10 @@ def make_deblur_fn(model: Any, params: Any, *, ensemble: bool | str = False,
 
   fn.channels = int(getattr(model, "channels", 3))
   fn.ensemble = kind
+  fn.stride = 2 ** int(getattr(model, "num_levels", 2))
+  fn.bytes_per_pixel = pass_bytes_per_pixel(model, kind)
+  fn.param_bytes = int(sum(np.dtype(leaf.dtype).itemsize * int(np.size(leaf))
+                           for leaf in jax.tree_util.tree_leaves(params)))
   return fn
 
 
@@ -509,21 +603,99 @@ def weight_sum(h: int, w: int, tile: int, overlap: int) -> np.ndarray:
   return acc
 
 
+def _stride(fn: DeblurFn) -> int:
+  """The total stride of `fn`'s generator (`make_deblur_fn` sets it; 4, the
+  paper generator's, for other functions)."""
+  return int(getattr(fn, "stride", 4))
+
+
+def pass_bytes(fn: DeblurFn, height: int, width: int, batch: int = 1) -> float | None:
+  """Estimated peak memory of one call of `fn` on `batch` images of height x
+  width, in bytes: `fn.bytes_per_pixel` (`pass_bytes_per_pixel`) times the
+  pixels the generator sees (height and width padded up to `fn.stride`), plus
+  `fn.param_bytes`. None for a function without an estimate."""
+  bytes_per_pixel = getattr(fn, "bytes_per_pixel", None)
+  if bytes_per_pixel is None:
+    return None
+  s = _stride(fn)
+  padded = (-(-height // s) * s) * (-(-width // s) * s)
+  return batch * bytes_per_pixel * padded + getattr(fn, "param_bytes", 0)
+
+
+def _check_max_memory(max_memory: float | None) -> None:
+  if max_memory is not None and not 0 < max_memory < float("inf"):  # also NaN
+    raise ValueError(f"max_memory must be a positive number of GiB (or None), got {max_memory}")
+
+
+def plan_tile(fn: DeblurFn, height: int, width: int, *, tile: int | None = None,
+              tile_overlap: int = 32, tile_batch_size: int = 1,
+              max_memory: float | None = None) -> int | None:
+  """The tile side `deblur_array` uses for a height x width image (None: whole).
+
+  An explicit `tile` always wins. Otherwise, with a budget `max_memory` (GiB)
+  and a function that carries an estimate (`pass_bytes`), the whole image is
+  deblurred at once when its pass fits the budget; when it does not, the tile
+  is the largest multiple of `fn.stride` whose pass (`tile_batch_size` tiles,
+  each at most the image's height and width) fits. Without a budget or an
+  estimate: None.
+
+  Raises:
+    ValueError: a budget that is not a positive number, or one that leaves no
+      tile larger than `tile_overlap` (the message says what the smallest
+      such tile needs).
+  """
+  _check_max_memory(max_memory)
+  if tile is not None or max_memory is None:
+    return tile
+  budget = max_memory * GIB
+  whole = pass_bytes(fn, height, width)
+  if whole is None or whole <= budget:
+    return None
+  s = _stride(fn)
+  fits = lambda t: pass_bytes(fn, min(t, height), min(t, width), tile_batch_size) <= budget
+  lo, hi = 0, -(-max(height, width) // s)  # in strides: fits(lo * s) is assumed, hi is not
+  while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (mid, hi) if fits(mid * s) else (lo, mid)
+  best = lo * s
+  if best <= tile_overlap:
+    smallest = (tile_overlap // s + 1) * s
+    need = pass_bytes(fn, min(smallest, height), min(smallest, width), tile_batch_size) / GIB
+    raise ValueError(f"max_memory={max_memory:g} GiB is too small for this generator: even a "
+                     f"{smallest}x{smallest} tile (the smallest larger than the overlap "
+                     f"{tile_overlap}) needs ~{need:.2f} GiB")
+  return best
+
+
 def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_overlap: int = 32,
-                 tile_batch_size: int = 1, low_freq_sigma: float = 0.0) -> np.ndarray:
+                 tile_batch_size: int = 1, low_freq_sigma: float = 0.0,
+                 max_memory: float | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
   """Deblurs one float image [H, W, C] in [-1, 1]; returns float32 [H, W, C].
 
   Args:
     fn: from `make_deblur_fn` (any batched [N, H, W, C] -> [N, H, W, C] function).
     x: the image, with the channels `fn` takes (3 = RGB, 1 = grey, ...).
-    tile: tile side (a multiple of 4, the generator's stride) or None for the
-      whole image at once. Tiles larger than the image shrink to it.
+    tile: tile side (a multiple of `fn.stride`, the generator's total stride
+      2**num_levels; 4 for a function without it) or None for the whole image
+      at once, or the tiles `max_memory` needs. Tiles larger than the image
+      shrink to it.
     tile_overlap: pixels shared by neighbouring tiles (< tile).
     tile_batch_size: tiles per call of `fn` (the last batch is padded by
       repeating a tile, so every call has the same shape).
     low_freq_sigma: > 0: the result keeps `x`'s frequencies below a Gaussian
       of this standard deviation (`keep_input_low_frequencies`, on the whole
       image after tiling); 0 = the generator's output as it is.
+    max_memory: a budget in GiB for one pass of `fn` (`plan_tile`): without
+      `tile`, an image whose whole-image pass would need more is tiled with
+      the largest tile that fits. None = no budget.
+    progress: called as `progress(tiles_done, tiles_total)` after each call of
+      `fn` on tiles (not for a whole image).
+
+  Besides `fn`'s own memory, the host holds `x` and the result (4C bytes a
+  pixel each); tiling adds two float64 accumulators (8C + 8) and
+  `low_freq_sigma` two float32 images (8C): up to 80 bytes a pixel for RGB
+  (1.9 GB for a 24-megapixel photograph), outside `max_memory`.
   """
   _check_low_freq_sigma(low_freq_sigma)  # before the generator runs, not after
   x = np.asarray(x, np.float32)
@@ -531,10 +703,14 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_o
     raise ValueError(f"expected an [H, W, C] image ([H, W, 3] RGB, [H, W, 1] grey), got shape "
                      f"{x.shape}")
   h, w = x.shape[:2]
+  tile = plan_tile(fn, h, w, tile=tile, tile_overlap=tile_overlap,
+                   tile_batch_size=tile_batch_size, max_memory=max_memory)
   if tile is None or (tile >= h and tile >= w):
     return keep_input_low_frequencies(np.asarray(fn(x[None]))[0], x, low_freq_sigma)
-  if tile % 4:
-    raise ValueError(f"tile must be a multiple of 4 (the generator's total stride), got {tile}")
+  stride = _stride(fn)
+  if tile <= 0 or tile % stride:
+    raise ValueError(f"tile must be a positive multiple of {stride} (the generator's total "
+                     f"stride), got {tile}")
   if not 0 <= tile_overlap < tile:
     raise ValueError(f"need 0 <= tile_overlap < tile, got tile_overlap={tile_overlap}, tile={tile}")
   th, tw = min(tile, h), min(tile, w)
@@ -549,19 +725,24 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_o
     for j, (y, xx, window) in enumerate(batch):
       acc[y:y + th, xx:xx + tw] += out[j] * window[..., None]
       wsum[y:y + th, xx:xx + tw] += window[..., None]
+    if progress is not None:
+      progress(i + len(batch), len(tiles))
   return keep_input_low_frequencies((acc / wsum).astype(np.float32), x, low_freq_sigma)
 
 
 def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, *, tile: int | None = None,
                  tile_overlap: int = 32, tile_batch_size: int = 1,
-                 low_freq_sigma: float = 0.0) -> np.ndarray:
+                 low_freq_sigma: float = 0.0, max_memory: float | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
   """Deblurs a uint8 [H, W, C] image; returns uint8 [H, W, fn.channels].
 
   An RGB or grey image is first converted to the channels of `fn` (its
   `channels` attribute, as `make_deblur_fn` sets it; `image_io.to_channels`:
   a grayscale model gets Pillow's luma of an RGB image). Scales to [-1, 1],
-  runs `deblur_array` (whole or tiled, with the input's low frequencies when
-  `low_freq_sigma` > 0; see there), and quantizes with `metrics.quantize`.
+  runs `deblur_array` (whole or tiled: an explicit `tile`, or the tiles the
+  budget `max_memory` in GiB needs, `plan_tile`; with the input's low
+  frequencies when `low_freq_sigma` > 0; `progress(tiles_done, tiles_total)`;
+  see there), and quantizes with `metrics.quantize`.
   """
   image_uint8 = np.asarray(image_uint8)
   if image_uint8.dtype != np.uint8 or image_uint8.ndim != 3:
@@ -570,5 +751,6 @@ def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, *, tile: int | None = No
   if hasattr(fn, "channels"):
     image_uint8 = image_io.to_channels(image_uint8, fn.channels)
   out = deblur_array(fn, to_float(image_uint8), tile=tile, tile_overlap=tile_overlap,
-                     tile_batch_size=tile_batch_size, low_freq_sigma=low_freq_sigma)
+                     tile_batch_size=tile_batch_size, low_freq_sigma=low_freq_sigma,
+                     max_memory=max_memory, progress=progress)
   return to_uint8(out)

@@ -1,10 +1,13 @@
 """The deblur CLI and image_io on every awkward kind of file."""
 
+import errno
 import io
 import os
+import re
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 
 import jax
@@ -174,11 +177,11 @@ def test_cli_awkward_inputs(tmp_path, workdir, capsys):
                                 inference.deblur_image(fn, photo,
                                                        low_freq_sigma=inference.LOW_FREQ_SIGMA))
 
-  # Existing outputs are refused without --overwrite (and left as they were) ...
+  # Existing outputs are skipped without --overwrite (and left as they were) ...
   before = (out / "good.png").read_bytes()
   rc = deblur.main([str(src / "good.png"), "--workdir", workdir, "--output_dir", str(out),
                     "--tile", "16", "--tile_overlap", "4"])
-  assert rc == 1 and "exists" in capsys.readouterr().err
+  assert rc == 0 and "1 skipped (output exists); 0 failed" in capsys.readouterr().err
   assert (out / "good.png").read_bytes() == before
   # ... and replaced with it.
   rc = deblur.main([str(src / "good.png"), "--workdir", workdir, "--output_dir", str(out),
@@ -380,3 +383,209 @@ def test_cli_warns_when_the_low_frequency_step_a_model_needs_is_off(tmp_path, ca
   assert deblur.main(common + ["--output_dir", str(tmp_path / "o1")]) == 0
   assert "low-frequency step" not in capsys.readouterr().err
   assert (tmp_path / "o0" / "a.png").exists() and (tmp_path / "o1" / "a.png").exists()
+
+
+# ---------------------------------------------------------------- robustness
+
+
+def _folder(path, sizes=((40, 52), (32, 48), (36, 44))):
+  """A folder of small photographs a.png, b.png, ... of the given (h, w)."""
+  path.mkdir()
+  for name, (h, w) in zip("abcdef", sizes):
+    Image.fromarray(_photo(h, w)).save(path / f"{name}.png")
+  return path
+
+
+def _restores(monkeypatch):
+  """Records the calls of inference.restore (the generator's loading)."""
+  calls = []
+  real = inference.restore
+  monkeypatch.setattr(inference, "restore", lambda *a, **k: calls.append(a) or real(*a, **k))
+  return calls
+
+
+def test_cli_resume_skips_existing_outputs(tmp_path, workdir, capsys, monkeypatch):
+  src = _folder(tmp_path / "in", sizes=((40, 52), (32, 48)))
+  out = tmp_path / "out"
+  common = [str(src), "--workdir", workdir, "--output_dir", str(out), "--self_ensemble=off"]
+  assert deblur.main(common) == 0
+  before = {n: (out / n).read_bytes() for n in ("a.png", "b.png")}
+  Image.fromarray(_photo(36, 44)).save(src / "c.png")
+  capsys.readouterr()
+  assert deblur.main(common) == 0
+  err = capsys.readouterr().err
+  assert "skipping 2 input(s) whose output exists" in err
+  assert "1 image(s) written" in err and "2 skipped (output exists); 0 failed" in err
+  assert "failed:" not in err and "error" not in err
+  assert {n: (out / n).read_bytes() for n in before} == before  # not recomputed
+  # Everything done: nothing to compute, the generator is not even loaded.
+  calls = _restores(monkeypatch)
+  assert deblur.main(common) == 0
+  assert "0 image(s) written" in capsys.readouterr().err and calls == []
+  # --overwrite recomputes them all.
+  assert deblur.main(common + ["--overwrite"]) == 0
+  assert "3 image(s) written" in capsys.readouterr().err and len(calls) == 1
+
+
+def test_cli_ctrl_c_in_process_leaves_no_partial_file(tmp_path, workdir, capsys, monkeypatch):
+  """Ctrl-C while the second of three outputs is being written: status 130, one
+  line, the first output whole, no temporary file; the rerun writes the rest."""
+  src = _folder(tmp_path / "in")
+  out = tmp_path / "out"
+  common = [str(src), "--workdir", workdir, "--output_dir", str(out), "--self_ensemble=off"]
+  real_write, calls = image_io.atomic_write, []
+
+  def write(path, write_file, **kwargs):
+    calls.append(path)
+    if len(calls) == 2:
+      def half(f):
+        f.write(b"\x89PNG\r\n\x1a\n half an image")
+        raise KeyboardInterrupt
+      return real_write(path, half, **kwargs)
+    return real_write(path, write_file, **kwargs)
+
+  monkeypatch.setattr(image_io, "atomic_write", write)
+  assert deblur.main(common) == deblur.EXIT_INTERRUPTED == 130
+  err = capsys.readouterr().err
+  assert err.strip().splitlines()[-1] == "interrupted after 1 of 3 written; run again to continue"
+  assert "Traceback" not in err and "KeyboardInterrupt" not in err
+  assert os.listdir(out) == ["a.png"]
+  first = (out / "a.png").read_bytes()
+  monkeypatch.undo()
+  assert deblur.main(common) == 0
+  err = capsys.readouterr().err
+  assert "2 image(s) written" in err and "1 skipped" in err
+  assert sorted(os.listdir(out)) == ["a.png", "b.png", "c.png"]
+  assert (out / "a.png").read_bytes() == first
+
+
+_SIGINT_AFTER_FIRST_WRITE = """
+import os, signal
+from flax_gradnet import deblur, image_io
+real = image_io.write_image
+def write(*args, **kwargs):
+  real(*args, **kwargs)
+  os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, just after the first output is in place
+image_io.write_image = write
+deblur.run()
+"""
+
+
+def test_cli_sigint_exits_130_with_one_line(tmp_path, workdir, capsys):
+  src = _folder(tmp_path / "in")
+  out = tmp_path / "out"
+  args = [str(src), "--workdir", workdir, "--output_dir", str(out), "--self_ensemble=off"]
+  r = subprocess.run([sys.executable, "-c", _SIGINT_AFTER_FIRST_WRITE, *args, "--no-progress"],
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 130, r.stderr
+  assert r.stderr.strip().splitlines()[-1] == \
+      "interrupted after 1 of 3 written; run again to continue"
+  assert "Traceback" not in r.stderr
+  assert os.listdir(out) == ["a.png"]  # no temporary file, no partial output
+  assert deblur.main(args) == 0
+  assert "2 image(s) written" in capsys.readouterr().err
+  assert sorted(os.listdir(out)) == ["a.png", "b.png", "c.png"]
+
+
+def test_cli_unusable_output_dir_fails_before_the_model_loads(tmp_path, workdir, capsys,
+                                                             monkeypatch):
+  Image.fromarray(_photo()).save(tmp_path / "a.png")
+  calls = _restores(monkeypatch)
+  common = [str(tmp_path / "a.png"), "--workdir", workdir]
+  # A folder that cannot be created (its parent is a file).
+  (tmp_path / "taken").write_text("a file")
+  bad = str(tmp_path / "taken" / "out")
+  assert deblur.main(common + ["--output_dir", bad]) == 2
+  assert capsys.readouterr().err.strip().splitlines() == [
+      f"error: cannot create --output_dir {bad}: Not a directory"]
+  # A folder that cannot be written to (as on a read-only mount; simulated, since
+  # permissions do not stop root): named in one line; a folder made for the run
+  # is removed again.
+  ro = str(tmp_path / "ro" / "out")
+  real_mkstemp = tempfile.mkstemp
+
+  def read_only(*args, dir=None, **kwargs):  # pylint: disable=redefined-builtin
+    if dir is not None and os.path.abspath(dir).startswith(str(tmp_path / "ro")):
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(dir, ".tmp-x"))
+    return real_mkstemp(*args, dir=dir, **kwargs)
+
+  monkeypatch.setattr(tempfile, "mkstemp", read_only)
+  assert deblur.main(common + ["--output_dir", ro]) == 2
+  assert capsys.readouterr().err.strip().splitlines() == [
+      f"error: cannot write into --output_dir {ro}: Read-only file system"]
+  assert not (tmp_path / "ro").exists()
+  assert calls == []  # the generator was never loaded
+  if os.geteuid() != 0:  # a real read-only folder, where permissions apply
+    monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert deblur.main(common + ["--output_dir", str(locked)]) == 2
+    assert "cannot write into --output_dir" in capsys.readouterr().err
+    assert calls == []
+
+
+def test_cli_generator_failure_on_one_image_is_reported_and_the_rest_run(tmp_path, workdir,
+                                                                          capsys, monkeypatch):
+  src = _folder(tmp_path / "in")  # a: 40x52, b: 32x48, c: 36x44
+  real_make = inference.make_deblur_fn
+
+  def make(*args, **kwargs):
+    fn = real_make(*args, **kwargs)
+
+    def failing(x):
+      if x.shape[1:3] == (40, 52):
+        raise jax.errors.JaxRuntimeError(
+            "RESOURCE_EXHAUSTED: Out of memory allocating 51456000000 bytes.\nmore detail")
+      if x.shape[1:3] == (36, 44):
+        raise RuntimeError("something else went wrong")
+      return fn(x)
+
+    failing.__dict__.update(fn.__dict__)  # channels, stride, the memory estimate
+    return failing
+
+  monkeypatch.setattr(inference, "make_deblur_fn", make)
+  out = tmp_path / "out"
+  rc = deblur.main([str(src), "--workdir", workdir, "--output_dir", str(out),
+                    "--self_ensemble=off"])
+  err = capsys.readouterr().err
+  assert rc == 1 and os.listdir(out) == ["b.png"]
+  lines = err.splitlines()
+  assert (f"error: {src / 'a.png'}: out of memory (RESOURCE_EXHAUSTED: Out of memory allocating "
+          "51456000000 bytes.); lower --max_memory or give a smaller --tile") in lines
+  assert f"error: {src / 'c.png'}: RuntimeError: something else went wrong" in lines
+  assert "more detail" not in err and "Traceback" not in err
+  assert "1 image(s) written" in err and "2 failed" in err
+
+
+def test_cli_memory_budget_tiles_large_images(tmp_path, workdir, capsys):
+  photo = _photo()  # 40 x 52
+  Image.fromarray(photo).save(tmp_path / "a.png")
+  model, params, _ = inference.restore(workdir)
+  fn = inference.make_deblur_fn(model, params, ensemble="off")
+  budget = 0.75 * inference.pass_bytes(fn, 40, 52)  # the whole image does not fit
+  # Brute force: the largest multiple of 4 over the default overlap (32) that fits.
+  pad = lambda n: -(-n // 4) * 4
+  tile = max(t for t in range(36, 53, 4)
+             if fn.bytes_per_pixel * pad(min(t, 40)) * pad(min(t, 52)) + fn.param_bytes <= budget)
+  common = [str(tmp_path / "a.png"), "--workdir", workdir, "--self_ensemble=off",
+            "--max_memory", repr(budget / inference.GIB)]
+  assert deblur.main(common + ["--output_dir", str(tmp_path / "o")]) == 0
+  err = capsys.readouterr().err
+  assert f"deblurred in {tile}x{tile} tiles" in err
+  assert re.search(r"a\.png: .*\d+/\d+ \[.*tile/s\]", err), err  # a bar over the image's tiles
+  want = inference.deblur_image(fn, photo, tile=tile, tile_overlap=32,
+                                low_freq_sigma=inference.LOW_FREQ_SIGMA)
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o" / "a.png")), want)
+  # --no-progress: no bar; an explicit --tile wins over the budget.
+  assert deblur.main(common + ["--output_dir", str(tmp_path / "o2"), "--no-progress",
+                               "--tile", "16", "--tile_overlap", "4"]) == 0
+  err = capsys.readouterr().err
+  assert "deblurred in" not in err and "tile/s" not in err and "s/tile" not in err
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(tmp_path / "o2" / "a.png")),
+      inference.deblur_image(fn, photo, tile=16, tile_overlap=4,
+                             low_freq_sigma=inference.LOW_FREQ_SIGMA))
+  # A budget too small for any tile: that image fails, named, in one line.
+  assert deblur.main(common[:-1] + ["1e-9", "--output_dir", str(tmp_path / "o3")]) == 1
+  assert f"error: {tmp_path / 'a.png'}: max_memory=1e-09 GiB is too small" in \
+      capsys.readouterr().err

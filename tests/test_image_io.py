@@ -2,15 +2,17 @@
 front end sees them: the tools (read_image), the builders and load_image_dir
 (read_dataset_image)."""
 
+import errno
 import logging
 import os
+import tempfile
 import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from flax_gradnet import deblur, image_io
+from flax_gradnet import atomic, deblur, image_io
 from flax_gradnet.data import builders, synthetic
 
 
@@ -116,3 +118,55 @@ def test_one_extension_list_everywhere(tmp_path):
   assert unmatched == [] and sorted(os.path.basename(f) for f in files) == sorted(names)
   assert sorted(synthetic.load_image_dir(str(folder))) == sorted(names)
   assert builders._list_images(str(folder)) == sorted(names)
+
+
+def test_write_errors_name_the_output_and_leave_no_temporary_file(tmp_path, monkeypatch):
+  out = str(tmp_path / "rocket.png")
+  real_mkstemp = tempfile.mkstemp
+
+  def read_only(*args, dir=None, prefix="", suffix="", **kwargs):  # pylint: disable=W0622
+    if dir == str(tmp_path):  # as on a read-only mount: the error names the temp file
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS),
+                    os.path.join(dir, f"{prefix}m87bdd34{suffix}"))
+    return real_mkstemp(*args, dir=dir, prefix=prefix, suffix=suffix, **kwargs)
+
+  monkeypatch.setattr(tempfile, "mkstemp", read_only)
+  with pytest.raises(OSError) as e:
+    image_io.write_image(out, _rgb())
+  assert e.value.errno == errno.EROFS and e.value.filename == out
+  assert str(e.value) == f"[Errno {errno.EROFS}] {os.strerror(errno.EROFS)}: '{out}'"
+  assert ".tmp-" not in str(e.value)
+  monkeypatch.undo()
+
+  # A full disk while writing (an error naming no file): named, the temp file removed.
+  def full_disk(f):
+    f.write(b"\x89PNG half an image")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  with pytest.raises(OSError, match=f"No space left on device: '{out}'"):
+    atomic.atomic_write(out, full_disk)
+  # Permission errors keep their class.
+  denied = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".tmp-x"))
+  err = atomic._naming(denied, out)  # pylint: disable=protected-access
+  assert isinstance(err, PermissionError) and err.filename == out
+  # Errors about other files, and errors without an errno, are left as they were.
+  other = FileNotFoundError(errno.ENOENT, "No such file or directory", "/elsewhere/x.png")
+  assert atomic._naming(other, out) is other  # pylint: disable=protected-access
+  pillow = OSError("cannot write mode RGBA as JPEG")
+  assert atomic._naming(pillow, out) is pillow  # pylint: disable=protected-access
+  assert os.listdir(tmp_path) == []
+
+  # Ctrl-C while writing: no output, no temporary file; a replaced file stays whole.
+  def interrupted(f):
+    f.write(b"\x89PNG half an image")
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    atomic.atomic_write(out, interrupted, overwrite=False)
+  assert os.listdir(tmp_path) == []
+  image_io.write_image(out, _rgb())
+  with pytest.raises(KeyboardInterrupt):
+    atomic.atomic_write(out, interrupted)
+  assert os.listdir(tmp_path) == ["rocket.png"]
+  np.testing.assert_array_equal(np.asarray(Image.open(out)), _rgb())
+

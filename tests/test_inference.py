@@ -341,3 +341,123 @@ def test_deblur_array_keeps_the_input_low_frequencies_whole_and_tiled():
       inference.deblur_image(fn, img, low_freq_sigma=16.0),
       inference.to_uint8(inference.keep_input_low_frequencies(
           inference.deblur_array(fn, inference.to_float(img)), inference.to_float(img), 16.0)))
+
+
+# ---------------------------------------------------------------- memory budget
+
+
+def _xla_pass_bytes(model, params, kind, h, w):
+  """XLA's own account of one compiled pass (temp + argument + output bytes),
+  built here from the module and the ensemble functions, not from make_deblur_fn."""
+  combine = {"off": None, "shrink": inference.self_ensemble_shrunk}[kind]
+
+  def apply(p, x):
+    one = lambda z: jnp.asarray(model.apply({"params": p}, z), jnp.float32)
+    return one(x) if combine is None else combine(one, x)
+
+  x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+  m = jax.jit(apply).lower(params, x).compile().memory_analysis()
+  return m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+
+
+@pytest.mark.parametrize("kind", ["off", "shrink"])
+def test_pass_estimate_bounds_xla_memory_analysis(tiny, kind):
+  model, params = tiny
+  fn = inference.make_deblur_fn(model, params, ensemble=kind)
+  measured = _xla_pass_bytes(model, params, kind, 48, 64)
+  estimate = inference.pass_bytes(fn, 48, 64)
+  # An upper bound, and not a vacuous one (the docstring's table: 2.7x / 4.1x here).
+  assert measured <= estimate <= 8 * measured, (measured, estimate)
+
+
+def test_pass_bytes_per_pixel_reads_the_model_fields():
+  from types import SimpleNamespace  # pylint: disable=g-import-not-at-top
+  # The documented formula, 4 bytes x members x (3 f + g / 4**levels + 48), by hand.
+  assert inference.pass_bytes_per_pixel(Generator(**TINY)) == 4 * (3 * 4 + 4 / 16 + 48)
+  assert inference.pass_bytes_per_pixel(Generator(**TINY), "mean") == 4 * 8 * (12 + 0.25 + 48)
+  assert inference.pass_bytes_per_pixel(Generator(**TINY, num_levels=3), "shrink") == \
+      4 * 8 * (12 + 4 / 64 + 48)
+  # Test-time local statistics: 9 floats per base feature.
+  assert inference.pass_bytes_per_pixel(Generator(**TINY, stats_window=16)) == 4 * (36 + 0.25 + 48)
+  # A module (an old config) without num_levels: the paper's 2 levels.
+  old = SimpleNamespace(base_features=4, gradientnet_features=4)
+  assert inference.pass_bytes_per_pixel(old) == inference.pass_bytes_per_pixel(Generator(**TINY))
+  assert inference.pass_bytes_per_pixel(_Fn(lambda z: z)) is None  # no estimate: never tiled
+  fn = inference.make_deblur_fn(Generator(**TINY, num_levels=3), {})
+  assert fn.stride == 8 and fn.param_bytes == 0
+
+
+def _pointwise_fn(bytes_per_pixel, stride=4):
+  """A pointwise 'generator' (tiling changes nothing) carrying a memory estimate."""
+  jitted = jax.jit(lambda x: jnp.tanh(3.0 * x) * 0.9)
+  fn = lambda x: jitted(x)
+  fn.bytes_per_pixel, fn.param_bytes, fn.stride = bytes_per_pixel, 0, stride
+  return fn
+
+
+def _largest_tile(bpp, params, h, w, budget_bytes, stride=4):
+  """Brute force: the largest multiple of `stride` whose padded tile fits."""
+  pad = lambda n: -(-n // stride) * stride
+  fits = [t for t in range(stride, max(h, w) + stride, stride)
+          if bpp * pad(min(t, h)) * pad(min(t, w)) + params <= budget_bytes]
+  return max(fits)
+
+
+def test_small_budget_tiles_as_the_largest_fitting_tile():
+  x = inference.to_float(_image(64, 80))
+  fn = _pointwise_fn(1000.0)
+  budget = 1.1e6 / inference.GIB  # 1000 B/px: a 32x32 tile fits, 36x36 does not
+  assert _largest_tile(1000.0, 0, 64, 80, 1.1e6) == 32
+  assert inference.plan_tile(fn, 64, 80, tile_overlap=16, max_memory=budget) == 32
+  assert inference.plan_tile(fn, 64, 80, tile_overlap=16, max_memory=1.0) is None  # fits whole
+  calls = []
+  tiled = inference.deblur_array(fn, x, tile_overlap=16, max_memory=budget,
+                                 progress=lambda done, total: calls.append((done, total)))
+  # Tiles at 0, 16, 32 down and 0, 16, 32, 48 across: 12 calls, the last (12, 12).
+  assert calls == [(i, 12) for i in range(1, 13)]
+  np.testing.assert_allclose(tiled, inference.deblur_array(fn, x), atol=1e-6)
+  # The explicit tile wins over the budget; the whole image has no tile progress.
+  calls.clear()
+  inference.deblur_array(fn, x, tile=48, tile_overlap=16, max_memory=budget,
+                         progress=lambda done, total: calls.append((done, total)))
+  assert calls[-1] == (4, 4)
+  calls.clear()
+  inference.deblur_array(fn, x, max_memory=1.0, progress=lambda *a: calls.append(a))
+  assert calls == []
+
+
+def test_small_budget_with_generator_equals_its_tiles_and_is_close_to_whole(tiny):
+  model, params = tiny
+  fn = inference.make_deblur_fn(model, params)
+  img = _image()
+  whole = inference.deblur_image(fn, img)
+  np.testing.assert_array_equal(inference.deblur_image(fn, img, max_memory=1.0), whole)
+  need = inference.pass_bytes(fn, 64, 80)
+  budget = 0.6 * need / inference.GIB
+  want_tile = _largest_tile(fn.bytes_per_pixel, fn.param_bytes, 64, 80, 0.6 * need)
+  assert 16 < want_tile < 80
+  assert inference.plan_tile(fn, 64, 80, tile_overlap=16, max_memory=budget) == want_tile
+  budgeted = inference.deblur_image(fn, img, tile_overlap=16, max_memory=budget)
+  np.testing.assert_array_equal(
+      budgeted, inference.deblur_image(fn, img, tile=want_tile, tile_overlap=16))
+  # Tiling's documented tolerance (test_tiled_close_to_whole_with_generator).
+  diff = np.abs(budgeted.astype(np.float64) - whole.astype(np.float64))
+  assert 0 < diff.mean() < TINY_TILED_MEAN_ABS_BOUND
+  assert np.corrcoef(whole.ravel(), budgeted.ravel())[0, 1] > 0.5
+
+
+def test_budget_and_stride_errors():
+  x = np.zeros((64, 64, 3), np.float32)
+  fn = _pointwise_fn(1000.0)
+  for bad in (0.0, -1.0, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="max_memory must be a positive number of GiB"):
+      inference.deblur_array(fn, x, max_memory=bad)
+  # No tile larger than the overlap fits: the message says what the smallest needs.
+  with pytest.raises(ValueError, match=r"too small.*36x36 tile.*overlap 32"):
+    inference.deblur_array(fn, x, tile_overlap=32, max_memory=1e6 / inference.GIB)
+  # Tiles are multiples of the generator's stride, not always 4.
+  fn8 = _pointwise_fn(1000.0, stride=8)
+  with pytest.raises(ValueError, match="multiple of 8"):
+    inference.deblur_array(fn8, x, tile=36, tile_overlap=8)
+  tile = inference.plan_tile(fn8, 64, 64, tile_overlap=8, max_memory=1.5e6 / inference.GIB)
+  assert tile == _largest_tile(1000.0, 0, 64, 64, 1.5e6, stride=8) == 32
