@@ -6,6 +6,7 @@
     python experiments/bench_inference.py --reference                    # models/reference.py
     python experiments/bench_inference.py --size=3840x2160 --tile=512    # tiled, as deblur --tile
     python experiments/bench_inference.py --config=configs/gradnet_s_lf.py --self_ensemble=shrink
+    python experiments/bench_inference.py --config=configs/gradnet_small.py --against=configs/default.py
 
 Prints the median wall time of `--repeats` forward passes (random weights,
 one image, fp32 unless --dtype), the XLA-counted FLOPs of the *reference*
@@ -16,7 +17,11 @@ matmul's GFLOP/s measured in the same process, their ratio, and the process's
 peak resident memory after the timed passes (before the matmul).
 `--self_ensemble=mean|shrink` times the x8 self-ensemble as `deblur` runs it
 (`inference.make_deblur_fn(ensemble=...)`, 8 generator passes; the FLOPs line
-counts all 8); `deblur`'s default is `shrink`, this script's `off` (one pass).
+counts all 8); this script's default is `off` (one pass).
+`--against=CONFIG` also times CONFIG's one pass (random weights, same image,
+same process, measured right after) and prints the ratio of the two times:
+how a model's inference compares with the paper generator's
+(`--against=configs/default.py`) on the machine at hand.
 """
 
 from __future__ import annotations
@@ -75,6 +80,19 @@ def matmul_flops_per_s(n: int = 4096, repeats: int = 5) -> float:
   return 2 * n**3 / float(np.median(times))
 
 
+def time_calls(forward, params, x, repeats: int) -> tuple[float, list[float]]:
+  """(seconds of the first call, compile included; seconds of each later call)."""
+  t = time.perf_counter()
+  forward(params, x).block_until_ready()
+  first_s = time.perf_counter() - t
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    forward(params, x).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return first_s, times
+
+
 def peak_rss_gib() -> float:
   kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
   return kib / 2**20
@@ -103,6 +121,8 @@ def main():
   parser.add_argument("--tile_overlap", type=int, default=32)
   parser.add_argument("--self_ensemble", choices=cli.ENSEMBLES, default="off",
                       help="time the x8 self-ensemble (deblur's default: shrink); off = one pass")
+  parser.add_argument("--against", default="",
+                      help="also time this config's one pass and print the ratio of the times")
   parser.add_argument("--reference", action="store_true",
                       help="time the reference (pre-optimisation) modules instead")
   args = parser.parse_args()
@@ -132,16 +152,16 @@ def main():
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost["flops"]) * passes
 
-  t = time.perf_counter()
-  forward(params, x).block_until_ready()
-  first_s = time.perf_counter() - t
-  times = []
-  for _ in range(args.repeats):
-    t = time.perf_counter()
-    forward(params, x).block_until_ready()
-    times.append(time.perf_counter() - t)
+  first_s, times = time_calls(forward, params, x, args.repeats)
   seconds = float(np.median(times))
   rss = peak_rss_gib()
+  against = None
+  if args.against:
+    other = generator_from_config(configs.load(args.against), dtype)
+    other_params = random_params(other, x)
+    other_fn = jax.jit(lambda p, x: other.apply({"params": p}, x))
+    _, other_times = time_calls(other_fn, other_params, x, args.repeats)
+    against = float(np.median(other_times))
   peak = matmul_flops_per_s()
 
   print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPU(s); "
@@ -158,6 +178,9 @@ def main():
   print(f"dense f32 matmul (4096^2) in this process: {peak / 1e9:.1f} GFLOP/s; "
         f"ratio {flops / seconds / peak:.2f}")
   print(f"peak RSS after the timed passes: {rss:.2f} GiB")
+  if against is not None:
+    print(f"against {args.against} (one pass, same image): {against:.2f} s; "
+          f"ratio {seconds / against:.2f}")
 
 
 if __name__ == "__main__":
