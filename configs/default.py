@@ -116,6 +116,13 @@ def get_config() -> ml_collections.ConfigDict:
   # 150 epochs of 2103 GOPRO pairs at batch 4 (per generator update).
   config.num_epochs = 150
   config.num_train_steps = -1  # -1: derive from num_epochs and the train split's size
+  # > 0: also stop (checkpoint and evaluate as at the last step) once training has run
+  # this many seconds, counted from this command's first step (compilation included); a
+  # resumed run gets the budget again. The learning-rate schedule stays a function of
+  # the step over num_train_steps (compiled steps cannot read a clock; resuming stays
+  # exact): for a cosine schedule to end with the budget, set num_train_steps to the
+  # steps it allows (the stop's warning says how many were made). 0 = no time limit.
+  config.train_seconds = 0.0
 
   # Loop.
   config.seed = 0  # initial weights and the order, crops and flips of the training data

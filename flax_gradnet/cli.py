@@ -15,7 +15,9 @@ tool:
                     TFDS's manual dir, a folder of images
     --overwrite     replace existing outputs (never inputs)
     --tile, --tile_overlap, --self_ensemble, --local_stats, --low_freq_sigma,
-    --max_memory    inference options
+    --max_memory    inference options: each overrides the model's recorded
+                    setting (`inference.Options`); not given, the model's
+                    (the paper's protocol when it records none)
     --progress      a progress bar on stderr (`--no-progress` hides it)
 
 On/off flags are `--x` / `--no-x` (argparse.BooleanOptionalAction). Flags
@@ -53,27 +55,24 @@ EXIT_NOTHING_RAN = 2  # nothing ran: bad arguments, missing files or models
 BEST_STEP = "best"  # `workdir.BEST_STEP` (this module imports no jax)
 WEIGHTS = ("ema", "raw")  # `workdir.WEIGHTS`
 DTYPES = ("float32", "bfloat16")
-TILE_OVERLAP_DEFAULT = 32
-# `--low_freq_sigma` (pixels; `inference.keep_input_low_frequencies`), chosen
-# from the blurs to undo, not from a score: the largest PSFs of the training
-# data (~33 px) and of GOPRO (~50-60 px) barely attenuate what a Gaussian of
-# sigma 32 passes (its half-power period is ~170 px); a smaller sigma would hand
-# back some of a large blur. On the held-out sets every sigma tried (8, 16, 32,
-# 64) scored within 0.015 dB of the others (docs/inference.md), so they did not
-# decide it.
-LOW_FREQ_SIGMA_DEFAULT = 32.0
-# `--self_ensemble` (`inference.make_deblur_fn(ensemble=)`): "off" one pass;
-# "mean" the x8 flips-and-transposes mean; "shrink" the same 8 passes moved back
-# toward the input where they disagree (`inference.self_ensemble_shrunk`). The
-# default is "shrink": on the held-out sets it is the only setting under which no
-# image of the training families loses more than 0.1 dB (docs/inference.md), at
-# 8x the time of "off".
+# The inference flags (`add_inference_flags`) default to None: "the model's
+# recorded setting" (`inference.Options`, `inference.resolve_options`; the
+# paper's protocol, one pass and the generator's output as it is, for a model
+# that records none). These mirror `inference`'s names, which this module
+# cannot import (tested equal):
+TILE_OVERLAP_DEFAULT = 32  # `inference.TILE_OVERLAP`: the overlap no model overrides
+# `--self_ensemble` (`inference.ENSEMBLES`): "off" one pass; "mean" the x8
+# flips-and-transposes mean; "shrink" the same 8 passes moved back toward the
+# input where they disagree (`inference.self_ensemble_shrunk`).
 ENSEMBLES = ("off", "mean", "shrink")
-ENSEMBLE_DEFAULT = "shrink"
 # `--max_memory` (GiB; `inference.deblur_image(max_memory=)`): the memory one
 # image's inference may take; an image whose whole-image inference would need
-# more is deblurred in tiles that inference chooses.
+# more is deblurred in tiles that inference chooses. The tools' budget when
+# neither the flag nor the model (`Options.max_memory`) sets one: a budget is
+# a property of the machine.
 MAX_MEMORY_DEFAULT_GIB = 3.0
+# The help's words for a default of None.
+MODEL_DEFAULT = "default: the model's recorded setting (the paper's protocol when none)"
 SCRIPT_PREFIX = "flax-gradnet-"  # the console scripts' names (setup.cfg)
 _WIDTH = 79  # of the description and the epilog, which argparse does not wrap here
 _EXAMPLE_STARTS = ("python -m flax_gradnet", SCRIPT_PREFIX)
@@ -289,55 +288,85 @@ def add_inference_flags(p: argparse.ArgumentParser, *, max_memory: bool = True) 
   """`--tile`, `--tile_overlap`, `--self_ensemble`, `--local_stats`,
   `--low_freq_sigma`, `--max_memory` (unless `max_memory=False`, for a tool
   whose inference takes no memory budget) and `--progress` (check them with
-  `inference_flags_error`)."""
+  `inference_flags_error`).
+
+  Every inference flag defaults to None, "the model's recorded setting": the
+  tools resolve `inference.resolve_options(restored, **inference_overrides(args))`
+  (a flag given > the model's recorded setting > the paper's protocol).
+  """
   p.add_argument("--tile", type=int, default=None,
-                 help="tile side in pixels, a multiple of 4 (default: whole image at once)")
+                 help="tile side in pixels, a multiple of the generator's stride (4 for the "
+                      "paper's generator; default: the model's recorded setting, else whole "
+                      "images)")
   p.add_argument("--tile_overlap", type=int, default=None,
-                 help=f"overlap of neighbouring tiles (with --tile; default {TILE_OVERLAP_DEFAULT})")
-  p.add_argument("--self_ensemble", choices=ENSEMBLES, nargs="?", const="mean",
-                 default=ENSEMBLE_DEFAULT,
+                 help="overlap of neighbouring tiles, for --tile, the model's tiles or those "
+                      "of --max_memory (default: the model's recorded setting, else "
+                      f"{TILE_OVERLAP_DEFAULT})")
+  p.add_argument("--self_ensemble", choices=ENSEMBLES, nargs="?", const="mean", default=None,
                  help="x8 geometric self-ensemble over flips and transposes (8x the time of "
                       "'off'): 'mean' averages the 8 outputs (also the bare flag), 'shrink' "
                       "moves the mean back toward the input where the 8 disagree; 'off' (or "
-                      f"--no-self_ensemble) = one pass (default: {ENSEMBLE_DEFAULT})")
+                      f"--no-self_ensemble) = one pass ({MODEL_DEFAULT})")
   # The on/off spelling the flag had before it took a value: a hidden alias.
   p.add_argument("--no-self_ensemble", dest="self_ensemble", action="store_const", const="off",
                  help=argparse.SUPPRESS)
-  p.add_argument("--local_stats", type=int, nargs="?", const=-1, default=0, metavar="WINDOW",
+  p.add_argument("--local_stats", type=int, nargs="?", const=-1, default=None, metavar="WINDOW",
                  help="test-time local statistics: instance norm and channel attention average "
                       "over WINDOW x WINDOW boxes (alone: the training crop size; 0 = whole "
-                      "image, as trained)")
-  p.add_argument("--low_freq_sigma", type=float, default=LOW_FREQ_SIGMA_DEFAULT, metavar="PIXELS",
+                      f"image, as trained; {MODEL_DEFAULT})")
+  p.add_argument("--low_freq_sigma", type=float, default=None, metavar="PIXELS",
                  help="keep the input's frequencies below a Gaussian of this standard deviation "
                       "(a blur leaves them, the generator may shift them; "
-                      f"inference.keep_input_low_frequencies; default {LOW_FREQ_SIGMA_DEFAULT:g}; "
-                      "0 = the generator's output as it is, the paper's protocol)")
+                      "inference.keep_input_low_frequencies; 0 = the generator's output as it "
+                      f"is; {MODEL_DEFAULT})")
   if max_memory:
-    p.add_argument("--max_memory", type=float, default=MAX_MEMORY_DEFAULT_GIB, metavar="GIB",
+    p.add_argument("--max_memory", type=float, default=None, metavar="GIB",
                    help="memory budget of one image's inference, in GiB: an image whose "
                         "whole-image inference would need more is deblurred in tiles that "
-                        "inference chooses (--tile sets the tiles itself; default "
-                        f"{MAX_MEMORY_DEFAULT_GIB:g})")
+                        "inference chooses (--tile sets the tiles itself; default: the model's "
+                        f"recorded budget, else {MAX_MEMORY_DEFAULT_GIB:g})")
   add_progress_flag(p)
 
 
+# The `inference.Options` fields the flags of `add_inference_flags` set.
+INFERENCE_FLAGS = ("self_ensemble", "low_freq_sigma", "local_stats", "tile", "tile_overlap",
+                   "max_memory")
+
+
 def inference_flags_error(args: argparse.Namespace) -> str | None:
-  """What is wrong with the flags of `add_inference_flags`, or None; sets
-  `args.tile_overlap` to its default when not given."""
-  if args.tile is not None and (args.tile <= 0 or args.tile % 4):
-    return f"--tile must be a positive multiple of 4, got {args.tile}"
-  if args.tile is None and args.tile_overlap is not None:
-    return "--tile_overlap applies to tiled inference; give --tile too"
-  if args.tile_overlap is None:
-    args.tile_overlap = TILE_OVERLAP_DEFAULT
-  if args.tile is not None and not 0 <= args.tile_overlap < args.tile:
+  """What is wrong with the flags of `add_inference_flags` that were given, or
+  None. (A tile's multiple of the generator's stride is checked once the
+  generator is known; the model's recorded settings when they are resolved.)"""
+  if args.tile is not None and args.tile <= 0:
+    return f"--tile must be a positive number of pixels, got {args.tile}"
+  if args.tile_overlap is not None and args.tile_overlap < 0:
+    return f"--tile_overlap must be >= 0 pixels, got {args.tile_overlap}"
+  if args.tile is not None and args.tile_overlap is not None and args.tile_overlap >= args.tile:
     return f"need 0 <= --tile_overlap < --tile, got {args.tile_overlap}"
-  if not args.low_freq_sigma >= 0:  # also NaN
+  if args.low_freq_sigma is not None and not 0 <= args.low_freq_sigma < float("inf"):
     return f"--low_freq_sigma must be >= 0 pixels (0 = off), got {args.low_freq_sigma}"
+  if args.local_stats is not None and args.local_stats < -1:
+    return f"--local_stats must be >= 0 (0 = off), got {args.local_stats}"
   max_memory = getattr(args, "max_memory", None)
   if max_memory is not None and not 0 < max_memory < float("inf"):  # also NaN
     return f"--max_memory must be a positive number of GiB, got {max_memory}"
   return None
+
+
+def options_source(args: argparse.Namespace, recorded: bool) -> str:
+  """Where a tool's inference options come from, for its log line: the flags
+  given (named) over the model's recorded options (`recorded`: the model's
+  config.json has an `inference` field) or over the paper's protocol."""
+  base = ("the model's recorded options" if recorded
+          else "the paper's protocol: the model records no options")
+  given = [f"--{name}" for name, v in inference_overrides(args).items() if v is not None]
+  return f"{', '.join(given)} over {base}" if given else base
+
+
+def inference_overrides(args: argparse.Namespace) -> dict[str, object]:
+  """{`inference.Options` field: flag value} of the inference flags (None: not
+  given), for `inference.resolve_options(restored, **inference_overrides(args))`."""
+  return {name: getattr(args, name, None) for name in INFERENCE_FLAGS}
 
 
 # ----------------------------------------------------------------------------

@@ -10,6 +10,14 @@ The generator comes from a training workdir (`--workdir`, `--step`, `--weights`)
 or from a model shipped with the package (`--model`; the default): the restore
 flags of `flax_gradnet.cli`, which `inference.restore` takes.
 
+Inference options are the model's: `--self_ensemble`, `--low_freq_sigma`,
+`--local_stats`, `--tile`, `--tile_overlap` and `--max_memory` default to the
+settings the model records in its config.json (`inference.Options`; the
+paper's protocol, one pass and the generator's output as it is, for a model
+that records none), and each flag given overrides its setting. The memory
+budget is `cli.MAX_MEMORY_DEFAULT_GIB` (3 GiB) when neither the flag nor the
+model sets one. The options used are printed on stderr before the first image.
+
 Inputs are files, folders (their image files, not recursive) and glob patterns.
 Each result is written as PNG to `--output_dir/<input stem><--suffix>.png`. A
 grayscale generator (`model.channels=1`) reads every input as grayscale (ITU-R
@@ -193,8 +201,25 @@ def remove_if_empty(folder: str, created: str | None) -> None:
     d = os.path.dirname(d)
 
 
+def resolve_options(restored, args: argparse.Namespace):
+  """The `inference.Options` this run deblurs with: the flags given over the
+  model's recorded options (`inference.resolve_options`), and
+  `cli.MAX_MEMORY_DEFAULT_GIB` as the budget when neither sets one.
+
+  Raises:
+    ValueError: options that do not fit together or this model (the message
+      names the option).
+  """
+  from flax_gradnet import inference
+  options = inference.resolve_options(restored, **cli.inference_overrides(args))
+  if options.max_memory is None:
+    options = options.overridden(max_memory=cli.MAX_MEMORY_DEFAULT_GIB)
+  return options
+
+
 def _make_deblur_fn(args: argparse.Namespace):
-  """The deblurring function of the flags' generator, or None after printing why not."""
+  """The deblurring function of the flags' generator (`fn.options`: the
+  resolved options), or None after printing why not."""
   import jax.numpy as jnp
 
   from flax_gradnet import inference
@@ -208,19 +233,21 @@ def _make_deblur_fn(args: argparse.Namespace):
     return None
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
-  warning = inference.low_freq_warning(restored, args.low_freq_sigma)
-  if warning:
-    print(warning, file=sys.stderr)
   try:
-    local_stats = inference.local_stats_window(args.local_stats, restored)
+    options = resolve_options(restored, args)
   except ValueError as e:
     cli.fail(str(e))
     return None
-  fn = inference.make_deblur_fn(model, params, ensemble=args.self_ensemble,
-                                local_stats=local_stats)
-  if args.tile is not None and args.tile % fn.stride:
-    cli.fail(f"--tile must be a multiple of {fn.stride} for this generator (its total stride, "
-             f"2**num_levels), got {args.tile}")
+  print(f"inference: {options.describe()}; memory budget {options.max_memory:g} GiB "
+        f"({cli.options_source(args, restored.options_recorded)})", file=sys.stderr)
+  warning = inference.low_freq_warning(restored, options.low_freq_sigma)
+  if warning:
+    print(warning, file=sys.stderr)
+  try:
+    fn = inference.deblur_fn_for(model, params, options)
+  except ValueError as e:
+    which = "--tile" if args.tile is not None else "the model's recorded tile"
+    cli.fail(str(e).replace("tile must", f"{which} must", 1))
     return None
   return fn
 
@@ -289,14 +316,15 @@ class _TileBar:
 
 def _deblur_files(fn, jobs: list[tuple[str, str]], args: argparse.Namespace,
                   failures: dict[str, str]) -> int:
-  """Deblurs each (input, output) job; records failures by input (whatever an
-  image raises: one line each, the rest run); returns the count written."""
+  """Deblurs each (input, output) job with `fn` and its options (`fn.options`,
+  `_make_deblur_fn`); records failures by input (whatever an image raises: one
+  line each, the rest run); returns the count written."""
   from tqdm import tqdm
 
   from flax_gradnet import image_io, inference
 
   show = getattr(args, "progress", True)
-  max_memory = getattr(args, "max_memory", getattr(cli, "MAX_MEMORY_DEFAULT_GIB", 3.0))
+  options = fn.options  # the flags over the model's recorded options (`resolve_options`)
   noted_sizes, written = set(), 0
   bar = tqdm(jobs, unit="img", file=sys.stderr, disable=not show or len(jobs) <= 1,
              dynamic_ncols=True)
@@ -311,15 +339,16 @@ def _deblur_files(fn, jobs: list[tuple[str, str]], args: argparse.Namespace,
         for w in caught:
           tqdm.write(f"warning: {w.message}", file=sys.stderr)
         h, w = image.shape[:2]
-        tile = inference.plan_tile(fn, h, w, tile=args.tile, tile_overlap=args.tile_overlap,
-                                   max_memory=max_memory)
-        if args.tile is None and tile is not None and (h, w) not in noted_sizes:
+        tile = inference.plan_tile(fn, h, w, tile=options.tile,
+                                   tile_overlap=options.tile_overlap,
+                                   max_memory=options.max_memory)
+        if options.tile is None and tile is not None and (h, w) not in noted_sizes:
           noted_sizes.add((h, w))
           need = inference.pass_bytes(fn, h, w) / inference.GIB
           tqdm.write(f"{w}x{h} image(s): ~{need:.3g} GiB whole, over --max_memory "
-                     f"{max_memory:g}; deblurred in {tile}x{tile} tiles", file=sys.stderr)
-        result = inference.deblur_image(fn, image, tile=tile, tile_overlap=args.tile_overlap,
-                                        low_freq_sigma=args.low_freq_sigma, progress=tiles)
+                     f"{options.max_memory:g}; deblurred in {tile}x{tile} tiles",
+                     file=sys.stderr)
+        result = inference.deblur_image(fn, image, options, tile=tile, progress=tiles)
         image_io.write_image(out, result, overwrite=args.overwrite)
       except image_io.ImageReadError as e:
         failures[src] = e.reason

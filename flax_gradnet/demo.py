@@ -22,8 +22,11 @@ Like `flax_gradnet.main`, it holds the workdir's lock (`workdir.WorkdirLock`)
 from start to end: a second run on the same workdir exits 2 at once.
 
 Metrics: `metrics.psnr`/`ssim` on the uint8 outputs, RGB, no border crop. Every
-model deblurs as `deblur` does by default: whole images, the input's low
-frequencies kept (`inference.LOW_FREQ_SIGMA`).
+model deblurs as `deblur` does by default, whole images under its own recorded
+inference options (`inference.Options`): the shipped model under those in its
+config.json, the quickstart under its config's `inference` field (the paper's
+protocol, one pass and the generator's output as it is, when it records none).
+The report states each model's options.
 
 absl flags, as in `flax_gradnet.main` (and for its reason: `--config.<field>=value`
 overrides of an ml_collections config exist for absl only); `--help` and the
@@ -39,7 +42,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 # TensorFlow (imported by clu's writers, which only write summaries) logs C++
@@ -140,45 +143,51 @@ def format_table(table: dict[str, dict], models: Sequence[str]) -> list[str]:
 # The models and the pictures.
 
 
-def load_shipped() -> tuple[str | None, Any, Any, str]:
-  """(name, module, params, description) of the shipped model (`pretrained.load`);
-  name None when there is none or it cannot be loaded (description says why)."""
+class Net(NamedTuple):
+  """A model of the comparison: its generator, parameters, the inference
+  options it is deblurred with (`Restored.options`: its recorded ones) and a
+  description."""
+  module: Any
+  params: Any
+  options: Any
+  description: str
+
+
+def load_shipped() -> tuple[str | None, Net | None, str]:
+  """(name, `Net`, description) of the shipped model (`inference.restore`,
+  with its recorded inference options); name and Net None when there is none
+  or it cannot be loaded (the description says why)."""
   try:
     from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
   except ImportError:
-    return None, None, None, "No shipped model found (no flax_gradnet.pretrained package)"
+    return None, None, "No shipped model found (no flax_gradnet.pretrained package)"
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   names = pretrained.available()
   if not names:
     root = os.environ.get(pretrained.ENV_VAR) or pretrained.PACKAGE_DIR
-    return None, None, None, f"No shipped model found (none in {root})"
+    return None, None, f"No shipped model found (none in {root})"
   name = pretrained.DEFAULT_MODEL if pretrained.DEFAULT_MODEL in names else names[0]
   try:
-    module, params = pretrained.load(name)
+    module, params, restored = inference.restore(model=name)
   except (FileNotFoundError, ValueError) as e:
-    return None, None, None, f"The shipped model {name!r} could not be loaded ({e})"
-  try:
-    step = pretrained.read_metadata(name).get("step")
-  except (FileNotFoundError, ValueError):
-    step = None
-  return name, module, params, f"{name}" + (f", step {step}" if step is not None else "")
+    return None, None, f"The shipped model {name!r} could not be loaded ({e})"
+  desc = f"{name}" + (f", step {restored.step}" if restored.step is not None else "")
+  return name, Net(module, params, restored.options, f"pretrained model {desc}"), desc
 
 
-def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dict[str, Any]]:
+def evaluate_heldout(nets: dict[str, Net], workdir: str) -> list[dict[str, Any]]:
   """Deblurs and measures every held-out pair with each of `nets` ({model key:
-  (module, params)}; `evaluation.measure`, RGB, no crop, with `deblur`'s
-  defaults: the shrunk self-ensemble and the input's low frequencies); writes
-  heldout/<photo>_<family>.png (blurry | each model | sharp) and returns the
-  per-image rows ('name', 'photo', 'family', 'blurry_psnr', 'blurry_ssim',
-  '<key>_psnr', '<key>_ssim')."""
-  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  `Net`}; `evaluate.evaluate_examples` under each net's own options, RGB, no
+  crop); writes heldout/<photo>_<family>.png (blurry | each model | sharp) and
+  returns the per-image rows ('name', 'photo', 'family', 'blurry_psnr',
+  'blurry_ssim', '<key>_psnr', '<key>_ssim')."""
   from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
   examples = online.heldout_pairs()
   outputs: dict[str, list[np.ndarray]] = {ex["name"]: [] for ex in examples}
-  measured = {key: evaluation.measure(
-      module, params, examples, low_freq_sigma=inference.LOW_FREQ_SIGMA,
-      self_ensemble=inference.ENSEMBLE,
+  measured = {key: evaluate.evaluate_examples(
+      net.module, net.params, net.options, examples,
       on_image=lambda ex, out, row: outputs[ex["name"]].append(out)).rows
-              for key, (module, params) in nets.items()}
+              for key, net in nets.items()}
   rows = []
   for i, ex in enumerate(examples):
     # The blurry input's numbers are the same in every model's rows.
@@ -196,11 +205,14 @@ def evaluate_heldout(nets: dict[str, tuple[Any, Any]], workdir: str) -> list[dic
   return rows
 
 
-def deblur_clock(fns: dict[str, Any], workdir: str) -> str:
+def deblur_clock(nets: dict[str, Net], workdir: str) -> str:
+  """blurry | each net's output (under its options) of scikit-image's
+  clock_motion.png, written to the workdir; returns the path."""
   from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   blur = image_io.read_image(clock_motion_path())
   panels = [blur] + [image_io.to_channels(inference.deblur_image(
-      fn, blur, low_freq_sigma=inference.LOW_FREQ_SIGMA), 3) for fn in fns.values()]
+      inference.deblur_fn_for(net.module, net.params, net.options), blur), 3)
+                     for net in nets.values()]
   path = os.path.join(workdir, CLOCK_FILE)
   image_io.write_image(path, np.concatenate(panels, axis=1), overwrite=True)
   return path
@@ -246,8 +258,7 @@ def main(argv):
 def _train_and_compare(config: Any, workdir: str) -> None:
   """Steps 1-4 of the module docstring (the workdir's lock is held)."""
   # pylint: disable=g-import-not-at-top
-  from flax_gradnet import inference
-  from flax_gradnet import workdir as workdir_lib
+  from flax_gradnet import inference, metrics
   from flax_gradnet.data import online
   # pylint: enable=g-import-not-at-top
   start = time.time()
@@ -255,27 +266,28 @@ def _train_and_compare(config: Any, workdir: str) -> None:
   train_s = time.time() - start
   logging.info("Training finished after %.1f min.", train_s / 60)
 
-  model, params, step = workdir_lib.restore_generator(workdir)
-  nets = {QUICKSTART: (model, params)}
-  models = {QUICKSTART: f"the model trained in {workdir}, step {step}"}
-  shipped, shipped_module, shipped_params, shipped_desc = load_shipped()
-  if shipped is not None:
-    nets[SHIPPED] = (shipped_module, shipped_params)
-    models[SHIPPED] = f"pretrained model {shipped_desc}"
+  model, params, restored = inference.restore(workdir)
+  nets = {QUICKSTART: Net(model, params, restored.options,
+                          f"the model trained in {workdir}, step {restored.step}")}
+  shipped, shipped_net, shipped_desc = load_shipped()
+  if shipped_net is not None:
+    nets[SHIPPED] = shipped_net
 
   logging.info("Deblurring the held-out set with %s.", ", ".join(nets))
   eval_start = time.time()
   rows = evaluate_heldout(nets, workdir)
   table = family_table(rows, list(nets))
-  clock = deblur_clock({k: inference.make_deblur_fn(*net, ensemble=inference.ENSEMBLE)
-                       for k, net in nets.items()}, workdir)
+  clock = deblur_clock(nets, workdir)
   eval_s = time.time() - eval_start
-  protocol = evaluate.protocol_line(self_ensemble=inference.ENSEMBLE,
-                                    low_freq_sigma=inference.LOW_FREQ_SIGMA)
+  metric_protocol = metrics.protocol_string(False, 0)
+  models = {k: net.description for k, net in nets.items()}
   photos = ", ".join(online.HELDOUT_PHOTOS)
 
   results = {
-      "protocol": protocol,
+      "protocol": metric_protocol,
+      # Each model's inference options (its own recorded ones) and their words.
+      "inference": {k: net.options.to_dict() for k, net in nets.items()},
+      "inference_protocol": {k: net.options.describe() for k, net in nets.items()},
       "heldout_set": (f"data/online.py heldout_pairs() v{online.HELDOUT_VERSION}: {photos} x "
                       f"{len(table) - 1} blur families, sensor noise, seed {online.HELDOUT_SEED}"),
       "models": models,
@@ -292,10 +304,14 @@ def _train_and_compare(config: Any, workdir: str) -> None:
   panels = "blurry | quickstart" + (" | shipped" if shipped is not None else "")
   lines = ["", f"Held-out set: {len(rows)} images ({photos}: photographs no training record "
                f"uses) x {len(table) - 1} blur families, with sensor noise.",
-           protocol,
-           f"quickstart = {models[QUICKSTART]}"]
-  lines.append(f"shipped    = {models[SHIPPED]}" if shipped is not None
-               else f"{shipped_desc}: comparing the blurry input with quickstart only.")
+           metric_protocol,
+           f"quickstart = {models[QUICKSTART]}",
+           f"             inference: {nets[QUICKSTART].options.describe()}"]
+  if shipped is not None:
+    lines += [f"shipped    = {models[SHIPPED]}",
+              f"             inference: {nets[SHIPPED].options.describe()}"]
+  else:
+    lines.append(f"{shipped_desc}: comparing the blurry input with quickstart only.")
   lines += ["", "PSNR in dB; (gain) = over the blurry input."]
   lines += format_table(table, list(nets))
   lines += ["",

@@ -12,6 +12,14 @@ The generator comes from a training workdir (`--workdir`, `--step`, `--weights`)
 or from a model shipped with the package (`--model`; the default): the restore
 flags of `flax_gradnet.cli`, which `inference.restore` takes.
 
+Inference options are the model's: `--self_ensemble`, `--low_freq_sigma`,
+`--local_stats`, `--tile` and `--tile_overlap` default to what the model
+records in its config.json (`inference.Options`); a model that records none
+(a workdir trained with configs/default.py) is measured under the paper's
+protocol, one pass and the generator's output as it is. Each flag given
+overrides its setting. The protocol line and summary.json (`inference`) state
+the options used.
+
 Writes into `--output_dir` (created if missing; this tool's own files in it are
 replaced on a rerun):
 
@@ -30,8 +38,9 @@ the protocol (GOPRO `blur` vs `blur_gamma`; which Köhler frame is the target;
 for HIDE and RealBlur-J/R their published protocols, see `dataset_protocol`:
 RealBlur numbers here are WITHOUT the authors' ECC alignment).
 Metrics are measured on the uint8 outputs exactly as written to `deblurred/`,
-by `evaluation.measure` (the core training's periodic evaluation and the demo
-share); this module adds the protocol lines, the report files and the CLI.
+by `evaluate_examples` (`evaluation.measure` under one `inference.Options`: the
+core training's periodic evaluation and the demo share); this module adds the
+protocol lines, the report files and the CLI.
 
 Blur families. When the examples carry a 'family' key (`--dataset=synthetic_online`:
 4 held-out photographs x 6 blur families), the means are also broken down by
@@ -45,13 +54,14 @@ Exit status: 0 done; 2 nothing ran (missing workdir/checkpoint/shipped model/dat
 --step=best without an evaluated checkpoint). Flags and exit statuses follow
 `flax_gradnet.cli`; `--no-progress` (or the older `--no_progress`) hides the progress bar.
 Whole images are measured, as the benchmarks' protocols do: there is no `--max_memory`
-here (`--tile` tiles them on request).
+here, and a model's recorded budget is not applied (`--tile` tiles them on request).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -59,12 +69,14 @@ import os
 import re
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-# Both stdlib(+numpy)-only at import: --help stays instant.
-from flax_gradnet import cli, evaluation
+# stdlib(+numpy)-only at import: --help stays instant. The CLI's own module,
+# `cli`, is imported by the CLI's functions only: the library part
+# (`evaluate_examples`, `evaluate_generator`, ...) does not need it.
+from flax_gradnet import evaluation
 from flax_gradnet.atomic import atomic_write_text
 
 CSV_FIELDS = ("name",) + evaluation.METRIC_KEYS
@@ -171,25 +183,22 @@ def format_family_table(by_family: dict[str, dict[str, float]]) -> list[str]:
   return lines
 
 
-def protocol_line(y_channel: bool = False, crop_border: int = 0,
-                  self_ensemble: bool | str = False, local_stats: int = 0, channels: int = 3,
-                  low_freq_sigma: float = 0.0) -> str:
-  """`metrics.protocol_string` plus the inference options that change the numbers."""
+def protocol_line(options: Any = None, *, y_channel: bool = False, crop_border: int = 0,
+                  channels: int = 3, **overrides: Any) -> str:
+  """`metrics.protocol_string` plus the inference options in words
+  (`inference.Options.describe`).
+
+  Args:
+    options: an `inference.Options` (None: the paper's protocol).
+    y_channel, crop_border, channels: the metric protocol.
+    **overrides: option fields over `options` (the loose arguments this
+      function took before `Options`: self_ensemble, local_stats, low_freq_sigma).
+  """
   from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   from flax_gradnet import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  protocol = metrics_lib.protocol_string(y_channel, crop_border, channels=channels)
-  kind = inference.ensemble_kind(self_ensemble)
-  if kind == "mean":
-    protocol += "; x8 geometric self-ensemble (flips and transposes, outputs averaged)"
-  elif kind == "shrink":
-    protocol += ("; x8 geometric self-ensemble shrunk toward the input where the 8 disagree "
-                 f"(Wiener gain over {inference.SHRINK_WINDOW}x{inference.SHRINK_WINDOW} boxes)")
-  if local_stats:
-    protocol += f"; test-time local statistics over {local_stats}x{local_stats} boxes"
-  if low_freq_sigma:
-    protocol += (f"; the input's low frequencies kept (below a Gaussian of sigma "
-                 f"{low_freq_sigma:g} px)")
-  return protocol
+  options = (inference.PAPER_PROTOCOL if options is None else options).overridden(**overrides)
+  return (f"{metrics_lib.protocol_string(y_channel, crop_border, channels=channels)}; "
+          f"{options.describe()}")
 
 
 def _examples(source: Iterable[dict] | Any, num_images: int) -> tuple[Iterable[dict], int | None]:
@@ -260,9 +269,10 @@ def _write_events(output_dir: str, step: int, dataset: str, means: dict, by_fami
                   grids: list[tuple[str, np.ndarray]], paired: bool, protocol: str) -> None:
   """The clu events under `eval/<dataset>`: the means, per-family scalars, the
   grids, the protocol line."""
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import writers  # pylint: disable=g-import-not-at-top
   tag = "eval/" + (re.sub(r"[^A-Za-z0-9]+", "_", dataset).strip("_") or "data")
-  writer = metric_writers.create_default_writer(output_dir, asynchronous=False)
+  # clu's writer; without TensorFlow the log alone (writers says so once).
+  writer = writers.create_writer(output_dir, asynchronous=False)
   if means:
     writer.write_scalars(step, {f"{tag}/{k}": v for k, v in means.items()})
   if by_family:
@@ -276,14 +286,14 @@ def _write_events(output_dir: str, step: int, dataset: str, means: dict, by_fami
   writer.close()
 
 
-def _summary(measured: evaluation.Measured, *, dataset: str, step: int, means: dict,
-             by_family: dict, protocol: str, data_protocol: str, y_channel: bool,
-             crop_border: int, tile: int | None, tile_overlap: int, model: Any,
-             grid_files: list[str], written: list[str], elapsed: float,
-             extra_summary: dict | None) -> dict:
+def _summary(report: "Report", *, dataset: str, step: int, data_protocol: str,
+             y_channel: bool, crop_border: int, model: Any, grid_files: list[str],
+             written: list[str], elapsed: float, extra_summary: dict | None) -> dict:
   """summary.json's dict (see `evaluate_generator`)."""
   import jax  # pylint: disable=g-import-not-at-top
-  rows, seconds, paired = measured.rows, measured.seconds, measured.paired
+  rows, seconds, paired = report.rows, report.seconds, report.paired
+  means, by_family, protocol = report.means, report.by_family, report.protocol
+  tile, tile_overlap = report.options.tile, report.options.tile_overlap
   return {
       "dataset": dataset,
       "step": int(step),
@@ -298,6 +308,7 @@ def _summary(measured: evaluation.Measured, *, dataset: str, step: int, means: d
       "crop_border": int(crop_border),
       "tile": tile,
       "tile_overlap": tile_overlap if tile else None,
+      "inference": report.options.to_dict(),
       "compute_dtype": np.dtype(getattr(model, "dtype", None) or np.float32).name,
       "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
       "seconds_total": elapsed,
@@ -314,27 +325,118 @@ def _summary(measured: evaluation.Measured, *, dataset: str, step: int, means: d
 # The evaluation.
 
 
+@dataclasses.dataclass
+class Report:
+  """What `evaluate_examples` returns.
+
+  Attributes:
+    rows: one dict per image, in data order (`evaluation.measure`'s rows:
+      'name', 'family'?, 'psnr', 'ssim', 'blurry_psnr', 'blurry_ssim', ...).
+    means: `evaluation.metric_means` of the rows ({} without targets).
+    by_family: `evaluation.family_means` of the rows ({} without targets or
+      blur families).
+    grids: (name, uint8 image) of the chosen blurry | deblurred | sharp grids.
+    seconds: the time each image took to deblur (the first includes compilation).
+    paired: whether the examples have targets (None: no examples).
+    options: the `inference.Options` the images were deblurred with (whole
+      images or `options.tile`: `max_memory` is not applied, and is None here).
+    protocol: `protocol_line` of the metric protocol and `options`.
+  """
+
+  rows: list[dict[str, Any]]
+  means: dict[str, float]
+  by_family: dict[str, dict[str, Any]]
+  grids: list[tuple[str, np.ndarray]]
+  seconds: list[float]
+  paired: bool | None
+  options: Any
+  protocol: str
+
+
+def evaluate_examples(model: Any, params: Any, options: Any, examples: Iterable[dict], *,
+                      crop_border: int = 0, y_channel: bool = False, num_images: int = 0,
+                      num_grids: int = 0, family_grids: bool = True,
+                      kohler_frames_dir: str | None = None,
+                      on_image: Callable[[dict, np.ndarray, dict], None] | None = None) -> Report:
+  """Deblurs `examples` with a generator under `options` and measures every image.
+
+  The one evaluation core with inference options: `python -m
+  flax_gradnet.evaluate` (`evaluate_generator`, which adds the report files),
+  the demo's held-out comparison, and training's periodic evaluation (with
+  `inference.Options.from_config(config)`) call it. It writes nothing.
+
+  Args:
+    model, params: a generator module and its parameters.
+    options: an `inference.Options`: the model's recorded options
+      (`inference.restore(...)[2].options`, `Options.from_config(config)`) or
+      any other; its `local_stats` must be resolved (not -1:
+      `inference.resolve_options`). Whole images are deblurred, or tiles of
+      `options.tile`; the budget `options.max_memory` is not applied, so the
+      numbers do not depend on the machine.
+    examples: an iterable of {'blur': uint8 [H, W, C], 'name', 'sharp'?,
+      'family'?} (`evaluation.measure`).
+    crop_border, y_channel: the metric protocol (`metrics.psnr`/`ssim`).
+    num_images: the first N examples only (0 = all).
+    num_grids: how many grids to keep (`evaluation.measure`).
+    family_grids: with blur families, also keep each family's first image.
+    kohler_frames_dir: the Köhler folder: each image measured against its
+      best-PSNR GroundTruth frame.
+    on_image: called as `on_image(example, deblurred_uint8, row)` after each image.
+
+  Returns:
+    A `Report`: the rows and their means (with several processes, gather the
+    rows and take the means of all of them), grids, times, the options and
+    the protocol line.
+
+  Raises:
+    ValueError: `local_stats=-1`, or examples that disagree on having
+      'sharp' or 'family' (`evaluation.measure`).
+  """
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  if not isinstance(options, inference.Options):
+    raise TypeError(f"options must be an inference.Options, got {type(options).__name__}")
+  if options.local_stats == inference.LOCAL_STATS_CROP:
+    raise ValueError("local_stats=-1 (the training crop size) must be resolved first: "
+                     "inference.resolve_options(restored) puts in the model's crop_size")
+  options = dataclasses.replace(options, max_memory=None)  # whole images (or its tiles)
+  measured = evaluation.measure(
+      model, params, examples, crop_border=crop_border, y_channel=y_channel,
+      num_images=num_images, num_grids=num_grids, family_grids=family_grids,
+      tile=options.tile, tile_overlap=options.tile_overlap,
+      self_ensemble=options.self_ensemble, local_stats=options.local_stats,
+      low_freq_sigma=options.low_freq_sigma, kohler_frames_dir=kohler_frames_dir,
+      on_image=on_image)
+  rows, paired = measured.rows, measured.paired
+  means = evaluation.metric_means(rows) if paired and rows else {}
+  by_family = evaluation.family_means(rows) if paired and rows and "family" in rows[0] else {}
+  protocol = protocol_line(options, y_channel=y_channel, crop_border=crop_border,
+                           channels=int(getattr(model, "channels", 3)))
+  return Report(rows=rows, means=means, by_family=by_family, grids=measured.grids,
+                seconds=measured.seconds, paired=paired, options=options, protocol=protocol)
+
+
 def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
-                       output_dir: str, step: int = 0, dataset: str = "",
+                       output_dir: str, options: Any = None, step: int = 0, dataset: str = "",
                        y_channel: bool = False, crop_border: int = 0,
-                       tile: int | None = None, tile_overlap: int = 32,
                        num_images: int = 0, num_grids: int = 4, save_outputs: bool = True,
                        kohler_frame: str = "middle", kohler_frames_dir: str | None = None,
                        progress: bool = True, extra_summary: dict | None = None,
-                       self_ensemble: bool | str = False, local_stats: int = 0,
-                       low_freq_sigma: float = 0.0) -> dict:
-  """Deblurs every image of `source`, measures it (`evaluation.measure`), and writes
-  the report files.
+                       **overrides: Any) -> dict:
+  """Deblurs every image of `source` under `options`, measures it
+  (`evaluate_examples`), and writes the report files.
 
   Args:
-    model, params: a generator and its parameters (`workdir.restore_generator`).
+    model, params: a generator and its parameters (`inference.restore`).
     source: a random-access source from `pipeline.get_source` (read through
       `pipeline.eval_iterator`), or any iterable of {'blur', 'sharp'?, 'name'}.
     output_dir: where the CSV, summary, grids, outputs and clu events go.
+    options: the `inference.Options` to deblur with (None: the paper's
+      protocol, `inference.PAPER_PROTOCOL`; a restored model's own are
+      `inference.restore(...)[2].options`); stated in the protocol line and
+      summary.json's `inference`. `max_memory` is not applied (whole images).
     step: the checkpoint step (the clu writer's step).
     dataset: the dataset's name, for the protocol line and the writer's tag.
     y_channel, crop_border: the metric protocol (`metrics.psnr`/`ssim`).
-    tile, tile_overlap: tiled inference (`inference.deblur_image`); None = whole image.
     num_images: evaluate only the first N images (0 = all).
     num_grids: how many blurry|deblurred|sharp grids to write (the first images);
       with blur families ('family' keys) the first image of every family always
@@ -345,54 +447,44 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
       against its best-PSNR GroundTruth frame (see `dataset_protocol`).
     progress: show a tqdm bar on stderr.
     extra_summary: more entries for summary.json (e.g. workdir, split).
-    self_ensemble: "off" (or False), "mean" (or True: `inference.self_ensemble`)
-      or "shrink" (`inference.self_ensemble_shrunk`); recorded in the protocol line.
-    local_stats: test-time local statistics over boxes of this side (0 = off;
-      `inference.with_local_stats`); recorded in the protocol line.
-    low_freq_sigma: keep the input's frequencies below a Gaussian of this
-      standard deviation (`inference.keep_input_low_frequencies`; 0 = off, the
-      generator's output as it is); recorded in the protocol line.
+    **overrides: `inference.Options` fields over `options` (self_ensemble,
+      local_stats, low_freq_sigma, tile, tile_overlap: the loose arguments
+      this function took before `options`); None keeps `options`' value.
 
   Returns:
     The summary dict (also written as summary.json): `num_images`, `means`
     ({psnr, ssim, blurry_psnr, blurry_ssim}; empty without targets),
-    `num_exact` (outputs identical to their target: PSNR inf), `protocol`, ...;
-    for paired examples with 'family' keys also `by_family` (`family_means`).
+    `num_exact` (outputs identical to their target: PSNR inf), `protocol`,
+    `inference` (the options' fields), ...; for paired examples with 'family'
+    keys also `by_family` (`family_means`).
   """
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   if num_images < 0 or num_grids < 0 or crop_border < 0:
     raise ValueError("num_images, num_grids and crop_border must be >= 0")
+  options = (inference.PAPER_PROTOCOL if options is None else options).overridden(**overrides)
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   os.makedirs(output_dir, exist_ok=True)
   examples, total = _examples(source, num_images)
-  protocol = protocol_line(y_channel, crop_border, self_ensemble, local_stats,
-                           getattr(model, "channels", 3), low_freq_sigma)
   data_protocol = dataset_protocol(dataset, kohler_frame=kohler_frame,
                                    kohler_best_frame=bool(kohler_frames_dir))
 
   outputs = _OutputWriter(output_dir, save_outputs, total, progress)
   start = time.time()
-  measured = evaluation.measure(
-      model, params, examples, crop_border=crop_border, y_channel=y_channel,
-      num_images=num_images, num_grids=num_grids, tile=tile, tile_overlap=tile_overlap,
-      self_ensemble=self_ensemble, local_stats=local_stats, low_freq_sigma=low_freq_sigma,
-      kohler_frames_dir=kohler_frames_dir, on_image=outputs)
+  report = evaluate_examples(model, params, options, examples, crop_border=crop_border,
+                             y_channel=y_channel, num_images=num_images, num_grids=num_grids,
+                             kohler_frames_dir=kohler_frames_dir, on_image=outputs)
   outputs.bar.close()
-  rows = measured.rows
-  if not rows:
+  if not report.rows:
     raise ValueError("the dataset (or the --num_images slice of it) holds no images")
   elapsed = time.time() - start
 
-  paired = measured.paired
-  means = evaluation.metric_means(rows) if paired else {}
-  by_family = evaluation.family_means(rows) if paired and "family" in rows[0] else {}
-  if paired:
-    _write_csv(output_dir, rows)
-  grid_files = _write_grids(output_dir, measured.grids)
-  _write_events(output_dir, step, dataset, means, by_family, measured.grids, paired,
-                f"{protocol}; {data_protocol}")
-  summary = _summary(measured, dataset=dataset, step=step, means=means, by_family=by_family,
-                     protocol=protocol, data_protocol=data_protocol, y_channel=y_channel,
-                     crop_border=crop_border, tile=tile, tile_overlap=tile_overlap, model=model,
+  if report.paired:
+    _write_csv(output_dir, report.rows)
+  grid_files = _write_grids(output_dir, report.grids)
+  _write_events(output_dir, step, dataset, report.means, report.by_family, report.grids,
+                report.paired, f"{report.protocol}; {data_protocol}")
+  summary = _summary(report, dataset=dataset, step=step, data_protocol=data_protocol,
+                     y_channel=y_channel, crop_border=crop_border, model=model,
                      grid_files=grid_files, written=outputs.written, elapsed=elapsed,
                      extra_summary=extra_summary)
   atomic_write_text(os.path.join(output_dir, SUMMARY_FILE),
@@ -402,8 +494,9 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
 
 def evaluate_workdir(workdir: str, source: Any, *, output_dir: str,
                      step: int | str | None = None, dtype: Any = None,
-                     weights: str | None = None, **kwargs) -> dict:
-  """Restores the generator of a training workdir and runs `evaluate_generator`.
+                     weights: str | None = None, options: Any = None, **kwargs) -> dict:
+  """Restores the generator of a training workdir and runs `evaluate_generator`
+  under the workdir's recorded inference options.
 
   Args:
     workdir: a directory written by `python -m flax_gradnet.main`.
@@ -411,19 +504,27 @@ def evaluate_workdir(workdir: str, source: Any, *, output_dir: str,
     output_dir: see `evaluate_generator`.
     step: checkpoint step (None = latest; "best" = the highest held-out PSNR).
     dtype: compute dtype (None = the config's `compute_dtype`).
-    weights: "ema" or "raw" (None = the EMA when the checkpoint has one).
-    **kwargs: the rest of `evaluate_generator`'s options.
+    weights: "ema" or "raw" (None = the config's recorded `inference.weights`,
+      else the EMA when the checkpoint has one).
+    options: `inference.Options` to use instead of the workdir's recorded ones
+      (None: the recorded ones, `inference.restore`; the paper's protocol for a
+      config without an `inference` field).
+    **kwargs: the rest of `evaluate_generator`'s arguments; its option fields
+      (self_ensemble, low_freq_sigma, local_stats, tile, tile_overlap)
+      override the options one by one (None keeps them).
   Returns:
     The summary dict, with `workdir` and `weights` added.
   Raises:
     FileNotFoundError: no workdir, config.json or checkpoint (message says which).
   """
-  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  r = workdir_lib.restore_weights(workdir, step, dtype, weights=weights)
-  extra = {"workdir": os.path.abspath(workdir), "weights": r.weights,
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  model, params, restored = inference.restore(workdir, step=step, dtype=dtype, weights=weights)
+  overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in inference.Options.fields()}
+  options = inference.resolve_options(restored, options, **overrides)
+  extra = {"workdir": os.path.abspath(workdir), "weights": restored.weights,
            **kwargs.pop("extra_summary", {})}
-  return evaluate_generator(r.model, r.params, source, output_dir=output_dir, step=r.step,
-                            extra_summary=extra, **kwargs)
+  return evaluate_generator(model, params, source, output_dir=output_dir, options=options,
+                            step=restored.step, extra_summary=extra, **kwargs)
 
 
 def format_result(summary: dict) -> str:
@@ -452,6 +553,7 @@ def format_result(summary: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+  from flax_gradnet import cli  # pylint: disable=g-import-not-at-top  (stdlib only)
   p = cli.parser(
       "python -m flax_gradnet.evaluate",
       "Evaluate a trained generator on a dataset: per-image CSV, mean PSNR/SSIM with the "
@@ -492,6 +594,7 @@ class _UsageError(Exception):
 
 def _check_flags(args) -> None:
   """Raises `_UsageError` for flags that contradict each other or are out of range."""
+  from flax_gradnet import cli  # pylint: disable=g-import-not-at-top  (stdlib only)
   if (problem := cli.inference_flags_error(args)) is not None:
     raise _UsageError(problem)
   if args.num_images < 0 or args.num_grids < 0 or args.crop_border < 0:
@@ -535,10 +638,11 @@ def _builder_kwargs(args) -> dict:
   return {}
 
 
-def _restore(args) -> tuple[Any, Any, Any, int]:
-  """(model, params, `inference.Restored`, local statistics window) of the flags."""
+def _restore(args) -> tuple[Any, Any, Any, Any]:
+  """(model, params, `inference.Restored`, the `inference.Options` to measure
+  with: the flags over the model's recorded options) of the flags."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import cli, inference  # pylint: disable=g-import-not-at-top
   try:  # before preparing the data set, which can take long
     dtype = None if args.dtype is None else jnp.dtype(args.dtype)
     model, params, restored = inference.restore(args.workdir, model=args.model, step=args.step,
@@ -547,18 +651,27 @@ def _restore(args) -> tuple[Any, Any, Any, int]:
     raise _UsageError(f"cannot restore a generator from {cli.restore_source(args)}: {e}") from e
   print(f"restored generator from {restored} (compute dtype {jnp.dtype(model.dtype).name})",
         file=sys.stderr)
-  warning = inference.low_freq_warning(restored, args.low_freq_sigma)
+  try:
+    # No budget: the benchmarks measure whole images (or --tile's tiles).
+    options = dataclasses.replace(
+        inference.resolve_options(restored, **cli.inference_overrides(args)), max_memory=None)
+  except ValueError as e:
+    raise _UsageError(str(e)) from e
+  stride = inference.model_stride(model)
+  if options.tile is not None and options.tile % stride:
+    which = "--tile" if args.tile is not None else "the model's recorded tile"
+    raise _UsageError(f"{which} must be a multiple of {stride} for this generator (its total "
+                      f"stride, 2**num_levels), got {options.tile}")
+  source = cli.options_source(args, restored.options_recorded)
+  print(f"inference: {options.describe()} ({source})", file=sys.stderr)
+  warning = inference.low_freq_warning(restored, options.low_freq_sigma)
   if warning:
     print(warning, file=sys.stderr)
   channels = getattr(model, "channels", 3)
   if args.y_channel and channels != 3:
     raise _UsageError(f"--y_channel measures the BT.601 luma of RGB images; this generator has "
                       f"{channels} channel(s) (model.channels) and is measured on them as they are")
-  try:
-    local_stats = inference.local_stats_window(args.local_stats, restored)
-  except ValueError as e:
-    raise _UsageError(str(e)) from e
-  return model, params, restored, local_stats
+  return model, params, restored, options
 
 
 def _open_source(args, builder_kwargs: dict) -> Any:
@@ -575,6 +688,7 @@ def _open_source(args, builder_kwargs: dict) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
   """Runs the tool; returns the exit status (0 done, 2 nothing could run)."""
+  from flax_gradnet import cli  # pylint: disable=g-import-not-at-top  (stdlib only)
   args = _parser().parse_args(argv)
   # TensorFlow (imported by clu's writers) logs INFO lines to the terminal;
   # keep it to warnings, as main.py and demo.py do.
@@ -584,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_flags(args)
     builder_kwargs = _builder_kwargs(args)
     # Heavy imports after the flag checks, so --help and usage errors are instant.
-    model, params, restored, local_stats = _restore(args)
+    model, params, restored, options = _restore(args)
     source = _open_source(args, builder_kwargs)
   except _UsageError as e:
     # On its own line, also after a progress bar that left the cursor mid-line.
@@ -592,13 +706,12 @@ def main(argv: list[str] | None = None) -> int:
     return cli.EXIT_NOTHING_RAN
 
   summary = evaluate_generator(
-      model, params, source, output_dir=args.output_dir, step=restored.step or 0,
-      dataset=args.dataset, y_channel=args.y_channel, crop_border=args.crop_border,
-      tile=args.tile, tile_overlap=args.tile_overlap, num_images=args.num_images,
+      model, params, source, output_dir=args.output_dir, options=options,
+      step=restored.step or 0, dataset=args.dataset, y_channel=args.y_channel,
+      crop_border=args.crop_border, num_images=args.num_images,
       num_grids=args.num_grids, save_outputs=args.save_outputs, kohler_frame=args.kohler_frame,
       kohler_frames_dir=builder_kwargs.get("path") if args.kohler_best_frame else None,
-      progress=args.progress, self_ensemble=args.self_ensemble, local_stats=local_stats,
-      low_freq_sigma=args.low_freq_sigma,
+      progress=args.progress,
       extra_summary={**({"workdir": os.path.abspath(args.workdir)} if args.workdir is not None
                         else {"model": restored.model}), "weights": restored.weights,
                      "split": args.split, "path": builder_kwargs.get("path")})

@@ -24,6 +24,13 @@ The file is a zip holding `meta.json`, the generator parameters once
 `jax.export.Exported` functions `f(param_leaves, images)`; parameters are an
 argument rather than constants so several functions can share them.
 
+The artifact is the generator alone: one pass with the statistics it was
+trained with. `meta.json`'s `inference` records the model's own inference
+options (`inference.Options`, from its config.json; the paper's protocol when
+it records none), which the caller applies around it: `low_freq_sigma` on the
+host (`inference.keep_input_low_frequencies(y, x, sigma)`), a self-ensemble
+or local statistics through flax_gradnet.
+
 Shape polymorphism. The batch dimension is always symbolic. Symbolic H and W
 cannot be traced through the generator as written: its `min(h, w) > 3` test
 (choosing the padding mode) needs to order h and w, and its `jnp.pad` to a
@@ -69,7 +76,8 @@ KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 def export_generator(model: Any, params: Any, *, height: int | None = None,
                      width: int | None = None,
-                     platforms: tuple[str, ...] = DEFAULT_PLATFORMS) -> bytes:
+                     platforms: tuple[str, ...] = DEFAULT_PLATFORMS,
+                     options: Any = None) -> bytes:
   """Serializes `model` with `params` to the zip format `load_exported` reads.
 
   Args:
@@ -79,11 +87,17 @@ def export_generator(model: Any, params: Any, *, height: int | None = None,
       both None for the shape-polymorphic set.
     platforms: lower for all of these (one artifact; it runs on whichever of
       them loads it). Lowering needs no such device here.
+    options: the model's `inference.Options` (`Restored.options`), recorded
+      as meta.json's `inference` (not applied by the artifact); None: the
+      paper's protocol.
   Returns:
     the file's bytes.
   """
   if (height is None) != (width is None):
     raise ValueError("give both --height and --width, or neither (polymorphic)")
+  if options is None:
+    from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+    options = inference.PAPER_PROTOCOL
   platforms = tuple(platforms)
   unknown = sorted(set(platforms) - set(KNOWN_PLATFORMS))
   if not platforms or unknown:
@@ -112,7 +126,9 @@ def export_generator(model: Any, params: Any, *, height: int | None = None,
   meta = {"format": FORMAT, "kind": "fixed" if height is not None else "polymorphic",
           "height": height, "width": width, "channels": channels, "functions": sorted(entries),
           "platforms": list(next(iter(entries.values())).platforms),
-          "num_params": int(sum(np.size(l) for l in leaves))}
+          "num_params": int(sum(np.size(l) for l in leaves)),
+          # The model's inference options, for the caller to apply around the artifact.
+          "inference": options.to_dict()}
   buf = io.BytesIO()
   with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
     z.writestr("meta.json", json.dumps(meta, indent=2))
@@ -207,13 +223,17 @@ def main(argv: list[str] | None = None) -> int:
   if not args.overwrite and os.path.lexists(args.output):
     return cli.fail(f"{args.output} exists (pass --overwrite to replace it)")
   data = export_generator(model, params, height=args.height, width=args.width,
-                          platforms=platforms)
+                          platforms=platforms, options=restored.options)
   _atomic_write_bytes(args.output, data, overwrite=args.overwrite)
   kind = f"{args.height}x{args.width}" if args.height else "any H x W >= 8"
   source = (f"step {restored.step} ({restored.weights} weights)" if args.workdir is not None
             else str(restored))
   print(f"wrote {args.output} ({len(data) / 2**20:.1f} MiB): {source}, {kind}, batch symbolic, "
         f"platforms {','.join(platforms)}")
+  recorded = ("the model's recorded inference options" if restored.options_recorded
+              else "the paper's protocol (the model records no options)")
+  print(f"inference (meta.json 'inference'; the artifact is one generator pass, apply the rest "
+        f"around it): {restored.options.describe()} ({recorded})")
   return cli.EXIT_OK
 
 

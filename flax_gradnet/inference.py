@@ -5,6 +5,18 @@
 a checkpoint that deblurs) or from a model shipped with the package
 (`pretrained.load`, which builds the module through the same config path).
 
+Inference settings are part of the model. `Options` holds every setting that
+changes what a generator's deblurring returns (self-ensemble, the input's low
+frequencies, local statistics, tiles) or how it runs (memory budget, which
+weights). A model records its own in its config.json's `inference` field
+(`Options.from_config`; a training config's `config.inference`, a shipped
+model's config.json); a model that records none is deblurred under the paper's
+protocol, `PAPER_PROTOCOL`: one pass of the generator, its output as it is.
+`restore` returns them as `Restored.options`; the tools override them with
+their flags (`resolve_options`: a flag given > the model's recorded setting >
+the paper's protocol), `deblur_fn_for` builds the deblurring function of an
+`Options` and `deblur_image` / `deblur_array` apply the rest.
+
 Tiling. Whole-image inference needs activation memory proportional to the
 image (a 4K frame at full width does not fit many accelerators). With
 `tile=T` the image is cut into overlapping T x T tiles (stride `T - overlap`;
@@ -21,67 +33,72 @@ Tiled output is not identical to whole-image output: the generator's receptive
 field crosses tile borders and its instance norms use per-tile statistics.
 docs/inference.md gives the measured difference.
 
-Memory budget (`max_memory=`, GiB, the CLIs' `--max_memory`). `make_deblur_fn`
-gives its function an estimate of one pass's peak memory per input pixel
-(`pass_bytes_per_pixel`: an explicit formula in the generator's widths, levels
-and ensemble, measured once with XLA's memory analysis); `plan_tile` compares
-the whole image's estimate with the budget and, when it is over, picks the
-largest tile side (a multiple of the generator's stride 2**num_levels) whose
-pass fits. An explicit `tile` always wins; `max_memory=None` (the library's
-default) never tiles by itself. The budget bounds the generator's pass (the
-device memory); the host also holds the image, its result and, when tiled, the
-stitching accumulators (`deblur_array`). `progress=` reports tiles done.
+Memory budget (`max_memory=`, GiB; `Options.max_memory`, the CLIs'
+`--max_memory`). `make_deblur_fn` gives its function an estimate of one pass's
+peak memory per input pixel (`pass_bytes_per_pixel`: an explicit formula in
+the generator's widths, levels and ensemble, measured once with XLA's memory
+analysis); `plan_tile` compares the whole image's estimate with the budget
+and, when it is over, picks the largest tile side (a multiple of the
+generator's stride 2**num_levels) whose pass fits. An explicit `tile` always
+wins; `max_memory=None` (the library's default) never tiles by itself. The
+budget bounds the generator's pass (the device memory); the host also holds
+the image, its result and, when tiled, the stitching accumulators
+(`deblur_array`). `progress=` reports tiles done.
 
 Test-time local statistics (`local_stats=W`, TLC as in NAFNet): instance norm
 and channel attention average over a W x W box around each pixel instead of
 the whole image (halved at each downsampling), so a generator trained on
 W x W crops sees crop-sized statistics at any image size, whole or tiled.
 
-The input's low frequencies (`low_freq_sigma=S`, on in the CLIs with
-`LOW_FREQ_SIGMA`): a blur kernel sums to one, so it leaves an image's mean and
-its coarsest structure (scales well above the kernel's support) as they
-were; the blurry input carries them, averaged over its noise. A generator can
-still move them: the shipped models darken the red of the held-out rocket's
-sky by 2-4 grey levels on average, enough to turn its mildly blurred
-versions' gains into losses. `keep_input_low_frequencies` keeps the output's
-detail above a Gaussian of standard deviation S and takes what lies below it
-from the input. It is applied to the whole (stitched) image, after tiling and
-self-ensemble, outside the generator: it adds nothing to train and works for
-every restored model. docs/inference.md gives the measured effect.
+The input's low frequencies (`low_freq_sigma=S`; the shipped default model
+records `LOW_FREQ_SIGMA`, the sigma it was trained through): a blur kernel
+sums to one, so it leaves an image's mean and its coarsest structure (scales
+well above the kernel's support) as they were; the blurry input carries them,
+averaged over its noise. A generator can still move them: the shipped models
+darken the red of the held-out rocket's sky by 2-4 grey levels on average,
+enough to turn its mildly blurred versions' gains into losses.
+`keep_input_low_frequencies` keeps the output's detail above a Gaussian of
+standard deviation S and takes what lies below it from the input. It is
+applied to the whole (stitched) image, after tiling and self-ensemble, outside
+the generator: it adds nothing to train and works for every restored model.
+docs/inference.md gives the measured effect.
 
-Self-ensemble (`ensemble=`): "mean" averages the generator's outputs over the
-8 flips and transposes of the input (`self_ensemble`); "shrink" (the CLIs'
-default, `ENSEMBLE`) also measures where the 8 disagree and moves the result
-back toward the input there (`self_ensemble_shrunk`): the mean correction
-`rbar = mean_t(y_t) - x` is scaled, per pixel and channel, by
-`S / (S + V)`, S and V the 5x5 box means of `rbar**2` and of the 8 outputs'
-variance. That is a Wiener gain with the members' spread as the noise of the
-correction: where the generator's answer depends on which way up the photograph
-is (texture it invents on a nearly sharp image), it is not trusted; where every
-orientation agrees (edges it restores), it is kept whole. No parameter is
-fitted: the gain has no constant, and the window (3, 5 or 9 gave the same
-numbers) only smooths the two estimates.
+Self-ensemble (`ensemble=`, `Options.self_ensemble`): "mean" averages the
+generator's outputs over the 8 flips and transposes of the input
+(`self_ensemble`); "shrink" (which the shipped default model records) also
+measures where the 8 disagree and moves the result back toward the input there
+(`self_ensemble_shrunk`): the mean correction `rbar = mean_t(y_t) - x` is
+scaled, per pixel and channel, by `S / (S + V)`, S and V the 5x5 box means of
+`rbar**2` and of the 8 outputs' variance. That is a Wiener gain with the
+members' spread as the noise of the correction: where the generator's answer
+depends on which way up the photograph is (texture it invents on a nearly
+sharp image), it is not trusted; where every orientation agrees (edges it
+restores), it is kept whole. No parameter is fitted: the gain has no constant,
+and the window (3, 5 or 9 gave the same numbers) only smooths the two
+estimates.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import dataclasses
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_gradnet import cli, image_io, losses
+from flax_gradnet import image_io, losses
 from flax_gradnet.workdir import restore_generator  # noqa: F401  (the shared restore path)
 from flax_gradnet.metrics import quantize
 
 __all__ = [
-    "restore", "Restored", "restore_generator", "make_deblur_fn", "self_ensemble",
+    "Options", "PAPER_PROTOCOL", "resolve_options", "deblur_fn_for",
+    "restore", "Restored", "restore_generator", "make_deblur_fn", "model_stride", "self_ensemble",
     "ensemble_members",
     "self_ensemble_shrunk", "wiener_shrink", "box_mean", "ensemble_kind", "ENSEMBLES",
-    "ENSEMBLE", "SHRINK_WINDOW",
+    "SHRINK_WINDOW", "WEIGHTS", "TILE_OVERLAP", "LOCAL_STATS_CROP",
     "with_local_stats", "training_crop_size", "trained_low_freq_sigma", "low_freq_warning",
-    "local_stats_window", "deblur_image", "deblur_array", "tile_starts", "plan_tile",
+    "deblur_image", "deblur_array", "tile_starts", "plan_tile",
     "pass_bytes_per_pixel", "pass_bytes", "GIB",
     "tile_window", "weight_sum", "to_float", "to_uint8", "keep_input_low_frequencies",
     "LOW_FREQ_SIGMA",
@@ -89,16 +106,217 @@ __all__ = [
 
 DeblurFn = Callable[[jax.Array], jax.Array]
 
-# The CLIs' default `--low_freq_sigma` in pixels (its reasons are in cli.py).
-LOW_FREQ_SIGMA = cli.LOW_FREQ_SIGMA_DEFAULT
-# `ensemble=` of `make_deblur_fn`: "off" (one pass), "mean" (x8 self-ensemble),
-# "shrink" (x8, shrunk toward the input where the 8 disagree); the CLIs' default.
-ENSEMBLES = cli.ENSEMBLES
-ENSEMBLE = cli.ENSEMBLE_DEFAULT
+# `Options.self_ensemble` (`make_deblur_fn(ensemble=)`): "off" (one pass),
+# "mean" (x8 self-ensemble), "shrink" (x8, shrunk toward the input where the 8
+# disagree). cli.py spells the same tuple for the CLIs' --help (tested equal).
+ENSEMBLES = ("off", "mean", "shrink")
+# `Options.weights`: which generator weights of a workdir's checkpoint (`workdir.WEIGHTS`).
+WEIGHTS = ("ema", "raw")
+# `Options.tile_overlap`'s default, in pixels.
+TILE_OVERLAP = 32
+# `Options.local_stats` for "the training crop size" (the CLIs' bare
+# `--local_stats`), replaced by the model's `crop_size` in `resolve_options`.
+LOCAL_STATS_CROP = -1
+# The sigma in pixels of the low-frequency step configs/gradnet_s_lf.py trains
+# through (`config.loss_low_freq_sigma`), which the shipped default model
+# gradnet_s_lf records for its inference (`Options.low_freq_sigma`). Chosen from
+# the blurs to undo, not from a score: the largest PSFs of the training data
+# (~33 px) and of GOPRO (~50-60 px) barely attenuate what a Gaussian of sigma 32
+# passes (its half-power period is ~170 px). docs/inference.md has the numbers.
+LOW_FREQ_SIGMA = 32.0
 # Side of the box over which `self_ensemble_shrunk` averages its two estimates.
 SHRINK_WINDOW = 5
 # Bytes in a GiB: the unit of `max_memory` (and of the CLIs' `--max_memory`).
 GIB = 2 ** 30
+
+
+def _is_int(v: Any) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v: Any) -> bool:
+  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+      v, (bool, np.bool_))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Options:
+  """How a generator deblurs: the inference settings a model records with itself.
+
+  The defaults are the paper's protocol (`PAPER_PROTOCOL`): one pass of the
+  generator over the whole image, its output as it is. Frozen; `overridden`
+  returns a changed copy. Where a setting comes from (flag > the model's
+  recorded setting > the paper's protocol): `resolve_options`.
+
+  Attributes:
+    self_ensemble: "off" (one pass), "mean" (the x8 flips-and-transposes
+      self-ensemble, `self_ensemble`) or "shrink" (`self_ensemble_shrunk`).
+    low_freq_sigma: > 0: keep the input's frequencies below a Gaussian of this
+      standard deviation in pixels (`keep_input_low_frequencies`); 0 = the
+      generator's output as it is.
+    local_stats: test-time local statistics over W x W boxes (`with_local_stats`);
+      0 = the whole image's, as trained; -1 (`LOCAL_STATS_CROP`) = the
+      model's training crop size, which `resolve_options` puts in.
+    tile: tile side in pixels (a multiple of the generator's stride, checked
+      when the generator is known: `deblur_fn_for`); None = the whole image, or
+      the tiles `max_memory` needs.
+    tile_overlap: pixels shared by neighbouring tiles (< tile).
+    max_memory: a budget in GiB for one pass (`plan_tile`); None = no budget
+      (the CLIs then take `cli.MAX_MEMORY_DEFAULT_GIB`: a budget is a property
+      of the machine more than of the model).
+    weights: "ema" or "raw": which weights of a workdir's checkpoint
+      (`workdir.restore_weights`); None = the EMA when it has one.
+
+  Raises (on construction):
+    ValueError: a value out of its range; the message names the field.
+  """
+
+  self_ensemble: str = "off"
+  low_freq_sigma: float = 0.0
+  local_stats: int = 0
+  tile: int | None = None
+  tile_overlap: int = TILE_OVERLAP
+  max_memory: float | None = None
+  weights: str | None = None
+
+  def __post_init__(self):
+    def fail(field: str, want: str) -> ValueError:
+      return ValueError(f"inference option {field} must be {want}, got "
+                        f"{getattr(self, field)!r}")
+
+    e = self.self_ensemble
+    if e is True or e is False:  # the switch `self_ensemble` was before it took a value
+      object.__setattr__(self, "self_ensemble", "mean" if e else "off")
+    elif e not in ENSEMBLES:
+      raise fail("self_ensemble", f"one of {', '.join(ENSEMBLES)}")
+    if not (_is_number(self.low_freq_sigma) and 0 <= self.low_freq_sigma < float("inf")):
+      raise fail("low_freq_sigma", ">= 0 pixels (0 = off)")
+    object.__setattr__(self, "low_freq_sigma", float(self.low_freq_sigma))
+    if not (_is_int(self.local_stats) and self.local_stats >= LOCAL_STATS_CROP):
+      raise fail("local_stats", "a window in pixels >= 0 (0 = off; -1 = the training crop size)")
+    object.__setattr__(self, "local_stats", int(self.local_stats))
+    if self.tile is not None:
+      if not (_is_int(self.tile) and self.tile > 0):
+        raise fail("tile", "a positive number of pixels (or None: the whole image)")
+      object.__setattr__(self, "tile", int(self.tile))
+    if not (_is_int(self.tile_overlap) and self.tile_overlap >= 0):
+      raise fail("tile_overlap", "a number of pixels >= 0")
+    object.__setattr__(self, "tile_overlap", int(self.tile_overlap))
+    if self.tile is not None and self.tile_overlap >= self.tile:
+      raise fail("tile_overlap", f"smaller than tile={self.tile}")
+    if self.max_memory is not None:
+      if not (_is_number(self.max_memory) and 0 < self.max_memory < float("inf")):
+        raise fail("max_memory", "a positive number of GiB (or None: no budget)")
+      object.__setattr__(self, "max_memory", float(self.max_memory))
+    if self.weights is not None and self.weights not in WEIGHTS:
+      raise fail("weights", f"one of {', '.join(WEIGHTS)} (or None: the EMA when there is one)")
+
+  @classmethod
+  def fields(cls) -> tuple[str, ...]:
+    """The option names, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any] | Any) -> "Options":
+    """Options from a dict (or ConfigDict) holding any subset of the fields;
+    the others keep their defaults (the paper's protocol), as do fields set to
+    None.
+
+    Raises:
+      ValueError: keys that are not fields (named), or a value out of range.
+    """
+    if hasattr(d, "to_dict"):  # an ml_collections.ConfigDict
+      d = d.to_dict()
+    if not isinstance(d, Mapping):
+      raise ValueError(f"inference options must be a dict of {', '.join(cls.fields())}, "
+                       f"got {type(d).__name__}")
+    unknown = sorted(set(d) - set(cls.fields()))
+    if unknown:
+      raise ValueError(f"unknown inference option(s) {', '.join(map(str, unknown))}; the "
+                       f"options are {', '.join(cls.fields())}")
+    return cls(**{k: v for k, v in d.items() if v is not None})
+
+  @classmethod
+  def from_config(cls, config: Any) -> "Options":
+    """The options a training config (or a workdir's / shipped model's
+    config.json) records: its `inference` field, any subset of the fields.
+    Without one, `PAPER_PROTOCOL`. `local_stats=-1` becomes the config's
+    `crop_size` when it has one (else it stays -1: `resolve_options` says why).
+
+    Raises:
+      ValueError: an `inference` field that is not a dict of known options
+        with valid values (the message starts with "config.inference").
+    """
+    recorded = config.get("inference") if hasattr(config, "get") else getattr(
+        config, "inference", None)
+    if recorded is None:
+      return PAPER_PROTOCOL
+    try:
+      options = cls.from_dict(recorded)
+    except ValueError as e:
+      raise ValueError(f"config.inference: {e}") from None
+    crop = config.get("crop_size") if hasattr(config, "get") else None
+    if options.local_stats == LOCAL_STATS_CROP and crop:
+      options = dataclasses.replace(options, local_stats=int(crop))
+    return options
+
+  def to_dict(self) -> dict[str, Any]:
+    """{field: value} of every field (JSON-ready: str, float, int or None)."""
+    return dataclasses.asdict(self)
+
+  def overridden(self, **overrides: Any) -> "Options":
+    """A copy with each keyword that is not None as its new value (None: keep
+    this one's: an option not given on the command line).
+
+    Raises:
+      ValueError: a keyword that is not a field, or a value out of range.
+    """
+    unknown = sorted(set(overrides) - set(self.fields()))
+    if unknown:
+      raise ValueError(f"unknown inference option(s) {', '.join(unknown)}; the options are "
+                       f"{', '.join(self.fields())}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(self, **given) if given else self
+
+  @property
+  def is_paper_protocol(self) -> bool:
+    """Whether the numbers are the generator's own: one pass over the whole
+    image, its output as it is (tile, budget and weights aside)."""
+    return (self.self_ensemble == "off" and self.low_freq_sigma == 0
+            and self.local_stats == 0 and self.tile is None)
+
+  def describe(self) -> str:
+    """The options that change the output, in words, for protocol lines:
+    "one generator pass over the whole image, its output as it is (the paper's
+    protocol)" or e.g. "x8 geometric self-ensemble ...; the input's low
+    frequencies kept (below a Gaussian of sigma 32 px)". The budget and the
+    weights are not said (the weights are in `Restored`'s text)."""
+    if self.is_paper_protocol:
+      return "one generator pass over the whole image, its output as it is (the paper's protocol)"
+    parts = [{
+        "off": "one generator pass",
+        "mean": "x8 geometric self-ensemble (flips and transposes, outputs averaged)",
+        "shrink": ("x8 geometric self-ensemble shrunk toward the input where the 8 disagree "
+                   f"(Wiener gain over {SHRINK_WINDOW}x{SHRINK_WINDOW} boxes)"),
+    }[self.self_ensemble]]
+    if self.tile is not None:
+      parts.append(f"tiles of {self.tile}x{self.tile} px, overlap {self.tile_overlap}")
+    if self.local_stats == LOCAL_STATS_CROP:
+      parts.append("test-time local statistics over the training crop size")
+    elif self.local_stats:
+      parts.append(f"test-time local statistics over {self.local_stats}x{self.local_stats} "
+                   "boxes")
+    if self.low_freq_sigma:
+      parts.append(f"the input's low frequencies kept (below a Gaussian of sigma "
+                   f"{self.low_freq_sigma:g} px)")
+    else:
+      parts.append("the generator's output as it is")
+    return "; ".join(parts)
+
+
+# The paper's protocol: one generator pass over the whole image, its output as
+# it is. The options of a model that records none.
+PAPER_PROTOCOL = Options()
 
 
 class Restored(str):
@@ -111,17 +329,27 @@ class Restored(str):
       from, as its metadata.json says; None if it does not say).
     weights: "ema" or "raw": which generator weights of the checkpoint (for a
       shipped model: what its metadata.json says; None if it does not say).
+    options: the model's recorded inference options (`Options.from_config` of
+      its config.json; `PAPER_PROTOCOL` when it records none), with
+      `local_stats=-1` replaced by its training crop size and `weights` the
+      weights restored.
+    options_recorded: whether its config.json has an `inference` field (else
+      `options` are the paper's protocol).
   """
 
   workdir: str | None
   model: str | None
   step: int | None
   weights: str | None
+  options: Options
+  options_recorded: bool
 
   def __new__(cls, text: str, *, workdir: str | None = None, model: str | None = None,
-              step: int | None = None, weights: str | None = None):
+              step: int | None = None, weights: str | None = None,
+              options: Options = PAPER_PROTOCOL):
     self = super().__new__(cls, text)
     self.workdir, self.model, self.step, self.weights = workdir, model, step, weights
+    self.options, self.options_recorded = options, False
     return self
 
 
@@ -137,18 +365,21 @@ def restore(workdir: str | None = None, *, model: str | None = None,
     step: the workdir's checkpoint step (None = latest; "best" = the highest
       held-out PSNR training recorded); only with `workdir`.
     dtype: compute dtype of the module (default: the config's `compute_dtype`).
-    weights: "ema" or "raw" weights of the workdir's checkpoint (None = the EMA
-      when it has one; see `workdir.restore_weights`); only with `workdir`.
+    weights: "ema" or "raw" weights of the workdir's checkpoint (None = what
+      its config records as `inference.weights`, else the EMA when it has one;
+      see `workdir.restore_weights`); only with `workdir`.
 
   Returns:
     The generator module, its parameters, and a `Restored` description, e.g.
     "workdir W at step S", "workdir W at step S (EMA weights)" or "shipped
-    model gradnet_s_synth".
+    model gradnet_s_synth", whose `options` are the model's recorded
+    inference options (`Options.from_config`; the paper's protocol when it
+    records none).
 
   Raises:
     ValueError: both `workdir` and `model`, or `step` or `weights` without
       `workdir`; a damaged checkpoint/model; EMA weights asked of a checkpoint
-      without them.
+      without them; recorded inference options that are not valid.
     FileNotFoundError: no such workdir, checkpoint or model (the message says which).
   """
   from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
@@ -169,17 +400,21 @@ def restore(workdir: str | None = None, *, model: str | None = None,
     meta = {}
   packed_step = meta.get("step") if isinstance(meta, dict) else None
   packed_weights = meta.get("weights") if isinstance(meta, dict) else None
-  return module, params, Restored(
-      f"shipped model {name}", model=name,
-      step=int(packed_step) if isinstance(packed_step, int) else None,
-      weights=packed_weights if isinstance(packed_weights, str) else None)
+  packed_weights = packed_weights if packed_weights in WEIGHTS else None
+  restored = Restored(f"shipped model {name}", model=name,
+                      step=int(packed_step) if isinstance(packed_step, int) else None,
+                      weights=packed_weights)
+  restored.options = _recorded_options(restored, weights=packed_weights)
+  return module, params, restored
 
 
 def _restore_workdir(workdir: str, step: int | str | None, dtype: Any,
                      weights: str | None) -> tuple[Any, Any, Restored]:
   """`restore` from a training workdir (`workdir.restore_weights`)."""
   from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  r = workdir_lib.restore_weights(workdir, step, dtype, weights=weights)
+  recorded = Options.from_config(workdir_lib.load_config(workdir))
+  r = workdir_lib.restore_weights(workdir, step, dtype,
+                                  weights=weights if weights is not None else recorded.weights)
   text = f"workdir {workdir} at step {r.step}"
   notes = []
   if step == workdir_lib.BEST_STEP:
@@ -188,7 +423,44 @@ def _restore_workdir(workdir: str, step: int | str | None, dtype: Any,
     notes.append("EMA weights" if r.weights == "ema" else "raw weights, not the EMA")
   if notes:
     text += f" ({', '.join(notes)})"
-  return r.model, r.params, Restored(text, workdir=workdir, step=r.step, weights=r.weights)
+  restored = Restored(text, workdir=workdir, step=r.step, weights=r.weights)
+  restored.options = _recorded_options(restored, weights=r.weights)
+  return r.model, r.params, restored
+
+
+def _recorded_options(restored: Restored, weights: str | None) -> Options:
+  """The restored model's recorded options (its config.json's `inference`),
+  `local_stats=-1` resolved, `weights` those restored."""
+  _, config = _restored_config(restored)
+  options = Options.from_config(config)
+  restored.options_recorded = config.get("inference") is not None
+  return dataclasses.replace(_resolve_local_stats(options, restored), weights=weights)
+
+
+def _resolve_local_stats(options: Options, restored: Restored) -> Options:
+  if options.local_stats != LOCAL_STATS_CROP:
+    return options
+  return dataclasses.replace(options, local_stats=training_crop_size(restored))
+
+
+def resolve_options(restored: Restored, base: Options | None = None,
+                    **overrides: Any) -> Options:
+  """The options to deblur with: the restored model's recorded options
+  (`restored.options`, or `base` instead) with every override that is not
+  None (a CLI flag not given is None: the model's setting stays), and
+  `local_stats=-1` (a bare `--local_stats`) replaced by the model's training
+  crop size.
+
+  Precedence: an override > the model's recorded setting > the paper's
+  protocol (`PAPER_PROTOCOL`, the options of a model that records none).
+
+  Raises:
+    ValueError: an unknown option, a value out of range (the message names
+      the field), or local_stats=-1 for a model whose config has no crop_size.
+  """
+  if base is None:
+    base = getattr(restored, "options", PAPER_PROTOCOL)
+  return _resolve_local_stats(base.overridden(**overrides), restored)
 
 
 def _flips(x: jax.Array) -> jax.Array:
@@ -335,20 +607,6 @@ def low_freq_warning(restored: "Restored", low_freq_sigma: float) -> str | None:
           f"its output can shift colours and shading (use --low_freq_sigma={trained:g} or more)")
 
 
-def local_stats_window(flag: int, restored: "Restored") -> int:
-  """The window of the CLIs' `--local_stats[=W]`: W, or with the flag alone
-  (argparse's const -1) the model's training crop size; 0 = off.
-
-  Raises:
-    ValueError: a negative W, or the flag alone for a model whose config has
-      no crop_size.
-  """
-  window = training_crop_size(restored) if flag == -1 else flag
-  if window < 0:
-    raise ValueError(f"--local_stats must be >= 0 (0 = off), got {window}")
-  return window
-
-
 def ensemble_kind(ensemble: bool | str | None) -> str:
   """"off", "mean" or "shrink" for an `ensemble=` argument (False/None = "off",
   True = "mean", as before the choice had three values)."""
@@ -444,7 +702,7 @@ def make_deblur_fn(model: Any, params: Any, *, ensemble: bool | str = False,
   `ensemble`: "off" (or False) one generator pass; "mean" (or True) the
   geometric self-ensemble (`self_ensemble`, 8 passes; with tiling, per tile);
   "shrink" the same 8 passes shrunk toward the input where they disagree
-  (`self_ensemble_shrunk`; the CLIs' default). `fn.ensemble` says which.
+  (`self_ensemble_shrunk`). `fn.ensemble` says which.
   `local_stats=W > 0`: test-time local statistics over W x W boxes
   (`with_local_stats`).
 
@@ -468,10 +726,39 @@ def make_deblur_fn(model: Any, params: Any, *, ensemble: bool | str = False,
 
   fn.channels = int(getattr(model, "channels", 3))
   fn.ensemble = kind
-  fn.stride = 2 ** int(getattr(model, "num_levels", 2))
+  fn.stride = model_stride(model)
   fn.bytes_per_pixel = pass_bytes_per_pixel(model, kind)
   fn.param_bytes = int(sum(np.dtype(leaf.dtype).itemsize * int(np.size(leaf))
                            for leaf in jax.tree_util.tree_leaves(params)))
+  return fn
+
+
+def model_stride(model: Any) -> int:
+  """The generator's total stride, 2**num_levels (2 levels for a module
+  without the field): tiles are multiples of it."""
+  return 2 ** int(getattr(model, "num_levels", 2))
+
+
+def deblur_fn_for(model: Any, params: Any, options: Options = PAPER_PROTOCOL) -> DeblurFn:
+  """`make_deblur_fn` of `options` (its `self_ensemble` and `local_stats`),
+  carrying them as `fn.options`: `deblur_image(fn, image)` / `deblur_array`
+  then apply the rest (tiles, budget, the input's low frequencies).
+
+  Raises:
+    ValueError: `local_stats=-1` not yet resolved (`resolve_options` puts in
+      the training crop size), or a tile that is not a multiple of the
+      generator's stride (`model_stride`).
+  """
+  if options.local_stats == LOCAL_STATS_CROP:
+    raise ValueError("local_stats=-1 (the training crop size) must be resolved first: "
+                     "inference.resolve_options(restored) puts in the model's crop_size")
+  stride = model_stride(model)
+  if options.tile is not None and options.tile % stride:
+    raise ValueError(f"tile must be a multiple of {stride} for this generator (its total "
+                     f"stride, 2**num_levels), got {options.tile}")
+  fn = make_deblur_fn(model, params, ensemble=options.self_ensemble,
+                      local_stats=options.local_stats)
+  fn.options = options
   return fn
 
 
@@ -667,20 +954,33 @@ def plan_tile(fn: DeblurFn, height: int, width: int, *, tile: int | None = None,
   return best
 
 
-def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_overlap: int = 32,
-                 tile_batch_size: int = 1, low_freq_sigma: float = 0.0,
+def _effective(fn: DeblurFn, options: Options | None, **loose: Any) -> Options:
+  """`options` (default: `fn.options`, as `deblur_fn_for` sets it, else the
+  paper's protocol) with the loose keyword arguments that are not None."""
+  base = options if options is not None else getattr(fn, "options", PAPER_PROTOCOL)
+  return base.overridden(**loose)
+
+
+def deblur_array(fn: DeblurFn, x: np.ndarray, options: Options | None = None, *,
+                 tile: int | None = None, tile_overlap: int | None = None,
+                 tile_batch_size: int = 1, low_freq_sigma: float | None = None,
                  max_memory: float | None = None,
                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
   """Deblurs one float image [H, W, C] in [-1, 1]; returns float32 [H, W, C].
 
   Args:
-    fn: from `make_deblur_fn` (any batched [N, H, W, C] -> [N, H, W, C] function).
+    fn: from `deblur_fn_for` or `make_deblur_fn` (any batched [N, H, W, C] ->
+      [N, H, W, C] function).
     x: the image, with the channels `fn` takes (3 = RGB, 1 = grey, ...).
+    options: the `Options` whose `tile`, `tile_overlap`, `low_freq_sigma` and
+      `max_memory` apply (its `self_ensemble` and `local_stats` are `fn`'s
+      own); default `fn.options` (`deblur_fn_for`), else `PAPER_PROTOCOL`.
+      The keyword arguments below that are not None override it.
     tile: tile side (a multiple of `fn.stride`, the generator's total stride
       2**num_levels; 4 for a function without it) or None for the whole image
       at once, or the tiles `max_memory` needs. Tiles larger than the image
       shrink to it.
-    tile_overlap: pixels shared by neighbouring tiles (< tile).
+    tile_overlap: pixels shared by neighbouring tiles (< tile; default 32).
     tile_batch_size: tiles per call of `fn` (the last batch is padded by
       repeating a tile, so every call has the same shape).
     low_freq_sigma: > 0: the result keeps `x`'s frequencies below a Gaussian
@@ -697,16 +997,19 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_o
   `low_freq_sigma` two float32 images (8C): up to 80 bytes a pixel for RGB
   (1.9 GB for a 24-megapixel photograph), outside `max_memory`.
   """
-  _check_low_freq_sigma(low_freq_sigma)  # before the generator runs, not after
+  # Checked before the generator runs, not after.
+  o = _effective(fn, options, tile=tile, tile_overlap=tile_overlap,
+                 low_freq_sigma=low_freq_sigma, max_memory=max_memory)
   x = np.asarray(x, np.float32)
   if x.ndim != 3:
     raise ValueError(f"expected an [H, W, C] image ([H, W, 3] RGB, [H, W, 1] grey), got shape "
                      f"{x.shape}")
   h, w = x.shape[:2]
-  tile = plan_tile(fn, h, w, tile=tile, tile_overlap=tile_overlap,
-                   tile_batch_size=tile_batch_size, max_memory=max_memory)
+  tile_overlap, sigma = o.tile_overlap, o.low_freq_sigma
+  tile = plan_tile(fn, h, w, tile=o.tile, tile_overlap=tile_overlap,
+                   tile_batch_size=tile_batch_size, max_memory=o.max_memory)
   if tile is None or (tile >= h and tile >= w):
-    return keep_input_low_frequencies(np.asarray(fn(x[None]))[0], x, low_freq_sigma)
+    return keep_input_low_frequencies(np.asarray(fn(x[None]))[0], x, sigma)
   stride = _stride(fn)
   if tile <= 0 or tile % stride:
     raise ValueError(f"tile must be a positive multiple of {stride} (the generator's total "
@@ -727,20 +1030,23 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, *, tile: int | None = None, tile_o
       wsum[y:y + th, xx:xx + tw] += window[..., None]
     if progress is not None:
       progress(i + len(batch), len(tiles))
-  return keep_input_low_frequencies((acc / wsum).astype(np.float32), x, low_freq_sigma)
+  return keep_input_low_frequencies((acc / wsum).astype(np.float32), x, sigma)
 
 
-def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, *, tile: int | None = None,
-                 tile_overlap: int = 32, tile_batch_size: int = 1,
-                 low_freq_sigma: float = 0.0, max_memory: float | None = None,
+def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, options: Options | None = None, *,
+                 tile: int | None = None, tile_overlap: int | None = None,
+                 tile_batch_size: int = 1, low_freq_sigma: float | None = None,
+                 max_memory: float | None = None,
                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
   """Deblurs a uint8 [H, W, C] image; returns uint8 [H, W, fn.channels].
 
   An RGB or grey image is first converted to the channels of `fn` (its
   `channels` attribute, as `make_deblur_fn` sets it; `image_io.to_channels`:
   a grayscale model gets Pillow's luma of an RGB image). Scales to [-1, 1],
-  runs `deblur_array` (whole or tiled: an explicit `tile`, or the tiles the
-  budget `max_memory` in GiB needs, `plan_tile`; with the input's low
+  runs `deblur_array` with `options` (default `fn.options`, which
+  `deblur_fn_for` sets, else the paper's protocol) and the keyword arguments
+  that are not None over it (whole or tiled: an explicit `tile`, or the tiles
+  the budget `max_memory` in GiB needs, `plan_tile`; with the input's low
   frequencies when `low_freq_sigma` > 0; `progress(tiles_done, tiles_total)`;
   see there), and quantizes with `metrics.quantize`.
   """
@@ -750,7 +1056,7 @@ def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, *, tile: int | None = No
                      f"{image_uint8.dtype} {image_uint8.shape}")
   if hasattr(fn, "channels"):
     image_uint8 = image_io.to_channels(image_uint8, fn.channels)
-  out = deblur_array(fn, to_float(image_uint8), tile=tile, tile_overlap=tile_overlap,
+  out = deblur_array(fn, to_float(image_uint8), options, tile=tile, tile_overlap=tile_overlap,
                      tile_batch_size=tile_batch_size, low_freq_sigma=low_freq_sigma,
                      max_memory=max_memory, progress=progress)
   return to_uint8(out)

@@ -22,6 +22,14 @@ pid, start time; process 0 holds it for all processes): a second run on the
 same workdir exits 2 at once, naming the first, and writes nothing there. The
 lock goes at exit (also after an error or SIGTERM); one left by a process that
 died (SIGKILL) on the same host is taken over, with a line saying so.
+
+`--workdir` may be a URI that etils.epath and orbax write (gs://BUCKET/run):
+checkpoints, config.json and TensorBoard events go there, the lock is then
+best-effort (`workdir.WorkdirLock`), and the library log file, which absl
+writes locally only, goes to a local temporary folder named at the start.
+Needs jax, flax, optax, orbax, grain, clu and numpy; without TensorFlow the
+metrics go to the log file instead of TensorBoard event files (one line says
+so), and `synthetic_online` data need no TFDS.
 Console script: `flax-gradnet-train`.
 """
 
@@ -30,8 +38,9 @@ import os
 import signal
 import sys
 
-# TensorFlow (imported by clu's writers, which only write summaries) logs C++
-# INFO lines to the terminal otherwise; its oneDNN kernels are never used here.
+# TensorFlow (imported by clu's writers, which only write summaries; optional:
+# `flax_gradnet.writers`) logs C++ INFO lines to the terminal otherwise; its
+# oneDNN kernels are never used here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
@@ -110,10 +119,10 @@ def _train(train) -> None:
   except (ValueError, FileNotFoundError) as e:
     cli.exit_error(str(e))
   program = f"train_process{FLAGS.process_id}" if FLAGS.process_id else "train"
-  train.log_to_workdir(FLAGS.workdir, program)
+  log_dir = train.log_to_workdir(FLAGS.workdir, program)  # a local folder for a gs:// workdir
   logging.set_verbosity(logging.INFO)
   if not FLAGS.process_id:
-    print(f"Training in {FLAGS.workdir}; library logs: {FLAGS.workdir}/{program}.INFO; "
+    print(f"Training in {FLAGS.workdir}; library logs: {os.path.join(log_dir, program)}.INFO; "
           f"TensorBoard: tensorboard --logdir {FLAGS.workdir}", flush=True)
   logging.info("Config:\n%s", FLAGS.config)
   try:

@@ -3,7 +3,13 @@
 `train_and_evaluate(config, workdir)` is the whole job; `main.py` only parses
 flags. A run started again on the same workdir resumes from its latest
 checkpoint (networks, optimizers, step and data iterator), so after N steps its
-parameters equal those of an uninterrupted N-step run.
+parameters equal those of an uninterrupted N-step run. The workdir may be a
+local folder or a URI (gs://BUCKET/run): it stays an `epath.Path` from the flag
+to orbax, config.json and the metric writer (`workdir.workdir_path`).
+
+Needs jax, flax, optax, orbax, grain, clu and numpy; TensorFlow only for
+TensorBoard event files (`writers`: without it metrics go to the log) and TFDS
+only for the data sets it prepares (`synthetic_online` needs neither).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import functools
 import json
 import os
 import signal
+import tempfile
+import time
 from typing import Any, Callable
 
 import grain.checkpoint as grain_ckpt
@@ -23,15 +31,21 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import flags, logging
-from clu import metric_writers, parameter_overview, periodic_actions
+from etils import epath
 from flax import serialization, traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flax_gradnet import workdir as workdir_lib
-from flax_gradnet import evaluation, steps
+from flax_gradnet import evaluation, steps, writers
 from flax_gradnet.data import pipeline
 from flax_gradnet.models import Generator
+
+# clu.metric_writers (which periodic_actions imports) needs TensorFlow unless
+# `writers` has stood in for its TensorBoard writer first.
+metric_writers = writers.metric_writers()
+# pylint: disable-next=g-import-not-at-top,wrong-import-position,wrong-import-order
+from clu import parameter_overview, periodic_actions
 
 
 class NonFiniteError(FloatingPointError):
@@ -47,7 +61,7 @@ PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
 class Preempted(Exception):
   """SIGTERM stopped training after a checkpoint of `step` was saved; rerun to resume."""
 
-  def __init__(self, step: int, workdir: str):
+  def __init__(self, step: int, workdir: epath.PathLike):
     super().__init__(f"SIGTERM: checkpoint saved at step {step} in {workdir}; training is not "
                      "finished. Run the same command again to resume from it.")
     self.step = step
@@ -236,16 +250,25 @@ def _check_finite(history: list[dict[str, Any]], first_step: int) -> list[dict[s
   return host
 
 
-def log_to_workdir(workdir: str, program: str) -> None:
+def log_to_workdir(workdir: epath.PathLike, program: str) -> str:
   """Sends library INFO logs (orbax, TFDS, clu, absl) to files in the workdir.
 
   absl writes `<program>.INFO` (a link to the newest log) in `workdir`; the
-  terminal keeps warnings and errors only. Call it from a program's main, after
-  absl has parsed its flags.
+  terminal keeps warnings and errors only. absl's log file can only be local:
+  for a remote workdir (gs://...) the logs go to a new local temporary folder
+  instead. Call it from a program's main, after absl has parsed its flags.
+
+  Returns:
+    The folder the log files are in.
   """
-  os.makedirs(workdir, exist_ok=True)
-  logging.get_absl_handler().use_absl_log_file(program_name=program, log_dir=workdir)
+  if workdir_lib.is_remote(workdir):
+    log_dir = tempfile.mkdtemp(prefix=f"flax_gradnet_{program}_logs_")
+  else:
+    log_dir = os.fspath(workdir_lib.workdir_path(workdir))
+    os.makedirs(log_dir, exist_ok=True)
+  logging.get_absl_handler().use_absl_log_file(program_name=program, log_dir=log_dir)
   flags.FLAGS.stderrthreshold = "warning"
+  return log_dir
 
 
 # Fields a resumed run must keep: they shape the saved state (both networks, and
@@ -261,17 +284,17 @@ def _flat_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
 
 
-def resume_conflicts(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+def resume_conflicts(config: ml_collections.ConfigDict,
+                     workdir: epath.PathLike) -> list[str]:
   """`RESUME_FIXED_FIELDS` that differ from the config of `workdir`'s checkpoints.
 
   Empty when the workdir holds no checkpoint. A `model.` field absent from an
   older config.json is compared as Generator's default (what that checkpoint
   was built with); other absent fields are not compared.
   """
-  ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)
-  if not os.path.isdir(ckpt_dir) or not any(d.isdigit() for d in os.listdir(ckpt_dir)):
+  if not workdir_lib.saved_steps(workdir):
     return []
-  if not os.path.isfile(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
+  if not (workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE).is_file():
     return []
   stored = _flat_json(workdir_lib.load_config(workdir))
   new = _flat_json(config)
@@ -290,7 +313,7 @@ def resume_conflicts(config: ml_collections.ConfigDict, workdir: str) -> list[st
   return out
 
 
-def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
+def preflight(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
   """The checks a run makes before it writes anything, each a one-line error.
 
   Raises:
@@ -299,7 +322,7 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
       `RESUME_FIXED_FIELDS` (its config.json is left as it is).
     FileNotFoundError: the content loss needs VGG19 weights that are missing.
   """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = workdir_lib.workdir_path(workdir)
   workdir_lib.check_folder(workdir)
   batch_shares(config.batch_size)
   steps.check_content_loss(config)
@@ -313,6 +336,10 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not isinstance(sigma, (int, float)) or not sigma >= 0:  # also NaN
     raise ValueError(f"config.loss_low_freq_sigma must be a number >= 0 pixels (0 = off), got "
                      f"{sigma!r}.")
+  budget = config.get("train_seconds", 0.0)
+  if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
+    raise ValueError(f"config.train_seconds must be a number of seconds >= 0 (0 = no time "
+                     f"limit), got {budget!r}.")
   if not 0.0 <= config.ema_decay < 1.0:
     raise ValueError(f"config.ema_decay must be in [0, 1) (0 = no EMA of the generator's "
                      f"weights), got {config.ema_decay!r}.")
@@ -329,7 +356,7 @@ def preflight(config: ml_collections.ConfigDict, workdir: str) -> None:
         f"in a new --workdir (--config.init_from={workdir} starts from its generator).")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLike, *,
                        progress: bool = False) -> dict[str, float]:
   """Trains the GAN of the config in `workdir`; returns the last evaluation's metrics
   (with config.ema_decay > 0 also the EMA weights', as `ema_<name>`).
@@ -341,19 +368,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Args:
     config: the training configuration (see configs/default.py).
     workdir: checkpoints, config.json and TensorBoard logs; resumed if it holds
-      a checkpoint.
+      a checkpoint. A local path or a URI (gs://BUCKET/run).
     progress: show a progress bar on stderr (steps, generator loss, last
       held-out PSNR gain).
   """
   if config.initialize_distributed and not jax.distributed.is_initialized():
     initialize_distributed()
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = workdir_lib.workdir_path(workdir)
   preflight(config, workdir)  # nothing is written before these checks pass
   _, per_device = batch_shares(config.batch_size)
   content_fn = steps.make_content_fn(config)
-  os.makedirs(workdir, exist_ok=True)
+  workdir.mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  writer = writers.create_writer(os.fspath(workdir), just_logging=not is_chief)
   if is_chief:
     workdir_lib.save_config(workdir, config)
 
@@ -500,7 +527,7 @@ class _Run:
   """The parts of one training run that the loop uses (built by `train_and_evaluate`)."""
 
   config: ml_collections.ConfigDict
-  workdir: str
+  workdir: epath.Path
   writer: metric_writers.MetricWriter
   manager: ocp.CheckpointManager
   train_iter: pipeline.TrainIterator
@@ -524,7 +551,9 @@ def _train_loop(run: _Run, state: steps.GANState, initial_step: int, step_fn: Ca
   history: list[dict[str, Any]] = []
   history_start = initial_step + 1
   eval_metrics: dict[str, float] = {}
-  logging.info("Training from step %d to %d.", initial_step, run.total_steps)
+  budget = TimeBudget(config.get("train_seconds", 0.0), every=config.log_every_steps)
+  logging.info("Training from step %d to %d%s.", initial_step, run.total_steps,
+               f", or for {budget.seconds:g} s (config.train_seconds)" if budget.seconds else "")
   bar = None
   if progress and run.is_chief:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
@@ -541,7 +570,8 @@ def _train_loop(run: _Run, state: steps.GANState, initial_step: int, step_fn: Ca
       if bar is not None:
         bar.update(1)
 
-      last = step == run.total_steps
+      out_of_time = budget.spent(step)
+      last = step == run.total_steps or out_of_time
       if step % config.log_every_steps == 0 or last:
         scalars = _write_train_scalars(run, history, history_start, step)
         history, history_start = [], step + 1
@@ -567,6 +597,9 @@ def _train_loop(run: _Run, state: steps.GANState, initial_step: int, step_fn: Ca
         if preemption.requested:
           logging.warning("Checkpoint saved at step %d; exiting on SIGTERM.", step)
           break
+      if out_of_time:
+        _log_time_stop(run, budget, initial_step, step)
+        break
   if bar is not None:
     bar.close()
   run.manager.wait_until_finished()
@@ -574,6 +607,60 @@ def _train_loop(run: _Run, state: steps.GANState, initial_step: int, step_fn: Ca
   if preemption.requested:
     raise Preempted(step, run.workdir)
   return eval_metrics
+
+
+class TimeBudget:
+  """config.train_seconds: stops training once that many seconds have passed.
+
+  The clock starts at construction (the loop's start: the first step's
+  compilation counts) and restarts with each run of the command, so a resumed
+  run trains for the budget again. The learning-rate schedules stay functions
+  of the step over `num_train_steps` (a compiled step cannot depend on the
+  clock, and resuming stays exact): a budget stops the run early, before a
+  cosine schedule has decayed, unless num_train_steps is set to the steps the
+  budget allows (the stop's warning names the number reached).
+
+  One process checks the clock after every step. With several processes,
+  process 0's clock decides every `every` steps (broadcast to all), so every
+  process stops after the same step.
+  """
+
+  def __init__(self, seconds: float, *, every: int = 1,
+               clock: Callable[[], float] = time.monotonic):
+    self.seconds = float(seconds)
+    self.every = max(1, int(every))
+    self._clock = clock
+    self._start = clock()
+
+  def elapsed(self) -> float:
+    return self._clock() - self._start
+
+  def spent(self, step: int) -> bool:
+    """Whether training must stop after `step` (the same on every process)."""
+    if self.seconds <= 0:
+      return False
+    if jax.process_count() == 1:
+      return self.elapsed() >= self.seconds
+    if step % self.every:
+      return False
+    over = np.int32(self.elapsed() >= self.seconds)
+    return bool(multihost_utils.broadcast_one_to_all(over))
+
+
+def _log_time_stop(run: _Run, budget: TimeBudget, initial_step: int, step: int) -> None:
+  """The warning of a stop by config.train_seconds: where the run and its
+  learning-rate schedule stood, and how to make the schedule fit the budget."""
+  lr = float(run.schedules[0](step - 1))
+  hint = ""
+  if run.config.lr_schedule != "constant":
+    hint = (f"; this run made {step - initial_step} steps in its budget: set "
+            "config.num_train_steps to the steps a budget allows for the schedule to end "
+            "with it")
+  logging.warning("config.train_seconds=%g reached after %.0f s: stopped at step %d of %d "
+                  "(checkpoint saved), with the generator's learning rate at %.3g of %.3g "
+                  "(config.lr_schedule=%r)%s. The same command resumes and trains for "
+                  "another train_seconds.", budget.seconds, budget.elapsed(), step,
+                  run.total_steps, lr, run.config.learning_rate, run.config.lr_schedule, hint)
 
 
 def _hooks(run: _Run, initial_step: int) -> tuple[periodic_actions.ReportProgress, list]:
@@ -590,8 +677,9 @@ def _hooks(run: _Run, initial_step: int) -> tuple[periodic_actions.ReportProgres
   hooks = [report_progress] if run.is_chief else []
   if run.is_chief and run.config.profile_steps > 0:
     hooks.append(periodic_actions.Profile(
-        logdir=run.workdir, num_profile_steps=run.config.profile_steps, profile_duration_ms=None,
-        first_profile=initial_step + 10, every_steps=None, every_secs=None))
+        logdir=os.fspath(run.workdir), num_profile_steps=run.config.profile_steps,
+        profile_duration_ms=None, first_profile=initial_step + 10, every_steps=None,
+        every_secs=None))
   return report_progress, hooks
 
 
@@ -677,7 +765,7 @@ def _resume(manager: ocp.CheckpointManager, state: steps.GANState,
   one with an EMA resumed with ema_decay = 0 drops it. Both are logged.
   """
   latest = manager.latest_step()
-  where = os.path.join(str(manager.directory), str(latest))
+  where = epath.Path(manager.directory) / str(latest)
   try:
     saved_ema = workdir_lib.has_ema(where)
     target = state.replace(ema_params=state.generator.params if saved_ema else None)
@@ -719,12 +807,13 @@ def _replicate(tree: Any, sharding: NamedSharding) -> Any:
 
 
 def _restore_iterator(manager: ocp.CheckpointManager, step: int,
-                      train_iter: pipeline.TrainIterator, data: dict, where: str) -> None:
-  """Gives this process its own data-iterator state of checkpoint `step`."""
-  if os.path.isdir(os.path.join(where, "iterator")):
+                      train_iter: pipeline.TrainIterator, data: dict,
+                      where: epath.Path) -> None:
+  """Gives this process its own data-iterator state of checkpoint `step` (in `where`)."""
+  if (where / "iterator").is_dir():
     mine = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-    if not os.path.exists(os.path.join(where, "iterator", mine)):
-      saved = sorted(os.listdir(os.path.join(where, "iterator")))
+    if not (where / "iterator" / mine).exists():
+      saved = sorted(p.name for p in (where / "iterator").iterdir())
       raise ValueError(f"checkpoint {where} holds the data-iterator states {saved}, none for "
                        f"this process ({mine}): resume with the process count that wrote it.")
     workdir_lib.quiet_restore_failures()
@@ -760,8 +849,8 @@ def _split_init_from(init_from: str) -> tuple[str | None, str | None, int | None
   head, sep, tail = init_from.rpartition("@")
   if sep and tail.isdigit():
     path, step = head, int(tail)
-  if os.path.isdir(os.path.expanduser(path)):
-    return os.path.expanduser(path), None, step
+  if workdir_lib.workdir_path(path).is_dir():
+    return str(workdir_lib.workdir_path(path)), None, step
   if step is None and init_from in pretrained.available():
     return None, init_from, None
   raise FileNotFoundError(

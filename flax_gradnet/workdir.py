@@ -15,6 +15,11 @@
 A checkpoint that trains is a checkpoint that deblurs: `restore_generator`
 rebuilds the generator from config.json (`models.generator_from_config`) and reads only its parameters (the EMA
 weights when the checkpoint has them, unless `weights="raw"`).
+
+WORKDIR is a local folder or a URI that `etils.epath` and orbax read and write
+(gs://BUCKET/run): every path below goes through `workdir_path` and
+`epath.Path`, so a URI reaches orbax, config.json and the lock as given. On a
+remote workdir the lock is best-effort (see `WorkdirLock`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -34,6 +40,7 @@ import jax
 import numpy as np
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from flax_gradnet.atomic import atomic_write_text
 from flax_gradnet.models import Generator, generator_from_config
@@ -42,28 +49,62 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 
-
-def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  atomic_write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+def is_remote(path: epath.PathLike) -> bool:
+  """Whether `path` is a URI (gs://, s3://, ...) rather than a local path."""
+  return bool(_URI_RE.match(os.fspath(path)))
+
+
+def workdir_path(workdir: epath.PathLike) -> epath.Path:
+  """`workdir` as an `epath.Path`: a URI (gs://BUCKET/run) exactly as given, a
+  local path with `~` expanded and made absolute (orbax wants absolute paths).
+
+  A URI is never made "absolute" as a local path (gs://B/run would become ./gs:/B/run).
+  """
+  if is_remote(workdir):
+    return epath.Path(workdir)
+  return epath.Path(workdir).expanduser().resolve()
+
+
+def save_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:
+  """Writes `workdir`/config.json: atomically (a temporary file renamed) on a
+  local disk; in one object write on a remote store."""
+  text = config.to_json_best_effort(indent=2)
+  path = workdir_path(workdir) / CONFIG_FILE
+  if is_remote(path):
+    path.write_text(text)
+  else:
+    atomic_write_text(os.fspath(path), text)
+
+
+def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
+  path = workdir_path(workdir) / CONFIG_FILE
+  if not path.is_file():
     raise FileNotFoundError(
-        f"{path} not found: {workdir!r} is not a flax_gradnet workdir (expected the "
+        f"{path} not found: {str(workdir)!r} is not a flax_gradnet workdir (expected the "
         f"'{CONFIG_FILE}' and '{CHECKPOINT_DIR}/' that `python -m flax_gradnet.main` writes).")
   try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
-def check_folder(workdir: str) -> None:
+def check_folder(workdir: epath.PathLike) -> None:
   """Raises ValueError when `workdir` exists and is not a folder."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ValueError(f"--workdir {workdir} is a file; give a folder (created if missing).")
+  path = workdir_path(workdir)
+  if path.exists() and not path.is_dir():
+    raise ValueError(f"--workdir {path} is a file; give a folder (created if missing).")
+
+
+def saved_steps(workdir: epath.PathLike) -> list[int]:
+  """The step folders under `workdir`/checkpoints (read from the listing, no
+  checkpoint is opened); [] when there are none."""
+  ckpt_dir = workdir_path(workdir) / CHECKPOINT_DIR
+  if not ckpt_dir.is_dir():
+    return []
+  return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
 
 
 class WorkdirBusy(RuntimeError):
@@ -95,12 +136,18 @@ class WorkdirLock:
   SIGKILL, a crashed machine), which `acquire` takes over. A lock of another
   host is never judged stale: its process cannot be checked from here.
 
+  On a remote workdir (gs://..., `is_remote`) O_EXCL does not exist: the lock
+  is created if absent through `epath` (look, write, read back), which is
+  best-effort: two runs starting within the same second may both get it. It
+  still refuses a run started while another one trains, as locally.
+
   Usable as a context manager; `takeover` is then the note `acquire` returned.
   """
 
-  def __init__(self, workdir: str):
-    self.workdir = os.path.abspath(os.path.expanduser(workdir))
-    self.path = os.path.join(self.workdir, LOCK_FILE)
+  def __init__(self, workdir: epath.PathLike):
+    self.workdir = workdir_path(workdir)
+    self.path = self.workdir / LOCK_FILE
+    self.remote = is_remote(self.workdir)
     self.takeover: str | None = None
     self._record: dict[str, Any] | None = None
     self._created: list[str] = []
@@ -114,8 +161,9 @@ class WorkdirLock:
       ValueError: the workdir is a file.
     """
     check_folder(self.workdir)
-    self._created = _missing_folders(self.workdir)
-    os.makedirs(self.workdir, exist_ok=True)
+    if not self.remote:  # object stores have no folders to remove again
+      self._created = _missing_folders(os.fspath(self.workdir))
+    self.workdir.mkdir(parents=True, exist_ok=True)
     note = None
     try:
       for _ in range(3):  # a lock that vanishes or goes stale in between: look again
@@ -126,11 +174,10 @@ class WorkdirLock:
           continue  # released since: try again
         if not self._stale(holder):
           raise WorkdirBusy(self._busy_message(holder))
-        try:
-          with open(self.path) as f:  # unchanged since read: no other run took it over
-            if f.read() != text:
-              continue
-          os.remove(self.path)
+        try:  # unchanged since read: no other run took it over
+          if self.path.read_text() != text:
+            continue
+          self.path.unlink()
         except FileNotFoundError:  # another run removed it first
           continue
         note = (f"note: {self.path} was left by {_describe(holder)}, which is no longer "
@@ -146,15 +193,14 @@ class WorkdirLock:
     created that are still empty."""
     if self._record is not None:
       try:
-        with open(self.path) as f:
-          text = f.read()
+        text = self.path.read_text()
         # Ours, or our own write cut short: a lock is replaced only when its
         # process is gone or by hand, never while this one runs.
         mine = json.dumps(self._record).startswith(text)
       except OSError:
         mine = False
       if mine:
-        os.remove(self.path)
+        self.path.unlink()
       self._record = None
     self._remove_created()
 
@@ -171,14 +217,32 @@ class WorkdirLock:
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
                   timespec="seconds"),
               "command": " ".join(sys.argv)}
+    if self.remote:
+      return self._create_remote(record)
     try:
-      fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
       return False
     self._record = record  # ours from here on, also if a signal stops the write
     with os.fdopen(fd, "w") as f:
       json.dump(record, f)
     return True
+
+  def _create_remote(self, record: dict[str, Any]) -> bool:
+    """Best-effort create-if-absent: look, write, read back (a run that wrote
+    in between wins, and this one reads its record and is refused)."""
+    if self.path.exists():
+      return False
+    text = json.dumps(record)
+    self._record = record
+    self.path.write_text(text)
+    try:
+      if self.path.read_text() == text:
+        return True
+    except FileNotFoundError:
+      pass
+    self._record = None
+    return False
 
   def _read(self) -> tuple[dict[str, Any] | None, str]:
     """(the holder's record, the file's text); (None, "") once the file is gone.
@@ -187,8 +251,7 @@ class WorkdirLock:
     deadline = time.monotonic() + 1.0
     while True:
       try:
-        with open(self.path) as f:
-          text = f.read()
+        text = self.path.read_text()
       except FileNotFoundError:
         return None, ""
       try:
@@ -231,7 +294,7 @@ def _describe(holder: dict[str, Any]) -> str:
 
 
 def _missing_folders(path: str) -> list[str]:
-  """`path` and its ancestors that do not exist yet, deepest first."""
+  """`path` (local) and its ancestors that do not exist yet, deepest first."""
   missing = []
   while not os.path.exists(path):
     missing.append(path)
@@ -267,13 +330,13 @@ class _UntrackedMetricsFilter(logging.Filter):
     return "did not provide metrics" not in str(record.msg)
 
 
-def checkpoint_manager(workdir: str, *, max_to_keep: int | None = None,
+def checkpoint_manager(workdir: epath.PathLike, *, max_to_keep: int | None = None,
                        save_interval_steps: int = 1,
                        keep_best: bool = False) -> ocp.CheckpointManager:
   """The orbax manager of `workdir`'s checkpoints.
 
   Args:
-    workdir: the training workdir.
+    workdir: the training workdir (a local path or a URI: `workdir_path`).
     max_to_keep: keep the latest N checkpoints (None = all).
     save_interval_steps: orbax's save interval (saves with force=True ignore it).
     keep_best: also keep the checkpoint with the highest `eval_rank` of the
@@ -298,8 +361,8 @@ def checkpoint_manager(workdir: str, *, max_to_keep: int | None = None,
     absl_logger = logging.getLogger("absl")
     if not any(isinstance(f, _UntrackedMetricsFilter) for f in absl_logger.filters):
       absl_logger.addFilter(_UntrackedMetricsFilter())
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
-                               options=options, item_names=("state", "data", "iterator"))
+  return ocp.CheckpointManager(workdir_path(workdir) / CHECKPOINT_DIR, options=options,
+                               item_names=("state", "data", "iterator"))
 
 
 def best_step(manager: ocp.CheckpointManager) -> tuple[int, dict]:
@@ -413,10 +476,9 @@ def quiet_restore_failures() -> None:
     sys.unraisablehook = _drop_closed_loop_reports(sys.unraisablehook)
 
 
-def has_ema(step_dir: str) -> bool:
+def has_ema(step_dir: epath.PathLike) -> bool:
   """Whether the checkpoint in `step_dir` (WORKDIR/checkpoints/<step>) holds EMA
   weights; read from its "state" item's tree metadata, no array is read."""
-  from etils import epath  # pylint: disable=g-import-not-at-top
   metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir) / "state")
   return EMA_KEY in metadata.tree
 
@@ -433,7 +495,7 @@ class RestoredGenerator(NamedTuple):
 
 
 def _resolve_step(manager: ocp.CheckpointManager, step: int | str | None,
-                  ckpt_dir: str) -> int:
+                  ckpt_dir: epath.Path) -> int:
   """A saved step: `step` itself, the latest (None) or the best ("best")."""
   steps = manager.all_steps()
   if not steps:
@@ -463,7 +525,7 @@ def _select_weights(state: dict, weights: str | None, where: str) -> tuple[Any, 
   return state[EMA_KEY]["params"], weights
 
 
-def restore_weights(workdir: str, step: int | str | None = None, dtype: Any = None, *,
+def restore_weights(workdir: epath.PathLike, step: int | str | None = None, dtype: Any = None, *,
                     weights: str | None = None) -> RestoredGenerator:
   """Restores a generator and one set of its weights from a training workdir.
 
@@ -482,8 +544,8 @@ def restore_weights(workdir: str, step: int | str | None = None, dtype: Any = No
   """
   config = load_config(workdir)
   model = generator_from_config(config, dtype)
-  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
-  if not os.path.isdir(ckpt_dir):
+  ckpt_dir = workdir_path(workdir) / CHECKPOINT_DIR
+  if not ckpt_dir.is_dir():
     raise FileNotFoundError(f"no checkpoints in {ckpt_dir}: has training saved one yet?")
   if weights is not None and weights not in WEIGHTS:
     raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
@@ -491,10 +553,10 @@ def restore_weights(workdir: str, step: int | str | None = None, dtype: Any = No
   try:
     step = _resolve_step(manager, step, ckpt_dir)
     metrics = manager.metrics(step)
-    where = os.path.join(ckpt_dir, str(step))
+    where = ckpt_dir / str(step)
     try:
       items = {"state": ocp.args.StandardRestore()}
-      if os.path.isdir(os.path.join(where, "data")):
+      if (where / "data").is_dir():
         items["data"] = ocp.args.JsonRestore()
       quiet_restore_failures()
       restored = manager.restore(step, args=ocp.args.Composite(**items))
@@ -508,7 +570,7 @@ def restore_weights(workdir: str, step: int | str | None = None, dtype: Any = No
                            dict(metrics) if metrics else None)
 
 
-def restore_generator(workdir: str, step: int | str | None = None, dtype: Any = None, *,
+def restore_generator(workdir: epath.PathLike, step: int | str | None = None, dtype: Any = None, *,
                       weights: str | None = None):
   """Restores `(generator_module, params, step)` from a training workdir.
 

@@ -224,7 +224,10 @@ def test_grayscale_end_to_end_through_the_cli(tmp_path, capsys):
   assert json.loads((workdir / "config.json").read_text())["model"]["channels"] == 1
 
   Image.fromarray(skimage.data.chelsea()[:48, :48]).save(tmp_path / "cat.png")  # RGB input
+  # The shrunk ensemble and the input's low frequencies on one channel (given
+  # explicitly: this workdir records no inference options).
   assert deblur.main([f"--workdir={workdir}", f"--output_dir={tmp_path / 'out'}",
+                      "--self_ensemble=shrink", "--low_freq_sigma=32",
                       str(tmp_path / "cat.png")]) == 0
   with Image.open(tmp_path / "out" / "cat.png") as im:
     assert im.mode == "L" and im.size == (48, 48)

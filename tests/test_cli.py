@@ -136,8 +136,8 @@ def test_switches_are_x_and_no_x():
   assert not ns(base + ["--no_progress"]).progress  # the older spelling still works
   assert not ns(base + ["--no-save_outputs"]).save_outputs
   # --self_ensemble takes a value; alone it means "mean" (its meaning when it
-  # was a switch), --no-self_ensemble "off"; the default is "shrink".
-  assert ns(base).self_ensemble == "shrink" == cli.ENSEMBLE_DEFAULT
+  # was a switch), --no-self_ensemble "off"; not given, None: the model's own.
+  assert ns(base).self_ensemble is None
   assert ns(base + ["--self_ensemble"]).self_ensemble == "mean"
   assert ns(base + ["--no-self_ensemble"]).self_ensemble == "off"
   assert ns(base + ["--self_ensemble=off"]).self_ensemble == "off"
@@ -255,7 +255,8 @@ def test_progress_and_max_memory_are_shared_flags():
     assert parse(argv).progress and not parse(argv + ["--no-progress"]).progress, tool
   parse = deblur._parser().parse_args  # pylint: disable=protected-access
   args = parse(base["deblur"])
-  assert args.max_memory == cli.MAX_MEMORY_DEFAULT_GIB == 3.0
+  # Not given: the model's budget, else the tools' (deblur.resolve_options).
+  assert args.max_memory is None and cli.MAX_MEMORY_DEFAULT_GIB == 3.0
   assert cli.inference_flags_error(args) is None
   assert parse(base["deblur"] + ["--max_memory", "0.5"]).max_memory == 0.5
   for bad in ("0", "-1", "nan", "inf"):
@@ -266,3 +267,41 @@ def test_progress_and_max_memory_are_shared_flags():
   cli.add_progress_flag(p, old_negation="--no_progress")
   cli.add_inference_flags(p)
   assert not p.parse_args(["--no_progress"]).progress and p.parse_args([]).progress
+
+
+def test_inference_flags_default_to_the_models_settings():
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  # cli spells inference's choices itself (it imports no jax): the same tuple.
+  assert cli.ENSEMBLES == inference.ENSEMBLES
+  assert cli.TILE_OVERLAP_DEFAULT == inference.TILE_OVERLAP == inference.Options().tile_overlap
+  assert set(cli.INFERENCE_FLAGS) <= set(inference.Options.fields())
+  parse = deblur._parser().parse_args  # pylint: disable=protected-access
+  base = ["in.png", "--output_dir", "o"]
+  args = parse(base)
+  # Every inference flag is None when not given: the model's recorded setting.
+  assert cli.inference_overrides(args) == dict.fromkeys(cli.INFERENCE_FLAGS)
+  assert cli.options_source(args, recorded=False).startswith("the paper's protocol")
+  args = parse(base + ["--no-self_ensemble", "--low_freq_sigma=4", "--local_stats", "--tile=64",
+                       "--tile_overlap=8", "--max_memory=2"])
+  assert cli.inference_overrides(args) == dict(self_ensemble="off", low_freq_sigma=4.0,
+                                               local_stats=-1, tile=64, tile_overlap=8,
+                                               max_memory=2.0)
+  assert cli.options_source(args, recorded=True) == (
+      "--self_ensemble, --low_freq_sigma, --local_stats, --tile, --tile_overlap, --max_memory "
+      "over the model's recorded options")
+  for tool in PARSED:
+    for name, action in _options(tool).items():
+      if name in ("--self_ensemble", "--low_freq_sigma", "--local_stats", "--tile",
+                  "--tile_overlap"):
+        assert action.default is None and "the model's recorded setting" in action.help, name
+  # The flags' own ranges; a tile's multiple of the stride waits for the model.
+  assert cli.inference_flags_error(parse(base + ["--tile=30"])) is None
+  for bad, word in ((["--tile=0"], "--tile"), (["--tile_overlap=-1"], "--tile_overlap"),
+                    (["--tile=32", "--tile_overlap=32"], "--tile_overlap"),
+                    (["--low_freq_sigma=-1"], "--low_freq_sigma"),
+                    (["--low_freq_sigma=nan"], "--low_freq_sigma"),
+                    (["--local_stats=-4"], "--local_stats")):
+    problem = cli.inference_flags_error(parse(base + bad))
+    assert problem is not None and word in problem, bad
+  # --tile_overlap alone applies to the model's tiles or the budget's.
+  assert cli.inference_flags_error(parse(base + ["--tile_overlap=8"])) is None

@@ -165,17 +165,16 @@ def test_cli_awkward_inputs(tmp_path, workdir, capsys):
   assert "3 failed" in err and "rgba.png" in err  # the alpha warning names the file
   assert "readme.txt" not in err
 
-  # Output orientation follows the visually upright image, and equals the library path.
+  # Output orientation follows the visually upright image, and equals the library path
+  # (the workdir records no inference options: the paper's protocol, one pass).
   model, params, _ = inference.restore_generator(workdir)
-  fn = inference.make_deblur_fn(model, params, ensemble=inference.ENSEMBLE)  # the CLI's default
+  fn = inference.make_deblur_fn(model, params)
   got = np.asarray(Image.open(out / "rotated.png"))
   assert got.shape == (32, 48, 3)
   np.testing.assert_array_equal(
-      got, inference.deblur_image(fn, image_io.read_image(str(src / "rotated.jpg")),
-                                   low_freq_sigma=inference.LOW_FREQ_SIGMA))
+      got, inference.deblur_image(fn, image_io.read_image(str(src / "rotated.jpg"))))
   np.testing.assert_array_equal(np.asarray(Image.open(out / "good.png")),
-                                inference.deblur_image(fn, photo,
-                                                       low_freq_sigma=inference.LOW_FREQ_SIGMA))
+                                inference.deblur_image(fn, photo))
 
   # Existing outputs are skipped without --overwrite (and left as they were) ...
   before = (out / "good.png").read_bytes()
@@ -271,12 +270,10 @@ def test_cli_shipped_model(tmp_path, workdir, capsys, monkeypatch):
   a, out = str(tmp_path / "a.png"), tmp_path / "out"
   assert deblur.main([a, "--model", "tiny", "--output_dir", str(out)]) == 0
   assert "restored generator from shipped model tiny" in capsys.readouterr().err
-  model, params = pretrained.load("tiny")
+  model, params = pretrained.load("tiny")  # packed from a workdir without inference options
   np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")),
-                                inference.deblur_image(
-                                    inference.make_deblur_fn(model, params,
-                                                             ensemble=inference.ENSEMBLE), photo,
-                                    low_freq_sigma=inference.LOW_FREQ_SIGMA))
+                                inference.deblur_image(inference.make_deblur_fn(model, params),
+                                                       photo))
 
   # Without --workdir/--model: the default model, which this root lacks: named, with the others.
   rc = deblur.main([a, "--output_dir", str(tmp_path / "o2")])
@@ -306,9 +303,9 @@ def test_cli_output_dir_edges_gif_and_tile_overlap(tmp_path, workdir, capsys):
   assert err == [f"error: --output_dir {a_file} is a file; give a folder (created if missing)"]
   assert a_file.read_text() == "a file, not a folder"
 
-  assert deblur.main([str(tmp_path / "a.png"), "--workdir", workdir, "--tile_overlap", "8",
-                      "--output_dir", str(tmp_path / "o1")]) == 2
-  assert "give --tile too" in capsys.readouterr().err
+  assert deblur.main([str(tmp_path / "a.png"), "--workdir", workdir, "--tile", "16",
+                      "--tile_overlap", "16", "--output_dir", str(tmp_path / "o1")]) == 2
+  assert "need 0 <= --tile_overlap < --tile" in capsys.readouterr().err
   assert not (tmp_path / "o1").exists()
 
   # Nothing to write (every output exists, no --overwrite): no folder is created.
@@ -330,19 +327,21 @@ def test_cli_output_dir_edges_gif_and_tile_overlap(tmp_path, workdir, capsys):
 def test_cli_self_ensemble(tmp_path, workdir, capsys):
   Image.fromarray(_photo()).save(tmp_path / "a.png")
   runs = {"one": ["--no-self_ensemble"], "off": ["--self_ensemble=off"],
-          "mean": ["--self_ensemble"], "shrink": [], "shrink2": ["--self_ensemble", "shrink"]}
+          "mean": ["--self_ensemble"], "shrink": ["--self_ensemble", "shrink"], "default": []}
   for out, flag in runs.items():
     assert deblur.main([str(tmp_path / "a.png"), "--workdir", workdir, *flag,
-                        "--output_dir", str(tmp_path / out)]) == 0
+                        "--low_freq_sigma=32", "--output_dir", str(tmp_path / out)]) == 0
   got = {out: np.asarray(Image.open(tmp_path / out / "a.png")).astype(int) for out in runs}
   model, params, _ = inference.restore(workdir)
   for out, kind in (("one", False), ("mean", True), ("shrink", "shrink")):
     want = inference.deblur_image(inference.make_deblur_fn(model, params, ensemble=kind),
-                                  _photo(), low_freq_sigma=inference.LOW_FREQ_SIGMA)
+                                  _photo(), low_freq_sigma=32.0)
     assert np.abs(got[out] - want.astype(int)).max() <= 1, out  # the API's, as the CLI writes it
   np.testing.assert_array_equal(got["off"], got["one"])
-  np.testing.assert_array_equal(got["shrink2"], got["shrink"])  # the default is "shrink"
+  # Not given: the model's setting; this workdir records none: one pass.
+  np.testing.assert_array_equal(got["default"], got["one"])
   assert np.abs(got["one"] - got["mean"]).max() > 0  # an untrained net is not flip-equivariant
+  assert np.abs(got["mean"] - got["shrink"]).max() > 0
   # A choice that does not exist: argparse's usage error, exit 2, nothing written.
   with pytest.raises(SystemExit) as e:
     deblur.main([str(tmp_path / "a.png"), "--workdir", workdir, "--self_ensemble=median",
@@ -363,7 +362,7 @@ def test_cli_low_freq_sigma(tmp_path, workdir, capsys):
     assert deblur.main(common + ["--output_dir", str(tmp_path / sigma),
                                  "--low_freq_sigma", sigma]) == 0
   model, params, _ = inference.restore(workdir)
-  fn = inference.make_deblur_fn(model, params, ensemble=inference.ENSEMBLE)  # the CLI's default
+  fn = inference.make_deblur_fn(model, params)  # the model's (none recorded): one pass
   raw = inference.deblur_image(fn, _photo())  # 0: the generator's output as it is
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "0" / "a.png")), raw)
   four = np.asarray(Image.open(tmp_path / "4" / "a.png"))
@@ -380,7 +379,7 @@ def test_cli_warns_when_the_low_frequency_step_a_model_needs_is_off(tmp_path, ca
   common = [str(tmp_path / "a.png"), "--model", "gradnet_s_lf", "--self_ensemble=off"]
   assert deblur.main(common + ["--output_dir", str(tmp_path / "o0"), "--low_freq_sigma=0"]) == 0
   assert "was trained through the low-frequency step" in capsys.readouterr().err
-  assert deblur.main(common + ["--output_dir", str(tmp_path / "o1")]) == 0
+  assert deblur.main(common + ["--output_dir", str(tmp_path / "o1"), "--low_freq_sigma=32"]) == 0
   assert "low-frequency step" not in capsys.readouterr().err
   assert (tmp_path / "o0" / "a.png").exists() and (tmp_path / "o1" / "a.png").exists()
 
@@ -573,8 +572,7 @@ def test_cli_memory_budget_tiles_large_images(tmp_path, workdir, capsys):
   err = capsys.readouterr().err
   assert f"deblurred in {tile}x{tile} tiles" in err
   assert re.search(r"a\.png: .*\d+/\d+ \[.*tile/s\]", err), err  # a bar over the image's tiles
-  want = inference.deblur_image(fn, photo, tile=tile, tile_overlap=32,
-                                low_freq_sigma=inference.LOW_FREQ_SIGMA)
+  want = inference.deblur_image(fn, photo, tile=tile, tile_overlap=32)
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o" / "a.png")), want)
   # --no-progress: no bar; an explicit --tile wins over the budget.
   assert deblur.main(common + ["--output_dir", str(tmp_path / "o2"), "--no-progress",
@@ -583,8 +581,7 @@ def test_cli_memory_budget_tiles_large_images(tmp_path, workdir, capsys):
   assert "deblurred in" not in err and "tile/s" not in err and "s/tile" not in err
   np.testing.assert_array_equal(
       np.asarray(Image.open(tmp_path / "o2" / "a.png")),
-      inference.deblur_image(fn, photo, tile=16, tile_overlap=4,
-                             low_freq_sigma=inference.LOW_FREQ_SIGMA))
+      inference.deblur_image(fn, photo, tile=16, tile_overlap=4))
   # A budget too small for any tile: that image fails, named, in one line.
   assert deblur.main(common[:-1] + ["1e-9", "--output_dir", str(tmp_path / "o3")]) == 1
   assert f"error: {tmp_path / 'a.png'}: max_memory=1e-09 GiB is too small" in \

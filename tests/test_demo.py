@@ -62,3 +62,32 @@ def test_format_table_rows_and_one_model():
   assert "shipped" not in "\n".join(lines)
   (all_line,) = [x for x in lines if x.startswith(demo.ALL)]
   assert len(all_line.split()) == 7
+
+
+def test_each_model_is_measured_under_its_own_options(tmp_path, monkeypatch):
+  """The held-out comparison deblurs every net under its own recorded options
+  (`demo.Net.options`), as `deblur` would by default."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import inference, metrics  # pylint: disable=g-import-not-at-top
+  from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
+  from flax_gradnet.models import Generator  # pylint: disable=g-import-not-at-top
+  model = Generator(base_features=4, gradientnet_features=4, num_mbrbs=1)
+  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 16, 16, 3)))["params"]
+  photo = skimage.data.chelsea()[60:92, 100:136].copy()
+  real = online.heldout_pairs
+  one_pair = lambda: real(families=("gaussian",), photos={"cat": photo})
+  monkeypatch.setattr(online, "heldout_pairs", one_pair)
+  nets = {demo.QUICKSTART: demo.Net(model, params, inference.PAPER_PROTOCOL, "paper"),
+          demo.SHIPPED: demo.Net(model, params,
+                                 inference.Options(self_ensemble="mean", low_freq_sigma=4.0),
+                                 "recorded")}
+  (row,) = demo.evaluate_heldout(nets, str(tmp_path))
+  (ex,) = one_pair()
+  for key, net in nets.items():
+    out = inference.deblur_image(inference.deblur_fn_for(model, params, net.options), ex["blur"])
+    want = float(metrics.psnr(out, ex["sharp"], data_range=255.0))
+    assert row[f"{key}_psnr"] == pytest.approx(want, abs=1e-4), key
+  assert row[f"{demo.QUICKSTART}_psnr"] != row[f"{demo.SHIPPED}_psnr"]
+  assert (tmp_path / demo.HELDOUT_DIR / "cat_gaussian.png").exists()

@@ -80,7 +80,12 @@ def test_csv_and_means_match_scikit_image_on_written_outputs(trained, test_sourc
     assert on_disk["means"][k] == pytest.approx(np.mean([float(r[k]) for r in rows]), abs=1e-9)
     assert summary["means"][k] == on_disk["means"][k]
   assert on_disk["step"] == 2 and on_disk["workdir"] == os.path.abspath(workdir)
-  assert on_disk["protocol"] == metrics.protocol_string(y_channel, crop_border)
+  # The workdir's config records no inference options: the paper's protocol, said so.
+  assert on_disk["protocol"] == evaluate.protocol_line(
+      inference.PAPER_PROTOCOL, y_channel=y_channel, crop_border=crop_border)
+  assert on_disk["protocol"].startswith(metrics.protocol_string(y_channel, crop_border))
+  assert on_disk["inference"] == dict(inference.PAPER_PROTOCOL.to_dict(),
+                                      weights=on_disk["weights"])
 
   examples = {ex["name"]: ex for ex in pipeline.eval_iterator(test_source)}
   for r in rows:
@@ -137,12 +142,11 @@ def test_cli_prints_means_with_protocol(trained, tmp_path, capsys):
   captured = capsys.readouterr()
   assert rc == 0, captured.err
   assert metrics.protocol_string(False, 0) in captured.out
-  # The CLI shrinks the self-ensemble and keeps the input's low frequencies by
-  # default, and says so.
-  assert (evaluate.protocol_line(self_ensemble=inference.ENSEMBLE,
-                                 low_freq_sigma=inference.LOW_FREQ_SIGMA) in captured.out
-          and "shrunk toward the input where the 8 disagree" in captured.out
-          and "low frequencies kept (below a Gaussian of sigma 32 px)" in captured.out)
+  # A workdir trained from configs/default.py records no inference options: the
+  # paper's protocol by default, and the CLI says so.
+  assert (evaluate.protocol_line(inference.PAPER_PROTOCOL) in captured.out
+          and "(the paper's protocol)" in captured.out)
+  assert "inference: one generator pass over the whole image" in captured.err
   rows = read_csv(out / evaluate.CSV_FILE)
   assert len(rows) == len(src)
   mean = np.mean([float(r["psnr"]) for r in rows])
@@ -241,8 +245,11 @@ def test_dataset_errors_are_clear(trained, tmp_path, capsys):
   assert "cannot open dataset 'gopro'" in err and "GOPRO_Large" in err
   assert evaluate.main(base + ["--dataset", "nonsense"]) == 2
   assert "unknown --dataset 'nonsense'" in capsys.readouterr().err
-  assert evaluate.main(base + ["--dataset", "synthetic", "--tile", "30"]) == 2
-  assert "multiple of 4" in capsys.readouterr().err
+  assert evaluate.main(base + ["--dataset", "synthetic", "--tile", "34"]) == 2
+  assert "--tile must be a multiple of 4" in capsys.readouterr().err
+  # Not over the overlap (the model's, else 32): named.
+  assert evaluate.main(base + ["--dataset", "synthetic", "--tile", "16"]) == 2
+  assert "tile_overlap must be smaller than tile=16" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra", [[], ["--path", "/some/folder"]])
@@ -398,12 +405,12 @@ def test_cli_shipped_model(tmp_path, generator_workdir, capsys, monkeypatch):
   summary = json.loads((out / evaluate.SUMMARY_FILE).read_text())
   assert summary["model"] == "tiny" and "workdir" not in summary
   assert summary["step"] == 4  # the step the model was packed from
-  module, loaded = pretrained.load("tiny")
+  module, loaded = pretrained.load("tiny")  # packed from a workdir without inference options
   np.testing.assert_array_equal(
       np.asarray(Image.open(out / evaluate.OUTPUT_DIR / "a.png")),
-      inference.deblur_image(inference.make_deblur_fn(module, loaded,
-                                                      ensemble=inference.ENSEMBLE), photo,
-                             low_freq_sigma=inference.LOW_FREQ_SIGMA))
+      inference.deblur_image(inference.make_deblur_fn(module, loaded), photo))
+  assert summary["inference"]["self_ensemble"] == "off"
+  assert summary["inference"]["low_freq_sigma"] == 0.0
 
   o2 = ["--output_dir", str(tmp_path / "o2")]
   assert evaluate.main(base + ["--workdir", workdir, "--model", "tiny"] + o2) == 2

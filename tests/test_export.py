@@ -35,6 +35,10 @@ def test_polymorphic_export_matches_module(trained, tmp_path):
   assert export.main([f"--workdir={wd}", f"--output={out}"]) == 0
   fn = export.load_exported(out)
   assert fn.meta["kind"] == "polymorphic"
+  # The workdir records no inference options: the paper's protocol, recorded.
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  assert {k: v for k, v in fn.meta["inference"].items() if k != "weights"} == {
+      k: v for k, v in inference.PAPER_PROTOCOL.to_dict().items() if k != "weights"}
   # One artifact lowered for CPU, GPU and TPU by default, made and run here on a CPU.
   assert fn.meta["platforms"] == list(export.DEFAULT_PLATFORMS) == ["cpu", "cuda", "tpu"]
   import zipfile  # pylint: disable=g-import-not-at-top

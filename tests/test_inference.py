@@ -123,9 +123,11 @@ def test_bad_arguments():
   f = lambda x: x
   x = np.zeros((64, 64, 3), np.float32)
   with pytest.raises(ValueError, match="multiple of 4"):
-    inference.deblur_array(f, x, tile=30)
+    inference.deblur_array(f, x, tile=30, tile_overlap=8)
   with pytest.raises(ValueError, match="tile_overlap"):
     inference.deblur_array(f, x, tile=32, tile_overlap=32)
+  with pytest.raises(ValueError, match="tile_overlap must be smaller than tile=16"):
+    inference.deblur_array(f, x, tile=16)  # the default overlap, 32, is not smaller
   with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
     inference.deblur_array(f, np.zeros((64, 64), np.float32))
   with pytest.raises(ValueError, match="uint8"):
@@ -247,7 +249,7 @@ def test_ensemble_choices():
   assert [inference.ensemble_kind(e) for e in (False, None, True, "off", "mean", "shrink")] == [
       "off", "off", "mean", "off", "mean", "shrink"]
   assert inference.make_deblur_fn(_Fn(lambda z: z), {}, ensemble="shrink").ensemble == "shrink"
-  assert inference.ENSEMBLE in inference.ENSEMBLES
+  assert inference.ENSEMBLES == ("off", "mean", "shrink")
   with pytest.raises(ValueError, match="ensemble must be one of"):
     inference.make_deblur_fn(_Fn(lambda z: z), {}, ensemble="median")
 

@@ -148,3 +148,22 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, dirs):
     steps.append(int(line[-1].split("step ")[1].split()[0]))
   assert steps[0] == steps[1] < 500
   assert workdir_lib.checkpoint_manager(str(workdir)).latest_step() == steps[0]
+
+
+def test_time_budget_stops_every_process_at_the_same_step(tmp_path, dirs):
+  """config.train_seconds that every step exceeds: process 0's clock decides at
+  the first `log_every_steps` multiple, so both processes save step 2 and end."""
+  data_dir, cache = dirs
+  workdir = tmp_path / "budget"
+  codes, errs = _wait(_start(workdir, data_dir, cache, num_processes=2, devices=2, steps=STEPS,
+                             checkpoint_every=100,
+                             extra=("--config.train_seconds=1e-9", "--config.log_every_steps=2")),
+                      timeout=420)
+  assert codes == [0, 0], "\n".join(e[-3000:] for e in errs)
+  assert "stopped at step 2 of 6" in errs[0] and "stopped at step 2 of 6" in errs[1]
+  manager = workdir_lib.checkpoint_manager(str(workdir))
+  assert manager.all_steps() == [2]
+  manager.close()
+  saved = sorted(os.listdir(workdir / "checkpoints" / "2" / "iterator"))
+  assert [f for f in saved if f.endswith(".json")] == ["process_0-of-2.json",
+                                                       "process_1-of-2.json"]

@@ -132,6 +132,110 @@ def test_sigterm_saves_checkpoint_and_exits(tmp_path, data_dir, monkeypatch, tin
   assert train.PREEMPTED_EXIT_STATUS == 143  # documented in the README (128 + SIGTERM)
 
 
+def tiny_online_config(**overrides):
+  """tests/tiny_config.py on `synthetic_online` (nothing to prepare), one critic update."""
+  import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config.get_config("online")
+  config.critic_steps, config.num_eval_images, config.num_image_summaries = 1, 1, 0
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_train_seconds_stops_early_and_leaves_a_restorable_checkpoint(tmp_path, caplog):
+  """A budget that every step exceeds: one step, then the last step's evaluation
+  and checkpoint; the schedule keeps num_train_steps' length; the rerun resumes."""
+  config = tiny_online_config(num_train_steps=4, checkpoint_every_steps=100,
+                              eval_every_steps=100, log_every_steps=100,
+                              lr_schedule="cosine", train_seconds=1e-9)
+  workdir = str(tmp_path / "budget")
+  with caplog.at_level("WARNING"):
+    metrics = train.train_and_evaluate(config, workdir)
+  assert np.isfinite(metrics["psnr"])  # the final evaluation ran
+  assert workdir_lib.saved_steps(workdir) == [1]
+  assert workdir_lib.restore_weights(workdir).step == 1
+  assert workdir_lib.load_config(workdir).train_seconds == 1e-9
+  assert "config.train_seconds=1e-09 reached" in caplog.text
+  assert "stopped at step 1 of 4" in caplog.text
+  # Cosine over 4 steps at step 1 (index 0): the base rate, as without a budget.
+  assert "learning rate at 0.0001 of 0.0001" in caplog.text
+  assert "this run made 1 steps" in caplog.text
+
+  config.train_seconds = 0.0  # the same workdir without a budget: resumes to the end
+  config.num_train_steps = 2
+  train.train_and_evaluate(config, workdir)
+  assert workdir_lib.saved_steps(workdir) == [1, 2]
+  step, state = restored_state(workdir)
+  assert step == 2 and int(state["generator"]["step"]) == 2
+
+
+def test_time_budget_reads_the_clock_and_agrees_across_processes(monkeypatch):
+  times = iter([100.0, 104.0, 109.9, 110.0, 111.0])
+  budget = train.TimeBudget(10, clock=lambda: next(times))  # starts at 100
+  assert [budget.spent(s) for s in (1, 2, 3)] == [False, False, True]
+  assert budget.elapsed() == 11.0
+  assert not train.TimeBudget(0, clock=lambda: 1e9).spent(1)  # 0 = no limit
+
+  # Several processes: process 0's verdict, broadcast, every `every` steps only.
+  monkeypatch.setattr(train.jax, "process_count", lambda: 2)
+  asked = []
+
+  def broadcast(value):
+    asked.append(int(value))
+    return value
+
+  monkeypatch.setattr(train.multihost_utils, "broadcast_one_to_all", broadcast)
+  clock = iter([0.0] + [50.0] * 10)
+  budget = train.TimeBudget(30, every=4, clock=lambda: next(clock))
+  assert [budget.spent(s) for s in range(1, 9)] == [False] * 3 + [True] + [False] * 3 + [True]
+  assert asked == [1, 1]
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan")])
+def test_bad_train_seconds_is_refused(tmp_path, value):
+  config = tiny_online_config(train_seconds=value)
+  with pytest.raises(ValueError, match=r"config.train_seconds must be a number of seconds >= 0"):
+    train.preflight(config, str(tmp_path / "bad"))
+  assert not (tmp_path / "bad").exists()
+
+
+def test_main_trains_without_tensorflow_or_tfds(tmp_path):
+  """`python -m flax_gradnet.main` with `tensorflow` and `tensorflow_datasets`
+  blocked from import (as where they are not installed): it trains on
+  synthetic_online, writes the metrics to the log, and leaves config.json and a
+  checkpoint that restores."""
+  workdir = tmp_path / "no_tf"
+  loaded = tmp_path / "loaded.txt"
+  code = (
+      "import atexit, sys\n"
+      "sys.modules['tensorflow'] = None\n"
+      "sys.modules['tensorflow_datasets'] = None\n"
+      "def report():\n"
+      "  names = [m for m, v in sys.modules.items() if v is not None and\n"
+      "           m.split('.')[0] in ('tensorflow', 'tensorflow_datasets')]\n"
+      f"  open({str(loaded)!r}, 'w').write(repr(names))\n"
+      "atexit.register(report)\n"
+      "from flax_gradnet import main\n"
+      "main.run()\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=str(jax.config.jax_compilation_cache_dir),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+  proc = subprocess.run(
+      [sys.executable, "-c", code, "--config=tests/tiny_config.py:online",
+       f"--workdir={workdir}", "--config.num_train_steps=2", "--config.eval_every_steps=2",
+       "--config.log_every_steps=1", "--config.num_eval_images=1",
+       "--config.num_image_summaries=0", "--config.critic_steps=1"],
+      cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert loaded.read_text() == "[]"  # nothing of either was imported
+  assert "tensorflow is not installed: metrics go to the log file" in proc.stderr
+  assert (workdir / "config.json").is_file()
+  assert workdir_lib.saved_steps(str(workdir)) == [2]
+  assert workdir_lib.restore_weights(str(workdir)).step == 2
+  assert "train/generator_loss=" in (workdir / "train.INFO").read_text()
+  assert not list(workdir.glob("events.out.tfevents*"))
+
+
 def test_paper_config_without_vgg_weights_fails_with_instructions(tmp_path):
   config = load_config("default")
   with pytest.raises(FileNotFoundError, match="convert_vgg19"):

@@ -2,7 +2,8 @@
 
 Used by `conftest.tiny_train_config` (in-process tests) and, through
 `--config=tests/tiny_config.py`, by the multi-process tests, which start
-`python -m flax_gradnet.main` in subprocesses.
+`python -m flax_gradnet.main` in subprocesses. `--config=tests/tiny_config.py:online`
+trains on `synthetic_online` pairs made on the fly (no TFDS, nothing to prepare).
 """
 
 import ml_collections
@@ -11,12 +12,18 @@ from configs import default
 
 # Tiny synthetic data: one 48x48 pair per photograph and split.
 TINY_SYNTHETIC = dict(train_pairs_per_image=1, test_pairs_per_image=1, size=48)
+# Tiny on-the-fly pairs: 48x48 records made as they are read.
+TINY_ONLINE = dict(size=48)
 
 
-def get_config():
+def get_config(data: str = "synthetic"):
+  """The tiny config; `data`: "synthetic" (TFDS-prepared) or "online" (synthetic_online)."""
+  if data not in ("synthetic", "online"):
+    raise ValueError(f"tests/tiny_config.py:DATA takes 'synthetic' or 'online', got {data!r}")
   config = default.get_config()
-  config.dataset = "synthetic"
-  config.dataset_options = ml_collections.ConfigDict(dict(TINY_SYNTHETIC))
+  config.dataset = "synthetic" if data == "synthetic" else "synthetic_online"
+  config.dataset_options = ml_collections.ConfigDict(
+      dict(TINY_SYNTHETIC if data == "synthetic" else TINY_ONLINE))
   config.crop_size = 32
   m = config.model
   m.base_features, m.gradientnet_features, m.num_mbrbs, m.ca_reduction = 4, 4, 1, 4

@@ -70,9 +70,17 @@ _INIT_NHW = (1, 16, 16)
 
 
 def _root(root: str | None) -> str:
-  """`root`, else $FLAX_GRADNET_PRETRAINED_DIR, else this package's folder."""
+  """`root`, else $FLAX_GRADNET_PRETRAINED_DIR, else this package's folder: a
+  local folder (models are installed by renaming a temporary folder), absolute.
+
+  Raises:
+    ValueError: a URI (gs://...), which would otherwise become a local ./gs:/ folder.
+  """
   if root is None:
     root = os.environ.get(ENV_VAR) or PACKAGE_DIR
+  if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", os.fspath(root)):
+    raise ValueError(f"the models' folder must be local, got {root!r}: pack into a local "
+                     "folder and copy it")
   return os.path.abspath(os.path.expanduser(root))
 
 
@@ -390,7 +398,8 @@ def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | 
   renamed into place at the end, so a failure never leaves a half-written model.
 
   Args:
-    workdir: a directory written by `python -m flax_gradnet.main`.
+    workdir: a directory written by `python -m flax_gradnet.main` (local, or a
+      URI such as gs://BUCKET/run).
     name: the model's name (its folder's name).
     step: the checkpoint step (None = latest; "best": the highest held-out PSNR).
     root: where the model folder goes (see `available`; default: this
@@ -413,48 +422,12 @@ def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | 
 
   root = _free_root(name, root, overwrite)
   restored = workdir_lib.restore_weights(workdir, step, weights=weights)
-  with open(os.path.join(workdir, workdir_lib.CONFIG_FILE)) as f:
-    config_text = f.read()
-  source = {"source_workdir": os.path.abspath(workdir), "step": int(restored.step),
+  path = workdir_lib.workdir_path(workdir)  # a local folder or a URI (gs://...), kept as given
+  config_text = (path / workdir_lib.CONFIG_FILE).read_text()
+  source = {"source_workdir": str(path), "step": int(restored.step),
             "weights": restored.weights}  # "ema" (moving average) or "raw" generator weights
   return _pack(name, root, overwrite, config_text, restored.model, restored.params,
                source, metadata, f"{workdir} at step {restored.step}")
-
-
-def pack_params(params: Any, config: Any, name: str, *, source: str, step: int,
-                weights: str = "raw", root: str | None = None, metadata: dict | None = None,
-                overwrite: bool = False) -> str:
-  """Packs generator `params` trained outside a workdir as shipped model `name`.
-
-  For weights that come as a parameter tree and a config (a run of
-  `experiments/gpu_train.py` on a lent accelerator): the same files as `pack`,
-  with `config` (a ConfigDict or dict of the library's config) as config.json.
-
-  Args:
-    params: the generator's parameter tree (checked against the config's module).
-    config: the training config; its `model` fields build the generator.
-    name, root, metadata, overwrite: as for `pack`.
-    source: where the weights came from (a path or a description; metadata.json's
-      "source").
-    step: generator steps trained.
-    weights: "raw" or "ema".
-
-  Raises:
-    FileExistsError, ValueError: as `pack`; ValueError for a tree that does not fit.
-  """
-  import ml_collections  # pylint: disable=g-import-not-at-top
-
-  from flax_gradnet.models import generator_from_config  # pylint: disable=g-import-not-at-top
-
-  root = _free_root(name, root, overwrite)
-  if weights not in ("raw", "ema"):
-    raise ValueError(f"weights must be 'raw' or 'ema', got {weights!r}")
-  config = ml_collections.ConfigDict(config)
-  model = generator_from_config(config)
-  check_tree(params, _expected_params(model), f"the parameters of {source}")
-  return _pack(name, root, overwrite, config.to_json_best_effort(indent=2), model, params,
-               {"source": source, "step": int(step), "weights": weights}, metadata,
-               f"{source} at step {step}")
 
 
 def _pack(name: str, root: str, overwrite: bool, config_text: str, model: Any, params: Any,
