@@ -2,6 +2,7 @@
 #   make demo   creates .venv, installs the package (no test extras), runs the main job on the
 #               built-in synthetic data
 #   make test   creates .venv, installs the package with the test extras, runs all tests
+#   (make test-fast skips the slow modules: an edit loop, not a substitute)
 # `make install` / `make install-test` do only the installing.
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 DEMO_WORKDIR ?= demo_workdir
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test test-fast install install-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,11 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
+
+# The edit loop: everything but the modules conftest.SLOW_MODULES marks slow
+# (training and end-to-end tool runs); CI runs `make test`.
+test-fast: $(TEST_STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) $(DEMO_WORKDIR)

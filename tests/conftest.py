@@ -101,3 +101,19 @@ def write_generator_workdir(workdir, model_fields, params, step):
 def generator_workdir():
   """`write(workdir, model_fields, params, step)`: see `write_generator_workdir`."""
   return write_generator_workdir
+
+
+# `make test-fast` (pytest -m "not slow") skips these modules: each trains, or runs
+# the tools end to end in subprocesses, for minutes on 2 CPU cores. CI and
+# `make test` run everything.
+SLOW_MODULES = frozenset({
+    "test_train.py", "test_multiprocess.py", "test_demo.py", "test_remote_workdir.py",
+    "test_workdir_lock.py", "test_export.py", "test_channels.py", "test_fast_generator.py",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if item.path.name in SLOW_MODULES:
+      item.add_marker(pytest.mark.slow)
