@@ -66,10 +66,18 @@ TILE_OVERLAP_DEFAULT = 32  # `inference.TILE_OVERLAP`: the overlap no model over
 # input where they disagree (`inference.self_ensemble_shrunk`).
 ENSEMBLES = ("off", "mean", "shrink")
 # `--max_memory` (GiB; `inference.deblur_image(max_memory=)`): the memory one
-# image's inference may take; an image whose whole-image inference would need
-# more is deblurred in tiles that inference chooses. The tools' budget when
-# neither the flag nor the model (`Options.max_memory`) sets one: a budget is
-# a property of the machine.
+# image's inference may take, the generator's pass (`inference.pass_bytes`)
+# plus the image's host arrays (`inference.host_bytes`: 6C + 12 bytes a pixel,
+# 30 for RGB, 1.34 GiB at 48 megapixels); an image whose whole-image inference
+# would need more is deblurred in tiles that inference chooses. The process's
+# baseline (Python, jax, the compiled generator: ~0.5-1 GiB) comes on top. The
+# tools' budget when neither the flag nor the model (`Options.max_memory`) sets
+# one: a budget is a property of the machine. At 3 GiB an 8000x6000 (48
+# megapixel) JPEG peaked at 2.7 GiB of resident memory in all, process
+# included (the shipped model, one pass and the low-frequency step, 2128x2128
+# tiles; /usr/bin/time -v, XLA:CPU): under 4 GiB. The x8 self-ensemble's
+# estimate is 8x one pass's, so its tiles are smaller (752x752) and its
+# measured pass a smaller fraction of the estimate.
 MAX_MEMORY_DEFAULT_GIB = 3.0
 # The help's words for a default of None.
 MODEL_DEFAULT = "default: the model's recorded setting (the paper's protocol when none)"
@@ -321,10 +329,13 @@ def add_inference_flags(p: argparse.ArgumentParser, *, max_memory: bool = True) 
                       f"is; {MODEL_DEFAULT})")
   if max_memory:
     p.add_argument("--max_memory", type=float, default=None, metavar="GIB",
-                   help="memory budget of one image's inference, in GiB: an image whose "
-                        "whole-image inference would need more is deblurred in tiles that "
-                        "inference chooses (--tile sets the tiles itself; default: the model's "
-                        f"recorded budget, else {MAX_MEMORY_DEFAULT_GIB:g})")
+                   help="memory budget of one image's inference, in GiB: the generator's pass "
+                        "plus the image's host arrays (6C+12 bytes a pixel: 30 for RGB, 1.34 "
+                        "GiB at 48 megapixels); an image whose whole-image inference would "
+                        "need more is deblurred in tiles that inference chooses (--tile sets "
+                        "the tiles itself). The process's own ~0.5-1 GiB comes on top "
+                        "(default: the model's recorded budget, else "
+                        f"{MAX_MEMORY_DEFAULT_GIB:g})")
   add_progress_flag(p)
 
 

@@ -344,7 +344,8 @@ def _deblur_files(fn, jobs: list[tuple[str, str]], args: argparse.Namespace,
                                    max_memory=options.max_memory)
         if options.tile is None and tile is not None and (h, w) not in noted_sizes:
           noted_sizes.add((h, w))
-          need = inference.pass_bytes(fn, h, w) / inference.GIB
+          need = (inference.pass_bytes(fn, h, w)  # the pass and the host's arrays
+                  + inference.host_bytes(h, w, fn.channels)) / inference.GIB
           tqdm.write(f"{w}x{h} image(s): ~{need:.3g} GiB whole, over --max_memory "
                      f"{options.max_memory:g}; deblurred in {tile}x{tile} tiles",
                      file=sys.stderr)

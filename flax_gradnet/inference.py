@@ -26,24 +26,30 @@ output is weighted by a separable window that ramps linearly from
 `0.5 / overlap` up to 1 over `overlap` pixels at each tile side that faces
 another tile (sides on the image border keep weight 1), and the weighted
 outputs are divided by the summed weights: the blend weights of every pixel
-sum to one and seams fade over the overlap. Device memory is bounded by one
-tile batch; the host keeps two float32 accumulators of the image's size.
+sum to one and seams fade over the overlap. The windows and their sum are
+separable (the tiles lie on a grid), so each tile's window is divided by the
+sum before it is added: the host keeps one float32 accumulator of the image's
+size, which is the result. Device memory is bounded by one tile batch.
 
 Tiled output is not identical to whole-image output: the generator's receptive
 field crosses tile borders and its instance norms use per-tile statistics.
 docs/inference.md gives the measured difference.
 
 Memory budget (`max_memory=`, GiB; `Options.max_memory`, the CLIs'
-`--max_memory`). `make_deblur_fn` gives its function an estimate of one pass's
-peak memory per input pixel (`pass_bytes_per_pixel`: an explicit formula in
-the generator's widths, levels and ensemble, measured once with XLA's memory
-analysis); `plan_tile` compares the whole image's estimate with the budget
-and, when it is over, picks the largest tile side (a multiple of the
-generator's stride 2**num_levels) whose pass fits. An explicit `tile` always
-wins; `max_memory=None` (the library's default) never tiles by itself. The
-budget bounds the generator's pass (the device memory); the host also holds
-the image, its result and, when tiled, the stitching accumulators
-(`deblur_array`). `progress=` reports tiles done.
+`--max_memory`): what one image's inference may hold, the generator's pass
+and the host's arrays together. `make_deblur_fn` gives its function an
+estimate of one pass's peak memory per input pixel (`pass_bytes_per_pixel`:
+an explicit formula in the generator's widths, levels and ensemble, measured
+once with XLA's memory analysis); `host_bytes` counts the image-sized arrays
+`deblur_image` keeps on the host (`host_bytes_per_pixel`: 6C + 12 bytes a
+pixel, 30 for RGB: 1.34 GiB at 48 megapixels). `plan_tile` compares the
+whole image's pass plus its host arrays with the budget and, when it is over,
+picks the largest tile side (a multiple of the generator's stride
+2**num_levels) whose pass fits in what the host arrays leave. An explicit
+`tile` always wins; `max_memory=None` (the library's default) never tiles by
+itself. The process's own baseline (the Python interpreter, jax and XLA, the
+compiled generator and its parameters: about 0.5-1 GiB) is outside the
+budget. `progress=` reports tiles done.
 
 Test-time local statistics (`local_stats=W`, TLC as in NAFNet): instance norm
 and channel attention average over a W x W box around each pixel instead of
@@ -99,7 +105,7 @@ __all__ = [
     "SHRINK_WINDOW", "WEIGHTS", "TILE_OVERLAP", "LOCAL_STATS_CROP",
     "with_local_stats", "training_crop_size", "trained_low_freq_sigma", "low_freq_warning",
     "deblur_image", "deblur_array", "tile_starts", "plan_tile",
-    "pass_bytes_per_pixel", "pass_bytes", "GIB",
+    "pass_bytes_per_pixel", "pass_bytes", "host_bytes", "host_bytes_per_pixel", "GIB",
     "tile_window", "weight_sum", "to_float", "to_uint8", "keep_input_low_frequencies",
     "LOW_FREQ_SIGMA",
 ]
@@ -161,7 +167,8 @@ class Options:
       when the generator is known: `deblur_fn_for`); None = the whole image, or
       the tiles `max_memory` needs.
     tile_overlap: pixels shared by neighbouring tiles (< tile).
-    max_memory: a budget in GiB for one pass (`plan_tile`); None = no budget
+    max_memory: a budget in GiB for one image's inference, the generator's
+      pass and the host's image-sized arrays (`plan_tile`); None = no budget
       (the CLIs then take `cli.MAX_MEMORY_DEFAULT_GIB`: a budget is a property
       of the machine more than of the model).
     weights: "ema" or "raw": which weights of a workdir's checkpoint
@@ -785,9 +792,14 @@ def keep_input_low_frequencies(output: np.ndarray, blurry: np.ndarray, sigma: fl
   generator restored above it is kept. A change of the output that is constant
   over the image is undone exactly.
 
+  Computed one channel at a time in float32 (the result's own precision,
+  ~1e-6 from scipy's float64 filter): besides the result it holds three
+  float32 planes of one channel (12 bytes a pixel; `host_bytes_per_pixel`).
+
   Args:
     output: the deblurred image, float [H, W, C] in [-1, 1].
-    blurry: the input it was deblurred from, float [H, W, C] in [-1, 1].
+    blurry: the input it was deblurred from, float [H, W, C] in [-1, 1]
+      (or the uint8 image it was scaled from by `to_float`).
     sigma: pixels; 0 returns `output` unchanged.
 
   Raises:
@@ -797,25 +809,47 @@ def keep_input_low_frequencies(output: np.ndarray, blurry: np.ndarray, sigma: fl
   output = np.asarray(output, np.float32)
   if sigma == 0:
     return output
-  blurry = np.asarray(blurry, np.float32)
+  blurry = np.asarray(blurry)
   if output.shape != blurry.shape or output.ndim != 3:
     raise ValueError(f"output and blurry input must both be [H, W, C] of one shape, got "
                      f"{output.shape} and {blurry.shape}")
-  return np.clip(output + _gaussian_reflect(blurry - output, float(sigma)), -1.0,
-                 1.0).astype(np.float32)
+  result = np.array(output, np.float32)  # a copy: the caller's output is left as it is
+  _keep_low_frequencies_inplace(result, blurry, float(sigma))
+  return result
 
 
-def _gaussian_reflect(x: np.ndarray, sigma: float) -> np.ndarray:
-  """scipy.ndimage.gaussian_filter(x, (sigma, sigma, 0), mode="reflect",
-  truncate=4.0) for [H, W, C] `x`, through the DCT-II (see
-  `keep_input_low_frequencies`)."""
+def _keep_low_frequencies_inplace(out: np.ndarray, blurry: np.ndarray, sigma: float) -> None:
+  """`keep_input_low_frequencies` into `out` (float32 [H, W, C], overwritten),
+  per channel; `blurry` is float or the uint8 image `to_float` scales."""
+  for ch in range(out.shape[-1]):
+    d = _channel_float(blurry, ch)
+    d -= out[..., ch]
+    out[..., ch] += _gaussian_reflect(d, sigma, overwrite=True)
+  np.clip(out, -1.0, 1.0, out=out)
+
+
+def _channel_float(image: np.ndarray, ch: int) -> np.ndarray:
+  """A new float32 [H, W] copy of channel `ch`, scaled by `to_float` if uint8."""
+  plane = np.array(image[..., ch], np.float32)
+  if image.dtype == np.uint8:
+    plane /= np.float32(127.5)  # to_float's operations, in place: the same values
+    plane -= np.float32(1.0)
+  return plane
+
+
+def _gaussian_reflect(x: np.ndarray, sigma: float, *, overwrite: bool = False) -> np.ndarray:
+  """scipy.ndimage.gaussian_filter(x, (sigma, sigma, 0...), mode="reflect",
+  truncate=4.0) over the first two axes of `x` ([H, W] or [H, W, C]), through
+  the DCT-II (see `keep_input_low_frequencies`), in `x`'s float precision.
+  `overwrite`: `x` may be overwritten (saves a copy)."""
   from scipy import fft  # pylint: disable=g-import-not-at-top
-  coeffs = fft.dctn(x, type=2, axes=(0, 1))
+  coeffs = fft.dctn(x, type=2, axes=(0, 1), overwrite_x=overwrite)
+  tail = (1,) * (x.ndim - 2)
   for axis in (0, 1):
     n = x.shape[axis]
-    response = losses.gaussian_dct_response(n, sigma)
-    coeffs *= response.astype(coeffs.dtype).reshape((n, 1, 1) if axis == 0 else (1, n, 1))
-  return fft.idctn(coeffs, type=2, axes=(0, 1))
+    response = losses.gaussian_dct_response(n, sigma).astype(coeffs.dtype)
+    coeffs *= response.reshape(((n, 1) if axis == 0 else (1, n)) + tail)
+  return fft.idctn(coeffs, type=2, axes=(0, 1), overwrite_x=True)
 
 
 def to_float(image_uint8: np.ndarray) -> np.ndarray:
@@ -826,6 +860,17 @@ def to_float(image_uint8: np.ndarray) -> np.ndarray:
 def to_uint8(x: Any) -> np.ndarray:
   """[-1, 1] floats -> uint8, as `metrics.quantize` (what published numbers measure)."""
   return np.asarray(quantize(x))
+
+
+def _to_uint8_inplace(x: np.ndarray) -> np.ndarray:
+  """`to_uint8` of float32 `x` (overwritten) without a float copy: the same
+  float32 operations as `metrics.quantize` (x + 1, * 127.5, round half to
+  even, clip to [0, 255]), so the same bytes."""
+  x += np.float32(1.0)
+  x *= np.float32(127.5)
+  np.rint(x, out=x)
+  np.clip(x, 0, 255, out=x)
+  return x.astype(np.uint8)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -909,6 +954,31 @@ def pass_bytes(fn: DeblurFn, height: int, width: int, batch: int = 1) -> float |
   return batch * bytes_per_pixel * padded + getattr(fn, "param_bytes", 0)
 
 
+# `host_bytes`: bytes a pixel that `deblur_image` keeps on the host for an
+# image of C channels, outside the generator's pass: the uint8 input (C) and
+# uint8 result (C), the float32 output that is also the tiles' accumulator (4C),
+# and the low-frequency step's three float32 planes of one channel (12).
+HOST_BYTES_PER_CHANNEL = 6
+HOST_BYTES_LOW_FREQ = 12
+
+
+def host_bytes_per_pixel(channels: int = 3) -> int:
+  """6C + 12: bytes a pixel of `host_bytes` (30 for RGB, 18 for grey)."""
+  return HOST_BYTES_PER_CHANNEL * channels + HOST_BYTES_LOW_FREQ
+
+
+def host_bytes(height: int, width: int, channels: int = 3) -> int:
+  """Bytes of the image-sized arrays `deblur_image` holds on the host besides
+  the generator's pass (`pass_bytes`), whole or tiled: height * width *
+  (6C + 12) (`host_bytes_per_pixel`): the uint8 input and result (C + C), the
+  float32 output that tiles are accumulated into (4C; each tile is scaled to
+  float from the uint8 input as it goes), and `keep_input_low_frequencies`'
+  three float32 planes of one channel (12). For RGB 30 bytes a pixel: 0.67 GiB
+  at 24 megapixels, 1.34 GiB at 48. Tiles themselves are the pass's. What a
+  caller holds besides (`deblur_array`'s float input: 4C) is its own."""
+  return int(height) * int(width) * host_bytes_per_pixel(int(channels))
+
+
 def _check_max_memory(max_memory: float | None) -> None:
   if max_memory is not None and not 0 < max_memory < float("inf"):  # also NaN
     raise ValueError(f"max_memory must be a positive number of GiB (or None), got {max_memory}")
@@ -920,23 +990,28 @@ def plan_tile(fn: DeblurFn, height: int, width: int, *, tile: int | None = None,
   """The tile side `deblur_array` uses for a height x width image (None: whole).
 
   An explicit `tile` always wins. Otherwise, with a budget `max_memory` (GiB)
-  and a function that carries an estimate (`pass_bytes`), the whole image is
-  deblurred at once when its pass fits the budget; when it does not, the tile
+  and a function that carries an estimate (`pass_bytes`), the budget is for
+  the whole inference: the generator's pass plus the image's host arrays
+  (`host_bytes` with `fn.channels`, 3 without it). The image is deblurred at
+  once when `pass_bytes(whole) + host_bytes <= max_memory`; when not, the tile
   is the largest multiple of `fn.stride` whose pass (`tile_batch_size` tiles,
-  each at most the image's height and width) fits. Without a budget or an
-  estimate: None.
+  each at most the image's height and width) fits in `max_memory -
+  host_bytes`. Without a budget or an estimate: None.
 
   Raises:
     ValueError: a budget that is not a positive number, or one that leaves no
       tile larger than `tile_overlap` (the message says what the smallest
-      such tile needs).
+      such tile and the host arrays need).
   """
   _check_max_memory(max_memory)
   if tile is not None or max_memory is None:
     return tile
-  budget = max_memory * GIB
   whole = pass_bytes(fn, height, width)
-  if whole is None or whole <= budget:
+  if whole is None:
+    return None
+  host = host_bytes(height, width, getattr(fn, "channels", 3))
+  budget = max_memory * GIB - host  # what the host arrays leave to the pass
+  if whole <= budget:
     return None
   s = _stride(fn)
   fits = lambda t: pass_bytes(fn, min(t, height), min(t, width), tile_batch_size) <= budget
@@ -950,7 +1025,8 @@ def plan_tile(fn: DeblurFn, height: int, width: int, *, tile: int | None = None,
     need = pass_bytes(fn, min(smallest, height), min(smallest, width), tile_batch_size) / GIB
     raise ValueError(f"max_memory={max_memory:g} GiB is too small for this generator: even a "
                      f"{smallest}x{smallest} tile (the smallest larger than the overlap "
-                     f"{tile_overlap}) needs ~{need:.2f} GiB")
+                     f"{tile_overlap}) needs ~{need:.2f} GiB besides the {width}x{height} "
+                     f"image's host arrays (~{host / GIB:.2f} GiB)")
   return best
 
 
@@ -986,16 +1062,16 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, options: Options | None = None, *,
     low_freq_sigma: > 0: the result keeps `x`'s frequencies below a Gaussian
       of this standard deviation (`keep_input_low_frequencies`, on the whole
       image after tiling); 0 = the generator's output as it is.
-    max_memory: a budget in GiB for one pass of `fn` (`plan_tile`): without
-      `tile`, an image whose whole-image pass would need more is tiled with
-      the largest tile that fits. None = no budget.
+    max_memory: a budget in GiB for the pass of `fn` and the host arrays
+      (`plan_tile`, `host_bytes`): without `tile`, an image whose whole-image
+      inference would need more is tiled with the largest tile that fits.
+      None = no budget.
     progress: called as `progress(tiles_done, tiles_total)` after each call of
       `fn` on tiles (not for a whole image).
 
-  Besides `fn`'s own memory, the host holds `x` and the result (4C bytes a
-  pixel each); tiling adds two float64 accumulators (8C + 8) and
-  `low_freq_sigma` two float32 images (8C): up to 80 bytes a pixel for RGB
-  (1.9 GB for a 24-megapixel photograph), outside `max_memory`.
+  Besides `fn`'s own memory and `x` (the caller's), the host holds the float32
+  result, into which tiles are accumulated (4C bytes a pixel), and the
+  low-frequency step's planes of one channel (12): `host_bytes`.
   """
   # Checked before the generator runs, not after.
   o = _effective(fn, options, tile=tile, tile_overlap=tile_overlap,
@@ -1004,12 +1080,43 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, options: Options | None = None, *,
   if x.ndim != 3:
     raise ValueError(f"expected an [H, W, C] image ([H, W, 3] RGB, [H, W, 1] grey), got shape "
                      f"{x.shape}")
-  h, w = x.shape[:2]
+  return _deblur(fn, x, o, tile_batch_size, progress)
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+  """`image` as float32 in [-1, 1]: `to_float` of uint8, float32 as it is."""
+  return to_float(image) if image.dtype == np.uint8 else image
+
+
+def _deblur(fn: DeblurFn, image: np.ndarray, o: Options, tile_batch_size: int,
+            progress: Callable[[int, int], None] | None) -> np.ndarray:
+  """`deblur_array` of `image`, float32 in [-1, 1] or the uint8 image that
+  `to_float` scales (converted a tile at a time: no float copy of the whole
+  image); returns a new float32 [H, W, C] (the caller may overwrite it)."""
+  h, w, c = image.shape
   tile_overlap, sigma = o.tile_overlap, o.low_freq_sigma
+  _check_low_freq_sigma(sigma)
   tile = plan_tile(fn, h, w, tile=o.tile, tile_overlap=tile_overlap,
                    tile_batch_size=tile_batch_size, max_memory=o.max_memory)
   if tile is None or (tile >= h and tile >= w):
-    return keep_input_low_frequencies(np.asarray(fn(x[None]))[0], x, sigma)
+    y = fn(_as_float(image)[None])
+    out = np.array(np.asarray(y)[0], np.float32)  # a writable copy, for the steps below
+    del y
+  else:
+    out = _deblur_tiled(fn, image, tile, tile_overlap, tile_batch_size, progress)
+  if sigma > 0:
+    _keep_low_frequencies_inplace(out, image, sigma)
+  return out
+
+
+def _deblur_tiled(fn: DeblurFn, image: np.ndarray, tile: int, tile_overlap: int,
+                  tile_batch_size: int, progress: Callable[[int, int], None] | None
+                  ) -> np.ndarray:
+  """The stitched tiles (`deblur_array`): one float32 accumulator. A tile's
+  window is separable and so is their sum (`weight_sum` = outer(sum of the
+  row ramps, sum of the column ramps): the tiles lie on a grid), so each
+  window is divided by the sum first and the accumulator is the result."""
+  h, w, c = image.shape
   stride = _stride(fn)
   if tile <= 0 or tile % stride:
     raise ValueError(f"tile must be a positive multiple of {stride} (the generator's total "
@@ -1017,20 +1124,28 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, options: Options | None = None, *,
   if not 0 <= tile_overlap < tile:
     raise ValueError(f"need 0 <= tile_overlap < tile, got tile_overlap={tile_overlap}, tile={tile}")
   th, tw = min(tile, h), min(tile, w)
-  acc = np.zeros((h, w, x.shape[-1]), np.float64)
-  wsum = np.zeros((h, w, 1), np.float64)
-  tiles = list(_tiles(h, w, tile, tile_overlap))
+  ys, xs = tile_starts(h, tile, tile_overlap), tile_starts(w, tile, tile_overlap)
+  ramp_y = {y: _ramp(th, tile_overlap, y > 0, y + th < h) for y in ys}
+  ramp_x = {x: _ramp(tw, tile_overlap, x > 0, x + tw < w) for x in xs}
+  sum_y, sum_x = np.zeros(h), np.zeros(w)
+  for y in ys:
+    sum_y[y:y + th] += ramp_y[y]
+  for x in xs:
+    sum_x[x:x + tw] += ramp_x[x]
+  out = np.zeros((h, w, c), np.float32)
+  tiles = [(y, x) for y in ys for x in xs]
   for i in range(0, len(tiles), tile_batch_size):
     batch = tiles[i:i + tile_batch_size]
-    crops = [x[y:y + th, xx:xx + tw] for y, xx, _ in batch]
+    crops = [_as_float(image[y:y + th, x:x + tw]) for y, x in batch]
     crops += [crops[-1]] * (tile_batch_size - len(crops))
-    out = np.asarray(fn(np.stack(crops)), np.float64)
-    for j, (y, xx, window) in enumerate(batch):
-      acc[y:y + th, xx:xx + tw] += out[j] * window[..., None]
-      wsum[y:y + th, xx:xx + tw] += window[..., None]
+    result = np.asarray(fn(np.stack(crops)), np.float32)
+    for j, (y, x) in enumerate(batch):
+      weight = np.outer(ramp_y[y] / sum_y[y:y + th], ramp_x[x] / sum_x[x:x + tw])
+      out[y:y + th, x:x + tw] += result[j] * weight.astype(np.float32)[..., None]
+    del result
     if progress is not None:
       progress(i + len(batch), len(tiles))
-  return keep_input_low_frequencies((acc / wsum).astype(np.float32), x, sigma)
+  return out
 
 
 def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, options: Options | None = None, *,
@@ -1049,14 +1164,17 @@ def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, options: Options | None 
   the budget `max_memory` in GiB needs, `plan_tile`; with the input's low
   frequencies when `low_freq_sigma` > 0; `progress(tiles_done, tiles_total)`;
   see there), and quantizes with `metrics.quantize`.
+
+  The same numbers as `to_uint8(deblur_array(fn, to_float(image)))`, without
+  the float copy of the image: tiles are scaled as they are cut, the result
+  is quantized in place. Host memory: `host_bytes`.
   """
+  o = _effective(fn, options, tile=tile, tile_overlap=tile_overlap,
+                 low_freq_sigma=low_freq_sigma, max_memory=max_memory)
   image_uint8 = np.asarray(image_uint8)
   if image_uint8.dtype != np.uint8 or image_uint8.ndim != 3:
     raise ValueError(f"expected a uint8 [H, W, C] image ([H, W, 3] RGB, [H, W, 1] grey), got "
                      f"{image_uint8.dtype} {image_uint8.shape}")
   if hasattr(fn, "channels"):
     image_uint8 = image_io.to_channels(image_uint8, fn.channels)
-  out = deblur_array(fn, to_float(image_uint8), options, tile=tile, tile_overlap=tile_overlap,
-                     tile_batch_size=tile_batch_size, low_freq_sigma=low_freq_sigma,
-                     max_memory=max_memory, progress=progress)
-  return to_uint8(out)
+  return _to_uint8_inplace(_deblur(fn, image_uint8, o, tile_batch_size, progress))

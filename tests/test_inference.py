@@ -408,9 +408,15 @@ def _largest_tile(bpp, params, h, w, budget_bytes, stride=4):
 def test_small_budget_tiles_as_the_largest_fitting_tile():
   x = inference.to_float(_image(64, 80))
   fn = _pointwise_fn(1000.0)
-  budget = 1.1e6 / inference.GIB  # 1000 B/px: a 32x32 tile fits, 36x36 does not
+  # The budget covers the pass and the image's host arrays (30 B/px for RGB).
+  host = inference.host_bytes(64, 80, 3)
+  assert host == 64 * 80 * 30
+  budget = (1.1e6 + host) / inference.GIB  # 1000 B/px: a 32x32 tile fits, 36x36 does not
   assert _largest_tile(1000.0, 0, 64, 80, 1.1e6) == 32
   assert inference.plan_tile(fn, 64, 80, tile_overlap=16, max_memory=budget) == 32
+  # Without room for the host arrays the tile shrinks (28x28 passes fit in 1.1e6 - host).
+  assert inference.plan_tile(fn, 64, 80, tile_overlap=16, max_memory=1.1e6 / inference.GIB) == \
+      _largest_tile(1000.0, 0, 64, 80, 1.1e6 - host) == 28
   assert inference.plan_tile(fn, 64, 80, tile_overlap=16, max_memory=1.0) is None  # fits whole
   calls = []
   tiled = inference.deblur_array(fn, x, tile_overlap=16, max_memory=budget,
@@ -435,7 +441,8 @@ def test_small_budget_with_generator_equals_its_tiles_and_is_close_to_whole(tiny
   whole = inference.deblur_image(fn, img)
   np.testing.assert_array_equal(inference.deblur_image(fn, img, max_memory=1.0), whole)
   need = inference.pass_bytes(fn, 64, 80)
-  budget = 0.6 * need / inference.GIB
+  host = inference.host_bytes(64, 80, 3)
+  budget = (0.6 * need + host) / inference.GIB
   want_tile = _largest_tile(fn.bytes_per_pixel, fn.param_bytes, 64, 80, 0.6 * need)
   assert 16 < want_tile < 80
   assert inference.plan_tile(fn, 64, 80, tile_overlap=16, max_memory=budget) == want_tile
@@ -455,11 +462,61 @@ def test_budget_and_stride_errors():
     with pytest.raises(ValueError, match="max_memory must be a positive number of GiB"):
       inference.deblur_array(fn, x, max_memory=bad)
   # No tile larger than the overlap fits: the message says what the smallest needs.
-  with pytest.raises(ValueError, match=r"too small.*36x36 tile.*overlap 32"):
+  with pytest.raises(ValueError, match=r"too small.*36x36 tile.*overlap 32.*64x64 image's host"):
     inference.deblur_array(fn, x, tile_overlap=32, max_memory=1e6 / inference.GIB)
+  # A budget the host arrays alone exceed: no tile fits either.
+  with pytest.raises(ValueError, match="too small"):
+    inference.deblur_array(fn, x, max_memory=0.9 * inference.host_bytes(64, 64) / inference.GIB)
   # Tiles are multiples of the generator's stride, not always 4.
   fn8 = _pointwise_fn(1000.0, stride=8)
   with pytest.raises(ValueError, match="multiple of 8"):
     inference.deblur_array(fn8, x, tile=36, tile_overlap=8)
-  tile = inference.plan_tile(fn8, 64, 64, tile_overlap=8, max_memory=1.5e6 / inference.GIB)
+  budget = 1.5e6 + inference.host_bytes(64, 64)
+  tile = inference.plan_tile(fn8, 64, 64, tile_overlap=8, max_memory=budget / inference.GIB)
   assert tile == _largest_tile(1000.0, 0, 64, 64, 1.5e6, stride=8) == 32
+
+
+# ---------------------------------------------------------------- host memory
+
+
+def test_in_place_quantization_equals_metrics_quantize():
+  rng = np.random.default_rng(3)
+  x = rng.uniform(-1.1, 1.1, (37, 41, 3)).astype(np.float32)
+  x[0, :8, 0] = (np.arange(8, dtype=np.float32) + 0.5) / np.float32(127.5) - 1  # exact halves
+  want = inference.to_uint8(x)
+  np.testing.assert_array_equal(inference._to_uint8_inplace(x.copy()), want)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("tile,sigma", [(None, 0.0), (None, 8.0), (32, 0.0), (32, 8.0), (48, 16.0)])
+def test_deblur_image_equals_deblur_array_of_the_float_image(tile, sigma):
+  # deblur_image scales tiles from uint8 as it cuts them and quantizes in place:
+  # the same bytes as the float path.
+  img = _image(64, 80)
+  fn = jax.jit(lambda z: jnp.tanh(2.0 * z) * 0.95 + 0.01)
+  want = inference.to_uint8(inference.deblur_array(fn, inference.to_float(img), tile=tile,
+                                                   tile_overlap=16, low_freq_sigma=sigma))
+  np.testing.assert_array_equal(
+      inference.deblur_image(fn, img, tile=tile, tile_overlap=16, low_freq_sigma=sigma), want)
+
+
+def test_tiled_float32_accumulation_matches_float64_weight_sum():
+  # The pre-normalised float32 windows equal the float64 blend (window / weight_sum).
+  x = inference.to_float(_image(64, 80))
+  fn = jax.jit(lambda z: jnp.sin(3.0 * z))
+  got = inference.deblur_array(fn, x, tile=32, tile_overlap=12)
+  acc = np.zeros((64, 80, 3))
+  for y, xx, window in inference._tiles(64, 80, 32, 12):  # pylint: disable=protected-access
+    acc[y:y + 32, xx:xx + 32] += np.asarray(fn(x[None, y:y + 32, xx:xx + 32]))[0] * window[..., None]
+  want = acc / inference.weight_sum(64, 80, 32, 12)[..., None]
+  np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_low_frequencies_in_float32_match_scipy_on_a_large_image():
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  out = rng.uniform(-0.9, 0.9, (300, 420, 3)).astype(np.float32)
+  blurry = np.clip(out + rng.normal(0, 0.05, out.shape), -0.9, 0.9).astype(np.float32) + 0.05
+  g = lambda a: ndimage.gaussian_filter(np.float64(a), (32, 32, 0), mode="reflect", truncate=4.0)
+  want = np.clip(out - g(out) + g(blurry), -1, 1)
+  np.testing.assert_allclose(inference.keep_input_low_frequencies(out, blurry, 32.0), want,
+                             atol=1e-5)
