@@ -87,9 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
   # toward the pixel MSE and stops near-exact crops from dominating the batch.
   config.psnr_loss_floor = 4e-5
   # > 0: the losses read the output with its content below a Gaussian of this sigma
-  # (pixels) taken from the blurry input (losses.keep_low_frequencies), as `deblur`
-  # and `evaluate` return it by default (--low_freq_sigma=32); the periodic evaluation
-  # then applies it too. 0 = the generator's output as it is (the paper).
+  # (pixels) taken from the blurry input (losses.keep_low_frequencies), as inference
+  # applies it with inference.low_freq_sigma (set both: the periodic evaluation and
+  # the tools follow config.inference). 0 = the generator's output as it is (the paper).
   config.loss_low_freq_sigma = 0.0
   config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)
   config.vgg_layer = "relu4_3"  # feature layer of Eq. (8)
@@ -151,4 +151,17 @@ def get_config() -> ml_collections.ConfigDict:
   # critic); a workdir that already holds a checkpoint resumes that instead.
   config.init_from = ""
   config.init_strict = True  # refuse missing, unexpected or reshaped weights (else keep init for those)
+
+  # Inference: how this model deblurs (`inference.Options`), recorded in the
+  # workdir's config.json. `deblur`, `evaluate`, `export` and the demo read it
+  # (`inference.restore`; their flags override it), and so does the periodic
+  # evaluation, so its last numbers are `evaluate --workdir`'s default ones.
+  # These are the paper's protocol: one pass over the whole image, the output as
+  # it is. Tiles and memory budgets are the machine's, not the model's: not here.
+  config.inference = ml_collections.ConfigDict()
+  config.inference.self_ensemble = "off"  # "off" (one pass), "mean" (x8 flips/transposes) or "shrink"
+  # > 0: keep the input's frequencies below a Gaussian of this sigma (pixels):
+  # the step a config trained with loss_low_freq_sigma was trained through.
+  config.inference.low_freq_sigma = 0.0
+  config.inference.local_stats = 0  # test-time local statistics over WxW boxes (0 = off; -1 = crop_size)
   return config

@@ -26,6 +26,10 @@ def get_config():
   config = base.get_config()
   config.init_from = "gradnet_s_psnr"  # fine-tune the shipped model (its generator only)
   config.loss_low_freq_sigma = 32.0  # content loss on out - G*(out - blurry), G sigma 32 px
+  # Its recorded inference settings, the ones it was chosen under: the shrunk
+  # self-ensemble through the same low-frequency step.
+  config.inference.self_ensemble = "shrink"
+  config.inference.low_freq_sigma = 32.0
   config.gradient_weight = 0.0  # no L1 on gradients (Eq. 9 off)
   config.learning_rate = 1e-4  # a fine-tune of gradnet_s_psnr: lower again
   config.num_train_steps = 2000

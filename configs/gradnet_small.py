@@ -74,6 +74,7 @@ def get_config():
   config.content_weight = 0.1  # alpha, in dB
   config.psnr_loss_floor = 1e-3  # per-image MSE floor in [-1, 1] units: ~36 dB
   config.loss_low_freq_sigma = 32.0  # the losses read the output through the low-frequency step
+  config.inference.low_freq_sigma = 32.0  # and inference applies the same step (one pass)
   config.gradient_weight = 0.0  # no L1 on gradients (Eq. 9 off)
   config.adversarial_weight = 0.0  # no GAN term
   config.learning_rate = 5e-4

@@ -241,7 +241,11 @@ def train_quickstart(config: Any, workdir: str) -> None:
 def main(argv):
   del argv  # `_parse_flags` refuses positional arguments
   from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  config, workdir = FLAGS.config, os.path.abspath(os.path.expanduser(FLAGS.workdir))
+  config = FLAGS.config
+  if workdir_lib.is_remote(FLAGS.workdir):  # never made "absolute" as a local path
+    cli.exit_error(f"--workdir {FLAGS.workdir} is a URI: the demo writes its pictures and "
+                   "numbers with local file operations; give a local folder")
+  workdir = str(workdir_lib.workdir_path(FLAGS.workdir))  # ~ expanded, absolute
   lock = workdir_lib.WorkdirLock(workdir)  # as main's: one run per workdir
   try:
     note = lock.acquire()

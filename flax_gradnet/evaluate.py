@@ -462,7 +462,7 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   if num_images < 0 or num_grids < 0 or crop_border < 0:
     raise ValueError("num_images, num_grids and crop_border must be >= 0")
   options = (inference.PAPER_PROTOCOL if options is None else options).overridden(**overrides)
-  output_dir = os.path.abspath(os.path.expanduser(output_dir))
+  output_dir = local_output_dir(output_dir)
   os.makedirs(output_dir, exist_ok=True)
   examples, total = _examples(source, num_images)
   data_protocol = dataset_protocol(dataset, kohler_frame=kohler_frame,
@@ -490,6 +490,31 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   atomic_write_text(os.path.join(output_dir, SUMMARY_FILE),
                     json.dumps(json_safe(summary), indent=2) + "\n")
   return summary
+
+
+# `workdir.is_remote`'s test, without importing it (orbax, JAX): usage errors stay instant.
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def local_output_dir(output_dir: str) -> str:
+  """`output_dir` with `~` expanded, made absolute (`workdir.workdir_path`, as
+  workdirs are): the reports are written with local file operations.
+
+  Raises:
+    ValueError: a URI (gs://...), which local file operations would turn into
+      a local folder named after it.
+  """
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if workdir_lib.is_remote(output_dir):
+    raise ValueError(f"output_dir {output_dir} is a URI: the reports are written with local "
+                     "file operations; give a local folder")
+  return str(workdir_lib.workdir_path(output_dir))
+
+
+def _workdir_name(workdir: str) -> str:
+  """The workdir as summary.json records it: a URI as given, a local path absolute."""
+  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  return str(workdir_lib.workdir_path(workdir))
 
 
 def evaluate_workdir(workdir: str, source: Any, *, output_dir: str,
@@ -521,7 +546,7 @@ def evaluate_workdir(workdir: str, source: Any, *, output_dir: str,
   model, params, restored = inference.restore(workdir, step=step, dtype=dtype, weights=weights)
   overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in inference.Options.fields()}
   options = inference.resolve_options(restored, options, **overrides)
-  extra = {"workdir": os.path.abspath(workdir), "weights": restored.weights,
+  extra = {"workdir": _workdir_name(workdir), "weights": restored.weights,
            **kwargs.pop("extra_summary", {})}
   return evaluate_generator(model, params, source, output_dir=output_dir, options=options,
                             step=restored.step, extra_summary=extra, **kwargs)
@@ -599,6 +624,9 @@ def _check_flags(args) -> None:
     raise _UsageError(problem)
   if args.num_images < 0 or args.num_grids < 0 or args.crop_border < 0:
     raise _UsageError("--num_images, --num_grids and --crop_border must be >= 0")
+  if _URI_RE.match(args.output_dir):
+    raise _UsageError(f"--output_dir {args.output_dir} is a URI: the reports are written with "
+                      "local file operations; give a local folder")
   if args.kohler_best_frame and args.dataset != "kohler":
     raise _UsageError("--kohler_best_frame is for --dataset=kohler")
   if (problem := cli.restore_flags_error(args)) is not None:
@@ -712,11 +740,11 @@ def main(argv: list[str] | None = None) -> int:
       num_grids=args.num_grids, save_outputs=args.save_outputs, kohler_frame=args.kohler_frame,
       kohler_frames_dir=builder_kwargs.get("path") if args.kohler_best_frame else None,
       progress=args.progress,
-      extra_summary={**({"workdir": os.path.abspath(args.workdir)} if args.workdir is not None
+      extra_summary={**({"workdir": _workdir_name(args.workdir)} if args.workdir is not None
                         else {"model": restored.model}), "weights": restored.weights,
                      "split": args.split, "path": builder_kwargs.get("path")})
   print(format_result(summary))
-  print(f"results in {os.path.abspath(args.output_dir)} ({SUMMARY_FILE}"
+  print(f"results in {local_output_dir(args.output_dir)} ({SUMMARY_FILE}"
         f"{', ' + CSV_FILE if summary['means'] else ''}, {GRID_DIR}/"
         f"{', ' + OUTPUT_DIR + '/' if summary['files']['outputs'] else ''})", file=sys.stderr)
   return cli.EXIT_OK

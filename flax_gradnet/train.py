@@ -139,30 +139,34 @@ def _allgather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int = 0,
              num_summaries: int = 0,
-             low_freq_sigma: float = 0.0) -> tuple[dict[str, float], list[np.ndarray]]:
-  """The periodic held-out evaluation: `evaluation.measure` of whole images, then means.
+             options: Any = None) -> tuple[dict[str, float], list[np.ndarray]]:
+  """The periodic held-out evaluation: `evaluate.evaluate_examples` of whole
+  images under `options`, then means.
 
   Metrics are measured on uint8-quantized outputs against the uint8 targets,
   RGB (grey for a grayscale generator), for the deblurred output and, as a
-  baseline, for the blurry input. `low_freq_sigma` > 0 keeps the input's low
-  frequencies in the output first (a config trained with `loss_low_freq_sigma`;
-  `inference.keep_input_low_frequencies`). With several processes each deblurs
-  every P-th image and the per-image rows are gathered, so every process returns
-  the same means; the grids are each process's own (process 0 writes them).
+  baseline, for the blurry input. `options` (an `inference.Options`; None = the
+  paper's protocol) are the inference settings: training passes the config's
+  recorded ones (`inference.Options.from_config(config)`), the ones `python -m
+  flax_gradnet.evaluate --workdir` uses by default, so the numbers are the same.
+  With several processes each deblurs every P-th image and the per-image rows
+  are gathered, so every process returns the same means; the grids are each
+  process's own (process 0 writes them).
 
   Returns:
     (means: psnr, ssim, blurry_psnr, blurry_ssim, psnr_gain; with blur families
      also psnr_gain_<family> and worst_image_psnr_gain;
      the first `num_summaries` blurry | deblurred | sharp grids).
   """
+  from flax_gradnet import evaluate as evaluate_lib, inference  # pylint: disable=g-import-not-at-top
   count = len(source) if not num_images else min(num_images, len(source))
   shard = pipeline.eval_iterator(source, stop=count, shard_index=jax.process_index(),
                                  shard_count=jax.process_count(),
                                  channels=getattr(generator, "channels", 3))
   # family_grids=False: the first images only, the TensorBoard images training always wrote.
-  measured = evaluation.measure(generator, params, shard, crop_border=crop_border,
-                                num_grids=num_summaries, family_grids=False,
-                                low_freq_sigma=low_freq_sigma)
+  measured = evaluate_lib.evaluate_examples(
+      generator, params, inference.PAPER_PROTOCOL if options is None else options, shard,
+      crop_border=crop_border, num_grids=num_summaries, family_grids=False)
   rows = _allgather_rows(measured.rows)
   if not rows:
     raise ValueError("the evaluation split is empty")
@@ -336,6 +340,8 @@ def preflight(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> Non
   if not isinstance(sigma, (int, float)) or not sigma >= 0:  # also NaN
     raise ValueError(f"config.loss_low_freq_sigma must be a number >= 0 pixels (0 = off), got "
                      f"{sigma!r}.")
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  inference.Options.from_config(config)  # config.inference: known fields, valid values
   budget = config.get("train_seconds", 0.0)
   if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
     raise ValueError(f"config.train_seconds must be a number of seconds >= 0 (0 = no time "
@@ -722,9 +728,18 @@ def _periodic_eval(config: ml_collections.ConfigDict, generator, state: steps.GA
 
   Returns:
     (the raw weights' metrics, plus the EMA's as `ema_<name>`;
-     the metrics of the weights the inference tools pick by default (the EMA
-     when there is one), which `keep_best` ranks checkpoints by).
+     the metrics of the weights the inference tools pick by default
+     (config.inference.weights, else the EMA when there is one), which
+     `keep_best` ranks checkpoints by).
+
+  Both are measured under the config's recorded inference settings
+  (`inference.Options.from_config`), as `evaluate --workdir` measures a
+  checkpoint by default.
   """
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  # The model's recorded inference settings: the ones `evaluate --workdir` (and
+  # `deblur`) use by default on this checkpoint.
+  options = inference.Options.from_config(config)
   weights = {"eval": state.generator.params}
   if state.ema_params is not None:
     weights["eval_ema"] = state.ema_params
@@ -733,8 +748,7 @@ def _periodic_eval(config: ml_collections.ConfigDict, generator, state: steps.GA
     metrics, grids = evaluate(generator, jax.device_get(params), eval_source,
                               num_images=config.num_eval_images,
                               crop_border=config.eval_crop_border,
-                              num_summaries=config.num_image_summaries,
-                              low_freq_sigma=float(config.get("loss_low_freq_sigma", 0.0)))
+                              num_summaries=config.num_image_summaries, options=options)
     writer.write_scalars(step, {f"{tag}/{k}": v for k, v in metrics.items()})
     if grids:
       writer.write_images(step, {f"{tag}/blurry|deblurred|sharp_{i}": g[None]
@@ -743,9 +757,10 @@ def _periodic_eval(config: ml_collections.ConfigDict, generator, state: steps.GA
     results[tag] = metrics
   combined = dict(results["eval"])
   combined.update({f"ema_{k}": v for k, v in results.get("eval_ema", {}).items()})
-  best = results.get("eval_ema", results["eval"])
-  ranked = {k: float(best[k]) for k in ("psnr", "ssim", "psnr_gain")}
-  ranked["ema"] = float("eval_ema" in results)
+  # The weights the tools restore by default (config.inference.weights, else the EMA).
+  tag = "eval" if options.weights == "raw" else ("eval_ema" if "eval_ema" in results else "eval")
+  ranked = {k: float(results[tag][k]) for k in ("psnr", "ssim", "psnr_gain")}
+  ranked["ema"] = float(tag == "eval_ema")
   return combined, ranked
 
 

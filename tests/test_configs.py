@@ -83,3 +83,19 @@ def test_main_loads_configs_by_package_path_from_any_folder(tmp_path):
   assert len(lines) == 1 and lines[0].startswith("error: --config could not be loaded: ")
   assert "'configs/nope.py'" in lines[0] and "quickstart" in lines[0]
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_config_records_valid_inference_settings(spec):
+  """Each config records its inference settings (`config.inference`, valid
+  `inference.Options`); one trained through the low-frequency step
+  (loss_low_freq_sigma > 0) is deblurred through the same step."""
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  config = configs.load(spec)
+  assert "inference" in config
+  options = inference.Options.from_config(config)
+  assert options.tile is None and options.max_memory is None  # the machine's, not the model's
+  assert options.low_freq_sigma == config.loss_low_freq_sigma
+  expected = {"gradnet_s_lf": "shrink", "finetune_folder": "shrink"}.get(spec.partition(":")[0],
+                                                                         "off")
+  assert options.self_ensemble == expected

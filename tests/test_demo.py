@@ -91,3 +91,17 @@ def test_each_model_is_measured_under_its_own_options(tmp_path, monkeypatch):
     assert row[f"{key}_psnr"] == pytest.approx(want, abs=1e-4), key
   assert row[f"{demo.QUICKSTART}_psnr"] != row[f"{demo.SHIPPED}_psnr"]
   assert (tmp_path / demo.HELDOUT_DIR / "cat_gaussian.png").exists()
+
+
+def test_a_uri_workdir_is_refused_before_training(tmp_path):
+  """The demo writes its pictures with local file operations: a URI --workdir
+  exits 2 at once, and is never made a local ./gs:/... folder."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  r = subprocess.run([sys.executable, "-m", "flax_gradnet.demo", "--workdir=gs://bucket/demo"],
+                     cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert "error: --workdir gs://bucket/demo is a URI" in r.stderr
+  assert not (tmp_path / "gs:").exists()

@@ -517,3 +517,20 @@ def test_help_states_the_benchmark_protocols():
   assert "measured WITHOUT the RealBlur alignment" in text
   assert "NOT comparable with published RealBlur tables" in text
   assert "test-close-ups/ + test-long-shot/ (2025 pairs)" in text
+
+
+def test_output_and_workdir_paths_keep_uris(tmp_path, capsys, monkeypatch):
+  """A local output folder is expanded and made absolute; a URI output folder is
+  refused (the reports are local writes), never turned into ./gs:/...; a URI
+  workdir is recorded as given."""
+  monkeypatch.chdir(tmp_path)
+  assert evaluate.local_output_dir("o") == str(tmp_path.resolve() / "o")
+  assert evaluate.local_output_dir("~/o") == os.path.join(os.path.expanduser("~"), "o")
+  with pytest.raises(ValueError, match="is a URI"):
+    evaluate.local_output_dir("gs://bucket/eval")
+  assert evaluate._workdir_name("gs://bucket/run") == "gs://bucket/run"  # pylint: disable=protected-access
+  assert evaluate._workdir_name("run") == str(tmp_path.resolve() / "run")  # pylint: disable=protected-access
+  rc = evaluate.main(["--workdir", "gs://bucket/run", "--dataset", "synthetic",
+                      "--output_dir", "gs://bucket/eval"])
+  assert rc == 2 and "--output_dir gs://bucket/eval is a URI" in capsys.readouterr().err
+  assert not (tmp_path / "gs:").exists()

@@ -38,8 +38,9 @@ def test_the_defaults_are_the_papers_protocol():
                              tile_overlap=32, max_memory=None, weights=None)
   assert o.describe() == ("one generator pass over the whole image, its output as it is "
                           "(the paper's protocol)")
-  # configs/default.py is the paper's setting: it records no inference options.
-  assert inference.Options.from_config(default.get_config()) is inference.PAPER_PROTOCOL
+  # configs/default.py is the paper's setting: it records the paper's protocol.
+  assert "inference" in default.get_config()
+  assert inference.Options.from_config(default.get_config()) == inference.PAPER_PROTOCOL
   with pytest.raises(dataclasses.FrozenInstanceError):
     o.tile = 64
   with pytest.raises(TypeError):
@@ -109,6 +110,25 @@ def test_from_config_absent_partial_and_unknown_fields():
     inference.Options.from_config({"inference": {"ensemble": "mean"}})
   with pytest.raises(ValueError, match="^config.inference: inference option self_ensemble"):
     inference.Options.from_config({"inference": {"self_ensemble": "median"}})
+
+
+def test_the_shipped_default_restores_its_recorded_settings():
+  """The default shipped model (gradnet_s_lf) deblurs as it was chosen: the
+  shrunk self-ensemble through the low-frequency step of sigma 32 px, as its
+  config.json and configs/gradnet_s_lf.py record."""
+  import configs  # pylint: disable=g-import-not-at-top
+  recorded = {"self_ensemble": "shrink", "low_freq_sigma": 32.0}
+  folder = os.path.join(pretrained.PACKAGE_DIR, pretrained.DEFAULT_MODEL)
+  with open(os.path.join(folder, "config.json")) as f:
+    shipped = json.load(f)
+  assert shipped["inference"] == recorded
+  _, _, restored = inference.restore()
+  assert restored.model == pretrained.DEFAULT_MODEL and restored.options_recorded
+  assert dataclasses.replace(restored.options, weights=None) == inference.Options(**recorded)
+  assert restored.options == inference.Options.from_config(shipped).overridden(
+      weights=restored.weights)
+  assert configs.load(pretrained.DEFAULT_MODEL).inference.to_dict() == {
+      **default.get_config().inference.to_dict(), **recorded}
 
 
 def test_describe_says_every_option_that_changes_the_output():

@@ -268,6 +268,41 @@ def test_every_config_field_is_read():
     assert f"config.{key}" in source, f"config.{key} is never read"
 
 
+def test_periodic_evaluation_equals_evaluate_under_the_recorded_inference(tmp_path):
+  """The last periodic evaluation is `evaluate --workdir`'s default on the same
+  checkpoint and held-out images: both deblur under config.inference."""
+  config = tiny_online_config(num_train_steps=2, checkpoint_every_steps=100,
+                              eval_every_steps=100, log_every_steps=100, num_eval_images=2)
+  config.inference.self_ensemble = "mean"
+  config.inference.low_freq_sigma = 8.0
+  workdir = str(tmp_path / "run")
+  metrics = train.train_and_evaluate(config, workdir)
+  restored = inference.restore(workdir)[2]
+  assert restored.options_recorded
+  assert restored.options.self_ensemble == "mean" and restored.options.low_freq_sigma == 8.0
+  source = train._source(config, "test", for_eval=True)  # pylint: disable=protected-access
+  summary = evaluate.evaluate_workdir(workdir, source, output_dir=str(tmp_path / "eval"),
+                                      num_images=2, num_grids=0, save_outputs=False,
+                                      progress=False)
+  assert summary["inference"]["self_ensemble"] == "mean"
+  assert summary["inference"]["low_freq_sigma"] == 8.0
+  assert summary["num_images"] == 2
+  for key in ("psnr", "blurry_psnr"):
+    assert abs(metrics[key] - summary["means"][key]) < 1e-4, (key, metrics, summary["means"])
+  # The paper's protocol gives other numbers: the recorded settings were applied.
+  paper = evaluate.evaluate_workdir(workdir, source, output_dir=str(tmp_path / "paper"),
+                                    options=inference.PAPER_PROTOCOL, num_images=2,
+                                    num_grids=0, save_outputs=False, progress=False)
+  assert abs(metrics["psnr"] - paper["means"]["psnr"]) > 1e-4
+
+
+def test_invalid_recorded_inference_is_refused_before_training(tmp_path):
+  config = tiny_online_config()
+  config.inference.self_ensemble = "twice"
+  with pytest.raises(ValueError, match="config.inference"):
+    train.preflight(config, str(tmp_path / "w"))
+
+
 @pytest.mark.parametrize("lr_schedule, warmup", [("cosine", 20), ("cosine", 0),
                                                  ("constant", 20), ("constant", 0)])
 def test_critic_schedule_follows_the_generator_step(lr_schedule, warmup):
