@@ -55,6 +55,8 @@ Flags and exit statuses follow `flax_gradnet.cli`.
 from __future__ import annotations
 
 import argparse
+import pathlib
+import re
 import glob
 import os
 import sys
@@ -148,11 +150,19 @@ def _usage_error(args: argparse.Namespace) -> str | None:
   """What is wrong with the flags (the message after "error: "), or None."""
   if (problem := cli.inference_flags_error(args)) is not None:
     return problem
+  if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", args.output_dir):
+    return (f"--output_dir {args.output_dir} is a URI; deblur writes local files: give a "
+            "local folder")
   if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
     return f"--output_dir {args.output_dir} is a file; give a folder (created if missing)"
   if os.sep in args.suffix or (os.altsep and os.altsep in args.suffix):
     return f"--suffix must not contain a path separator, got {args.suffix!r}"
   return cli.restore_flags_error(args)
+
+
+def _local(folder: str) -> str:
+  """A local folder's absolute path (symlinks resolved)."""
+  return str(pathlib.Path(folder).expanduser().resolve())
 
 
 def prepare_output_dir(folder: str) -> tuple[str | None, str | None]:
@@ -164,7 +174,7 @@ def prepare_output_dir(folder: str) -> tuple[str | None, str | None]:
     `folder` existed), for `remove_if_empty`; and what is wrong (the message
     after "error: "), or None.
   """
-  created, d = None, os.path.abspath(folder)
+  created, d = None, _local(folder)
   while not os.path.lexists(d):
     created, parent = d, os.path.dirname(d)
     if parent == d:
@@ -190,7 +200,7 @@ def remove_if_empty(folder: str, created: str | None) -> None:
   (what `prepare_output_dir` created for a run that wrote nothing)."""
   if created is None:
     return
-  d = os.path.abspath(folder)
+  d = _local(folder)
   while True:
     try:
       os.rmdir(d)  # only an empty folder

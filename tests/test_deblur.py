@@ -590,3 +590,20 @@ def test_cli_memory_budget_tiles_large_images(tmp_path, workdir, capsys):
   assert deblur.main(common[:-1] + ["1e-9", "--output_dir", str(tmp_path / "o3")]) == 1
   assert f"error: {tmp_path / 'a.png'}: max_memory=1e-09 GiB is too small" in \
       capsys.readouterr().err
+
+
+def test_cli_refuses_a_uri_output_dir_before_anything(tmp_path, capsys):
+  """deblur writes local files: a gs:// output folder is refused (exit 2), not
+  turned into a local ./gs: folder."""
+  from flax_gradnet import deblur as deblur_tool
+  image = tmp_path / "in.png"
+  image.write_bytes(b"")
+  cwd = os.getcwd()
+  os.chdir(tmp_path)
+  try:
+    rc = deblur_tool.main(["--output_dir=gs://bucket/out", str(image)])
+  finally:
+    os.chdir(cwd)
+  assert rc == 2
+  assert "is a URI" in capsys.readouterr().err
+  assert not (tmp_path / "gs:").exists()
