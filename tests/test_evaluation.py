@@ -129,8 +129,10 @@ def test_training_evaluation_is_measure_plus_means():
   assert len(grids) == 2 and grids[0].shape == (24, 60, 3)  # the first images only
   plain, _ = train.evaluate(_Scale(), PARAMS, _source(with_family=False), num_images=3)
   assert sorted(plain) == ["blurry_psnr", "blurry_ssim", "psnr", "psnr_gain", "ssim"]
-  # A run trained with config.loss_low_freq_sigma is evaluated as it was trained.
-  kept, _ = train.evaluate(_Scale(), PARAMS, source, low_freq_sigma=4.0)
+  # A run whose config records inference options is evaluated under them.
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  kept, _ = train.evaluate(_Scale(), PARAMS, source,
+                           options=inference.Options(low_freq_sigma=4.0))
   kept_rows = evaluation.measure(_Scale(), PARAMS, source, low_freq_sigma=4.0).rows
   assert kept["psnr"] == evaluation.group_means(kept_rows)["psnr"] != means["psnr"]
 
