@@ -43,10 +43,11 @@ instant; absl is imported by `parse_absl_flags` itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import textwrap
-from typing import NoReturn, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 EXIT_OK = 0  # everything asked for was done
 EXIT_SOME_FAILED = 1  # some inputs failed (each reported); the others were done
@@ -384,6 +385,26 @@ def inference_overrides(args: argparse.Namespace) -> dict[str, object]:
 # The absl tools (main, demo).
 
 _HELP_FLAGS = ("-h", "--help", "-?", "--helpshort")
+
+
+@contextlib.contextmanager
+def holding_lock(lock: Any) -> Iterator[None]:
+  """For the training tools: holds a `workdir.WorkdirLock` (None: no lock, e.g.
+  processes other than 0) while the block runs. Its note (a stale lock taken
+  over) goes to stderr; a refusal (the workdir is busy or unusable:
+  `WorkdirBusy` is a RuntimeError) is one `error:` line and exit 2."""
+  if lock is not None:
+    try:
+      note = lock.acquire()
+    except (ValueError, RuntimeError) as e:
+      exit_error(str(e))
+    if note:
+      print(note, file=sys.stderr, flush=True)
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.release()
 
 
 def exit_error(message: str) -> NoReturn:

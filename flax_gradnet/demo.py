@@ -246,17 +246,8 @@ def main(argv):
     cli.exit_error(f"--workdir {FLAGS.workdir} is a URI: the demo writes its pictures and "
                    "numbers with local file operations; give a local folder")
   workdir = str(workdir_lib.workdir_path(FLAGS.workdir))  # ~ expanded, absolute
-  lock = workdir_lib.WorkdirLock(workdir)  # as main's: one run per workdir
-  try:
-    note = lock.acquire()
-  except (ValueError, workdir_lib.WorkdirBusy) as e:
-    cli.exit_error(str(e))
-  if note:
-    print(note, file=sys.stderr, flush=True)
-  try:
+  with cli.holding_lock(workdir_lib.WorkdirLock(workdir)):  # as main's: one run per workdir
     _train_and_compare(config, workdir)
-  finally:
-    lock.release()
 
 
 def _train_and_compare(config: Any, workdir: str) -> None:

@@ -81,19 +81,10 @@ def main(argv):
   if not distributed:  # with several processes JAX's preemption notifier owns SIGTERM
     signal.signal(signal.SIGTERM, functools.partial(_exit_on_sigterm, train.PREEMPTED_EXIT_STATUS))
   # One lock per run: process 0 holds it for all the processes sharing the workdir.
+  # Taken before anything is written to the workdir.
   lock = workdir_lib.WorkdirLock(FLAGS.workdir) if _is_process_0(distributed) else None
-  try:
-    if lock is not None:  # before anything is written to the workdir
-      try:
-        note = lock.acquire()
-      except (ValueError, workdir_lib.WorkdirBusy) as e:
-        cli.exit_error(str(e))
-      if note:
-        print(note, file=sys.stderr, flush=True)
+  with cli.holding_lock(lock):
     _train(train)
-  finally:
-    if lock is not None:
-      lock.release()
 
 
 def _is_process_0(distributed) -> bool:
