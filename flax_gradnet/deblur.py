@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import re
 import glob
 import os
 import sys
@@ -64,7 +63,7 @@ import tempfile
 import time
 import warnings
 
-from flax_gradnet import cli  # stdlib-only at import: --help stays instant
+from flax_gradnet import cli, paths  # stdlib-only at import: --help stays instant
 
 # 128 + SIGINT: the status a shell reports for a command stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130
@@ -150,7 +149,7 @@ def _usage_error(args: argparse.Namespace) -> str | None:
   """What is wrong with the flags (the message after "error: "), or None."""
   if (problem := cli.inference_flags_error(args)) is not None:
     return problem
-  if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", args.output_dir):
+  if paths.is_uri(args.output_dir):
     return (f"--output_dir {args.output_dir} is a URI; deblur writes local files: give a "
             "local folder")
   if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):

@@ -76,7 +76,7 @@ import numpy as np
 # stdlib(+numpy)-only at import: --help stays instant. The CLI's own module,
 # `cli`, is imported by the CLI's functions only: the library part
 # (`evaluate_examples`, `evaluate_generator`, ...) does not need it.
-from flax_gradnet import evaluation
+from flax_gradnet import evaluation, paths
 from flax_gradnet.atomic import atomic_write_text
 
 CSV_FIELDS = ("name",) + evaluation.METRIC_KEYS
@@ -492,10 +492,6 @@ def evaluate_generator(model: Any, params: Any, source: Iterable[dict] | Any, *,
   return summary
 
 
-# `workdir.is_remote`'s test, without importing it (orbax, JAX): usage errors stay instant.
-_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
 def local_output_dir(output_dir: str) -> str:
   """`output_dir` with `~` expanded, made absolute (`workdir.workdir_path`, as
   workdirs are): the reports are written with local file operations.
@@ -624,7 +620,7 @@ def _check_flags(args) -> None:
     raise _UsageError(problem)
   if args.num_images < 0 or args.num_grids < 0 or args.crop_border < 0:
     raise _UsageError("--num_images, --num_grids and --crop_border must be >= 0")
-  if _URI_RE.match(args.output_dir):
+  if paths.is_uri(args.output_dir):
     raise _UsageError(f"--output_dir {args.output_dir} is a URI: the reports are written with "
                       "local file operations; give a local folder")
   if args.kohler_best_frame and args.dataset != "kohler":

@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 import sys
 import time
@@ -42,6 +41,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
+from flax_gradnet import paths
 from flax_gradnet.atomic import atomic_write_text
 from flax_gradnet.models import Generator, generator_from_config
 
@@ -49,12 +49,9 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 
-_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
 def is_remote(path: epath.PathLike) -> bool:
   """Whether `path` is a URI (gs://, s3://, ...) rather than a local path."""
-  return bool(_URI_RE.match(os.fspath(path)))
+  return paths.is_uri(path)
 
 
 def workdir_path(workdir: epath.PathLike) -> epath.Path:

@@ -50,9 +50,8 @@ def tremor_psf(rng: np.random.Generator, extent: float) -> np.ndarray:
     for _ in range(int(rng.integers(2, 4))):
       path[axis] += rng.uniform(0.3, 1.0) * np.sin(
           2.0 * np.pi * rng.uniform(0.2, 1.5) * t + rng.uniform(0.0, 2.0 * np.pi))
-  traj = path[0] + 1j * path[1]
-  traj = traj * (extent / max(np.ptp(traj.real), np.ptp(traj.imag), 1e-6))
-  return synthetic.psf_from_trajectory(traj)
+  return synthetic.psf_from_trajectory(
+      synthetic.scale_to_extent(path[0] + 1j * path[1], extent))
 
 
 def strong_blur(photo: np.ndarray, kind: str,

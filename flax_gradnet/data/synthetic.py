@@ -231,8 +231,14 @@ def shake_psf_with_extent(rng: np.random.Generator, extent: float) -> np.ndarray
   if extent <= 0:
     raise ValueError(f"extent must be > 0, got {extent}")
   traj = motion_trajectory(rng, max_len=extent * rng.uniform(1.2, 3.0))
-  span = max(np.ptp(traj.real), np.ptp(traj.imag), 1e-6)
-  return psf_from_trajectory(traj * (extent / span))
+  return psf_from_trajectory(scale_to_extent(traj, extent))
+
+
+def scale_to_extent(trajectory: np.ndarray, extent: float) -> np.ndarray:
+  """A complex x + iy path scaled so that the larger side of its bounding box is
+  `extent` pixels (a degenerate, single-point path stays put)."""
+  span = max(np.ptp(trajectory.real), np.ptp(trajectory.imag), 1e-6)
+  return trajectory * (extent / span)
 
 
 def apply_psf(image: np.ndarray, psf: np.ndarray, *, linear_light: bool = True) -> np.ndarray:
@@ -554,7 +560,7 @@ def _frame_offsets(rng: np.random.Generator, num_frames: int, extent: float) -> 
   if extent <= 0:
     return np.zeros((num_frames, 2))
   traj = motion_trajectory(rng, num_steps=200, max_len=extent * rng.uniform(1.2, 3.0))
-  traj = traj * (extent / max(np.ptp(traj.real), np.ptp(traj.imag), 1e-6))
+  traj = scale_to_extent(traj, extent)
   pts = traj[np.linspace(0, len(traj) - 1, num_frames).round().astype(int)]
   pts = pts - pts[num_frames // 2]
   return np.stack([pts.imag, pts.real], axis=-1)
