@@ -7,7 +7,7 @@
         --workdirs=ours=workdirs/paper,wo_content=workdirs/wo_content,wo_gradient=workdirs/wo_gradient,wo_rgcl=workdirs/wo_rgcl,wo_mbrbs=workdirs/wo_mbrbs,wo_gradientnet=workdirs/wo_gradientnet \
         --output=tables/table45.md
 
-Tables 1, 4, 5 evaluate trained workdirs with `flax_gradnet.evaluate.evaluate_workdir`
+Tables 1, 4, 5 evaluate trained workdirs with `flax_gradnet.evaluation.evaluate_workdir`
 (RGB PSNR/SSIM on uint8 outputs, GOPRO config 'blur', whole images, the
 generator's output as it is, i.e. `evaluate --self_ensemble=off --low_freq_sigma=0`; the
 per-image CSVs, grids and summaries go to `--eval_dir/<table>/<row>/`).
@@ -84,8 +84,8 @@ def _evaluate(workdir: str, dataset: str, *, data_dir: str, manual_dir: str | No
                                manual_dir=manual_dir, **builder_kwargs)
   # Imported here: Table 3 needs neither TFDS nor orbax (it runs on a lent
   # accelerator that has neither installed).
-  from flax_gradnet import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  return evaluate_lib.evaluate_workdir(
+  from flax_gradnet import evaluation  # pylint: disable=g-import-not-at-top
+  return evaluation.evaluate_workdir(
       workdir, source, output_dir=eval_dir, dtype=dtype, dataset=dataset,
       num_images=num_images, save_outputs=False, num_grids=2,
       kohler_frame=builder_kwargs.get("frame", "middle"),

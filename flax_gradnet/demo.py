@@ -56,7 +56,7 @@ from ml_collections import config_flags
 import configs.quickstart
 # numpy/Pillow/stdlib only at import: --help and flag errors stay instant; jax
 # comes with the modules imported in the functions below.
-from flax_gradnet import cli, evaluate, evaluation, image_io
+from flax_gradnet import cli, evaluation, image_io
 from flax_gradnet.atomic import atomic_write_text
 
 # The installed configs package's file, so the default works from any directory.
@@ -177,14 +177,14 @@ def load_shipped() -> tuple[str | None, Net | None, str]:
 
 def evaluate_heldout(nets: dict[str, Net], workdir: str) -> list[dict[str, Any]]:
   """Deblurs and measures every held-out pair with each of `nets` ({model key:
-  `Net`}; `evaluate.evaluate_examples` under each net's own options, RGB, no
+  `Net`}; `evaluation.evaluate_examples` under each net's own options, RGB, no
   crop); writes heldout/<photo>_<family>.png (blurry | each model | sharp) and
   returns the per-image rows ('name', 'photo', 'family', 'blurry_psnr',
   'blurry_ssim', '<key>_psnr', '<key>_ssim')."""
   from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
   examples = online.heldout_pairs()
   outputs: dict[str, list[np.ndarray]] = {ex["name"]: [] for ex in examples}
-  measured = {key: evaluate.evaluate_examples(
+  measured = {key: evaluation.evaluate_examples(
       net.module, net.params, net.options, examples,
       on_image=lambda ex, out, row: outputs[ex["name"]].append(out)).rows
               for key, net in nets.items()}
@@ -294,7 +294,7 @@ def _train_and_compare(config: Any, workdir: str) -> None:
       "seconds": {"train": train_s, "evaluate": eval_s, "total": time.time() - start},
   }
   atomic_write_text(os.path.join(workdir, RESULTS_FILE),
-                    json.dumps(evaluate.json_safe(results), indent=2) + "\n")
+                    json.dumps(evaluation.json_safe(results), indent=2) + "\n")
 
   panels = "blurry | quickstart" + (" | shipped" if shipped is not None else "")
   lines = ["", f"Held-out set: {len(rows)} images ({photos}: photographs no training record "

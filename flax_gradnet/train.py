@@ -140,7 +140,7 @@ def _allgather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int = 0,
              num_summaries: int = 0,
              options: Any = None) -> tuple[dict[str, float], list[np.ndarray]]:
-  """The periodic held-out evaluation: `evaluate.evaluate_examples` of whole
+  """The periodic held-out evaluation: `evaluation.evaluate_examples` of whole
   images under `options`, then means.
 
   Metrics are measured on uint8-quantized outputs against the uint8 targets,
@@ -158,13 +158,13 @@ def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int
      also psnr_gain_<family> and worst_image_psnr_gain;
      the first `num_summaries` blurry | deblurred | sharp grids).
   """
-  from flax_gradnet import evaluate as evaluate_lib, inference  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   count = len(source) if not num_images else min(num_images, len(source))
   shard = pipeline.eval_iterator(source, stop=count, shard_index=jax.process_index(),
                                  shard_count=jax.process_count(),
                                  channels=getattr(generator, "channels", 3))
   # family_grids=False: the first images only, the TensorBoard images training always wrote.
-  measured = evaluate_lib.evaluate_examples(
+  measured = evaluation.evaluate_examples(
       generator, params, inference.PAPER_PROTOCOL if options is None else options, shard,
       crop_border=crop_border, num_grids=num_summaries, family_grids=False)
   rows = _allgather_rows(measured.rows)

@@ -15,8 +15,8 @@ import skimage.metrics
 from PIL import Image
 
 import tiny_config
-from flax_gradnet import (deblur, evaluate, export, image_io, inference, losses, metrics,
-                          pretrained, vgg)
+from flax_gradnet import (deblur, evaluate, evaluation, export, image_io, inference, losses,
+                          metrics, pretrained, vgg)
 from flax_gradnet.data import pipeline
 from flax_gradnet.models import Generator, PatchCritic, generator_from_config
 
@@ -241,9 +241,9 @@ def test_grayscale_end_to_end_through_the_cli(tmp_path, capsys):
   assert evaluate.main([f"--workdir={workdir}", "--dataset=paired_folder", "--y_channel",
                         f"--path={tmp_path / 'pairs'}", f"--output_dir={tmp_path / 'y'}"]) == 2
   assert "--y_channel measures the BT.601 luma of RGB" in capsys.readouterr().err
-  summary = json.loads((tmp_path / "eval" / evaluate.SUMMARY_FILE).read_text())
+  summary = json.loads((tmp_path / "eval" / evaluation.SUMMARY_FILE).read_text())
   assert summary["num_images"] == 2 and np.isfinite(summary["means"]["psnr"])
-  outputs = sorted((tmp_path / "eval" / evaluate.OUTPUT_DIR).rglob("*.png"))
+  outputs = sorted((tmp_path / "eval" / evaluation.OUTPUT_DIR).rglob("*.png"))
   assert outputs
   with Image.open(outputs[0]) as im:
     assert im.mode == "L"

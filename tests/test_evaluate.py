@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from flax_gradnet import evaluate, inference, metrics, pretrained, train
+from flax_gradnet import evaluate, evaluation, inference, metrics, pretrained, train
 from flax_gradnet import workdir as workdir_lib
 from flax_gradnet.data import pipeline
 
@@ -68,20 +68,20 @@ def test_csv_and_means_match_scikit_image_on_written_outputs(trained, test_sourc
                                                              y_channel, crop_border):
   workdir, _ = trained
   out = tmp_path / "eval"
-  summary = evaluate.evaluate_workdir(workdir, test_source, output_dir=str(out),
+  summary = evaluation.evaluate_workdir(workdir, test_source, output_dir=str(out),
                                       dataset="synthetic", y_channel=y_channel,
                                       crop_border=crop_border, num_grids=2, progress=False)
-  rows = read_csv(out / evaluate.CSV_FILE)
+  rows = read_csv(out / evaluation.CSV_FILE)
   n = len(test_source)
   assert n >= 2 and len(rows) == n == summary["num_images"]
-  assert list(rows[0]) == list(evaluate.CSV_FIELDS)
-  on_disk = json.loads((out / evaluate.SUMMARY_FILE).read_text())
-  for k in evaluate.METRIC_KEYS:
+  assert list(rows[0]) == list(evaluation.CSV_FIELDS)
+  on_disk = json.loads((out / evaluation.SUMMARY_FILE).read_text())
+  for k in evaluation.METRIC_KEYS:
     assert on_disk["means"][k] == pytest.approx(np.mean([float(r[k]) for r in rows]), abs=1e-9)
     assert summary["means"][k] == on_disk["means"][k]
   assert on_disk["step"] == 2 and on_disk["workdir"] == os.path.abspath(workdir)
   # The workdir's config records no inference options: the paper's protocol, said so.
-  assert on_disk["protocol"] == evaluate.protocol_line(
+  assert on_disk["protocol"] == evaluation.protocol_line(
       inference.PAPER_PROTOCOL, y_channel=y_channel, crop_border=crop_border)
   assert on_disk["protocol"].startswith(metrics.protocol_string(y_channel, crop_border))
   assert on_disk["inference"] == dict(inference.PAPER_PROTOCOL.to_dict(),
@@ -90,7 +90,7 @@ def test_csv_and_means_match_scikit_image_on_written_outputs(trained, test_sourc
   examples = {ex["name"]: ex for ex in pipeline.eval_iterator(test_source)}
   for r in rows:
     ex = examples[r["name"]]
-    png = out / evaluate.OUTPUT_DIR / evaluate._safe_relpath(r["name"])
+    png = out / evaluation.OUTPUT_DIR / evaluation._safe_relpath(r["name"])
     deblurred = np.asarray(Image.open(png).convert("RGB"))
     assert deblurred.shape == ex["sharp"].shape
     p, s = skimage_metrics(deblurred, ex["sharp"], y_channel, crop_border)
@@ -100,7 +100,7 @@ def test_csv_and_means_match_scikit_image_on_written_outputs(trained, test_sourc
     assert float(r["blurry_psnr"]) == pytest.approx(p, abs=1e-3)
     assert float(r["blurry_ssim"]) == pytest.approx(s, abs=1e-4)
 
-  grids = sorted(glob.glob(str(out / evaluate.GRID_DIR / "*.png")))
+  grids = sorted(glob.glob(str(out / evaluation.GRID_DIR / "*.png")))
   assert len(grids) == 2
   g = np.asarray(Image.open(grids[0]))
   h, w = next(iter(examples.values()))["blur"].shape[:2]
@@ -112,16 +112,16 @@ def test_outputs_equal_the_generator_applied_directly(trained, test_source, tmp_
   """The written PNG is the restored generator's output, quantized as metrics.quantize says."""
   workdir, _ = trained
   out = tmp_path / "eval"
-  evaluate.evaluate_workdir(workdir, test_source, output_dir=str(out), num_images=1,
+  evaluation.evaluate_workdir(workdir, test_source, output_dir=str(out), num_images=1,
                             num_grids=0, progress=False)
   model, params, _ = workdir_lib.restore_generator(workdir)
   ex = next(pipeline.eval_iterator(test_source))
   y = np.asarray(model.apply({"params": params}, ex["blur"][None].astype(np.float32) / 127.5 - 1))
   expected = np.clip(np.round((y[0].astype(np.float64) + 1) * 127.5), 0, 255)
-  png = np.asarray(Image.open(out / evaluate.OUTPUT_DIR / evaluate._safe_relpath(ex["name"])))
+  png = np.asarray(Image.open(out / evaluation.OUTPUT_DIR / evaluation._safe_relpath(ex["name"])))
   diff = np.abs(png.astype(np.float64) - expected)
   assert diff.max() <= 1 and np.mean(diff > 0) < 0.01  # float rounding at .5 boundaries only
-  assert len(read_csv(out / evaluate.CSV_FILE)) == 1  # --num_images
+  assert len(read_csv(out / evaluation.CSV_FILE)) == 1  # --num_images
 
 
 def test_cli_prints_means_with_protocol(trained, tmp_path, capsys):
@@ -144,14 +144,14 @@ def test_cli_prints_means_with_protocol(trained, tmp_path, capsys):
   assert metrics.protocol_string(False, 0) in captured.out
   # A workdir trained from configs/default.py records no inference options: the
   # paper's protocol by default, and the CLI says so.
-  assert (evaluate.protocol_line(inference.PAPER_PROTOCOL) in captured.out
+  assert (evaluation.protocol_line(inference.PAPER_PROTOCOL) in captured.out
           and "(the paper's protocol)" in captured.out)
   assert "inference: one generator pass over the whole image" in captured.err
-  rows = read_csv(out / evaluate.CSV_FILE)
+  rows = read_csv(out / evaluation.CSV_FILE)
   assert len(rows) == len(src)
   mean = np.mean([float(r["psnr"]) for r in rows])
   assert f"PSNR {mean:.4f} dB" in captured.out
-  assert not os.path.exists(out / evaluate.OUTPUT_DIR)  # --no-save_outputs
+  assert not os.path.exists(out / evaluation.OUTPUT_DIR)  # --no-save_outputs
 
 
 def test_blur_only_writes_outputs_and_no_metrics(trained, tmp_path, capsys):
@@ -167,13 +167,13 @@ def test_blur_only_writes_outputs_and_no_metrics(trained, tmp_path, capsys):
   captured = capsys.readouterr()
   assert rc == 0, captured.err
   assert "no metrics" in captured.out
-  a = np.asarray(Image.open(out / evaluate.OUTPUT_DIR / "a.png"))
-  b = np.asarray(Image.open(out / evaluate.OUTPUT_DIR / "sub" / "b.png"))
+  a = np.asarray(Image.open(out / evaluation.OUTPUT_DIR / "a.png"))
+  b = np.asarray(Image.open(out / evaluation.OUTPUT_DIR / "sub" / "b.png"))
   assert a.shape == (40, 52, 3) and b.shape == (33, 30, 3)
-  assert not os.path.exists(out / evaluate.CSV_FILE)
-  summary = json.loads((out / evaluate.SUMMARY_FILE).read_text())
+  assert not os.path.exists(out / evaluation.CSV_FILE)
+  summary = json.loads((out / evaluation.SUMMARY_FILE).read_text())
   assert summary["means"] == {} and summary["num_images"] == 2 and not summary["paired"]
-  g = np.asarray(Image.open(sorted(glob.glob(str(out / evaluate.GRID_DIR / "*.png")))[0]))
+  g = np.asarray(Image.open(sorted(glob.glob(str(out / evaluation.GRID_DIR / "*.png")))[0]))
   assert g.shape == (40, 104, 3)  # blurry | deblurred
 
   # Outputs inside the input folder would become inputs next time: refused.
@@ -196,11 +196,11 @@ def test_kohler_best_frame(trained, tmp_path):
     Image.fromarray(frame).save(root / "Image1" / "Kernel1" / f"GroundTruth1_1_{k}.png")
   source = pipeline.get_source("kohler", "test", data_dir=data_dir, path=str(root))
   out = tmp_path / "eval"
-  summary = evaluate.evaluate_workdir(workdir, source, output_dir=str(out), dataset="kohler",
+  summary = evaluation.evaluate_workdir(workdir, source, output_dir=str(out), dataset="kohler",
                                       kohler_frames_dir=str(root), progress=False)
   assert "best" in summary["dataset_protocol"]
-  (row,) = read_csv(out / evaluate.CSV_FILE)
-  deblurred = np.asarray(Image.open(out / evaluate.OUTPUT_DIR / "Blurry1_1.png"))
+  (row,) = read_csv(out / evaluation.CSV_FILE)
+  deblurred = np.asarray(Image.open(out / evaluation.OUTPUT_DIR / "Blurry1_1.png"))
   blur = np.asarray(Image.open(root / "Blurry1_1.png"))
   frames = {k: np.asarray(Image.open(root / "Image1" / "Kernel1" / f"GroundTruth1_1_{k}.png"))
             for k in (1, 2, 3)}
@@ -218,7 +218,7 @@ def test_missing_workdir_and_checkpoint_are_clear_errors(trained, tmp_path, caps
   _, data_dir = trained
   missing = str(tmp_path / "nope")
   with pytest.raises(FileNotFoundError, match="config.json"):
-    evaluate.evaluate_workdir(missing, [], output_dir=str(tmp_path / "o"))
+    evaluation.evaluate_workdir(missing, [], output_dir=str(tmp_path / "o"))
   rc = evaluate.main(["--workdir", missing, "--dataset", "synthetic", "--data_dir", data_dir,
                       "--output_dir", str(tmp_path / "o")])
   err = capsys.readouterr().err
@@ -325,24 +325,24 @@ def _family_source(with_family=True):
 def test_by_family_means_table_and_grids(tmp_path):
   out = tmp_path / "eval"
   params = {"a": np.float32(0.9)}
-  summary = evaluate.evaluate_generator(_Scale(), params, _family_source(), output_dir=str(out),
+  summary = evaluation.evaluate_generator(_Scale(), params, _family_source(), output_dir=str(out),
                                         dataset="synthetic_online", num_grids=2, progress=False)
-  rows = read_csv(out / evaluate.CSV_FILE)
-  assert list(rows[0]) == list(evaluate.CSV_FIELDS) + ["family"]
-  by_family = json.loads((out / evaluate.SUMMARY_FILE).read_text())["by_family"]
-  assert list(by_family) == ["shake", "linear", "defocus", evaluate.FAMILY_ALL]
+  rows = read_csv(out / evaluation.CSV_FILE)
+  assert list(rows[0]) == list(evaluation.CSV_FIELDS) + ["family"]
+  by_family = json.loads((out / evaluation.SUMMARY_FILE).read_text())["by_family"]
+  assert list(by_family) == ["shake", "linear", "defocus", evaluation.FAMILY_ALL]
   assert by_family == summary["by_family"]
   for family, m in by_family.items():
-    rs = [r for r in rows if family in (r["family"], evaluate.FAMILY_ALL)]
+    rs = [r for r in rows if family in (r["family"], evaluation.FAMILY_ALL)]
     assert m["num_images"] == len(rs)
-    for k in evaluate.METRIC_KEYS:
+    for k in evaluation.METRIC_KEYS:
       assert m[k] == pytest.approx(np.mean([float(r[k]) for r in rs]), abs=1e-9)
     gains = [float(r["psnr"]) - float(r["blurry_psnr"]) for r in rs]
     assert m["psnr_gain"] == pytest.approx(np.mean(gains), abs=1e-9)
     assert m["worst_psnr_gain"] == pytest.approx(min(gains), abs=1e-9)
   assert by_family["all"]["psnr"] == pytest.approx(summary["means"]["psnr"], abs=1e-12)
 
-  text = evaluate.format_result(summary)
+  text = evaluation.format_result(summary)
   lines = text.splitlines()
   for family, m in by_family.items():
     (line,) = [x for x in lines if x.split()[:1] == [family]]
@@ -353,27 +353,27 @@ def test_by_family_means_table_and_grids(tmp_path):
   assert "synthetic_online held-out set" in text  # the dataset's protocol line
 
   # num_grids=2 but 3 families: each family's first image, in data order.
-  grids = sorted(os.listdir(out / evaluate.GRID_DIR))
+  grids = sorted(os.listdir(out / evaluation.GRID_DIR))
   assert grids == ["00_photo0_shake0.png", "01_photo0_linear2.png", "02_photo0_defocus4.png"]
-  assert summary["files"]["grids"] == [os.path.join(evaluate.GRID_DIR, g) for g in grids]
-  assert np.asarray(Image.open(out / evaluate.GRID_DIR / grids[0])).shape == (24, 60, 3)
+  assert summary["files"]["grids"] == [os.path.join(evaluation.GRID_DIR, g) for g in grids]
+  assert np.asarray(Image.open(out / evaluation.GRID_DIR / grids[0])).shape == (24, 60, 3)
 
 
 def test_without_families_nothing_changes(tmp_path):
   out = tmp_path / "eval"
   params = {"a": np.float32(0.9)}
-  summary = evaluate.evaluate_generator(_Scale(), params, _family_source(with_family=False),
+  summary = evaluation.evaluate_generator(_Scale(), params, _family_source(with_family=False),
                                         output_dir=str(out), num_grids=2, progress=False)
-  rows = read_csv(out / evaluate.CSV_FILE)
-  assert list(rows[0]) == list(evaluate.CSV_FIELDS) and len(rows) == 8
+  rows = read_csv(out / evaluation.CSV_FILE)
+  assert list(rows[0]) == list(evaluation.CSV_FIELDS) and len(rows) == 8
   assert "by_family" not in summary
-  assert "by_family" not in json.loads((out / evaluate.SUMMARY_FILE).read_text())
-  assert len(evaluate.format_result(summary).splitlines()) == 2  # means + protocol
-  assert sorted(os.listdir(out / evaluate.GRID_DIR)) == ["00_photo0_shake0.png",
+  assert "by_family" not in json.loads((out / evaluation.SUMMARY_FILE).read_text())
+  assert len(evaluation.format_result(summary).splitlines()) == 2  # means + protocol
+  assert sorted(os.listdir(out / evaluation.GRID_DIR)) == ["00_photo0_shake0.png",
                                                          "01_photo1_shake1.png"]
   with pytest.raises(ValueError, match="'family'"):
     mixed = _family_source(with_family=False) + _family_source()[:1]
-    evaluate.evaluate_generator(_Scale(), params, mixed, output_dir=str(tmp_path / "m"),
+    evaluation.evaluate_generator(_Scale(), params, mixed, output_dir=str(tmp_path / "m"),
                                 progress=False)
 
 
@@ -402,12 +402,12 @@ def test_cli_shipped_model(tmp_path, generator_workdir, capsys, monkeypatch):
   captured = capsys.readouterr()
   assert rc == 0, captured.err
   assert "restored generator from shipped model tiny" in captured.err
-  summary = json.loads((out / evaluate.SUMMARY_FILE).read_text())
+  summary = json.loads((out / evaluation.SUMMARY_FILE).read_text())
   assert summary["model"] == "tiny" and "workdir" not in summary
   assert summary["step"] == 4  # the step the model was packed from
   module, loaded = pretrained.load("tiny")  # packed from a workdir without inference options
   np.testing.assert_array_equal(
-      np.asarray(Image.open(out / evaluate.OUTPUT_DIR / "a.png")),
+      np.asarray(Image.open(out / evaluation.OUTPUT_DIR / "a.png")),
       inference.deblur_image(inference.make_deblur_fn(module, loaded), photo))
   assert summary["inference"]["self_ensemble"] == "off"
   assert summary["inference"]["low_freq_sigma"] == 0.0
@@ -485,18 +485,18 @@ def test_cli_hide_and_realblur(tiny_workdir, tmp_path, capsys):
     rc = evaluate.main(base + ["--dataset", dataset, "--output_dir", str(out)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    protocol = evaluate.dataset_protocol(dataset)
+    protocol = evaluation.dataset_protocol(dataset)
     assert f"; {protocol}" in captured.out
-    assert json.loads((out / evaluate.SUMMARY_FILE).read_text())["dataset_protocol"] == protocol
-    rows = {r["name"]: r for r in read_csv(out / evaluate.CSV_FILE)}
+    assert json.loads((out / evaluation.SUMMARY_FILE).read_text())["dataset_protocol"] == protocol
+    rows = {r["name"]: r for r in read_csv(out / evaluation.CSV_FILE)}
     assert sorted(rows) == sorted(pairs)
     for name, (blur, sharp) in pairs.items():
       p, s = skimage_metrics(blur, sharp)
       assert float(rows[name]["blurry_psnr"]) == pytest.approx(p, abs=1e-3)
       assert float(rows[name]["blurry_ssim"]) == pytest.approx(s, abs=1e-4)
-  assert "2025 pairs" in evaluate.dataset_protocol("hide")
+  assert "2025 pairs" in evaluation.dataset_protocol("hide")
   for variant in ("j", "r"):
-    text = evaluate.dataset_protocol(f"realblur_{variant}")
+    text = evaluation.dataset_protocol(f"realblur_{variant}")
     assert f"RealBlur_{variant.upper()}_<split>_list.txt" in text
     assert "WITHOUT the authors' alignment" in text and "NOT comparable" in text
 
@@ -524,12 +524,12 @@ def test_output_and_workdir_paths_keep_uris(tmp_path, capsys, monkeypatch):
   refused (the reports are local writes), never turned into ./gs:/...; a URI
   workdir is recorded as given."""
   monkeypatch.chdir(tmp_path)
-  assert evaluate.local_output_dir("o") == str(tmp_path.resolve() / "o")
-  assert evaluate.local_output_dir("~/o") == os.path.join(os.path.expanduser("~"), "o")
+  assert evaluation.local_output_dir("o") == str(tmp_path.resolve() / "o")
+  assert evaluation.local_output_dir("~/o") == os.path.join(os.path.expanduser("~"), "o")
   with pytest.raises(ValueError, match="is a URI"):
-    evaluate.local_output_dir("gs://bucket/eval")
-  assert evaluate._workdir_name("gs://bucket/run") == "gs://bucket/run"  # pylint: disable=protected-access
-  assert evaluate._workdir_name("run") == str(tmp_path.resolve() / "run")  # pylint: disable=protected-access
+    evaluation.local_output_dir("gs://bucket/eval")
+  assert evaluation.workdir_name("gs://bucket/run") == "gs://bucket/run"
+  assert evaluation.workdir_name("run") == str(tmp_path.resolve() / "run")
   rc = evaluate.main(["--workdir", "gs://bucket/run", "--dataset", "synthetic",
                       "--output_dir", "gs://bucket/eval"])
   assert rc == 2 and "--output_dir gs://bucket/eval is a URI" in capsys.readouterr().err

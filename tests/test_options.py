@@ -18,7 +18,7 @@ import skimage.data
 from PIL import Image
 
 from configs import default
-from flax_gradnet import deblur, evaluate, export, inference, pretrained
+from flax_gradnet import deblur, evaluate, evaluation, export, inference, pretrained
 from flax_gradnet import workdir as workdir_lib
 from flax_gradnet.models import Generator
 
@@ -145,12 +145,12 @@ def test_describe_says_every_option_that_changes_the_output():
   # The budget and the weights do not change the numbers' protocol.
   paper = inference.PAPER_PROTOCOL.describe()
   assert inference.Options(max_memory=1, weights="raw").describe() == paper
-  assert evaluate.protocol_line(inference.Options(low_freq_sigma=8)).endswith(
+  assert evaluation.protocol_line(inference.Options(low_freq_sigma=8)).endswith(
       "; one generator pass; the input's low frequencies kept (below a Gaussian of sigma 8 px)")
 
 
 def test_library_modules_do_not_import_the_cli():
-  code = ("import sys; from flax_gradnet import inference, evaluate; "
+  code = ("import sys; from flax_gradnet import inference, evaluation; "
           "print('flax_gradnet.cli' in sys.modules)")
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                      env=dict(os.environ, JAX_PLATFORMS="cpu"))
@@ -272,9 +272,9 @@ def _evaluate(workdir, pairs, out, *flags):
                       "--data_dir", str(pairs) + "_tfds", "--output_dir", str(out),
                       "--no-progress", "--num_grids=0", *flags])
   assert rc == 0
-  with open(out / evaluate.CSV_FILE, newline="") as f:
+  with open(out / evaluation.CSV_FILE, newline="") as f:
     rows = list(csv.DictReader(f))
-  return rows, json.loads((out / evaluate.SUMMARY_FILE).read_text())
+  return rows, json.loads((out / evaluation.SUMMARY_FILE).read_text())
 
 
 def test_evaluate_defaults_to_the_models_options(workdirs, tmp_path, capsys):
@@ -309,7 +309,7 @@ def test_evaluate_defaults_to_the_models_options(workdirs, tmp_path, capsys):
   assert summary["inference"]["self_ensemble"] == "off"
 
   # The Python API of evaluate takes the workdir's options too.
-  api = evaluate.evaluate_workdir(workdirs["recorded"], evaluate_source(pairs),
+  api = evaluation.evaluate_workdir(workdirs["recorded"], evaluate_source(pairs),
                                   output_dir=str(tmp_path / "api"), progress=False, num_grids=0)
   assert api["means"] == _evaluate(workdirs["recorded"], pairs, tmp_path / "r5")[1]["means"]
   assert {k: api["inference"][k] for k in RECORDED} == RECORDED
@@ -344,10 +344,10 @@ def test_evaluation_core_takes_options(workdirs, tmp_path):
                "sharp": np.asarray(Image.open(pairs / "target" / f"{i}.png"))} for i in range(2)]
   config = workdir_lib.load_config(workdirs["recorded"])
   options = inference.Options.from_config(config)
-  report = evaluate.evaluate_examples(model, params, options, examples)
+  report = evaluation.evaluate_examples(model, params, options, examples)
   assert len(report.rows) == 2 and report.paired and report.options.max_memory is None
   assert report.means["psnr"] == pytest.approx(np.mean([r["psnr"] for r in report.rows]))
-  assert report.protocol == evaluate.protocol_line(options)
+  assert report.protocol == evaluation.protocol_line(options)
   fn = inference.deblur_fn_for(model, params, options)
   from flax_gradnet import metrics  # pylint: disable=g-import-not-at-top
   for ex, row in zip(examples, report.rows):
@@ -355,9 +355,9 @@ def test_evaluation_core_takes_options(workdirs, tmp_path):
     assert row["psnr"] == pytest.approx(float(metrics.psnr(out, ex["sharp"], data_range=255.0)),
                                         abs=1e-4)
   with pytest.raises(ValueError, match="must be resolved first"):
-    evaluate.evaluate_examples(model, params, inference.Options(local_stats=-1), examples)
+    evaluation.evaluate_examples(model, params, inference.Options(local_stats=-1), examples)
   with pytest.raises(TypeError, match="inference.Options"):
-    evaluate.evaluate_examples(model, params, {"self_ensemble": "off"}, examples)
+    evaluation.evaluate_examples(model, params, {"self_ensemble": "off"}, examples)
 
 
 def test_deblur_defaults_to_the_models_options(workdirs, tmp_path, capsys):

@@ -15,7 +15,7 @@ import pytest
 
 import configs
 from flax_gradnet import workdir as workdir_lib
-from flax_gradnet import deblur, evaluate, export, image_io, inference, pretrained, train
+from flax_gradnet import deblur, evaluate, evaluation, export, image_io, inference, pretrained, train
 from flax_gradnet.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -281,18 +281,18 @@ def test_periodic_evaluation_equals_evaluate_under_the_recorded_inference(tmp_pa
   assert restored.options_recorded
   assert restored.options.self_ensemble == "mean" and restored.options.low_freq_sigma == 8.0
   source = train._source(config, "test", for_eval=True)  # pylint: disable=protected-access
-  summary = evaluate.evaluate_workdir(workdir, source, output_dir=str(tmp_path / "eval"),
-                                      num_images=2, num_grids=0, save_outputs=False,
-                                      progress=False)
+  summary = evaluation.evaluate_workdir(workdir, source, output_dir=str(tmp_path / "eval"),
+                                        num_images=2, num_grids=0, save_outputs=False,
+                                        progress=False)
   assert summary["inference"]["self_ensemble"] == "mean"
   assert summary["inference"]["low_freq_sigma"] == 8.0
   assert summary["num_images"] == 2
   for key in ("psnr", "blurry_psnr"):
     assert abs(metrics[key] - summary["means"][key]) < 1e-4, (key, metrics, summary["means"])
   # The paper's protocol gives other numbers: the recorded settings were applied.
-  paper = evaluate.evaluate_workdir(workdir, source, output_dir=str(tmp_path / "paper"),
-                                    options=inference.PAPER_PROTOCOL, num_images=2,
-                                    num_grids=0, save_outputs=False, progress=False)
+  paper = evaluation.evaluate_workdir(workdir, source, output_dir=str(tmp_path / "paper"),
+                                      options=inference.PAPER_PROTOCOL, num_images=2,
+                                      num_grids=0, save_outputs=False, progress=False)
   assert abs(metrics["psnr"] - paper["means"]["psnr"]) > 1e-4
 
 
