@@ -108,7 +108,8 @@ def main():
             f"{args.gradientnet_features}, num_mbrbs={args.num_mbrbs}), {n_params} params",
             inference.make_deblur_fn(model, params), image, settings)
   if args.workdir:
-    model, params, step = inference.restore_generator(args.workdir)
+    model, params, restored = inference.restore(args.workdir)
+    step = restored.step
     sharp = sharp_frame()
     compare(f"trained generator {args.workdir} step {step}", inference.make_deblur_fn(model, params),
             image, settings, sharp)

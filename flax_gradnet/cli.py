@@ -53,8 +53,8 @@ EXIT_OK = 0  # everything asked for was done
 EXIT_SOME_FAILED = 1  # some inputs failed (each reported); the others were done
 EXIT_NOTHING_RAN = 2  # nothing ran: bad arguments, missing files or models
 
-BEST_STEP = "best"  # `workdir.BEST_STEP` (this module imports no jax)
-WEIGHTS = ("ema", "raw")  # `workdir.WEIGHTS`
+BEST_STEP = "best"  # `checkpoints.BEST_STEP` (this module imports no jax)
+WEIGHTS = ("ema", "raw")  # `checkpoints.WEIGHTS`
 DTYPES = ("float32", "bfloat16")
 # The inference flags (`add_inference_flags`) default to None: "the model's
 # recorded setting" (`inference.Options`, `inference.resolve_options`; the

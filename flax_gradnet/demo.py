@@ -7,7 +7,7 @@
 2. deblurs the held-out set (`data.online.heldout_pairs()`: photographs no
    training record uses, each blurred whole by every blur family, with sensor
    noise) with the model just trained ("quickstart") and with the model shipped
-   in the package (`pretrained.load()`, "shipped"; left out, with a line saying
+   in the package (`inference.restore()`, "shipped"; left out, with a line saying
    so, when none is shipped), and measures both against the blurry input;
 3. prints a per-family table (PSNR and its gain over the blurry input, SSIM),
    the row of all images, and each model's worst per-image PSNR gain;
@@ -153,10 +153,11 @@ class Net(NamedTuple):
   description: str
 
 
-def load_shipped() -> tuple[str | None, Net | None, str]:
-  """(name, `Net`, description) of the shipped model (`inference.restore`,
-  with its recorded inference options); name and Net None when there is none
-  or it cannot be loaded (the description says why)."""
+def _load_shipped() -> tuple[str | None, Net | None, str]:
+  """(name, `Net`, description) of the shipped model the demo compares with
+  (`inference.restore`, with its recorded inference options; users call that
+  directly); name and Net None when there is none or it cannot be loaded (the
+  description says why)."""
   try:
     from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -221,10 +222,10 @@ def deblur_clock(nets: dict[str, Net], workdir: str) -> str:
 def train_quickstart(config: Any, workdir: str) -> None:
   """Trains `config` in `workdir` (resuming). A config or workdir that cannot
   be trained prints one `error:` line and exits 2 before anything is written."""
-  from flax_gradnet import train  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import config_checks, train  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # library INFO waits for the workdir's log file
   try:
-    train.preflight(config, workdir)
+    config_checks.preflight(config, workdir)
   except (ValueError, FileNotFoundError) as e:
     cli.exit_error(str(e))
   train.log_to_workdir(workdir, "demo")
@@ -264,7 +265,7 @@ def _train_and_compare(config: Any, workdir: str) -> None:
   model, params, restored = inference.restore(workdir)
   nets = {QUICKSTART: Net(model, params, restored.options,
                           f"the model trained in {workdir}, step {restored.step}")}
-  shipped, shipped_net, shipped_desc = load_shipped()
+  shipped, shipped_net, shipped_desc = _load_shipped()
   if shipped_net is not None:
     nets[SHIPPED] = shipped_net
 

@@ -1,7 +1,7 @@
 """Deblurring whole images with a trained generator: the restore path of all CLI tools.
 
-`restore` is the one way the tools get a generator: from a training workdir
-(`workdir.restore_generator`, re-exported here: a checkpoint that trains is
+`restore` is the one way to get a generator, for the tools and for users: from
+a training workdir (`checkpoints.restore_weights`: a checkpoint that trains is
 a checkpoint that deblurs) or from a model shipped with the package
 (`pretrained.load`, which builds the module through the same config path).
 
@@ -94,12 +94,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from flax_gradnet import image_io, losses
-from flax_gradnet.workdir import restore_generator  # noqa: F401  (the shared restore path)
 from flax_gradnet.metrics import quantize
 
 __all__ = [
     "Options", "PAPER_PROTOCOL", "resolve_options", "deblur_fn_for",
-    "restore", "Restored", "restore_generator", "make_deblur_fn", "model_stride", "self_ensemble",
+    "restore", "Restored", "make_deblur_fn", "model_stride", "self_ensemble",
     "ensemble_members",
     "self_ensemble_shrunk", "wiener_shrink", "box_mean", "ensemble_kind", "ENSEMBLES",
     "SHRINK_WINDOW", "WEIGHTS", "TILE_OVERLAP", "LOCAL_STATS_CROP",
@@ -116,7 +115,7 @@ DeblurFn = Callable[[jax.Array], jax.Array]
 # "mean" (x8 self-ensemble), "shrink" (x8, shrunk toward the input where the 8
 # disagree). cli.py spells the same tuple for the CLIs' --help (tested equal).
 ENSEMBLES = ("off", "mean", "shrink")
-# `Options.weights`: which generator weights of a workdir's checkpoint (`workdir.WEIGHTS`).
+# `Options.weights`: which generator weights of a workdir's checkpoint (`checkpoints.WEIGHTS`).
 WEIGHTS = ("ema", "raw")
 # `Options.tile_overlap`'s default, in pixels.
 TILE_OVERLAP = 32
@@ -172,7 +171,7 @@ class Options:
       (the CLIs then take `cli.MAX_MEMORY_DEFAULT_GIB`: a budget is a property
       of the machine more than of the model).
     weights: "ema" or "raw": which weights of a workdir's checkpoint
-      (`workdir.restore_weights`); None = the EMA when it has one.
+      (`checkpoints.restore_weights`); None = the EMA when it has one.
 
   Raises (on construction):
     ValueError: a value out of its range; the message names the field.
@@ -374,7 +373,7 @@ def restore(workdir: str | None = None, *, model: str | None = None,
     dtype: compute dtype of the module (default: the config's `compute_dtype`).
     weights: "ema" or "raw" weights of the workdir's checkpoint (None = what
       its config records as `inference.weights`, else the EMA when it has one;
-      see `workdir.restore_weights`); only with `workdir`.
+      see `checkpoints.restore_weights`); only with `workdir`.
 
   Returns:
     The generator module, its parameters, and a `Restored` description, e.g.
@@ -417,14 +416,17 @@ def restore(workdir: str | None = None, *, model: str | None = None,
 
 def _restore_workdir(workdir: str, step: int | str | None, dtype: Any,
                      weights: str | None) -> tuple[Any, Any, Restored]:
-  """`restore` from a training workdir (`workdir.restore_weights`)."""
-  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  """`restore` from a training workdir (`checkpoints.restore_weights`)."""
+  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import checkpoints
+  from flax_gradnet import workdir as workdir_lib
+  # pylint: enable=g-import-not-at-top
   recorded = Options.from_config(workdir_lib.load_config(workdir))
-  r = workdir_lib.restore_weights(workdir, step, dtype,
+  r = checkpoints.restore_weights(workdir, step, dtype,
                                   weights=weights if weights is not None else recorded.weights)
   text = f"workdir {workdir} at step {r.step}"
   notes = []
-  if step == workdir_lib.BEST_STEP:
+  if step == checkpoints.BEST_STEP:
     notes.append(f"best held-out PSNR {r.metrics['psnr']:.2f} dB")
   if r.has_ema:
     notes.append("EMA weights" if r.weights == "ema" else "raw weights, not the EMA")

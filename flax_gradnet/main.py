@@ -105,8 +105,9 @@ def _exit_on_sigterm(status, signum, frame):
 
 def _train(train) -> None:
   """Checks, logs to the workdir and trains (the workdir's lock is held)."""
+  from flax_gradnet import config_checks  # pylint: disable=g-import-not-at-top
   try:  # nothing is written to the workdir unless these pass
-    train.preflight(FLAGS.config, FLAGS.workdir)
+    config_checks.preflight(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:
     cli.exit_error(str(e))
   program = f"train_process{FLAGS.process_id}" if FLAGS.process_id else "train"

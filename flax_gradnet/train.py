@@ -1,11 +1,14 @@
-"""The training loop: states, jitted steps over a device mesh, checkpoints, writers, evaluation.
+"""The training loop: states, jitted steps over a device mesh, writers, evaluation.
 
 `train_and_evaluate(config, workdir)` is the whole job; `main.py` only parses
-flags. A run started again on the same workdir resumes from its latest
-checkpoint (networks, optimizers, step and data iterator), so after N steps its
-parameters equal those of an uninterrupted N-step run. The workdir may be a
-local folder or a URI (gs://BUCKET/run): it stays an `epath.Path` from the flag
-to orbax, config.json and the metric writer (`workdir.workdir_path`).
+flags. The config is checked first (`config_checks.preflight`). A run started
+again on the same workdir resumes from its latest checkpoint (networks,
+optimizers, step and data iterator: `checkpoints.resume`), so after N steps its
+parameters equal those of an uninterrupted N-step run (`checkpoints.save`
+writes them; `checkpoints.load_init_params` loads config.init_from). The
+workdir may be a local folder or a URI (gs://BUCKET/run): it stays an
+`epath.Path` from the flag to orbax, config.json and the metric writer
+(`workdir.workdir_path`).
 
 Needs jax, flax, optax, orbax, grain, clu and numpy; TensorFlow only for
 TensorBoard event files (`writers`: without it metrics go to the log) and TFDS
@@ -23,23 +26,20 @@ import tempfile
 import time
 from typing import Any, Callable
 
-import grain.checkpoint as grain_ckpt
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import flags, logging
 from etils import epath
-from flax import serialization, traverse_util
+from flax import traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flax_gradnet import workdir as workdir_lib
-from flax_gradnet import evaluation, steps, writers
+from flax_gradnet import checkpoints, config_checks, evaluation, steps, writers
 from flax_gradnet.data import pipeline
-from flax_gradnet.models import Generator
 
 # clu.metric_writers (which periodic_actions imports) needs TensorFlow unless
 # `writers` has stood in for its TensorBoard writer first.
@@ -95,24 +95,6 @@ def num_train_steps(config, train_size: int) -> int:
   if config.num_train_steps > 0:
     return config.num_train_steps
   return int(np.ceil(config.num_epochs * train_size / config.batch_size))
-
-
-def batch_shares(batch_size: int, num_devices: int | None = None,
-                 num_processes: int | None = None) -> tuple[int, int]:
-  """(per-process, per-device) shares of the global batch `config.batch_size`.
-
-  Raises:
-    ValueError: naming the numbers, when the batch does not split evenly.
-  """
-  num_devices = jax.device_count() if num_devices is None else num_devices
-  num_processes = jax.process_count() if num_processes is None else num_processes
-  if batch_size < 1 or batch_size % num_devices:
-    raise ValueError(
-        f"config.batch_size={batch_size} is the global batch (all devices of all processes "
-        f"together) and must be a positive multiple of the {num_devices} device(s) "
-        f"({num_processes} process(es)); e.g. {num_devices * max(1, batch_size // num_devices)}. "
-        "Scale config.learning_rate with it if you change it (README, Training).")
-  return batch_size // num_processes, batch_size // num_devices
 
 
 def _source(config, split: str, *, for_eval: bool = False):
@@ -275,93 +257,6 @@ def log_to_workdir(workdir: epath.PathLike, program: str) -> str:
   return log_dir
 
 
-# Fields a resumed run must keep: they shape the saved state (both networks, and
-# Adam's moments, whose meaning b1 and b2 set) or the data stream that the saved
-# iterator state indexes. Run length, learning rates, logging, evaluation and
-# paths may change between restarts.
-RESUME_FIXED_FIELDS = ("model", "critic_features", "critic_layers", "critic_batches", "b1",
-                       "b2", "batch_size", "dataset", "dataset_options", "crop_size", "seed")
-
-
-def _flat_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """{"model.base_features": 16, ...} with values as config.json stores them."""
-  return traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
-
-
-def resume_conflicts(config: ml_collections.ConfigDict,
-                     workdir: epath.PathLike) -> list[str]:
-  """`RESUME_FIXED_FIELDS` that differ from the config of `workdir`'s checkpoints.
-
-  Empty when the workdir holds no checkpoint. A `model.` field absent from an
-  older config.json is compared as Generator's default (what that checkpoint
-  was built with); other absent fields are not compared.
-  """
-  if not workdir_lib.saved_steps(workdir):
-    return []
-  if not (workdir_lib.workdir_path(workdir) / workdir_lib.CONFIG_FILE).is_file():
-    return []
-  stored = _flat_json(workdir_lib.load_config(workdir))
-  new = _flat_json(config)
-  out = []
-  for key in sorted(set(stored) | set(new)):
-    if not key.split(".")[0] in RESUME_FIXED_FIELDS:
-      continue
-    if key not in stored:  # written before the field existed: its default then
-      name = key.split(".", 1)[1] if key.startswith("model.") else None
-      fields = Generator.__dataclass_fields__
-      if name in fields and new.get(key) != fields[name].default:
-        out.append(f"{key}: absent (default {fields[name].default!r}) -> {new.get(key)!r}")
-      continue
-    if stored.get(key) != new.get(key):
-      out.append(f"{key}: {stored.get(key)!r} -> {new.get(key)!r}")
-  return out
-
-
-def preflight(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
-  """The checks a run makes before it writes anything, each a one-line error.
-
-  Raises:
-    ValueError: the workdir is a file; the batch does not divide over the
-      devices; the workdir's checkpoints were trained with other values of
-      `RESUME_FIXED_FIELDS` (its config.json is left as it is).
-    FileNotFoundError: the content loss needs VGG19 weights that are missing.
-  """
-  workdir = workdir_lib.workdir_path(workdir)
-  workdir_lib.check_folder(workdir)
-  batch_shares(config.batch_size)
-  steps.check_content_loss(config)
-  if config.init_scheme not in steps.INIT_SCHEMES:
-    raise ValueError(f"config.init_scheme must be one of {steps.INIT_SCHEMES}, got "
-                     f"{config.init_scheme!r}.")
-  if config.critic_batches not in ("same", "fresh"):
-    raise ValueError(f"config.critic_batches must be 'same' or 'fresh', got "
-                     f"{config.critic_batches!r}.")
-  sigma = config.get("loss_low_freq_sigma", 0.0)
-  if not isinstance(sigma, (int, float)) or not sigma >= 0:  # also NaN
-    raise ValueError(f"config.loss_low_freq_sigma must be a number >= 0 pixels (0 = off), got "
-                     f"{sigma!r}.")
-  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
-  inference.Options.from_config(config)  # config.inference: known fields, valid values
-  budget = config.get("train_seconds", 0.0)
-  if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
-    raise ValueError(f"config.train_seconds must be a number of seconds >= 0 (0 = no time "
-                     f"limit), got {budget!r}.")
-  if not 0.0 <= config.ema_decay < 1.0:
-    raise ValueError(f"config.ema_decay must be in [0, 1) (0 = no EMA of the generator's "
-                     f"weights), got {config.ema_decay!r}.")
-  if config.model.get("channels", 3) not in (1, 3):
-    raise ValueError(f"config.model.channels={config.model.channels}: the training data sets "
-                     "hold RGB images, which the pipeline converts to 1 (grey) or 3 channels; "
-                     "other counts need your own input pipeline (the modules, losses and "
-                     "metrics take any count).")
-  conflicts = resume_conflicts(config, workdir)
-  if conflicts:
-    raise ValueError(
-        f"{workdir} holds checkpoints trained with other values of fields that shape the saved "
-        f"state or the data stream ({'; '.join(conflicts)}). Restore them to resume, or train "
-        f"in a new --workdir (--config.init_from={workdir} starts from its generator).")
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLike, *,
                        progress: bool = False) -> dict[str, float]:
   """Trains the GAN of the config in `workdir`; returns the last evaluation's metrics
@@ -381,8 +276,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLik
   if config.initialize_distributed and not jax.distributed.is_initialized():
     initialize_distributed()
   workdir = workdir_lib.workdir_path(workdir)
-  preflight(config, workdir)  # nothing is written before these checks pass
-  _, per_device = batch_shares(config.batch_size)
+  config_checks.preflight(config, workdir)  # nothing is written before these checks pass
+  _, per_device = config_checks.batch_shares(config.batch_size)
   content_fn = steps.make_content_fn(config)
   workdir.mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
@@ -406,8 +301,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLik
       num_local_devices=jax.local_device_count(), seed=config.seed, flips=config.flips,
       rot90=config.rot90, color_jitter=config.color_jitter, scale_jitter=config.scale_jitter,
       worker_count=config.worker_count, channels=generator.channels)
-  manager = workdir_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep,
-                                        keep_best=config.keep_best)
+  manager = checkpoints.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep,
+                                          keep_best=config.keep_best)
   try:
     state = _initial_state(config, manager, state, train_iter)
   except BaseException:
@@ -439,8 +334,8 @@ def _initial_state(config: ml_collections.ConfigDict, manager: ocp.CheckpointMan
   if manager.latest_step() is not None:
     return _resume(manager, state, train_iter, ema=config.ema_decay > 0)
   if config.init_from:
-    params, description = load_init_params(config.init_from, state.generator.params,
-                                           strict=config.init_strict)
+    params, description = checkpoints.load_init_params(
+        config.init_from, state.generator.params, strict=config.init_strict)
     state = state.replace(generator=state.generator.replace(params=params))
     logging.info("Generator initialised from %s.", description)
   if config.ema_decay > 0:
@@ -599,7 +494,9 @@ def _train_loop(run: _Run, state: steps.GANState, initial_step: int, step_fn: Ca
           (config.keep_best and best_metrics is not None)):
         _check_finite(history, history_start)  # never checkpoint a diverged state
         with report_progress.timed("checkpoint"):
-          _save(run, step, state, best_metrics)
+          # `best_metrics` rank the checkpoint when config.keep_best.
+          checkpoints.save(run.manager, step, state, run.train_iter,
+                           metrics=best_metrics if config.keep_best else None)
         if preemption.requested:
           logging.warning("Checkpoint saved at step %d; exiting on SIGTERM.", step)
           break
@@ -704,23 +601,6 @@ def _write_train_scalars(run: _Run, history: list[dict[str, Any]], first_step: i
   return scalars
 
 
-def _save(run: _Run, step: int, state: steps.GANState, metrics: dict[str, float] | None) -> None:
-  """Checkpoints `step`: the state (with its weights' digests) and every
-  process's data-iterator state; `metrics` rank it when config.keep_best."""
-  host_state = _state_dict(jax.device_get(state))
-  digests = {key: workdir_lib.state_digest(host_state[net]["params"])
-             for net, key in (("generator", workdir_lib.PARAMS_DIGEST_KEY),
-                              ("critic", workdir_lib.CRITIC_DIGEST_KEY),
-                              (workdir_lib.EMA_KEY, workdir_lib.EMA_DIGEST_KEY)) if net in host_state}
-  run.manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(host_state),
-      # One data-iterator state per process (grain's handler writes
-      # process_<i>-of-<n>.json); orbax's JSON item is written by process 0 only.
-      iterator=grain_ckpt.CheckpointSave(pipeline.IteratorCheckpoint(run.train_iter)),
-      data=ocp.args.JsonSave(digests)),
-                   metrics=metrics if run.config.keep_best else None, force=True)
-
-
 def _periodic_eval(config: ml_collections.ConfigDict, generator, state: steps.GANState,
                    eval_source, writer, step: int) -> tuple[dict[str, float], dict[str, float]]:
   """The periodic evaluation: the generator's weights (`eval/...`) and, with an
@@ -764,44 +644,30 @@ def _periodic_eval(config: ml_collections.ConfigDict, generator, state: steps.GA
   return combined, ranked
 
 
-def _host_copy(tree: Any) -> Any:
-  """A host (numpy) copy of `tree`: its own buffers once placed on the devices,
-  so donating the state never donates one buffer twice."""
-  return jax.tree.map(lambda x: np.array(jax.device_get(x)), tree)
-
-
 def _resume(manager: ocp.CheckpointManager, state: steps.GANState,
             train_iter: pipeline.TrainIterator, *, ema: bool) -> steps.GANState:
-  """`state` (the fresh one, for the tree's structure) restored from the
-  manager's latest checkpoint, and the data iterator with it.
-
-  The EMA follows the config (`ema`): a checkpoint without one (EMA off, or
-  written before EMA existed) starts it from the restored generator weights;
-  one with an EMA resumed with ema_decay = 0 drops it. Both are logged.
-  """
+  """`checkpoints.resume`, with the EMA as the config says (`ema`): a checkpoint
+  without one (EMA off, or written before EMA existed) starts it from the
+  restored generator weights; one with an EMA resumed with ema_decay = 0
+  drops it. Both are logged."""
   latest = manager.latest_step()
-  where = epath.Path(manager.directory) / str(latest)
-  try:
-    saved_ema = workdir_lib.has_ema(where)
-    target = state.replace(ema_params=state.generator.params if saved_ema else None)
-    workdir_lib.quiet_restore_failures()
-    restored = manager.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_state_dict(target)), data=ocp.args.JsonRestore()))
-  except Exception as e:  # orbax raises many types on damaged files
-    raise ValueError(f"checkpoint {where} cannot be read: {e}") from e
-  workdir_lib.verify_checkpoint(restored.state, restored.data, where)
-  state = _from_state_dict(state, restored.state)
-  _restore_iterator(manager, latest, train_iter, restored.data, where)
-  logging.info("Resumed from %s at step %d.", manager.directory, latest)
-  if ema and not saved_ema:
+  where = checkpoints.step_dir(manager, latest)
+  state = checkpoints.resume(manager, state, train_iter)
+  if ema and state.ema_params is None:
     logging.warning("config.ema_decay > 0 but checkpoint %s holds no EMA weights: the EMA "
                     "starts from the generator's weights at step %d.", where, latest)
     state = state.replace(ema_params=_host_copy(state.generator.params))
-  elif saved_ema and not ema:
+  elif state.ema_params is not None and not ema:
     logging.warning("config.ema_decay = 0: the EMA weights of checkpoint %s are dropped; later "
                     "checkpoints hold none.", where)
     state = state.replace(ema_params=None)
   return state
+
+
+def _host_copy(tree: Any) -> Any:
+  """A host (numpy) copy of `tree`: its own buffers once placed on the devices,
+  so donating the state never donates one buffer twice."""
+  return jax.tree.map(lambda x: np.array(jax.device_get(x)), tree)
 
 
 def _replicate(tree: Any, sharding: NamedSharding) -> Any:
@@ -819,110 +685,3 @@ def _replicate(tree: Any, sharding: NamedSharding) -> Any:
     return jax.device_put(x, sharding)
 
   return jax.tree.map(put, tree)
-
-
-def _restore_iterator(manager: ocp.CheckpointManager, step: int,
-                      train_iter: pipeline.TrainIterator, data: dict,
-                      where: epath.Path) -> None:
-  """Gives this process its own data-iterator state of checkpoint `step` (in `where`)."""
-  if (where / "iterator").is_dir():
-    mine = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-    if not (where / "iterator" / mine).exists():
-      saved = sorted(p.name for p in (where / "iterator").iterdir())
-      raise ValueError(f"checkpoint {where} holds the data-iterator states {saved}, none for "
-                       f"this process ({mine}): resume with the process count that wrote it.")
-    workdir_lib.quiet_restore_failures()
-    manager.restore(step, args=ocp.args.Composite(
-        iterator=grain_ckpt.CheckpointRestore(pipeline.IteratorCheckpoint(train_iter))))
-  elif "iterator" in data and jax.process_count() == 1:
-    train_iter.set_state(data["iterator"])  # checkpoints written before 2026-11-27
-  else:
-    raise ValueError(f"checkpoint {where} holds no data-iterator state for process "
-                     f"{jax.process_index()} of {jax.process_count()}; it was written by a "
-                     "single-process run of an earlier version: resume it on one process.")
-
-
-def _state_dict(state: steps.GANState) -> dict[str, Any]:
-  """The checkpointed tree (see workdir.py): plain dicts, no callables.
-
-  Not `flax.serialization.to_state_dict`: that writes the optimizer states'
-  tuples as {"0": ..., "1": ...} dicts and the EMA as "ema_params", a layout
-  into which orbax refuses to restore the checkpoints this code has written.
-  """
-  def net(s):
-    return {"step": s.step, "params": s.params, "opt_state": s.opt_state}
-  tree = {"generator": net(state.generator), "critic": net(state.critic)}
-  if state.ema_params is not None:
-    tree[workdir_lib.EMA_KEY] = {"params": state.ema_params}
-  return tree
-
-
-def _split_init_from(init_from: str) -> tuple[str | None, str | None, int | None]:
-  """"workdir[@step]" or a shipped model's name -> (workdir, model, step)."""
-  from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
-  path, step = init_from, None
-  head, sep, tail = init_from.rpartition("@")
-  if sep and tail.isdigit():
-    path, step = head, int(tail)
-  if workdir_lib.workdir_path(path).is_dir():
-    return str(workdir_lib.workdir_path(path)), None, step
-  if step is None and init_from in pretrained.available():
-    return None, init_from, None
-  raise FileNotFoundError(
-      f"config.init_from={init_from!r} is neither a training workdir (optionally "
-      f"'@STEP') nor a shipped model (available: {pretrained.available()})")
-
-
-def load_init_params(init_from: str, params: Any, *, strict: bool = True) -> tuple[Any, str]:
-  """The generator weights of `config.init_from`, fitted onto `params` (the fresh init).
-
-  Every weight of `params` is looked up by its path in the source. Paths only
-  in `params` (missing), only in the source (unexpected), or present in both
-  with other shapes (mismatched) are listed in one table; with `strict` any of
-  them raises, otherwise those keep their fresh initial values.
-
-  Returns:
-    (params, a one-line description of the source and of what was loaded).
-  """
-  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
-  workdir, model, step = _split_init_from(init_from)
-  _, source, restored = inference.restore(workdir, model=model, step=step)
-  target_flat = traverse_util.flatten_dict(serialization.to_state_dict(params), sep="/")
-  source_flat = traverse_util.flatten_dict(serialization.to_state_dict(source), sep="/")
-  problems = []
-  for key in sorted(set(target_flat) | set(source_flat)):
-    if key not in source_flat:
-      problems.append((key, "missing", str(tuple(target_flat[key].shape)), "-"))
-    elif key not in target_flat:
-      problems.append((key, "unexpected", "-", str(tuple(np.shape(source_flat[key])))))
-    elif tuple(np.shape(source_flat[key])) != tuple(target_flat[key].shape):
-      problems.append((key, "shape", str(tuple(target_flat[key].shape)),
-                       str(tuple(np.shape(source_flat[key])))))
-  if problems:
-    rows = [f"  {k:60s} {kind:10s} model {a:18s} source {b}" for k, kind, a, b in problems]
-    if len(rows) > 60:
-      rows = rows[:60] + [f"  ... and {len(rows) - 60} more"]
-    table = "\n".join(rows)
-    message = (f"config.init_from={init_from!r} ({restored}) does not fit the "
-               f"generator of this config: {len(problems)} weight(s)\n{table}")
-    if strict:
-      raise ValueError(message + "\nSet config.init_strict=False to load the matching weights "
-                       "and keep the initial values of the others.")
-    logging.warning("%s\nLoading the %d matching weight(s) only (init_strict=False).",
-                    message, len(target_flat) - sum(p[1] != "unexpected" for p in problems))
-  bad = {p[0] for p in problems}
-  merged = {k: (jnp.asarray(source_flat[k], v.dtype) if k not in bad else v)
-            for k, v in target_flat.items()}
-  loaded = serialization.from_state_dict(
-      params, traverse_util.unflatten_dict(merged, sep="/"))
-  n_loaded = sum(k not in bad for k in target_flat)
-  return loaded, f"{restored}: {n_loaded}/{len(target_flat)} weights loaded"
-
-
-def _from_state_dict(state: steps.GANState, tree: dict[str, Any]) -> steps.GANState:
-  def net(s, t):
-    return s.replace(step=t["step"], params=t["params"], opt_state=t["opt_state"])
-  ema = tree.get(workdir_lib.EMA_KEY)
-  return steps.GANState(generator=net(state.generator, tree["generator"]),
-                        critic=net(state.critic, tree["critic"]),
-                        ema_params=None if ema is None else ema["params"])

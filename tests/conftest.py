@@ -85,10 +85,13 @@ def write_generator_workdir(workdir, model_fields, params, step):
   """Lays out `workdir` exactly as training does (config.json + an orbax
   checkpoint), holding `params` for a Generator with `model_fields`."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import checkpoints
+  from flax_gradnet import workdir as workdir_lib
+  # pylint: enable=g-import-not-at-top
   workdir_lib.save_config(str(workdir), ml_collections.ConfigDict(
       {"model": dict(model_fields), "compute_dtype": "float32"}))
-  mngr = workdir_lib.checkpoint_manager(str(workdir))
+  mngr = checkpoints.checkpoint_manager(str(workdir))
   mngr.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave({"generator": {"params": params},
                                    "critic": {"params": {"w": jnp.zeros(2)}}}),

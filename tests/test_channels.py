@@ -98,14 +98,14 @@ def test_steps_refuse_the_vgg_loss_for_other_channel_counts():
 
 
 def test_training_refuses_counts_the_datasets_cannot_feed(tmp_path):
-  from flax_gradnet import train  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import config_checks  # pylint: disable=g-import-not-at-top
   config = tiny_config.get_config()
   config.model.channels = 4
   with pytest.raises(ValueError, match="model.channels=4.*1 \\(grey\\) or 3"):
-    train.preflight(config, str(tmp_path / "w"))
+    config_checks.preflight(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
   config.model.channels = 1
-  train.preflight(config, str(tmp_path / "w"))  # grey: accepted
+  config_checks.preflight(config, str(tmp_path / "w"))  # grey: accepted
 
 
 def test_psnr_ssim_of_grey_equal_scikit_image():

@@ -167,7 +167,7 @@ def test_cli_awkward_inputs(tmp_path, workdir, capsys):
 
   # Output orientation follows the visually upright image, and equals the library path
   # (the workdir records no inference options: the paper's protocol, one pass).
-  model, params, _ = inference.restore_generator(workdir)
+  model, params, _ = inference.restore(workdir)
   fn = inference.make_deblur_fn(model, params)
   got = np.asarray(Image.open(out / "rotated.png"))
   assert got.shape == (32, 48, 3)

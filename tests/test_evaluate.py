@@ -13,7 +13,6 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from flax_gradnet import evaluate, evaluation, inference, metrics, pretrained, train
-from flax_gradnet import workdir as workdir_lib
 from flax_gradnet.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -114,7 +113,7 @@ def test_outputs_equal_the_generator_applied_directly(trained, test_source, tmp_
   out = tmp_path / "eval"
   evaluation.evaluate_workdir(workdir, test_source, output_dir=str(out), num_images=1,
                             num_grids=0, progress=False)
-  model, params, _ = workdir_lib.restore_generator(workdir)
+  model, params, _ = inference.restore(workdir)
   ex = next(pipeline.eval_iterator(test_source))
   y = np.asarray(model.apply({"params": params}, ex["blur"][None].astype(np.float32) / 127.5 - 1))
   expected = np.clip(np.round((y[0].astype(np.float64) + 1) * 127.5), 0, 255)

@@ -9,7 +9,6 @@ import scipy.ndimage
 import skimage.data
 
 from flax_gradnet import inference
-from flax_gradnet import workdir as workdir_lib
 from flax_gradnet.models import Generator
 
 TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1)
@@ -134,12 +133,11 @@ def test_bad_arguments():
     inference.deblur_image(f, x)
 
 
-def test_restore_generator_reexported(tmp_path, tiny, generator_workdir):
+def test_restore_from_a_workdir(tmp_path, tiny, generator_workdir):
   model, params = tiny
   generator_workdir(tmp_path, TINY, params, 3)
-  assert inference.restore_generator is workdir_lib.restore_generator
-  m, p, step = inference.restore_generator(str(tmp_path))
-  assert step == 3
+  m, p, restored = inference.restore(str(tmp_path))
+  assert restored.step == 3 and restored.weights == "raw"
   x = np.zeros((1, 16, 16, 3), np.float32)
   np.testing.assert_allclose(m.apply({"params": p}, x), model.apply({"params": params}, x))
 

@@ -21,8 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from flax_gradnet import workdir as workdir_lib
-from flax_gradnet import train
+from flax_gradnet import checkpoints, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -76,7 +75,7 @@ def _run(*args, **kw):
 
 
 def _final_params(workdir):
-  manager = workdir_lib.checkpoint_manager(str(workdir))
+  manager = checkpoints.checkpoint_manager(str(workdir))
   step = manager.latest_step()
   state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
   manager.close()
@@ -109,7 +108,7 @@ def test_two_processes_resume_after_sigkill_bit_for_bit(tmp_path, dirs):
   for p, _ in procs:
     p.send_signal(signal.SIGKILL)
   _wait(procs)
-  step_at_kill = workdir_lib.checkpoint_manager(str(killed)).latest_step()
+  step_at_kill = checkpoints.checkpoint_manager(str(killed)).latest_step()
   assert step_at_kill < STEPS, "the run finished before it was killed"
   _run(killed, data_dir, cache, num_processes=2, devices=2)
 
@@ -147,7 +146,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, dirs):
     assert line, err[-3000:]
     steps.append(int(line[-1].split("step ")[1].split()[0]))
   assert steps[0] == steps[1] < 500
-  assert workdir_lib.checkpoint_manager(str(workdir)).latest_step() == steps[0]
+  assert checkpoints.checkpoint_manager(str(workdir)).latest_step() == steps[0]
 
 
 def test_time_budget_stops_every_process_at_the_same_step(tmp_path, dirs):
@@ -161,7 +160,7 @@ def test_time_budget_stops_every_process_at_the_same_step(tmp_path, dirs):
                       timeout=420)
   assert codes == [0, 0], "\n".join(e[-3000:] for e in errs)
   assert "stopped at step 2 of 6" in errs[0] and "stopped at step 2 of 6" in errs[1]
-  manager = workdir_lib.checkpoint_manager(str(workdir))
+  manager = checkpoints.checkpoint_manager(str(workdir))
   assert manager.all_steps() == [2]
   manager.close()
   saved = sorted(os.listdir(workdir / "checkpoints" / "2" / "iterator"))

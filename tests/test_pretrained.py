@@ -15,7 +15,6 @@ import skimage.data
 from flax import serialization, traverse_util
 
 from flax_gradnet import inference, pretrained
-from flax_gradnet import workdir as workdir_lib
 from flax_gradnet.models import Generator
 from flax_gradnet.pretrained import __main__ as pretrained_cli
 
@@ -91,7 +90,7 @@ def test_pack_writes_the_layout(packed, workdir):
 
   # The params are the checkpoint's generator params, float32, nothing else.
   raw = serialization.msgpack_restore(open(os.path.join(path, "params.msgpack"), "rb").read())
-  _, want, _ = workdir_lib.restore_generator(workdir)
+  _, want, _ = inference.restore(workdir)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)), raw, want)
   assert {a.dtype for a in jax.tree_util.tree_leaves(raw)} == {np.dtype(np.float32)}
 
@@ -100,7 +99,7 @@ def test_load_reproduces_the_reference_output(packed, workdir):
   root, _ = packed
   _check_reproduces_reference("tiny", root)
   module, params = pretrained.load("tiny", root=root)
-  want_module, want_params, _ = workdir_lib.restore_generator(workdir)
+  want_module, want_params, _ = inference.restore(workdir)
   assert module == want_module  # built through the same config path
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, want_params)
   bf16, _ = pretrained.load("tiny", root=root, dtype=jnp.bfloat16)
@@ -196,7 +195,7 @@ def test_env_var_and_inference_restore(packed, workdir, monkeypatch):
   module, params, desc = inference.restore(model="tiny")
   assert desc == "shipped model tiny" and desc.model == "tiny" and desc.step == 5
   assert desc.workdir is None
-  _, want_params, _ = workdir_lib.restore_generator(workdir)
+  _, want_params, _ = inference.restore(workdir)
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, want_params)
 
   _, _, desc = inference.restore(workdir)

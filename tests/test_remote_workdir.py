@@ -23,7 +23,7 @@ from etils.epath import gpath
 from etils.epath import testing as epath_testing
 from orbax.checkpoint._src.path import gcs_utils
 
-from flax_gradnet import train, writers
+from flax_gradnet import checkpoints, config_checks, train, writers
 from flax_gradnet import workdir as workdir_lib
 
 URI = "gs://bucket/run"
@@ -195,13 +195,13 @@ def test_trains_resumes_and_restores_a_gs_workdir(fake_gcs, monkeypatch):
   assert list((step_dir / "state").glob("**/manifest.ocdbt"))
   assert (step_dir / "iterator" / "process_0-of-1.json").is_file()
 
-  restored = workdir_lib.restore_weights(URI)
+  restored = checkpoints.restore_weights(URI)
   assert restored.step == 2
 
   config.num_train_steps = 3
   train.train_and_evaluate(config, URI)  # resumes from step 2 through the URI
   assert workdir_lib.saved_steps(URI) == [1, 2, 3]
-  assert workdir_lib.restore_weights(URI).step == 3
-  assert train.resume_conflicts(config, URI) == []
+  assert checkpoints.restore_weights(URI).step == 3
+  assert config_checks.resume_conflicts(config, URI) == []
   config.crop_size = 16
-  assert train.resume_conflicts(config, URI) == ["crop_size: 32 -> 16"]
+  assert config_checks.resume_conflicts(config, URI) == ["crop_size: 32 -> 16"]

@@ -198,7 +198,7 @@ def test_stand_in_content_losses_need_no_weights():
                              losses.psnr_content_loss(pred, target, floor=1e-3))
   config.psnr_loss_floor = 0.0
   with pytest.raises(ValueError, match="psnr_loss_floor"):
-    steps.check_content_loss(config)  # what train.preflight runs before writing anything
+    steps.check_content_loss(config)  # what config_checks.preflight runs before writing anything
   with pytest.raises(ValueError, match="psnr_loss_floor"):
     steps.make_content_fn(config)
 

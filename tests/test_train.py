@@ -16,6 +16,7 @@ import pytest
 import configs
 from flax_gradnet import workdir as workdir_lib
 from flax_gradnet import deblur, evaluate, evaluation, export, image_io, inference, pretrained, train
+from flax_gradnet import checkpoints, config_checks
 from flax_gradnet.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def tiny_config(tiny_train_config):
 
 
 def restored_state(workdir):
-  manager = workdir_lib.checkpoint_manager(workdir)
+  manager = checkpoints.checkpoint_manager(workdir)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   step = manager.latest_step()
   state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
@@ -79,8 +80,8 @@ def test_resumed_run_equals_uninterrupted(tmp_path, data_dir, tiny_config):
   assert_trees_equal(state_a, state_b)
 
   # The inference tools restore the same generator from the workdir.
-  model, params, step = workdir_lib.restore_generator(full)
-  assert step == 4 and model.base_features == 4
+  model, params, restored = inference.restore(full)
+  assert restored.step == 4 and model.base_features == 4
   assert_trees_equal(params, state_a["generator"]["params"])
 
 
@@ -153,7 +154,7 @@ def test_train_seconds_stops_early_and_leaves_a_restorable_checkpoint(tmp_path, 
     metrics = train.train_and_evaluate(config, workdir)
   assert np.isfinite(metrics["psnr"])  # the final evaluation ran
   assert workdir_lib.saved_steps(workdir) == [1]
-  assert workdir_lib.restore_weights(workdir).step == 1
+  assert checkpoints.restore_weights(workdir).step == 1
   assert workdir_lib.load_config(workdir).train_seconds == 1e-9
   assert "config.train_seconds=1e-09 reached" in caplog.text
   assert "stopped at step 1 of 4" in caplog.text
@@ -195,7 +196,7 @@ def test_time_budget_reads_the_clock_and_agrees_across_processes(monkeypatch):
 def test_bad_train_seconds_is_refused(tmp_path, value):
   config = tiny_online_config(train_seconds=value)
   with pytest.raises(ValueError, match=r"config.train_seconds must be a number of seconds >= 0"):
-    train.preflight(config, str(tmp_path / "bad"))
+    config_checks.preflight(config, str(tmp_path / "bad"))
   assert not (tmp_path / "bad").exists()
 
 
@@ -231,7 +232,7 @@ def test_main_trains_without_tensorflow_or_tfds(tmp_path):
   assert "tensorflow is not installed: metrics go to the log file" in proc.stderr
   assert (workdir / "config.json").is_file()
   assert workdir_lib.saved_steps(str(workdir)) == [2]
-  assert workdir_lib.restore_weights(str(workdir)).step == 2
+  assert checkpoints.restore_weights(str(workdir)).step == 2
   assert "train/generator_loss=" in (workdir / "train.INFO").read_text()
   assert not list(workdir.glob("events.out.tfevents*"))
 
@@ -300,7 +301,7 @@ def test_invalid_recorded_inference_is_refused_before_training(tmp_path):
   config = tiny_online_config()
   config.inference.self_ensemble = "twice"
   with pytest.raises(ValueError, match="config.inference"):
-    train.preflight(config, str(tmp_path / "w"))
+    config_checks.preflight(config, str(tmp_path / "w"))
 
 
 @pytest.mark.parametrize("lr_schedule, warmup", [("cosine", 20), ("cosine", 0),
@@ -339,7 +340,7 @@ def test_init_from_a_shipped_model_loads_every_weight():
   from flax_gradnet import pretrained  # pylint: disable=g-import-not-at-top
   config = load_config("gradnet_s_synth")
   fresh = _fresh_generator_params(config)
-  loaded, description = train.load_init_params(pretrained.DEFAULT_MODEL, fresh)
+  loaded, description = checkpoints.load_init_params(pretrained.DEFAULT_MODEL, fresh)
   _, reference = pretrained.load(pretrained.DEFAULT_MODEL)
   assert_trees_equal(loaded, reference)
   n = len(jax.tree_util.tree_leaves(fresh))
@@ -363,7 +364,7 @@ def test_init_from_a_workdir_then_fine_tunes(tmp_path, data_dir, tiny_config):
   train.train_and_evaluate(config, tuned)
   step, tuned_state = restored_state(tuned)
   assert step == 2
-  manager = workdir_lib.checkpoint_manager(source)
+  manager = checkpoints.checkpoint_manager(source)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   at2 = manager.restore(2, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
   manager.close()
@@ -378,8 +379,8 @@ def test_init_from_refuses_a_different_model_unless_not_strict(tiny_train_config
   config = tiny_train_config(data_dir)  # widths 4: every conv differs from the shipped model
   fresh = _fresh_generator_params(config)
   with pytest.raises(ValueError, match="(?s)does not fit the generator.*shape.*init_strict=False"):
-    train.load_init_params(pretrained.DEFAULT_MODEL, fresh)
-  loaded, description = train.load_init_params(pretrained.DEFAULT_MODEL, fresh, strict=False)
+    checkpoints.load_init_params(pretrained.DEFAULT_MODEL, fresh)
+  loaded, description = checkpoints.load_init_params(pretrained.DEFAULT_MODEL, fresh, strict=False)
   flat_fresh = jax.tree_util.tree_leaves_with_path(fresh)
   flat_loaded = dict(jax.tree_util.tree_leaves_with_path(loaded))
   _, shipped = pretrained.load(pretrained.DEFAULT_MODEL)
@@ -398,15 +399,15 @@ def test_init_from_refuses_a_different_model_unless_not_strict(tiny_train_config
 @pytest.mark.parametrize("init_from", ["no_such_model", "/no/such/workdir@3"])
 def test_init_from_unknown_source_names_it(init_from):
   with pytest.raises(FileNotFoundError, match="(?s)neither a training workdir.*available"):
-    train.load_init_params(init_from, {})
+    checkpoints.load_init_params(init_from, {})
 
 
 def test_batch_is_global_and_must_divide_over_devices():
-  assert train.batch_shares(4, num_devices=1, num_processes=1) == (4, 4)  # the paper's batch
-  assert train.batch_shares(8, num_devices=4, num_processes=2) == (4, 2)
+  assert config_checks.batch_shares(4, num_devices=1, num_processes=1) == (4, 4)  # the paper's batch
+  assert config_checks.batch_shares(8, num_devices=4, num_processes=2) == (4, 2)
   for bad in (6, 0):
     with pytest.raises(ValueError, match=rf"config.batch_size={bad} .*global.*4 device"):
-      train.batch_shares(bad, num_devices=4, num_processes=2)
+      config_checks.batch_shares(bad, num_devices=4, num_processes=2)
 
 
 def _damage_array_files(workdir, step):
@@ -450,8 +451,8 @@ def test_quiet_restore_failures_drops_only_closed_loop_reports(monkeypatch):
   ("Event loop is closed") are dropped; every other report still goes through."""
   seen = []
   monkeypatch.setattr(sys, "unraisablehook", seen.append)
-  workdir_lib.quiet_restore_failures()
-  workdir_lib.quiet_restore_failures()  # installs one filter, however often called
+  checkpoints.quiet_restore_failures()
+  checkpoints.quiet_restore_failures()  # installs one filter, however often called
   report = lambda e: types.SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=None,
                                            err_msg=None, object=None)
   sys.unraisablehook(report(RuntimeError("Event loop is closed")))
@@ -473,7 +474,7 @@ def test_a_refused_resume_closes_the_checkpoint_manager(tmp_path, data_dir, tiny
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)
   closed, filtered = [], []
-  real = workdir_lib.checkpoint_manager
+  real = checkpoints.checkpoint_manager
 
   def spy(*args, **kwargs):
     manager = real(*args, **kwargs)
@@ -482,7 +483,7 @@ def test_a_refused_resume_closes_the_checkpoint_manager(tmp_path, data_dir, tiny
 
     def spied_restore(*a, **k):
       # The late reports of a failing restore can come before it returns: the
-      # filter must be in place already (workdir.quiet_restore_failures).
+      # filter must be in place already (checkpoints.quiet_restore_failures).
       filtered.append(getattr(sys.unraisablehook, "drops_closed_loop_reports", False))
       return restore(*a, **k)
 
@@ -492,8 +493,8 @@ def test_a_refused_resume_closes_the_checkpoint_manager(tmp_path, data_dir, tiny
   def refuse(state, data, where):
     raise ValueError(f"checkpoint {where} is damaged (test)")
 
-  monkeypatch.setattr(workdir_lib, "checkpoint_manager", spy)
-  monkeypatch.setattr(workdir_lib, "verify_checkpoint", refuse)
+  monkeypatch.setattr(checkpoints, "checkpoint_manager", spy)
+  monkeypatch.setattr(checkpoints, "verify_checkpoint", refuse)
   # Python's own hook (no filter yet), restored after the test.
   monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
   with pytest.raises(ValueError, match="is damaged"):
@@ -518,9 +519,9 @@ def test_restart_with_a_changed_model_is_refused_and_keeps_the_workdir(tmp_path,
   with pytest.raises(ValueError, match=r"\(b1: 0.5 -> 0.9; model.base_features: 4 -> 8\)"):
     train.train_and_evaluate(changed, workdir)
   assert open(os.path.join(workdir, "config.json")).read() == stored
-  model, _, step = workdir_lib.restore_generator(workdir)  # still deblurs
-  assert step == 2 and model.base_features == 4
-  assert train.resume_conflicts(changed, str(tmp_path / "empty")) == []  # nothing to resume
+  model, _, restored = inference.restore(workdir)  # still deblurs
+  assert restored.step == 2 and model.base_features == 4
+  assert config_checks.resume_conflicts(changed, str(tmp_path / "empty")) == []  # nothing to resume
 
 
 MAIN = [sys.executable, "-m", "flax_gradnet.main"]
@@ -650,7 +651,7 @@ def test_ema_update_rule_matches_a_numpy_recurrence(tiny_train_config, data_dir)
 
 def _checkpoint_state(workdir, step):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  manager = workdir_lib.checkpoint_manager(workdir)
+  manager = checkpoints.checkpoint_manager(workdir)
   state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
   manager.close()
   return state
@@ -666,7 +667,7 @@ def test_ema_resumes_from_a_checkpoint_without_it_and_is_restored(tmp_path, data
   config = tiny_config(data_dir)
   config.num_train_steps = 2
   train.train_and_evaluate(config, workdir)
-  assert workdir_lib.EMA_KEY not in _checkpoint_state(workdir, 2)
+  assert checkpoints.EMA_KEY not in _checkpoint_state(workdir, 2)
 
   # --weights=ema of a checkpoint without EMA: exit 2 with the reason, in every tool.
   image = tmp_path / "a.png"
@@ -691,16 +692,16 @@ def test_ema_resumes_from_a_checkpoint_without_it_and_is_restored(tmp_path, data
   events = b"".join(open(f, "rb").read() for f in glob.glob(f"{workdir}/events.out.tfevents.*"))
   assert b"eval_ema/psnr" in events and b"eval/psnr" in events
   s2, s3, s4 = (_checkpoint_state(workdir, s) for s in (2, 3, 4))
-  _assert_ema(s3[workdir_lib.EMA_KEY]["params"], s2["generator"]["params"],
+  _assert_ema(s3[checkpoints.EMA_KEY]["params"], s2["generator"]["params"],
               s3["generator"]["params"], 0.5)
-  _assert_ema(s4[workdir_lib.EMA_KEY]["params"], s3[workdir_lib.EMA_KEY]["params"],
+  _assert_ema(s4[checkpoints.EMA_KEY]["params"], s3[checkpoints.EMA_KEY]["params"],
               s4["generator"]["params"], 0.5)
 
   # The tools load the EMA by default, the raw weights on request.
   model, params, desc = inference.restore(workdir)
   assert desc.weights == "ema" and "(EMA weights)" in desc and desc.step == 4
-  assert_trees_equal(params, s4[workdir_lib.EMA_KEY]["params"])
-  _, raw, _ = workdir_lib.restore_generator(workdir, weights="raw")
+  assert_trees_equal(params, s4[checkpoints.EMA_KEY]["params"])
+  _, raw, _ = inference.restore(workdir, weights="raw")
   assert_trees_equal(raw, s4["generator"]["params"])
   root = str(tmp_path / "models")
   pretrained.pack(workdir, "ema_tiny", root=root)
@@ -711,7 +712,7 @@ def test_ema_resumes_from_a_checkpoint_without_it_and_is_restored(tmp_path, data
   config.num_train_steps = 5
   train.train_and_evaluate(config, workdir)
   s5 = _checkpoint_state(workdir, 5)
-  _assert_ema(s5[workdir_lib.EMA_KEY]["params"], s4[workdir_lib.EMA_KEY]["params"],
+  _assert_ema(s5[checkpoints.EMA_KEY]["params"], s4[checkpoints.EMA_KEY]["params"],
               s5["generator"]["params"], 0.5)
   # Resumed with EMA off: dropped, and said so.
   config.num_train_steps, config.ema_decay = 6, 0.0
@@ -719,7 +720,7 @@ def test_ema_resumes_from_a_checkpoint_without_it_and_is_restored(tmp_path, data
   with caplog.at_level("WARNING"):
     train.train_and_evaluate(config, workdir)
   assert "EMA weights of checkpoint" in caplog.text and "are dropped" in caplog.text
-  assert workdir_lib.EMA_KEY not in _checkpoint_state(workdir, 6)
+  assert checkpoints.EMA_KEY not in _checkpoint_state(workdir, 6)
   assert inference.restore(workdir)[2].weights == "raw"
 
 
@@ -750,22 +751,22 @@ def test_best_step_selection_and_rotation_over_fake_metrics(tmp_path):
   kept = {1: [1], 2: [1, 2], 3: [2, 3], 4: [2, 3, 4], 5: [4, 5], 6: [5, 6], 7: [5, 6, 7],
           8: [5, 7, 8]}
   for step, value in psnr.items():
-    manager = workdir_lib.checkpoint_manager(workdir, max_to_keep=2, keep_best=True)
+    manager = checkpoints.checkpoint_manager(workdir, max_to_keep=2, keep_best=True)
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave({"generator": {"params": {"w": np.full(2, step, np.float32)}}}),
         data=ocp.args.JsonSave({})), metrics=None if value is None else {"psnr": value})
     manager.wait_until_finished()
     manager.close()  # a new manager per step: what it keeps is read back from disk
-    reader = workdir_lib.checkpoint_manager(workdir)
+    reader = checkpoints.checkpoint_manager(workdir)
     assert list(reader.all_steps()) == kept[step], step
     if step >= 2:
-      assert workdir_lib.best_step(reader)[0] == (2 if step < 5 else 5)
+      assert checkpoints.best_step(reader)[0] == (2 if step < 5 else 5)
     reader.close()
-  assert workdir_lib.eval_rank({"psnr": float("nan")}) == workdir_lib.eval_rank(None) == -np.inf
+  assert checkpoints.eval_rank({"psnr": float("nan")}) == checkpoints.eval_rank(None) == -np.inf
 
 
 def _saved_steps(workdir):
-  manager = workdir_lib.checkpoint_manager(workdir)
+  manager = checkpoints.checkpoint_manager(workdir)
   steps = list(manager.all_steps())
   manager.close()
   return steps
@@ -793,7 +794,7 @@ def test_keep_best_keeps_and_resolves_the_best_step(tmp_path, data_dir, tiny_con
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)  # steps 1-4
   assert _saved_steps(workdir) == [2, 4]
-  manager = workdir_lib.checkpoint_manager(workdir)
+  manager = checkpoints.checkpoint_manager(workdir)
   assert manager.metrics(2) == {"psnr": 30.0, "ssim": 0.5, "psnr_gain": 10.0, "ema": 0.0}
   manager.close()
   _, params, desc = inference.restore(workdir, step="best")
@@ -811,12 +812,12 @@ def test_keep_best_keeps_and_resolves_the_best_step(tmp_path, data_dir, tiny_con
 
   config.num_train_steps = 6  # resumed: 5 and 6 are worse than 2, which stays
   train.train_and_evaluate(config, workdir)
-  assert workdir_lib.restore_generator(workdir, "best")[2] == 2
+  assert inference.restore(workdir, step="best")[2].step == 2
   assert _saved_steps(workdir) == [2, 6]
   config.num_train_steps = 7  # a new best replaces it
   train.train_and_evaluate(config, workdir)
   assert _saved_steps(workdir) == [7]
-  assert workdir_lib.restore_generator(workdir, "best")[2] == 7
+  assert inference.restore(workdir, step="best")[2].step == 7
 
   # No evaluated checkpoint (keep_best off, or written before it existed): a clear error.
   plain = str(tmp_path / "plain")

@@ -1,8 +1,8 @@
 """Small trained generators shipped with the package, and the tool that packs them.
 
-    from flax_gradnet import inference, pretrained
-    module, params = pretrained.load()              # pretrained.DEFAULT_MODEL
-    fn = inference.make_deblur_fn(module, params)
+    from flax_gradnet import inference
+    module, params, restored = inference.restore()   # pretrained.DEFAULT_MODEL
+    fn = inference.deblur_fn_for(module, params, restored.options)
 
     python -m flax_gradnet.pretrained --workdir=workdirs/gradnet_s_synth --name=gradnet_s_synth
     python -m flax_gradnet.pretrained --list
@@ -23,11 +23,13 @@ One shipped model is a folder `<root>/<name>/` holding
 variable `FLAX_GRADNET_PRETRAINED_DIR` when it is set (tests, private models);
 every function also takes an explicit `root=`.
 
-A shipped model loads through the same path as a training workdir
+Users get a shipped model through `inference.restore(model=NAME)`, which
+returns its recorded inference options too; `load` is its building block. A
+shipped model loads through the same path as a training workdir
 (`workdir.load_config` + `models.generator_from_config`), and its
 parameter tree is checked against the tree the current code builds (same keys,
-same shapes): after a change of the generator's code, weights that no longer
-fit fail loudly instead of loading wrongly. The reference pair lets a test
+same shapes: `checkpoints.diff_params`): after a change of the generator's
+code, weights that no longer fit fail loudly instead of loading wrongly. The reference pair lets a test
 check that they still compute what they computed when packed.
 """
 
@@ -180,45 +182,14 @@ def read_metadata(name: str, root: str | None = None) -> dict:
   return _read_json(os.path.join(model_dir(name, root), METADATA_FILE))
 
 
-def _flat(tree: Any) -> dict[str, Any]:
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
-  if not isinstance(tree, dict):
-    raise ValueError(f"expected a dict of parameters, got {type(tree).__name__}")
-  return {"/".join(map(str, k)): v for k, v in traverse_util.flatten_dict(tree).items()}
-
-
-def check_tree(params: Any, expected: Any, what: str) -> None:
-  """Raises ValueError unless `params` has exactly the keys and shapes of `expected`.
-
-  Args:
-    params: the parameter tree to check (arrays).
-    expected: the tree the module builds (arrays or `jax.ShapeDtypeStruct`s).
-    what: names the parameters in the message (e.g. a file).
-  """
-  got, want = _flat(params), _flat(expected)
-  missing = sorted(set(want) - set(got))
-  unexpected = sorted(set(got) - set(want))
-  misshaped = sorted(f"{k}: {tuple(got[k].shape)} (expected {tuple(want[k].shape)})"
-                     for k in set(got) & set(want)
-                     if tuple(getattr(got[k], "shape", ())) != tuple(want[k].shape))
-  if missing or unexpected or misshaped:
-    parts = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected),
-                        ("mis-shaped", misshaped)):
-      if keys:
-        shown = keys[:20] + ([f"... ({len(keys) - 20} more)"] if len(keys) > 20 else [])
-        parts.append(f"{label} keys ({len(keys)}): " + ", ".join(shown))
-    raise ValueError(f"{what} does not fit the generator its config.json describes under the "
-                     "current code (were the weights packed by an incompatible version?): "
-                     + "; ".join(parts))
-
-
 def load(name: str = DEFAULT_MODEL, *, root: str | None = None, dtype: Any = None):
   """Loads shipped model `name` as `(module, params)`.
 
-  The files are verified (`verify`), the module is built from config.json as
-  for a training workdir (`models.generator_from_config`), and the
-  parameters are checked against the tree that module's `init` declares.
+  The building block of `inference.restore(model=name)`, which users call (it
+  also returns the model's recorded inference options). The files are verified
+  (`verify`), the module is built from config.json as for a training workdir
+  (`models.generator_from_config`), and the parameters are checked against the
+  tree that module's `init` declares (`checkpoints.diff_params`).
 
   Args:
     name: the model (`available()` lists them).
@@ -233,8 +204,11 @@ def load(name: str = DEFAULT_MODEL, *, root: str | None = None, dtype: Any = Non
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import serialization  # pylint: disable=g-import-not-at-top
 
-  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from flax_gradnet.models import generator_from_config  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import checkpoints
+  from flax_gradnet import workdir as workdir_lib
+  from flax_gradnet.models import generator_from_config
+  # pylint: enable=g-import-not-at-top
 
   path = verify(name, root)
   config = workdir_lib.load_config(path)
@@ -247,7 +221,11 @@ def load(name: str = DEFAULT_MODEL, *, root: str | None = None, dtype: Any = Non
       raise ValueError(f"{params_path} cannot be decoded ({type(e).__name__}: {e}): reinstall "
                        "the package, or re-pack the model") from e
   expected = _expected_params(module)
-  check_tree(params, expected, params_path)
+  diff = checkpoints.diff_params(params, expected)
+  if diff:
+    raise ValueError(f"{params_path} does not fit the generator its config.json describes under "
+                     "the current code (were the weights packed by an incompatible version?): "
+                     + diff.summary())
   params = jax.tree_util.tree_map(lambda p, e: jnp.asarray(p, e.dtype), params, expected)
   return module, params
 
@@ -418,10 +396,13 @@ def pack(workdir: str, name: str, *, step: int | str | None = None, root: str | 
     FileNotFoundError / ValueError: from restoring the workdir.
     ValueError: the parameters exceed `MAX_PARAMS_BYTES`, or bad metadata.
   """
-  from flax_gradnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import checkpoints
+  from flax_gradnet import workdir as workdir_lib
+  # pylint: enable=g-import-not-at-top
 
   root = _free_root(name, root, overwrite)
-  restored = workdir_lib.restore_weights(workdir, step, weights=weights)
+  restored = checkpoints.restore_weights(workdir, step, weights=weights)
   path = workdir_lib.workdir_path(workdir)  # a local folder or a URI (gs://...), kept as given
   config_text = (path / workdir_lib.CONFIG_FILE).read_text()
   source = {"source_workdir": str(path), "step": int(restored.step),
