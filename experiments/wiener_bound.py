@@ -13,7 +13,6 @@ left out. Numpy only; about a minute on a 2-core CPU.
 """
 
 import argparse
-import zlib
 
 import numpy as np
 
@@ -54,14 +53,9 @@ def pairs_with_psfs(kind: str):
   held = {ex["name"]: ex for ex in strong.strong_pairs(kinds=(kind,))}
   for name, photo in online.heldout_photographs().items():
     for draw in range(strong.DRAWS):
-      rng = np.random.default_rng([strong.STRONG_SEED, zlib.crc32(strong.STRONG_VERSION.encode()),
-                                   zlib.crc32(name.encode()), zlib.crc32(kind.encode()), draw])
-      extent = rng.uniform(*strong.EXTENT)
-      if kind == "strong_shake":
-        psf = synthetic.shake_psf_with_extent(rng, extent)
-      else:
-        psf = strong.tremor_psf(rng, extent)
-      blurry = synthetic.apply_psf(photo, psf, linear_light=kind == "tremor")
+      rng = strong.pair_rng(name, kind, draw)
+      psf, linear_light = strong.kind_psf(kind, rng)
+      blurry = synthetic.apply_psf(photo, psf, linear_light=linear_light)
       blurry, _ = synthetic.random_sensor_noise(blurry, rng)
       key = f"{name}/{kind}_{draw}.png"
       assert np.array_equal(blurry, held[key]["blur"]), f"{key}: not the held-out pair"

@@ -54,18 +54,32 @@ def tremor_psf(rng: np.random.Generator, extent: float) -> np.ndarray:
       synthetic.scale_to_extent(path[0] + 1j * path[1], extent))
 
 
+def pair_rng(name: str, kind: str, draw: int, seed: int = STRONG_SEED) -> np.random.Generator:
+  """The generator of one (photograph, kind, draw) pair of the set."""
+  return np.random.default_rng([seed, zlib.crc32(STRONG_VERSION.encode()),
+                                zlib.crc32(name.encode()), zlib.crc32(kind.encode()), draw])
+
+
+def kind_psf(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+  """(PSF, linear_light) of a single-PSF kind ("strong_shake", "tremor"): the
+  draw `strong_blur` makes."""
+  if kind == "strong_shake":
+    return synthetic.shake_psf_with_extent(rng, rng.uniform(*EXTENT)), False
+  if kind == "tremor":
+    return tremor_psf(rng, rng.uniform(*EXTENT)), True
+  raise ValueError(f"Strong blur kind {kind!r} has no single PSF; those that do: "
+                   "('strong_shake', 'tremor').")
+
+
 def strong_blur(photo: np.ndarray, kind: str,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   """(sharp, blurry) uint8 of a whole photograph under one strong kind."""
-  if kind == "strong_shake":
-    psf = synthetic.shake_psf_with_extent(rng, rng.uniform(*EXTENT))
-    return photo, synthetic.apply_psf(photo, psf, linear_light=False)
   if kind == "dynamic":
     return synthetic.dynamic_scene(photo, rng)
-  if kind == "tremor":
-    return photo, synthetic.apply_psf(photo, tremor_psf(rng, rng.uniform(*EXTENT)),
-                                      linear_light=True)
-  raise ValueError(f"Unknown strong blur kind {kind!r}; choose from {STRONG_KINDS}.")
+  if kind not in STRONG_KINDS:
+    raise ValueError(f"Unknown strong blur kind {kind!r}; choose from {STRONG_KINDS}.")
+  psf, linear_light = kind_psf(kind, rng)
+  return photo, synthetic.apply_psf(photo, psf, linear_light=linear_light)
 
 
 def strong_pairs(*, kinds=STRONG_KINDS, photos: dict[str, np.ndarray] | None = None,
@@ -86,8 +100,7 @@ def strong_pairs(*, kinds=STRONG_KINDS, photos: dict[str, np.ndarray] | None = N
       if kind not in STRONG_KINDS:
         raise ValueError(f"Unknown strong blur kind {kind!r}; choose from {STRONG_KINDS}.")
       for draw in range(draws):
-        rng = np.random.default_rng([seed, zlib.crc32(STRONG_VERSION.encode()),
-                                     zlib.crc32(name.encode()), zlib.crc32(kind.encode()), draw])
+        rng = pair_rng(name, kind, draw, seed)
         sharp, blur = strong_blur(photo, kind, rng)
         if noise:
           blur, _ = synthetic.random_sensor_noise(blur, rng)
