@@ -1,6 +1,20 @@
 """Shared fixtures of the model tests (test_layers, test_generator, test_critic)."""
 
-import jax
+import os
+
+# XLA's LLVM back end at -O0 for the whole session, in-process and in the
+# subprocesses (they inherit the environment; tests that set XLA_FLAGS append to
+# it). The suite compiles hundreds of tiny programs and runs each a few times:
+# LLVM's optimisation is most of a compile (a tiny generator's init: ~13 s of CPU
+# at the default level, ~1.5 s at 0) and buys nothing at these sizes. What a test
+# checks is the program's semantics, which the optimisation level does not change
+# (floating-point results may differ in the last bits, within every tolerance).
+# FLAX_GRADNET_TEST_XLA_OPT=1 runs the suite at XLA's default level instead.
+if os.environ.get("FLAX_GRADNET_TEST_XLA_OPT", "") in ("", "0"):
+  os.environ["XLA_FLAGS"] = " ".join(filter(None, (os.environ.get("XLA_FLAGS"),
+                                                   "--xla_backend_optimization_level=0")))
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

@@ -3,6 +3,7 @@
 import glob
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,12 +32,40 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))
 
 
+def _tiny(tiny_train_config, data_dir):
+  return tiny_train_config(data_dir, num_train_steps=4, log_every_steps=2, eval_every_steps=4,
+                           checkpoint_every_steps=2, num_eval_images=2, num_image_summaries=1)
+
+
 @pytest.fixture
 def tiny_config(tiny_train_config):
   """4 steps, checkpoints every 2, evaluation at the end on 2 held-out images."""
-  return lambda data_dir: tiny_train_config(
-      data_dir, num_train_steps=4, log_every_steps=2, eval_every_steps=4,
-      checkpoint_every_steps=2, num_eval_images=2, num_image_summaries=1)
+  return lambda data_dir: _tiny(tiny_train_config, data_dir)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_train_config, data_dir):
+  """`trained(steps)`: (workdir, metrics) of `tiny_config` run for `steps` steps in a
+  new workdir, as `train.train_and_evaluate(config, workdir)` leaves it. Trained
+  once per module for the tests that start from such a run: read it, or copy it
+  (`copy_run`) to train on or change it."""
+  runs = {}
+
+  def get(steps):
+    if steps not in runs:
+      config = _tiny(tiny_train_config, data_dir)
+      config.num_train_steps = steps
+      workdir = str(tmp_path_factory.mktemp(f"trained_{steps}_steps") / "run")
+      runs[steps] = (workdir, train.train_and_evaluate(config, workdir))
+    return runs[steps]
+
+  return get
+
+
+def copy_run(source, workdir):
+  """A copy of the workdir `source` at `workdir` (a str)."""
+  shutil.copytree(source, workdir, symlinks=True)
+  return str(workdir)
 
 
 def restored_state(workdir):
@@ -55,19 +84,15 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_resumed_run_equals_uninterrupted(tmp_path, data_dir, tiny_config):
+def test_resumed_run_equals_uninterrupted(tmp_path, data_dir, tiny_config, trained):
   config = tiny_config(data_dir)
-  full = str(tmp_path / "full")
-  metrics = train.train_and_evaluate(config, full)
+  full, metrics = trained(4)
   assert {"psnr", "ssim", "blurry_psnr", "blurry_ssim"} <= set(metrics)
   assert all(np.isfinite(v) for v in metrics.values())
   assert os.path.isfile(os.path.join(full, "config.json"))
   assert glob.glob(os.path.join(full, "events.out.tfevents.*")), "no TensorBoard events"
 
-  resumed = str(tmp_path / "resumed")
-  with config.unlocked():
-    config.num_train_steps = 2
-  train.train_and_evaluate(config, resumed)
+  resumed = copy_run(trained(2)[0], tmp_path / "resumed")  # `config` run for 2 steps
   assert restored_state(resumed)[0] == 2
   with config.unlocked():
     config.num_train_steps = 4
@@ -85,12 +110,9 @@ def test_resumed_run_equals_uninterrupted(tmp_path, data_dir, tiny_config):
   assert_trees_equal(params, state_a["generator"]["params"])
 
 
-def test_nonfinite_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, tiny_config):
+def test_nonfinite_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, tiny_config, trained):
   config = tiny_config(data_dir)
-  workdir = str(tmp_path / "nan")
-  with config.unlocked():
-    config.num_train_steps = 2
-  train.train_and_evaluate(config, workdir)
+  workdir = copy_run(trained(2)[0], tmp_path / "nan")  # `config` run for 2 steps
   _, good = restored_state(workdir)
   with config.unlocked():
     config.num_train_steps = 4
@@ -333,7 +355,7 @@ def test_critic_schedule_follows_the_generator_step(lr_schedule, warmup):
 def _fresh_generator_params(config):
   generator, _ = train.steps.build_models(config)
   x = np.zeros((1, config.crop_size, config.crop_size, 3), np.float32)
-  return generator.init(jax.random.key(1), x)["params"]
+  return jax.jit(generator.init)(jax.random.key(1), x)["params"]  # one compile, not one per op
 
 
 def test_init_from_a_shipped_model_loads_every_weight():
@@ -347,9 +369,8 @@ def test_init_from_a_shipped_model_loads_every_weight():
   assert f"{n}/{n} weights loaded" in description
 
 
-def test_init_from_a_workdir_then_fine_tunes(tmp_path, data_dir, tiny_config):
-  source = str(tmp_path / "source")
-  train.train_and_evaluate(tiny_config(data_dir), source)
+def test_init_from_a_workdir_then_fine_tunes(tmp_path, data_dir, tiny_config, trained):
+  source = trained(4)[0]  # tiny_config(data_dir)'s run
   _, source_state = restored_state(source)
   # Fine-tune at learning rate 0 from step 2 of the source: the new run's
   # generator starts (and, at rate 0, stays) at those weights; its step and
@@ -426,13 +447,12 @@ def _damage_array_files(workdir, step):
       f.write(bytes(b ^ 0xFF for b in chunk))
 
 
-def test_damaged_checkpoint_is_refused_everywhere(tmp_path, data_dir, tiny_config):
+def test_damaged_checkpoint_is_refused_everywhere(tmp_path, data_dir, tiny_config, trained):
   """Bytes flipped in a checkpoint's array file (sizes and metadata intact): resume,
   inference restore and the CLIs fail naming the checkpoint, never load garbage."""
   from flax_gradnet import export, inference  # pylint: disable=g-import-not-at-top
   config = tiny_config(data_dir)
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
+  workdir = copy_run(trained(4)[0], tmp_path / "run")  # `config`'s run
   inference.restore(workdir)  # intact: restores
   _damage_array_files(workdir, 4)
   problem = "(?s)checkpoint .*checkpoints/4.* (is damaged|cannot be read)"
@@ -464,15 +484,14 @@ def test_quiet_restore_failures_drops_only_closed_loop_reports(monkeypatch):
 
 
 def test_a_refused_resume_closes_the_checkpoint_manager(tmp_path, data_dir, tiny_config,
-                                                         monkeypatch):
+                                                         monkeypatch, trained):
   """A checkpoint refused after it was read (digest mismatch) closes its manager
   before the error propagates; left to the garbage collector, orbax's async
   machinery warned "Event loop is closed" in a later test."""
   config = tiny_config(data_dir)
   with config.unlocked():
     config.num_train_steps = 2
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
+  workdir = copy_run(trained(2)[0], tmp_path / "run")  # `config`'s run
   closed, filtered = [], []
   real = checkpoints.checkpoint_manager
 
@@ -504,12 +523,8 @@ def test_a_refused_resume_closes_the_checkpoint_manager(tmp_path, data_dir, tiny
 
 
 def test_restart_with_a_changed_model_is_refused_and_keeps_the_workdir(tmp_path, data_dir,
-                                                                       tiny_config):
-  config = tiny_config(data_dir)
-  with config.unlocked():
-    config.num_train_steps = 2
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
+                                                                       tiny_config, trained):
+  workdir = copy_run(trained(2)[0], tmp_path / "run")  # tiny_config(data_dir) run for 2 steps
   stored = open(os.path.join(workdir, "config.json")).read()
   changed = tiny_config(data_dir)
   with changed.unlocked():
@@ -658,15 +673,14 @@ def _checkpoint_state(workdir, step):
 
 
 def test_ema_resumes_from_a_checkpoint_without_it_and_is_restored(tmp_path, data_dir, tiny_config,
-                                                                  caplog):
+                                                                  caplog, trained):
   """A run without EMA (checkpoints as older versions wrote them) resumed with
   EMA on: the average starts from the step-2 weights, follows the recurrence,
   is checkpointed and restored, and is what the inference tools load; a
   restart with EMA off drops it."""
-  workdir = str(tmp_path / "run")
+  workdir = copy_run(trained(2)[0], tmp_path / "run")  # `config` run for 2 steps
   config = tiny_config(data_dir)
   config.num_train_steps = 2
-  train.train_and_evaluate(config, workdir)
   assert checkpoints.EMA_KEY not in _checkpoint_state(workdir, 2)
 
   # --weights=ema of a checkpoint without EMA: exit 2 with the reason, in every tool.
