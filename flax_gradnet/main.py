@@ -98,6 +98,8 @@ def _exit_on_sigterm(status, signum, frame):
   """SIGTERM outside the training loop (whose own handler saves a checkpoint
   first): exit with `status` through Python, so the workdir's lock is released."""
   del signum, frame
+  from flax_gradnet import train  # pylint: disable=g-import-not-at-top
+  train.note_early_sigterm()  # should start-up code swallow the exit below
   print("\nSIGTERM: stopped; the same command resumes from the latest checkpoint.",
         file=sys.stderr, flush=True)
   sys.exit(status)

@@ -178,6 +178,19 @@ def initialize_distributed(coordinator_address: str | None = None,
                              num_processes=num_processes, process_id=process_id)
 
 
+# A SIGTERM that `python -m flax_gradnet.main` received before the loop's own
+# handler was installed (`note_early_sigterm`). Its handler exits at once, but a
+# library running start-up work (data preparation, compilation) may catch that
+# exit; the loop then stops at its first step, saved, as after any SIGTERM.
+_early_sigterm = False
+
+
+def note_early_sigterm() -> None:
+  """Records a SIGTERM received before the training loop started (see above)."""
+  global _early_sigterm
+  _early_sigterm = True
+
+
 class _Preemption:
   """Turns SIGTERM into a stop the loop checks, so it can checkpoint and exit.
 
@@ -188,7 +201,8 @@ class _Preemption:
   """
 
   def __init__(self, manager: ocp.CheckpointManager | None = None):
-    self.requested = False
+    global _early_sigterm
+    self.requested, _early_sigterm = _early_sigterm, False
     self._previous = None
     self._manager = manager if jax.process_count() > 1 else None
 

@@ -155,6 +155,21 @@ def test_sigterm_saves_checkpoint_and_exits(tmp_path, data_dir, monkeypatch, tin
   assert train.PREEMPTED_EXIT_STATUS == 143  # documented in the README (128 + SIGTERM)
 
 
+def test_a_sigterm_swallowed_during_start_up_stops_the_loop_at_its_first_step(tmp_path):
+  """main's early SIGTERM handler exits at once; should start-up code catch that
+  exit, the loop still stops at step 1, saved, as after any SIGTERM, and the
+  record is consumed (the next run trains)."""
+  config = tiny_online_config(num_train_steps=3, checkpoint_every_steps=100,
+                              eval_every_steps=100)
+  workdir = str(tmp_path / "run")
+  train.note_early_sigterm()
+  with pytest.raises(train.Preempted) as info:
+    train.train_and_evaluate(config, workdir)
+  assert info.value.step == 1 and restored_state(workdir)[0] == 1
+  train.train_and_evaluate(config, workdir)
+  assert restored_state(workdir)[0] == 3
+
+
 def tiny_online_config(**overrides):
   """tests/tiny_config.py on `synthetic_online` (nothing to prepare), one critic update."""
   import tiny_config  # pylint: disable=g-import-not-at-top

@@ -202,5 +202,5 @@ def test_main_releases_the_lock_on_sigterm(tmp_path):
   finally:
     if proc.poll() is None:
       proc.kill()
-  assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+  assert proc.returncode == 128 + signal.SIGTERM, (proc.returncode, err[-3000:])
   assert not (workdir / ".lock").exists()
