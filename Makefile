@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 DEMO_WORKDIR ?= demo_workdir
+# pytest-xdist workers of `make test` (most of a test is a single-threaded XLA compile).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast install install-test clean
 
@@ -34,7 +36,7 @@ demo: $(STAMP)
 	$(PY) -m flax_gradnet.demo --workdir=$(DEMO_WORKDIR)
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 # The edit loop: everything but the modules conftest.SLOW_MODULES marks slow
 # (training and end-to-end tool runs); CI runs `make test`.

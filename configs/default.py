@@ -37,6 +37,8 @@ def get_model_config() -> ml_collections.ConfigDict:
   # 601 luma, as PIL's convert("L")) as they are read; the VGG19 content loss
   # repeats a grey channel three times (other counts need content_loss="pixel").
   m.channels = 3
+  # Coarse-to-fine passes of the one U-Net (1 = Fig. 2's single pass; 3 = at 1/4, 1/2, 1).
+  m.scales = 1
   return m
 
 

@@ -658,6 +658,8 @@ def pass_bytes_per_pixel(model: Any, ensemble: bool | str = False) -> float | No
   measured number (the intercept is about the parameters' bytes). The formula
   was fitted over these as an upper bound: at the shipped and paper widths
   (16-64 base features) 6-39% above one pass and 13-72% above the ensemble,
+  (a model with `scales` > 1 is counted 4/3 of a pass, the limit of
+  1 + 1/4 + 1/16 + ..., not measured),
   more (up to 4x) for the tests' tiny generators, whose constant dominates
   (float32 values per pixel, measured / formula):
 
@@ -695,6 +697,9 @@ def pass_bytes_per_pixel(model: Any, ensemble: bool | str = False) -> float | No
                  else PASS_FLOATS_PER_BASE_FEATURE)
   floats = (per_feature * int(model.base_features)
             + int(model.gradientnet_features) / 4 ** levels + PASS_FLOATS_CONSTANT)
+  # Coarse-to-fine passes (`scales`) run one after the other; each finer one holds
+  # the coarser pass's output too, a few floats a pixel (the constant covers them).
+  floats *= 1.0 if int(getattr(model, "scales", 1)) == 1 else 1.0 + 1.0 / 3.0
   members = 1 if kind == "off" else ENSEMBLE_MEMBERS
   return 4.0 * members * floats
 
@@ -744,8 +749,9 @@ def make_deblur_fn(model: Any, params: Any, *, ensemble: bool | str = False,
 
 def model_stride(model: Any) -> int:
   """The generator's total stride, 2**num_levels (2 levels for a module
-  without the field): tiles are multiples of it."""
-  return 2 ** int(getattr(model, "num_levels", 2))
+  without the field) times 2**(scales - 1) for coarse-to-fine passes: tiles
+  are multiples of it."""
+  return 2 ** (int(getattr(model, "num_levels", 2)) + int(getattr(model, "scales", 1)) - 1)
 
 
 def deblur_fn_for(model: Any, params: Any, options: Options = PAPER_PROTOCOL) -> DeblurFn:

@@ -260,12 +260,64 @@ def test_norm_none_runs_and_has_no_norm_params(random_params):
   assert "enc_norm0" in with_norm and "bias" not in with_norm["enc_down1"]
 
 
+# --------------------------------------------------------------------------- coarse to fine
+
+
+def _np_area_down(x, f):
+  n, h, w, c = x.shape
+  return x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
+
+
+def _np_bilinear_x2(x):
+  """Half-pixel-centre bilinear x2 with edge clamping, in numpy (an independent reference):
+  output pixel i reads input coordinate (i + 0.5) / 2 - 0.5."""
+  def axis_weights(size):
+    pos = (np.arange(2 * size) + 0.5) / 2 - 0.5
+    lo = np.floor(pos).astype(int)
+    frac = pos - lo
+    m = np.zeros((2 * size, size))
+    for i, (a, t) in enumerate(zip(lo, frac)):
+      m[i, np.clip(a, 0, size - 1)] += 1 - t
+      m[i, np.clip(a + 1, 0, size - 1)] += t
+    return m
+  mh, mw = axis_weights(x.shape[1]), axis_weights(x.shape[2])
+  return np.einsum("ih,nhwc,jw->nijc", mh, x, mw)
+
+
+def test_coarse_to_fine_passes_equal_single_scale_passes_composed(random_params):
+  """scales=3 shares the single-scale net's parameters (same tree) and computes
+  its pass at 1/4, then at 1/2 and 1/1 on the blurry image plus the upsampled
+  correction of the pass below (numpy area means and bilinear upsampling)."""
+  single = Generator(residual=True, num_levels=2, **TINY)
+  multi = single.clone(scales=3)
+  x = _images((2, 24, 40, 3))
+  variables = random_params(single, x)
+  assert _paths(_param_shapes(multi, x)) == _paths(variables)
+  xn = np.asarray(x, np.float64)
+  prev = None
+  for f in (4, 2, 1):
+    xs = _np_area_down(xn, f)
+    if prev is not None:
+      xs = np.clip(xs + _np_bilinear_x2(prev[1] - prev[0]), -1, 1)
+    prev = (xs, np.asarray(_apply(single, variables, jnp.asarray(xs, jnp.float32)), np.float64))
+  np.testing.assert_allclose(np.asarray(_apply(multi, variables, x)), prev[1], atol=2e-5)
+
+
+def test_coarse_to_fine_pads_odd_sizes_and_starts_as_the_identity():
+  model = Generator(residual=True, zero_init_output=True, scales=3, **TINY)
+  x = _images((1, 13, 22, 3))
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)
+  np.testing.assert_allclose(np.asarray(_apply(model, variables, x)), np.asarray(x), atol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs,shape,field", [
     (dict(norm="batch"), (1, 8, 8, 3), "norm"),
     (dict(upsample="bilinear"), (1, 8, 8, 3), "upsample"),
     (dict(padding_mode="circular"), (1, 8, 8, 3), "padding_mode"),
     (dict(), (1, 8, 8, 2), "3 channels"),
     (dict(), (8, 8, 3), "NHWC"),
+    (dict(scales=0), (1, 8, 8, 3), "scales"),
+    (dict(scales=2, stats_window=8), (1, 8, 8, 3), "local statistics"),
 ])
 def test_bad_values_raise(kwargs, shape, field):
   with pytest.raises(ValueError, match=field):
