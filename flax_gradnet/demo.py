@@ -222,7 +222,7 @@ def deblur_clock(nets: dict[str, Net], workdir: str) -> str:
 def train_quickstart(config: Any, workdir: str) -> None:
   """Trains `config` in `workdir` (resuming). A config or workdir that cannot
   be trained prints one `error:` line and exits 2 before anything is written."""
-  from flax_gradnet import config_checks, train  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import config_checks, stopping, train  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # library INFO waits for the workdir's log file
   try:
     config_checks.preflight(config, workdir)
@@ -234,9 +234,9 @@ def train_quickstart(config: Any, workdir: str) -> None:
         f"{workdir}/demo.INFO)", flush=True)
   try:
     train.train_and_evaluate(config, workdir, progress=True)
-  except train.Preempted as e:  # saved; `make demo` again resumes
+  except stopping.Preempted as e:  # saved; `make demo` again resumes
     print(f"\n{e}", file=sys.stderr, flush=True)
-    sys.exit(train.PREEMPTED_EXIT_STATUS)
+    sys.exit(stopping.PREEMPTED_EXIT_STATUS)
 
 
 def main(argv):

@@ -9,7 +9,7 @@ Three layers, each calling the one below:
 * `evaluate_examples(model, params, options, examples)` runs `measure` under
   one `inference.Options` and adds the means (`metric_means`; `family_means`
   for data with blur families) and the protocol line (`protocol_line`): a
-  `Report`. Training's periodic held-out evaluation (`train.evaluate`) and the
+  `Report`. Training's periodic held-out evaluation (`evaluate_source`) and the
   demo's held-out comparison (`demo.evaluate_heldout`) call it. It writes
   nothing either.
 * `evaluate_generator` (a generator and its parameters) and `evaluate_workdir`
@@ -792,3 +792,64 @@ def json_safe(v: Any) -> Any:
   if isinstance(v, (list, tuple)):
     return [json_safe(x) for x in v]
   return v
+
+
+def allgather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Every process's rows, on every process (process-major order)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return rows
+  text = np.frombuffer(json.dumps(rows).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.array([text.size], np.int64)).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:text.size] = text
+  everyone = multihost_utils.process_allgather(padded)
+  return [row for size, buf in zip(sizes, everyone)
+          for row in json.loads(bytes(buf[:int(size)]).decode())]
+
+
+def evaluate_source(generator, params, source, *, num_images: int = 0, crop_border: int = 0,
+             num_summaries: int = 0,
+             options: Any = None) -> tuple[dict[str, float], list[np.ndarray]]:
+  """The periodic held-out evaluation: `evaluation.evaluate_examples` of whole
+  images under `options`, then means.
+
+  Metrics are measured on uint8-quantized outputs against the uint8 targets,
+  RGB (grey for a grayscale generator), for the deblurred output and, as a
+  baseline, for the blurry input. `options` (an `inference.Options`; None = the
+  paper's protocol) are the inference settings: training passes the config's
+  recorded ones (`inference.Options.from_config(config)`), the ones `python -m
+  flax_gradnet.evaluate --workdir` uses by default, so the numbers are the same.
+  With several processes each deblurs every P-th image and the per-image rows
+  are gathered, so every process returns the same means; the grids are each
+  process's own (process 0 writes them).
+
+  Returns:
+    (means: psnr, ssim, blurry_psnr, blurry_ssim, psnr_gain; with blur families
+     also psnr_gain_<family> and worst_image_psnr_gain;
+     the first `num_summaries` blurry | deblurred | sharp grids).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  from flax_gradnet.data import pipeline  # pylint: disable=g-import-not-at-top
+  count = len(source) if not num_images else min(num_images, len(source))
+  shard = pipeline.eval_iterator(source, stop=count, shard_index=jax.process_index(),
+                                 shard_count=jax.process_count(),
+                                 channels=getattr(generator, "channels", 3))
+  # family_grids=False: the first images only, the TensorBoard images training always wrote.
+  measured = evaluate_examples(
+      generator, params, inference.PAPER_PROTOCOL if options is None else options, shard,
+      crop_border=crop_border, num_grids=num_summaries, family_grids=False)
+  rows = allgather_rows(measured.rows)
+  if not rows:
+    raise ValueError("the evaluation split is empty")
+  # The same numbers as `python -m flax_gradnet.evaluate` prints.
+  overall = group_means(rows)
+  means = {k: overall[k] for k in ("psnr", "ssim", "blurry_psnr", "blurry_ssim", "psnr_gain")}
+  if "family" in rows[0]:  # held-out sets with several blur families
+    by_family = family_means(rows)
+    del by_family[FAMILY_ALL]
+    means.update({f"psnr_gain_{f}": m["psnr_gain"] for f, m in by_family.items()})
+    means["worst_image_psnr_gain"] = overall["worst_psnr_gain"]
+  return means, [grid for _, grid in measured.grids]

@@ -14,7 +14,7 @@ line (`--config.num_train_steps=10`), which ml_collections provides for absl
 only. `--help` and the exit statuses follow `cli` all the same: a config that
 does not load, an unknown `--config.` field, a bad flag or a workdir that
 cannot be trained in print one `error:` line and exit 2 before anything is
-written; a SIGTERM saves and exits 143 (`train.PREEMPTED_EXIT_STATUS`).
+written; a SIGTERM saves and exits 143 (`stopping.PREEMPTED_EXIT_STATUS`).
 `--config=configs/<name>.py` names the installed config from any folder.
 
 While it trains, the run holds `WORKDIR/.lock` (`workdir.WorkdirLock`: host,
@@ -67,7 +67,7 @@ _parse_flags = functools.partial(
 def main(argv):
   del argv  # `_parse_flags` refuses positional arguments
   # pylint: disable=g-import-not-at-top  (jax: after the flags)
-  from flax_gradnet import train
+  from flax_gradnet import stopping, train
   from flax_gradnet import workdir as workdir_lib
   # pylint: enable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # library INFO waits for the workdir's log file
@@ -79,7 +79,7 @@ def main(argv):
     train.initialize_distributed()  # before any JAX work, preflight's included
     distributed = True
   if not distributed:  # with several processes JAX's preemption notifier owns SIGTERM
-    signal.signal(signal.SIGTERM, functools.partial(_exit_on_sigterm, train.PREEMPTED_EXIT_STATUS))
+    signal.signal(signal.SIGTERM, functools.partial(_exit_on_sigterm, stopping.PREEMPTED_EXIT_STATUS))
   # One lock per run: process 0 holds it for all the processes sharing the workdir.
   # Taken before anything is written to the workdir.
   lock = workdir_lib.WorkdirLock(FLAGS.workdir) if _is_process_0(distributed) else None
@@ -98,8 +98,8 @@ def _exit_on_sigterm(status, signum, frame):
   """SIGTERM outside the training loop (whose own handler saves a checkpoint
   first): exit with `status` through Python, so the workdir's lock is released."""
   del signum, frame
-  from flax_gradnet import train  # pylint: disable=g-import-not-at-top
-  train.note_early_sigterm()  # should start-up code swallow the exit below
+  from flax_gradnet import stopping  # pylint: disable=g-import-not-at-top
+  stopping.note_early_sigterm()  # should start-up code swallow the exit below
   print("\nSIGTERM: stopped; the same command resumes from the latest checkpoint.",
         file=sys.stderr, flush=True)
   sys.exit(status)
@@ -107,7 +107,7 @@ def _exit_on_sigterm(status, signum, frame):
 
 def _train(train) -> None:
   """Checks, logs to the workdir and trains (the workdir's lock is held)."""
-  from flax_gradnet import config_checks  # pylint: disable=g-import-not-at-top
+  from flax_gradnet import config_checks, stopping  # pylint: disable=g-import-not-at-top
   try:  # nothing is written to the workdir unless these pass
     config_checks.preflight(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:
@@ -121,9 +121,9 @@ def _train(train) -> None:
   logging.info("Config:\n%s", FLAGS.config)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=True)
-  except train.Preempted as e:
+  except stopping.Preempted as e:
     print(f"\n{e}", file=sys.stderr, flush=True)
-    sys.exit(train.PREEMPTED_EXIT_STATUS)
+    sys.exit(stopping.PREEMPTED_EXIT_STATUS)
 
 
 def run():

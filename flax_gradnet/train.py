@@ -8,7 +8,8 @@ parameters equal those of an uninterrupted N-step run (`checkpoints.save`
 writes them; `checkpoints.load_init_params` loads config.init_from). The
 workdir may be a local folder or a URI (gs://BUCKET/run): it stays an
 `epath.Path` from the flag to orbax, config.json and the metric writer
-(`workdir.workdir_path`).
+(`workdir.workdir_path`). Early stops (SIGTERM, config.train_seconds, NaN)
+are `stopping`'s; the held-out evaluation is `evaluation.evaluate_source`.
 
 Needs jax, flax, optax, orbax, grain, clu and numpy; TensorFlow only for
 TensorBoard event files (`writers`: without it metrics go to the log) and TFDS
@@ -19,11 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
-import signal
 import tempfile
-import time
 from typing import Any, Callable
 
 import jax
@@ -34,11 +32,10 @@ import orbax.checkpoint as ocp
 from absl import flags, logging
 from etils import epath
 from flax import traverse_util
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flax_gradnet import workdir as workdir_lib
-from flax_gradnet import checkpoints, config_checks, evaluation, steps, writers
+from flax_gradnet import checkpoints, config_checks, evaluation, steps, stopping, writers
 from flax_gradnet.data import pipeline
 
 # clu.metric_writers (which periodic_actions imports) needs TensorFlow unless
@@ -46,26 +43,6 @@ from flax_gradnet.data import pipeline
 metric_writers = writers.metric_writers()
 # pylint: disable-next=g-import-not-at-top,wrong-import-position,wrong-import-order
 from clu import parameter_overview, periodic_actions
-
-
-class NonFiniteError(FloatingPointError):
-  """Training produced NaN or Inf; the last good checkpoint is kept."""
-
-
-# `python -m flax_gradnet.main` exits with this status after a SIGTERM: the
-# checkpoint is saved, training is *not* finished (so `main && evaluate` stops),
-# and 128 + SIGTERM is what schedulers expect of a process they terminated.
-PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
-
-
-class Preempted(Exception):
-  """SIGTERM stopped training after a checkpoint of `step` was saved; rerun to resume."""
-
-  def __init__(self, step: int, workdir: epath.PathLike):
-    super().__init__(f"SIGTERM: checkpoint saved at step {step} in {workdir}; training is not "
-                     "finished. Run the same command again to resume from it.")
-    self.step = step
-    self.workdir = workdir
 
 
 def make_schedule(config, base_lr: float, num_steps: int) -> optax.Schedule:
@@ -106,63 +83,6 @@ def _source(config, split: str, *, for_eval: bool = False):
                              **options.to_dict())
 
 
-def _allgather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Every process's rows, on every process (process-major order)."""
-  if jax.process_count() == 1:
-    return rows
-  text = np.frombuffer(json.dumps(rows).encode(), np.uint8)
-  sizes = multihost_utils.process_allgather(np.array([text.size], np.int64)).reshape(-1)
-  padded = np.zeros(int(sizes.max()), np.uint8)
-  padded[:text.size] = text
-  everyone = multihost_utils.process_allgather(padded)
-  return [row for size, buf in zip(sizes, everyone)
-          for row in json.loads(bytes(buf[:int(size)]).decode())]
-
-
-def evaluate(generator, params, source, *, num_images: int = 0, crop_border: int = 0,
-             num_summaries: int = 0,
-             options: Any = None) -> tuple[dict[str, float], list[np.ndarray]]:
-  """The periodic held-out evaluation: `evaluation.evaluate_examples` of whole
-  images under `options`, then means.
-
-  Metrics are measured on uint8-quantized outputs against the uint8 targets,
-  RGB (grey for a grayscale generator), for the deblurred output and, as a
-  baseline, for the blurry input. `options` (an `inference.Options`; None = the
-  paper's protocol) are the inference settings: training passes the config's
-  recorded ones (`inference.Options.from_config(config)`), the ones `python -m
-  flax_gradnet.evaluate --workdir` uses by default, so the numbers are the same.
-  With several processes each deblurs every P-th image and the per-image rows
-  are gathered, so every process returns the same means; the grids are each
-  process's own (process 0 writes them).
-
-  Returns:
-    (means: psnr, ssim, blurry_psnr, blurry_ssim, psnr_gain; with blur families
-     also psnr_gain_<family> and worst_image_psnr_gain;
-     the first `num_summaries` blurry | deblurred | sharp grids).
-  """
-  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
-  count = len(source) if not num_images else min(num_images, len(source))
-  shard = pipeline.eval_iterator(source, stop=count, shard_index=jax.process_index(),
-                                 shard_count=jax.process_count(),
-                                 channels=getattr(generator, "channels", 3))
-  # family_grids=False: the first images only, the TensorBoard images training always wrote.
-  measured = evaluation.evaluate_examples(
-      generator, params, inference.PAPER_PROTOCOL if options is None else options, shard,
-      crop_border=crop_border, num_grids=num_summaries, family_grids=False)
-  rows = _allgather_rows(measured.rows)
-  if not rows:
-    raise ValueError("the evaluation split is empty")
-  # The same numbers as `python -m flax_gradnet.evaluate` prints.
-  overall = evaluation.group_means(rows)
-  means = {k: overall[k] for k in ("psnr", "ssim", "blurry_psnr", "blurry_ssim", "psnr_gain")}
-  if "family" in rows[0]:  # held-out sets with several blur families
-    by_family = evaluation.family_means(rows)
-    del by_family[evaluation.FAMILY_ALL]
-    means.update({f"psnr_gain_{f}": m["psnr_gain"] for f, m in by_family.items()})
-    means["worst_image_psnr_gain"] = overall["worst_psnr_gain"]
-  return means, [grid for _, grid in measured.grids]
-
-
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
                            process_id: int | None = None) -> None:
@@ -176,78 +96,6 @@ def initialize_distributed(coordinator_address: str | None = None,
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)
-
-
-# A SIGTERM that `python -m flax_gradnet.main` received before the loop's own
-# handler was installed (`note_early_sigterm`). Its handler exits at once, but a
-# library running start-up work (data preparation, compilation) may catch that
-# exit; the loop then stops at its first step, saved, as after any SIGTERM.
-_early_sigterm = False
-
-
-def note_early_sigterm() -> None:
-  """Records a SIGTERM received before the training loop started (see above)."""
-  global _early_sigterm
-  _early_sigterm = True
-
-
-class _Preemption:
-  """Turns SIGTERM into a stop the loop checks, so it can checkpoint and exit.
-
-  One process: a Python SIGTERM handler sets a flag. Several processes: JAX's
-  preemption notifier (installed by `jax.distributed.initialize`) catches
-  SIGTERM on any of them, and orbax's `reached_preemption(step)` is true on
-  every process at the same step, so all of them save that step and stop.
-  """
-
-  def __init__(self, manager: ocp.CheckpointManager | None = None):
-    global _early_sigterm
-    self.requested, _early_sigterm = _early_sigterm, False
-    self._previous = None
-    self._manager = manager if jax.process_count() > 1 else None
-
-  def check(self, step: int) -> bool:
-    """True (on every process alike) once the run must save `step` and stop."""
-    if self._manager is not None and self._manager.reached_preemption(step):
-      self.requested = True
-    return self.requested
-
-  def __enter__(self):
-    if self._manager is not None:
-      return self  # the JAX preemption notifier owns SIGTERM
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handler)
-    except ValueError:  # not the main thread: no signal handling
-      self._previous = None
-    return self
-
-  def _handler(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM received: saving a checkpoint before exit.")
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
-def _check_finite(history: list[dict[str, Any]], first_step: int) -> list[dict[str, Any]]:
-  """Fetches the metrics to the host; raises NonFiniteError naming the first
-  step and metric that is not finite."""
-  host = jax.device_get(history)
-  for offset, m in enumerate(host):
-    for name, value in m.items():
-      value = np.asarray(value)
-      if name == "params_finite":
-        bad = not np.all(value == 1.0)
-      else:
-        bad = not np.all(np.isfinite(value))
-      if bad:
-        raise NonFiniteError(
-            f"training diverged at step {first_step + offset}: {name} = {value!r}. "
-            "No checkpoint was written after the last finite step; lower the learning rate "
-            "or check the data, then restart from that checkpoint.")
-  return host
 
 
 def log_to_workdir(workdir: epath.PathLike, program: str) -> str:
@@ -466,7 +314,7 @@ def _train_loop(run: _Run, state: steps.GANState, initial_step: int, step_fn: Ca
   history: list[dict[str, Any]] = []
   history_start = initial_step + 1
   eval_metrics: dict[str, float] = {}
-  budget = TimeBudget(config.get("train_seconds", 0.0), every=config.log_every_steps)
+  budget = stopping.TimeBudget(config.get("train_seconds", 0.0), every=config.log_every_steps)
   logging.info("Training from step %d to %d%s.", initial_step, run.total_steps,
                f", or for {budget.seconds:g} s (config.train_seconds)" if budget.seconds else "")
   bar = None
@@ -474,7 +322,7 @@ def _train_loop(run: _Run, state: steps.GANState, initial_step: int, step_fn: Ca
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm(total=run.total_steps, initial=initial_step, desc="training", unit="step",
                dynamic_ncols=True)
-  with _Preemption(run.manager) as preemption, metric_writers.ensure_flushes(run.writer):
+  with stopping.Preemption(run.manager) as preemption, metric_writers.ensure_flushes(run.writer):
     step = initial_step
     while step < run.total_steps:
       step += 1
@@ -506,7 +354,7 @@ def _train_loop(run: _Run, state: steps.GANState, initial_step: int, step_fn: Ca
       # With keep_best every evaluated step is saved too: it may be the best.
       if (step % config.checkpoint_every_steps == 0 or last or stop or
           (config.keep_best and best_metrics is not None)):
-        _check_finite(history, history_start)  # never checkpoint a diverged state
+        stopping.check_finite(history, history_start)  # never checkpoint a diverged state
         with report_progress.timed("checkpoint"):
           # `best_metrics` rank the checkpoint when config.keep_best.
           checkpoints.save(run.manager, step, state, run.train_iter,
@@ -522,49 +370,11 @@ def _train_loop(run: _Run, state: steps.GANState, initial_step: int, step_fn: Ca
   run.manager.wait_until_finished()
   run.manager.close()
   if preemption.requested:
-    raise Preempted(step, run.workdir)
+    raise stopping.Preempted(step, run.workdir)
   return eval_metrics
 
 
-class TimeBudget:
-  """config.train_seconds: stops training once that many seconds have passed.
-
-  The clock starts at construction (the loop's start: the first step's
-  compilation counts) and restarts with each run of the command, so a resumed
-  run trains for the budget again. The learning-rate schedules stay functions
-  of the step over `num_train_steps` (a compiled step cannot depend on the
-  clock, and resuming stays exact): a budget stops the run early, before a
-  cosine schedule has decayed, unless num_train_steps is set to the steps the
-  budget allows (the stop's warning names the number reached).
-
-  One process checks the clock after every step. With several processes,
-  process 0's clock decides every `every` steps (broadcast to all), so every
-  process stops after the same step.
-  """
-
-  def __init__(self, seconds: float, *, every: int = 1,
-               clock: Callable[[], float] = time.monotonic):
-    self.seconds = float(seconds)
-    self.every = max(1, int(every))
-    self._clock = clock
-    self._start = clock()
-
-  def elapsed(self) -> float:
-    return self._clock() - self._start
-
-  def spent(self, step: int) -> bool:
-    """Whether training must stop after `step` (the same on every process)."""
-    if self.seconds <= 0:
-      return False
-    if jax.process_count() == 1:
-      return self.elapsed() >= self.seconds
-    if step % self.every:
-      return False
-    over = np.int32(self.elapsed() >= self.seconds)
-    return bool(multihost_utils.broadcast_one_to_all(over))
-
-
-def _log_time_stop(run: _Run, budget: TimeBudget, initial_step: int, step: int) -> None:
+def _log_time_stop(run: _Run, budget: stopping.TimeBudget, initial_step: int, step: int) -> None:
   """The warning of a stop by config.train_seconds: where the run and its
   learning-rate schedule stood, and how to make the schedule fit the budget."""
   lr = float(run.schedules[0](step - 1))
@@ -605,7 +415,7 @@ def _write_train_scalars(run: _Run, history: list[dict[str, Any]], first_step: i
   """Writes `train/<name>`: the mean of each metric over the steps since the
   last log (checked finite first) and both learning rates at `step`."""
   config = run.config
-  host = _check_finite(history, first_step)
+  host = stopping.check_finite(history, first_step)
   scalars = {k: float(np.mean([h[k] for h in host if k in h])) for k in host[-1]}
   g_schedule, c_schedule = run.schedules
   scalars["learning_rate"] = float(g_schedule(step - 1))
@@ -639,7 +449,7 @@ def _periodic_eval(config: ml_collections.ConfigDict, generator, state: steps.GA
     weights["eval_ema"] = state.ema_params
   results = {}
   for tag, params in weights.items():
-    metrics, grids = evaluate(generator, jax.device_get(params), eval_source,
+    metrics, grids = evaluation.evaluate_source(generator, jax.device_get(params), eval_source,
                               num_images=config.num_eval_images,
                               crop_border=config.eval_crop_border,
                               num_summaries=config.num_image_summaries, options=options)

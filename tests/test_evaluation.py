@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flax_gradnet import evaluation, inference, metrics, train
+from flax_gradnet import evaluation, inference, metrics
 from flax_gradnet.data import builders
 
 
@@ -115,9 +115,9 @@ def test_family_and_group_means():
 
 
 def test_training_evaluation_is_measure_plus_means():
-  """train.evaluate: the rows of `measure`, the means of `group_means`, a gain per family."""
+  """evaluation.evaluate_source: the rows of `measure`, the means of `group_means`, a gain per family."""
   source = _source()
-  means, grids = train.evaluate(_Scale(), PARAMS, source, num_summaries=2)
+  means, grids = evaluation.evaluate_source(_Scale(), PARAMS, source, num_summaries=2)
   rows = evaluation.measure(_Scale(), PARAMS, source).rows
   overall = evaluation.group_means(rows)
   for k in ("psnr", "ssim", "blurry_psnr", "blurry_ssim", "psnr_gain"):
@@ -127,11 +127,11 @@ def test_training_evaluation_is_measure_plus_means():
     if family != evaluation.FAMILY_ALL:
       assert means[f"psnr_gain_{family}"] == m["psnr_gain"]
   assert len(grids) == 2 and grids[0].shape == (24, 60, 3)  # the first images only
-  plain, _ = train.evaluate(_Scale(), PARAMS, _source(with_family=False), num_images=3)
+  plain, _ = evaluation.evaluate_source(_Scale(), PARAMS, _source(with_family=False), num_images=3)
   assert sorted(plain) == ["blurry_psnr", "blurry_ssim", "psnr", "psnr_gain", "ssim"]
   # A run whose config records inference options is evaluated under them.
   from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
-  kept, _ = train.evaluate(_Scale(), PARAMS, source,
+  kept, _ = evaluation.evaluate_source(_Scale(), PARAMS, source,
                            options=inference.Options(low_freq_sigma=4.0))
   kept_rows = evaluation.measure(_Scale(), PARAMS, source, low_freq_sigma=4.0).rows
   assert kept["psnr"] == evaluation.group_means(kept_rows)["psnr"] != means["psnr"]

@@ -5,7 +5,7 @@ devices each, through `python -m flax_gradnet.main` as a user runs it.
   with the parameters of an uninterrupted one, bit for bit, and with those of
   a 1-process x 4-device run of the same global batch, to float tolerance;
 - SIGTERM to one process: both save the same step and exit with
-  `train.PREEMPTED_EXIT_STATUS`.
+  `stopping.PREEMPTED_EXIT_STATUS`.
 """
 
 import os
@@ -21,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from flax_gradnet import checkpoints, train
+from flax_gradnet import checkpoints, stopping
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -145,7 +145,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, dirs):
   _wait_for_checkpoint(workdir, 1, procs)
   procs[1][0].send_signal(signal.SIGTERM)
   codes, errs = _wait(procs)
-  assert codes == [train.PREEMPTED_EXIT_STATUS] * 2, "\n".join(e[-3000:] for e in errs)
+  assert codes == [stopping.PREEMPTED_EXIT_STATUS] * 2, "\n".join(e[-3000:] for e in errs)
   steps = []
   for err in errs:
     line = [l for l in err.splitlines() if "SIGTERM: checkpoint saved at step" in l]

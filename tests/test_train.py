@@ -17,7 +17,7 @@ import pytest
 import configs
 from flax_gradnet import workdir as workdir_lib
 from flax_gradnet import deblur, evaluate, evaluation, export, image_io, inference, pretrained, train
-from flax_gradnet import checkpoints, config_checks
+from flax_gradnet import checkpoints, config_checks, stopping
 from flax_gradnet.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_nonfinite_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, tiny
   with config.unlocked():
     config.num_train_steps = 4
     config.learning_rate = float("nan")
-  with pytest.raises(train.NonFiniteError, match="step 3"):
+  with pytest.raises(stopping.NonFiniteError, match="step 3"):
     train.train_and_evaluate(config, workdir)
   step, after = restored_state(workdir)
   assert step == 2
@@ -148,11 +148,11 @@ def test_sigterm_saves_checkpoint_and_exits(tmp_path, data_dir, monkeypatch, tin
   monkeypatch.setattr(pipeline, "create_train_iterator",
                       lambda *a, **k: Interrupting(real(*a, **k)))
   workdir = str(tmp_path / "preempted")
-  with pytest.raises(train.Preempted, match="step 2.*not finished") as info:
+  with pytest.raises(stopping.Preempted, match="step 2.*not finished") as info:
     train.train_and_evaluate(config, workdir)
   assert info.value.step == 2
   assert restored_state(workdir)[0] == 2
-  assert train.PREEMPTED_EXIT_STATUS == 143  # documented in the README (128 + SIGTERM)
+  assert stopping.PREEMPTED_EXIT_STATUS == 143  # documented in the README (128 + SIGTERM)
 
 
 def test_a_sigterm_swallowed_during_start_up_stops_the_loop_at_its_first_step(tmp_path):
@@ -162,8 +162,8 @@ def test_a_sigterm_swallowed_during_start_up_stops_the_loop_at_its_first_step(tm
   config = tiny_online_config(num_train_steps=3, checkpoint_every_steps=100,
                               eval_every_steps=100)
   workdir = str(tmp_path / "run")
-  train.note_early_sigterm()
-  with pytest.raises(train.Preempted) as info:
+  stopping.note_early_sigterm()
+  with pytest.raises(stopping.Preempted) as info:
     train.train_and_evaluate(config, workdir)
   assert info.value.step == 1 and restored_state(workdir)[0] == 1
   train.train_and_evaluate(config, workdir)
@@ -209,22 +209,22 @@ def test_train_seconds_stops_early_and_leaves_a_restorable_checkpoint(tmp_path, 
 
 def test_time_budget_reads_the_clock_and_agrees_across_processes(monkeypatch):
   times = iter([100.0, 104.0, 109.9, 110.0, 111.0])
-  budget = train.TimeBudget(10, clock=lambda: next(times))  # starts at 100
+  budget = stopping.TimeBudget(10, clock=lambda: next(times))  # starts at 100
   assert [budget.spent(s) for s in (1, 2, 3)] == [False, False, True]
   assert budget.elapsed() == 11.0
-  assert not train.TimeBudget(0, clock=lambda: 1e9).spent(1)  # 0 = no limit
+  assert not stopping.TimeBudget(0, clock=lambda: 1e9).spent(1)  # 0 = no limit
 
   # Several processes: process 0's verdict, broadcast, every `every` steps only.
-  monkeypatch.setattr(train.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(stopping.jax, "process_count", lambda: 2)
   asked = []
 
   def broadcast(value):
     asked.append(int(value))
     return value
 
-  monkeypatch.setattr(train.multihost_utils, "broadcast_one_to_all", broadcast)
+  monkeypatch.setattr(stopping.multihost_utils, "broadcast_one_to_all", broadcast)
   clock = iter([0.0] + [50.0] * 10)
-  budget = train.TimeBudget(30, every=4, clock=lambda: next(clock))
+  budget = stopping.TimeBudget(30, every=4, clock=lambda: next(clock))
   assert [budget.spent(s) for s in range(1, 9)] == [False] * 3 + [True] + [False] * 3 + [True]
   assert asked == [1, 1]
 
@@ -803,7 +803,7 @@ def _saved_steps(workdir):
 
 def test_keep_best_keeps_and_resolves_the_best_step(tmp_path, data_dir, tiny_config, monkeypatch,
                                                     generator_workdir, capsys):
-  """A real run whose held-out PSNRs are set by a stand-in for `evaluate`: the
+  """A real run whose held-out PSNRs are set by a stand-in for `evaluation.evaluate_source`: the
   best evaluated step survives max_to_keep=1 (also across a resume) and
   `--step best` restores it."""
   psnr = {1: 20.0, 2: 30.0, 3: 25.0, 4: 22.0, 5: 21.0, 6: 29.0, 7: 31.0}
@@ -816,7 +816,7 @@ def test_keep_best_keeps_and_resolves_the_best_step(tmp_path, data_dir, tiny_con
     return {"psnr": psnr[step], "ssim": 0.5, "blurry_psnr": 20.0, "blurry_ssim": 0.4,
             "psnr_gain": psnr[step] - 20.0}, []
 
-  monkeypatch.setattr(train, "evaluate", fake_evaluate)
+  monkeypatch.setattr(evaluation, "evaluate_source", fake_evaluate)
   config = tiny_config(data_dir)
   config.eval_every_steps, config.checkpoint_every_steps = 1, 100
   config.max_checkpoints_to_keep = 1
