@@ -15,6 +15,13 @@ the bottleneck of a U-Net), with
     spans the 20-60 px blurs of dynamic scenes (two stages, as in Fig. 2, put
     the 4-MBRB bottleneck of the earlier small models near the blur's size);
     `experiments/bench_inference.py` times its one pass against the paper's;
+  - coarse-to-fine passes (`model.scales = 3`): the same U-Net, one set of
+    weights, at 1/4, 1/2 and full resolution, each pass reading the blurry
+    image at its scale plus the correction of the pass below (Generator's
+    docstring): a 25-60 px shake is 6-15 px at 1/4 scale; a Wiener filter
+    given the true PSF keeps its whole gain on the strong-blur set when its
+    correction is low-passed to 1/4 of the resolution
+    (`python experiments/wiener_bound.py --band 1 2 4 8`); 1.31 passes;
   - no instance norm, a residual output, a zero-initialised last conv (the
     untrained net is the identity: it starts at the blurry PSNR, and tiles see
     the same function as whole images), zero padding and pixel-shuffle
@@ -65,6 +72,7 @@ def get_config():
   m.num_levels = 3
   m.gradientnet_features = 64
   m.num_mbrbs = 6
+  m.scales = 3  # coarse-to-fine passes at 1/4, 1/2, 1 (shared weights)
   m.norm = "none"
   m.upsample = "pixel_shuffle"
   m.residual = True

@@ -178,3 +178,31 @@ def test_generator_two_levels_keep_the_parameter_names_of_fig2():
       "dec_up1", "dec_norm1", "dec_up0", "dec_norm0"}
   with pytest.raises(ValueError, match="num_levels"):
     Generator(num_levels=0).init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+
+
+def _wiener_bound():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "wiener_bound.py"
+  spec = importlib.util.spec_from_file_location("wiener_bound_under_test", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_wiener_band_low_pass_keeps_planes_and_removes_the_finest_checkerboard():
+  """experiments/wiener_bound.py --band: block means then bilinear upsampling keep
+  a linear ramp away from the edges (both are exact on planes) and average a
+  pixel checkerboard to zero."""
+  wb = _wiener_bound()
+  yy, xx = np.mgrid[0:24, 0:40].astype(np.float64)
+  ramp = np.stack([0.5 * yy - 0.25 * xx + 3.0, xx, -yy], axis=-1)
+  for factor in (1, 2, 4):
+    out = wb.low_pass(ramp, factor)
+    assert out.shape == ramp.shape
+    np.testing.assert_allclose(out[factor:-factor, factor:-factor],
+                               ramp[factor:-factor, factor:-factor], atol=1e-9)
+  checker = ((yy + xx) % 2 * 2 - 1)[..., None]
+  np.testing.assert_allclose(wb.low_pass(checker, 2), 0.0, atol=1e-12)
+  with pytest.raises(SystemExit):
+    wb.main(["--band", "0"])
