@@ -47,6 +47,9 @@ from flax_gradnet.models import generator_from_config, reference  # noqa: E402
 def reference_generator(config, dtype):
   """The straightforward generator of the same config (flax_gradnet.models.reference)."""
   fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.to_dict().items()}
+  if fields.pop("scales", 1) != 1:
+    raise SystemExit("--reference: the reference generator is one pass; this config's "
+                     "model.scales runs several (time it without --reference).")
   return reference.Generator(**fields, dtype=dtype)
 
 
