@@ -45,12 +45,27 @@ from flax_gradnet.models import generator_from_config, reference  # noqa: E402
 
 
 def reference_generator(config, dtype):
-  """The straightforward generator of the same config (flax_gradnet.models.reference)."""
+  """The straightforward generator of the same config (flax_gradnet.models.reference),
+  one pass (a coarse-to-fine model's passes are counted by `reference_flops`)."""
   fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.to_dict().items()}
-  if fields.pop("scales", 1) != 1:
-    raise SystemExit("--reference: the reference generator is one pass; this config's "
-                     "model.scales runs several (time it without --reference).")
+  fields.pop("scales", None)
   return reference.Generator(**fields, dtype=dtype)
+
+
+def reference_flops(config, dtype, params, h: int, w: int) -> float:
+  """XLA-counted FLOPs of the reference modules over every pass of one image: with
+  `model.scales` = S > 1 the passes at 1/2**k of the (padded) size for k < S; the
+  area means and bilinear upsampling between them are not counted (a few FLOPs a pixel)."""
+  reference = reference_generator(config, dtype)
+  scales = int(config.model.get("scales", 1))
+  f = 2 ** (scales - 1)
+  hp, wp = h + (-h) % f, w + (-w) % f
+  total = 0.0
+  for k in range(scales):
+    x = jax.ShapeDtypeStruct((1, hp // 2**k, wp // 2**k, 3), jnp.float32)
+    cost = jax.jit(lambda p, x: reference.apply({"params": p}, x)).lower(params, x).cost_analysis()
+    total += float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+  return total
 
 
 def random_params(model, x):
@@ -132,6 +147,9 @@ def main():
 
   config = configs.load(args.config)
   dtype = jnp.dtype(args.dtype)
+  if args.reference and int(config.model.get("scales", 1)) != 1:
+    raise SystemExit("--reference: the reference generator is one pass; this config's "
+                     "model.scales runs several (time it without --reference).")
   model = (reference_generator(config, dtype) if args.reference
            else generator_from_config(config, dtype))
   w, h = args.size
@@ -150,10 +168,7 @@ def main():
   else:
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
 
-  reference = reference_generator(config, dtype)
-  cost = jax.jit(lambda p, x: reference.apply({"params": p}, x)).lower(params, x).cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost["flops"]) * passes
+  flops = reference_flops(config, dtype, params, h, w) * passes
 
   first_s, times = time_calls(forward, params, x, args.repeats)
   seconds = float(np.median(times))
