@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from typing import IO, Callable
+
+from flax_gradnet import paths
 
 
 # The temporary files' name prefix: hidden, and never a name a user gave.
@@ -24,7 +27,8 @@ def _naming(error: OSError, path: str) -> OSError:
 
 def atomic_write(path: str, write: Callable[[IO], None], *, overwrite: bool = True,
                  binary: bool = True, hint: str = "overwrite=True") -> None:
-  """Writes `path` through a temporary file in the same folder.
+  """Writes `path` through a temporary file in the same folder (a URI such as
+  gs://BUCKET/x: through `etils.epath`, in one upload).
 
   A reader sees the old file or the whole new one. Whatever stops the write
   (an error, a full disk, KeyboardInterrupt) removes the temporary file, and an
@@ -41,6 +45,9 @@ def atomic_write(path: str, write: Callable[[IO], None], *, overwrite: bool = Tr
   """
   path = os.fspath(path)
   exists_error = FileExistsError(f"{path} exists (pass {hint} to replace it)")
+  if paths.is_uri(path):
+    _write_uri(path, write, overwrite=overwrite, binary=binary, exists_error=exists_error)
+    return
   if not overwrite and os.path.lexists(path):
     raise exists_error
   directory = os.path.dirname(os.path.abspath(path))
@@ -72,6 +79,25 @@ def atomic_write(path: str, write: Callable[[IO], None], *, overwrite: bool = Tr
   finally:  # also on KeyboardInterrupt: no temporary file is left behind
     if tmp is not None and os.path.lexists(tmp):  # not renamed into place
       os.remove(tmp)
+
+
+def _write_uri(path: str, write: Callable[[IO], None], *, overwrite: bool, binary: bool,
+               exists_error: FileExistsError) -> None:
+  """A URI (gs://BUCKET/x) through `etils.epath`, never a local path: the content is
+  made in memory and uploaded in one write, which object stores make visible whole
+  or not at all. Without `overwrite` an existing object is refused (checked just
+  before the write: object stores have no create-if-absent here)."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  target = epath.Path(path)
+  if not overwrite and target.exists():
+    raise exists_error
+  buf = io.BytesIO() if binary else io.StringIO()
+  write(buf)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  if binary:
+    target.write_bytes(buf.getvalue())
+  else:
+    target.write_text(buf.getvalue())
 
 
 def atomic_write_text(path: str, text: str) -> None:
