@@ -2,7 +2,7 @@
 
 import os
 
-# XLA's LLVM back end at -O0 for the whole session, in-process and in the
+# XLA's LLVM back end at -O0 for the whole test run, in-process and in the
 # subprocesses (they inherit the environment; tests that set XLA_FLAGS append to
 # it). The suite compiles hundreds of tiny programs and runs each a few times:
 # LLVM's optimisation is most of a compile (a tiny generator's init: ~13 s of CPU
