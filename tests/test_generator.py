@@ -25,6 +25,7 @@ from flax_gradnet.models.generator import (
     GeneratorWithoutMBRBs,
     GeneratorWithoutRGCL,
     GradientNet,
+    scale_targets,
     pixel_shuffle,
 )
 
@@ -294,13 +295,35 @@ def test_coarse_to_fine_passes_equal_single_scale_passes_composed(random_params)
   variables = random_params(single, x)
   assert _paths(_param_shapes(multi, x)) == _paths(variables)
   xn = np.asarray(x, np.float64)
-  prev = None
+  prev, passes = None, []
   for f in (4, 2, 1):
     xs = _np_area_down(xn, f)
     if prev is not None:
       xs = np.clip(xs + _np_bilinear_x2(prev[1] - prev[0]), -1, 1)
     prev = (xs, np.asarray(_apply(single, variables, jnp.asarray(xs, jnp.float32)), np.float64))
+    passes.append(prev[1])
   np.testing.assert_allclose(np.asarray(_apply(multi, variables, x)), prev[1], atol=2e-5)
+  # all_scales=True: every pass's output, coarse to fine (what the multi-scale loss reads).
+  every = jax.jit(functools.partial(multi.apply, all_scales=True))(variables, x)
+  assert [o.shape for o in every] == [(2, 6, 10, 3), (2, 12, 20, 3), (2, 24, 40, 3)]
+  for got, want in zip(every, passes):
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
+  one = jax.jit(functools.partial(single.apply, all_scales=True))(variables, x)
+  assert isinstance(one, tuple) and len(one) == 1
+  np.testing.assert_allclose(np.asarray(one[0]), np.asarray(_apply(single, variables, x)),
+                             atol=1e-6)
+
+
+def test_scale_targets_pad_then_area_average():
+  """The pyramid every pass reads (and the multi-scale loss's targets): reflect-padded
+  to a multiple of 2**(scales-1), then block means, coarse to fine (numpy)."""
+  x = _images((1, 13, 22, 3))
+  pyramid = scale_targets(x, 3)
+  padded = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 3), (0, 2), (0, 0)), mode="reflect")
+  assert [p.shape for p in pyramid] == [(1, 4, 6, 3), (1, 8, 12, 3), (1, 16, 24, 3)]
+  for p, f in zip(pyramid, (4, 2, 1)):
+    np.testing.assert_allclose(np.asarray(p), _np_area_down(padded, f), atol=1e-6)
+  assert len(scale_targets(x, 1)) == 1 and scale_targets(x, 1)[0].shape == x.shape
 
 
 def test_coarse_to_fine_pads_odd_sizes_and_starts_as_the_identity():

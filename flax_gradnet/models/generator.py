@@ -54,7 +54,12 @@ class GradientNet(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, all_scales: bool = False):
+    """The deblurred image [N, H, W, C]; with `all_scales=True` a tuple of every
+    pass's output, coarse to fine (`scales` of them), for multi-scale losses: the
+    coarse pass k (1/2**k resolution) at the image's size padded to a multiple
+    of 2**(scales - 1), divided by 2**k (`scale_targets` makes its targets), the
+    last one the deblurred image itself."""
     skip = x
     x = jnp.asarray(x, self.dtype)
     common = dict(padding_mode=self.padding_mode, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -157,7 +162,12 @@ class Generator(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, all_scales: bool = False):
+    """The deblurred image [N, H, W, C]; with `all_scales=True` a tuple of every
+    pass's output, coarse to fine (`scales` of them), for multi-scale losses: the
+    coarse pass k (1/2**k resolution) at the image's size padded to a multiple
+    of 2**(scales - 1), divided by 2**k (`scale_targets` makes its targets), the
+    last one the deblurred image itself."""
     if self.channels < 1:
       raise ValueError(f"channels must be >= 1, got {self.channels}")
     if x.ndim != 4 or x.shape[-1] != self.channels:
@@ -185,24 +195,24 @@ class Generator(nn.Module):
       return made[name]
 
     if self.scales == 1:
-      return self._unet(inputs, make, 0)
+      y = self._unet(inputs, make)
+      return (y,) if all_scales else y
     # Coarse to fine (`scales`): pad to a multiple of 2**(scales - 1), then from the
     # coarsest scale up, each pass reads the blurry image at its scale plus the
     # upsampled correction (output - input) of the pass below it.
     h, w = x.shape[1:3]
-    f = 2 ** (self.scales - 1)
-    mode = "reflect" if min(h, w) > 3 else "edge"
-    padded = jnp.pad(inputs, ((0, 0), (0, (-h) % f), (0, (-w) % f), (0, 0)), mode=mode)
-    previous = None
-    for k in range(self.scales - 1, -1, -1):
-      xs = area_downsample(padded, 2**k)
+    pyramid = scale_targets(inputs, self.scales)
+    previous, outputs = None, []
+    for xs in pyramid:
       if previous is not None:
         xs = jnp.clip(xs + upsample_bilinear(previous[1] - previous[0], 2), -1.0, 1.0)
-      previous = (xs, self._unet(xs, make, k))
-    return previous[1][:, :h, :w, :]
+      previous = (xs, self._unet(xs, make))
+      outputs.append(previous[1])
+    outputs[-1] = outputs[-1][:, :h, :w, :]
+    return tuple(outputs) if all_scales else outputs[-1]
 
-  def _unet(self, inputs: jax.Array, make, scale: int) -> jax.Array:
-    """One pass of the U-Net on `inputs` at 1/2**scale of the image's resolution."""
+  def _unet(self, inputs: jax.Array, make) -> jax.Array:
+    """One pass of the U-Net on `inputs` (the image, or one scale of it)."""
     h, w = inputs.shape[1:3]
     stride = 2 ** self.num_levels
     ph, pw = (-h) % stride, (-w) % stride
@@ -213,7 +223,7 @@ class Generator(nn.Module):
     use_norm = self.norm == "instance"
 
     def window(level):  # the stats window at 1/2**level resolution (0 = global)
-      return max(1, self.stats_window >> (level + scale)) if self.stats_window > 0 else 0
+      return max(1, self.stats_window >> level) if self.stats_window > 0 else 0
 
     def norm_act(y, name, level):
       if use_norm:
@@ -276,6 +286,19 @@ class Generator(nn.Module):
     if self.residual:
       y = jnp.clip(y + inputs, -1.0, 1.0)
     return y
+
+
+def scale_targets(x: jax.Array, scales: int) -> list[jax.Array]:
+  """`x` [N, H, W, C] at the resolutions of the coarse-to-fine passes, coarse to
+  fine: padded (reflect; edge below 4 px) to a multiple of 2**(scales - 1), then
+  area-downsampled by 2**(scales - 1), ..., 2, 1 (the last is the padded `x`).
+  What each pass of `Generator` reads of the blurry image, and, applied to the
+  sharp image, the target of each pass in a multi-scale loss."""
+  h, w = x.shape[1:3]
+  f = 2 ** (scales - 1)
+  mode = "reflect" if min(h, w) > 3 else "edge"
+  padded = jnp.pad(x, ((0, 0), (0, (-h) % f), (0, (-w) % f), (0, 0)), mode=mode)
+  return [area_downsample(padded, 2**k) for k in range(scales - 1, -1, -1)]
 
 
 def area_downsample(x: jax.Array, factor: int) -> jax.Array:
