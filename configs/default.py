@@ -93,6 +93,10 @@ def get_config() -> ml_collections.ConfigDict:
   # applies it with inference.low_freq_sigma (set both: the periodic evaluation and
   # the tools follow config.inference). 0 = the generator's output as it is (the paper).
   config.loss_low_freq_sigma = 0.0
+  # > 0 with model.scales > 1: each coarse pass's content loss against the sharp image
+  # at its scale is added, times this and content_weight (SRN/MIMO-UNet's multi-scale
+  # loss; steps._generator_loss). 0 = the final output alone (the paper: one scale).
+  config.scale_loss_weight = 0.0
   config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)
   config.vgg_layer = "relu4_3"  # feature layer of Eq. (8)
   config.adversarial_warmup_steps = 0  # generator steps with gamma = 0 before the GAN starts

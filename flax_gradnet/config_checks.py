@@ -107,6 +107,14 @@ def preflight(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> Non
   if not isinstance(sigma, (int, float)) or not sigma >= 0:  # also NaN
     raise ValueError(f"config.loss_low_freq_sigma must be a number >= 0 pixels (0 = off), got "
                      f"{sigma!r}.")
+  weight = config.get("scale_loss_weight", 0.0)
+  if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+    raise ValueError(f"config.scale_loss_weight must be a number >= 0 (0 = off), got "
+                     f"{weight!r}.")
+  if weight > 0 and config.model.get("scales", 1) < 2:
+    raise ValueError(f"config.scale_loss_weight={weight} weighs the coarse passes' losses, but "
+                     f"config.model.scales={config.model.get('scales', 1)} has none: set "
+                     "model.scales >= 2 or scale_loss_weight = 0.")
   from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   inference.Options.from_config(config)  # config.inference: known fields, valid values
   budget = config.get("train_seconds", 0.0)

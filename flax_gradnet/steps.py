@@ -25,6 +25,7 @@ from flax.training import train_state
 
 from flax_gradnet import losses
 from flax_gradnet.models import PatchCritic, generator_from_config
+from flax_gradnet.models.generator import scale_targets
 
 
 @flax.struct.dataclass
@@ -57,6 +58,10 @@ class StepConfig:
   ema_decay: float = 0.0  # of the generator's weights' moving average (used when the state has one)
   # The losses read pred - G*(pred - blur) (losses.keep_low_frequencies); 0 = off.
   loss_low_freq_sigma: float = 0.0
+  # Multi-scale content loss (coarse-to-fine generators, model.scales > 1): each
+  # coarse pass's content loss against the sharp image at its scale, times this
+  # and content_weight, is added (Nah et al. 2017, Tao et al. 2018); 0 = off.
+  scale_loss_weight: float = 0.0
 
   @classmethod
   def from_config(cls, config) -> "StepConfig":
@@ -65,7 +70,8 @@ class StepConfig:
                adversarial_weight=config.adversarial_weight,
                critic_unroll=config.critic_unroll,
                ema_decay=float(config.get("ema_decay", 0.0)),
-               loss_low_freq_sigma=float(config.get("loss_low_freq_sigma", 0.0)))
+               loss_low_freq_sigma=float(config.get("loss_low_freq_sigma", 0.0)),
+               scale_loss_weight=float(config.get("scale_loss_weight", 0.0)))
 
 
 def ema_update(ema_params: Any, params: Any, decay: float) -> Any:
@@ -219,13 +225,37 @@ def _generator_loss(params: Any, *, blur: jax.Array, sharp: jax.Array, critic_pa
   `critic_params` scores the output; skipped when gamma is 0). Returns
   (loss, its terms). With `cfg.loss_low_freq_sigma` > 0 the content and
   gradient terms read the output with the blurry input's low frequencies
-  (`losses.keep_low_frequencies`); the critic still scores the output itself."""
-  pred = generator_apply({"params": params}, blur)
+  (`losses.keep_low_frequencies`); the critic still scores the output itself.
+
+  With `cfg.scale_loss_weight` > 0 and a coarse-to-fine generator, each coarse
+  pass k (1/2**k resolution) adds scale_loss_weight * alpha * L_content(its
+  output, the sharp image at its scale), read through the low-frequency step
+  of sigma / 2**k against the blurry image at its scale (the multi-scale loss
+  of SRN and MIMO-UNet; not in the paper): the coarse passes, whose weights
+  are the fine pass's, learn their task directly instead of through the
+  fine pass alone. Reported as the term "scale_content" (the sum over the
+  coarse passes, unweighted)."""
+  multiscale = cfg.scale_loss_weight > 0
+  outputs = generator_apply({"params": params}, blur, all_scales=True) if multiscale else None
+  pred = outputs[-1] if multiscale else generator_apply({"params": params}, blur)
   fake_scores = _critic_scores(critic_apply, critic_params, pred) if gamma != 0 else None
   if cfg.loss_low_freq_sigma > 0:
     pred = losses.keep_low_frequencies(pred, blur, cfg.loss_low_freq_sigma)
-  return losses.generator_loss(pred, sharp, fake_scores, content_fn=content_fn,
-                               alpha=cfg.content_weight, beta=cfg.gradient_weight, gamma=gamma)
+  total, terms = losses.generator_loss(pred, sharp, fake_scores, content_fn=content_fn,
+                                       alpha=cfg.content_weight, beta=cfg.gradient_weight,
+                                       gamma=gamma)
+  if multiscale:
+    n = len(outputs)
+    blurs, sharps = scale_targets(blur, n), scale_targets(sharp, n)
+    coarse = jnp.zeros((), jnp.float32)
+    for k, out in enumerate(outputs[:-1]):
+      factor = 2 ** (n - 1 - k)
+      if cfg.loss_low_freq_sigma > 0:
+        out = losses.keep_low_frequencies(out, blurs[k], cfg.loss_low_freq_sigma / factor)
+      coarse = coarse + jnp.asarray(content_fn(out, sharps[k]), jnp.float32)
+    terms["scale_content"] = coarse
+    total = total + cfg.scale_loss_weight * cfg.content_weight * coarse
+  return total, terms
 
 
 def _vgg_content_loss(variables, pred, target, *, layer: str):

@@ -372,3 +372,45 @@ def test_loss_low_freq_sigma_makes_the_losses_read_the_output_with_the_inputs_lo
           + np.abs(np.diff(kept, axis=1) - np.diff(sharp, axis=1)).mean())
   np.testing.assert_allclose(float(metrics["generator_gradient"]), grad, rtol=1e-4)
   assert abs(np.mean((kept - sharp) ** 2) - np.mean((pred - sharp) ** 2)) > 1e-4  # it acts
+
+
+def test_scale_loss_weight_adds_each_coarse_pass_against_the_sharp_image_at_its_scale():
+  """The multi-scale loss: with model.scales=3 each coarse pass's content loss
+  (pixel MSE here) against the area-averaged sharp image, summed, times the
+  weight and content_weight, is added; recomputed in numpy from the passes."""
+  config = ml_collections.ConfigDict(dict(
+      critic_steps=5, gp_weight=10.0, content_weight=2.0, gradient_weight=0.0,
+      adversarial_weight=0.0, critic_unroll=True, scale_loss_weight=0.5))
+  cfg = steps.StepConfig.from_config(config)
+  assert cfg.scale_loss_weight == 0.5
+  state, _, batch = _setup()
+  multi = Generator(**TINY, scales=3)  # the same parameter tree as the single-scale net
+  step = jax.jit(functools.partial(
+      steps.train_step, generator_apply=multi.apply,
+      critic_apply=PatchCritic(features=4, num_layers=2).apply, cfg=cfg,
+      content_fn=losses.pixel_content_loss, adversarial=False, axis_name=None))
+  passes = jax.jit(functools.partial(multi.apply, all_scales=True))(
+      {"params": state.generator.params}, batch["blur"])
+  sharp = np.asarray(batch["sharp"], np.float64)
+
+  def down(x, f):
+    n, h, w, c = x.shape
+    return x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
+
+  coarse = sum(np.mean((np.asarray(p, np.float64) - down(sharp, f)) ** 2)
+               for p, f in zip(passes[:2], (4, 2)))
+  final = np.mean((np.asarray(passes[2], np.float64) - sharp) ** 2)
+  _, metrics = step(state, batch, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(float(metrics["generator_scale_content"]), coarse, rtol=1e-4)
+  np.testing.assert_allclose(float(metrics["generator_content"]), final, rtol=1e-4)
+  np.testing.assert_allclose(float(metrics["generator_loss"]), 2.0 * (final + 0.5 * coarse),
+                             rtol=1e-4)
+  # The coarse passes' own gradient reaches the weights: weight 0 gives another update.
+  off = jax.jit(functools.partial(
+      steps.train_step, generator_apply=multi.apply,
+      critic_apply=PatchCritic(features=4, num_layers=2).apply,
+      cfg=steps.StepConfig(content_weight=2.0, gradient_weight=0.0, adversarial_weight=0.0),
+      content_fn=losses.pixel_content_loss, adversarial=False, axis_name=None))
+  _, off_metrics = off(state, batch, jax.random.PRNGKey(0))
+  assert "generator_scale_content" not in off_metrics
+  assert abs(float(off_metrics["generator_grad_norm"]) - float(metrics["generator_grad_norm"])) > 1e-6

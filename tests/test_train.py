@@ -769,6 +769,20 @@ def test_negative_loss_low_freq_sigma_is_refused(tmp_path, data_dir, tiny_config
   assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize("weight,scales,match", [
+    (-1.0, 3, r"config.scale_loss_weight must be a number >= 0"),
+    (0.5, 1, r"config.scale_loss_weight=0.5 weighs the coarse passes' losses, but "
+             r"config.model.scales=1 has none"),
+])
+def test_bad_scale_loss_weight_is_refused(tmp_path, data_dir, tiny_config, weight, scales, match):
+  config = tiny_config(data_dir)
+  config.scale_loss_weight = weight
+  config.model.scales = scales
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(config, str(tmp_path / "bad"))
+  assert not (tmp_path / "bad").exists()
+
+
 # ---------------------------------------------------------------- the best checkpoint
 
 
