@@ -206,3 +206,33 @@ def test_wiener_band_low_pass_keeps_planes_and_removes_the_finest_checkerboard()
   np.testing.assert_allclose(wb.low_pass(checker, 2), 0.0, atol=1e-12)
   with pytest.raises(SystemExit):
     wb.main(["--band", "0"])
+
+
+def test_scale_passes_splits_a_coarse_to_fine_model_into_its_chain():
+  """experiments/scale_passes.py: the chain to 1/1 is the model's output, the chain
+  to the coarsest scale is the blurry image plus that pass's upsampled correction
+  (numpy: block means, then the generator's own bilinear upsampling), and the
+  one-pass comparison is the same weights at scales=1."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "scale_passes.py"
+  spec = importlib.util.spec_from_file_location("scale_passes_under_test", path)
+  sp = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(sp)
+  from flax_gradnet.models.generator import upsample_bilinear  # pylint: disable=g-import-not-at-top
+  model = Generator(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4,
+                    num_paths=2, num_recurrences=2, residual=True, scales=2)
+  x = np.random.default_rng(0).uniform(-1, 1, (16, 24, 3)).astype(np.float32)
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), jnp.asarray(x[None]))["params"]
+  out = sp.pass_outputs(model, params, x)
+  assert list(out) == ["chain to 1/2", "chain to 1/1", "full-res pass alone"]
+  np.testing.assert_allclose(out["chain to 1/1"], np.asarray(model.apply({"params": params}, x[None]))[0],
+                             atol=1e-5)
+  np.testing.assert_allclose(out["full-res pass alone"], np.asarray(
+      model.clone(scales=1).apply({"params": params}, x[None]))[0], atol=1e-5)
+  small = x.reshape(8, 2, 12, 2, 3).mean(axis=(1, 3))[None]
+  coarse = np.asarray(model.clone(scales=1).apply({"params": params}, jnp.asarray(small)))
+  want = x + np.asarray(upsample_bilinear(jnp.asarray(coarse - small), 2))[0]
+  np.testing.assert_allclose(out["chain to 1/2"], want, atol=1e-5)
+  # PSNR of [-1, 1] images: an offset of 0.2 is 0.1 of the range -> 20 dB.
+  np.testing.assert_allclose(sp.psnr(np.zeros((4, 4, 3)) + 0.2, np.zeros((4, 4, 3))), 20.0)
