@@ -234,5 +234,7 @@ def test_scale_passes_splits_a_coarse_to_fine_model_into_its_chain():
   coarse = np.asarray(model.clone(scales=1).apply({"params": params}, jnp.asarray(small)))
   want = x + np.asarray(upsample_bilinear(jnp.asarray(coarse - small), 2))[0]
   np.testing.assert_allclose(out["chain to 1/2"], want, atol=1e-5)
+  with pytest.raises(SystemExit):  # one pass has nothing to split
+    sp.main(["--model=gradnet_s_lf", "--scales=1"])
   # PSNR of [-1, 1] images: an offset of 0.2 is 0.1 of the range -> 20 dB.
   np.testing.assert_allclose(sp.psnr(np.zeros((4, 4, 3)) + 0.2, np.zeros((4, 4, 3))), 20.0)
