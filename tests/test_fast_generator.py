@@ -91,7 +91,7 @@ GENERATOR_CASES = [
     dict(SMALL, num_paths=1),
     dict(SMALL, use_gradientnet=False),
     dict(SMALL, rgcl_kernels="square"),  # the narrower "w/o RGCL" (configs/ablations.py)
-    dict(SMALL, num_levels=3),  # a third stride-2 stage (configs/gradnet_small.py)
+    dict(SMALL, num_levels=3),  # a third stride-2 stage
     dict(SMALL, num_levels=3, norm="none", residual=True, upsample="pixel_shuffle",
          padding_mode="zeros"),
     dict(SMALL, num_levels=1),
