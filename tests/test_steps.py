@@ -345,17 +345,25 @@ def traverse_paths(tree):
   return [p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-def test_loss_low_freq_sigma_makes_the_losses_read_the_output_with_the_inputs_low_frequencies():
-  config = ml_collections.ConfigDict(dict(
-      critic_steps=5, gp_weight=10.0, content_weight=1.0, gradient_weight=1.0,
-      adversarial_weight=0.0, critic_unroll=True, loss_low_freq_sigma=3.0))
-  cfg = steps.StepConfig.from_config(config)
-  assert cfg.loss_low_freq_sigma == 3.0
-  state, _, batch = _setup()
-  step = jax.jit(functools.partial(
-      steps.train_step, generator_apply=Generator(**TINY).apply,
+def _step_config_from(**fields):
+  """StepConfig.from_config of an ml_collections config without the GAN term."""
+  return steps.StepConfig.from_config(ml_collections.ConfigDict(dict(
+      critic_steps=5, gp_weight=10.0, adversarial_weight=0.0, critic_unroll=True, **fields)))
+
+
+def _generator_only_step(generator_apply, cfg):
+  """The jitted step without the critic, pixel MSE content."""
+  return jax.jit(functools.partial(
+      steps.train_step, generator_apply=generator_apply,
       critic_apply=PatchCritic(features=4, num_layers=2).apply, cfg=cfg,
       content_fn=losses.pixel_content_loss, adversarial=False, axis_name=None))
+
+
+def test_loss_low_freq_sigma_makes_the_losses_read_the_output_with_the_inputs_low_frequencies():
+  cfg = _step_config_from(content_weight=1.0, gradient_weight=1.0, loss_low_freq_sigma=3.0)
+  assert cfg.loss_low_freq_sigma == 3.0
+  state, _, batch = _setup()
+  step = _generator_only_step(Generator(**TINY).apply, cfg)
   pred = np.asarray(jax.jit(Generator(**TINY).apply)({"params": state.generator.params},
                                                      batch["blur"]),
                     np.float64)
@@ -378,17 +386,11 @@ def test_scale_loss_weight_adds_each_coarse_pass_against_the_sharp_image_at_its_
   """The multi-scale loss: with model.scales=3 each coarse pass's content loss
   (pixel MSE here) against the area-averaged sharp image, summed, times the
   weight and content_weight, is added; recomputed in numpy from the passes."""
-  config = ml_collections.ConfigDict(dict(
-      critic_steps=5, gp_weight=10.0, content_weight=2.0, gradient_weight=0.0,
-      adversarial_weight=0.0, critic_unroll=True, scale_loss_weight=0.5))
-  cfg = steps.StepConfig.from_config(config)
+  cfg = _step_config_from(content_weight=2.0, gradient_weight=0.0, scale_loss_weight=0.5)
   assert cfg.scale_loss_weight == 0.5
   state, _, batch = _setup()
   multi = Generator(**TINY, scales=3)  # the same parameter tree as the single-scale net
-  step = jax.jit(functools.partial(
-      steps.train_step, generator_apply=multi.apply,
-      critic_apply=PatchCritic(features=4, num_layers=2).apply, cfg=cfg,
-      content_fn=losses.pixel_content_loss, adversarial=False, axis_name=None))
+  step = _generator_only_step(multi.apply, cfg)
   passes = jax.jit(functools.partial(multi.apply, all_scales=True))(
       {"params": state.generator.params}, batch["blur"])
   sharp = np.asarray(batch["sharp"], np.float64)
@@ -406,11 +408,8 @@ def test_scale_loss_weight_adds_each_coarse_pass_against_the_sharp_image_at_its_
   np.testing.assert_allclose(float(metrics["generator_loss"]), 2.0 * (final + 0.5 * coarse),
                              rtol=1e-4)
   # The coarse passes' own gradient reaches the weights: weight 0 gives another update.
-  off = jax.jit(functools.partial(
-      steps.train_step, generator_apply=multi.apply,
-      critic_apply=PatchCritic(features=4, num_layers=2).apply,
-      cfg=steps.StepConfig(content_weight=2.0, gradient_weight=0.0, adversarial_weight=0.0),
-      content_fn=losses.pixel_content_loss, adversarial=False, axis_name=None))
+  off = _generator_only_step(multi.apply, steps.StepConfig(
+      content_weight=2.0, gradient_weight=0.0, adversarial_weight=0.0))
   _, off_metrics = off(state, batch, jax.random.PRNGKey(0))
   assert "generator_scale_content" not in off_metrics
   assert abs(float(off_metrics["generator_grad_norm"]) - float(metrics["generator_grad_norm"])) > 1e-6
