@@ -54,12 +54,7 @@ class GradientNet(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, all_scales: bool = False):
-    """The deblurred image [N, H, W, C]; with `all_scales=True` a tuple of every
-    pass's output, coarse to fine (`scales` of them), for multi-scale losses: the
-    coarse pass k (1/2**k resolution) at the image's size padded to a multiple
-    of 2**(scales - 1), divided by 2**k (`scale_targets` makes its targets), the
-    last one the deblurred image itself."""
+  def __call__(self, x: jax.Array) -> jax.Array:
     skip = x
     x = jnp.asarray(x, self.dtype)
     common = dict(padding_mode=self.padding_mode, dtype=self.dtype, param_dtype=self.param_dtype)
