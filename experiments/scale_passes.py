@@ -17,9 +17,10 @@ A model whose coarse passes learnt nothing shows "chain to 1/4" near +0.00 and
 "full-res pass alone" near its whole gain; that is what the multi-scale loss
 (`config.scale_loss_weight`) is for. Every output goes through the model's
 recorded low-frequency step (`inference.low_freq_sigma`) as `deblur` applies
-it. `--scales=N` runs the model's weights as N passes whatever it was trained
-with (a one-pass model as a cascade of itself); no self-ensemble, no tiling. Images are cropped to a multiple of the
-model's stride first. About 2 minutes for `synthetic_strong` on a 2-core CPU.
+it; no self-ensemble, no tiling. `--scales=N` runs the model's weights as N
+passes whatever it was trained with (a one-pass model as a cascade of
+itself). Images are cropped to a multiple of the model's stride first. About
+2 minutes for `synthetic_strong` on a 2-core CPU.
 """
 
 import argparse
@@ -30,14 +31,14 @@ import sys
 import jax
 import numpy as np
 
-from flax_gradnet import inference
+from flax_gradnet import inference, metrics
 from flax_gradnet.data import pipeline
 from flax_gradnet.models.generator import scale_targets, upsample_bilinear
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-  """PSNR (dB) of float images in [-1, 1]."""
-  return float(-10 * np.log10(np.mean(((np.clip(a, -1, 1) - b) / 2) ** 2)))
+  """PSNR (dB) of float images in [-1, 1], `a` clipped to that range first."""
+  return float(metrics.psnr(np.clip(a, -1, 1), b, data_range=2.0))
 
 
 def pass_outputs(model, params, x: np.ndarray) -> dict[str, np.ndarray]:

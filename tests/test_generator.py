@@ -25,8 +25,8 @@ from flax_gradnet.models.generator import (
     GeneratorWithoutMBRBs,
     GeneratorWithoutRGCL,
     GradientNet,
-    scale_targets,
     pixel_shuffle,
+    scale_targets,
 )
 
 TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4)
