@@ -126,6 +126,7 @@ def generator_workdir():
 SLOW_MODULES = frozenset({
     "test_train.py", "test_multiprocess.py", "test_demo.py", "test_remote_workdir.py",
     "test_workdir_lock.py", "test_export.py", "test_channels.py", "test_fast_generator.py",
+    "test_accelerator_run.py",
 })
 
 

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One prepared run for a machine lent for minutes (docs/accelerator.md): trains a
+# config from scratch for a wall-clock budget, evaluates the result on the held-out
+# sets, packs the generator, and writes everything a person needs to read back into
+# one folder: the device's name, the training summary, the metrics, the model.
+#
+#   OUT=results bash experiments/accelerator_run.sh
+#
+# Settings (environment variables; defaults in brackets):
+#   OUT         folder for the results (required; created)
+#   CONFIG      config file [configs/gradnet_small.py]
+#   BUDGET_S    training seconds, compilation included (config.train_seconds) [420]
+#   STEPS       config.num_train_steps, the length of the cosine schedule: set it to
+#               the steps the budget allows (a first run's stop warning says) [20000]
+#   BATCH       global batch [4]
+#   WORKERS     grain worker processes making synthetic_online records [14]
+#   PHOTO_DIR   more training photographs (experiments/fetch_photos.sh; copy them to
+#               the machine, e.g. inside the repository under an ignored folder) [none]
+#   DATASETS    held-out sets to evaluate [synthetic_strong synthetic_online]
+#   WORKDIR     training workdir; the same one again resumes [$OUT/workdir]
+#   PYTHON      interpreter [python3]
+# Wheels in .whl/ (docs/accelerator.md) are installed first, without an index.
+set -euo pipefail
+out="${OUT:?set OUT to the folder for the results}"
+config="${CONFIG:-configs/gradnet_small.py}"
+budget="${BUDGET_S:-420}"
+steps="${STEPS:-20000}"
+batch="${BATCH:-4}"
+workers="${WORKERS:-14}"
+photos="${PHOTO_DIR:-}"
+datasets="${DATASETS:-synthetic_strong synthetic_online}"
+workdir="${WORKDIR:-$out/workdir}"
+py="${PYTHON:-python3}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$py" -m pip install -q --no-index --no-deps --target /tmp/flax_gradnet_site .whl/*.whl
+  export PYTHONPATH="/tmp/flax_gradnet_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+# The machine, in one line: the GPU's name, memory and driver, else the CPU's model.
+machine="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+  2>/dev/null | head -n 1 || true)"
+if [ -z "$machine" ]; then
+  machine="no GPU; $(grep -m 1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | xargs)"
+fi
+machine="$machine; $(nproc) CPU cores"
+{
+  date -u +"%Y-%m-%dT%H:%M:%SZ"
+  echo "$machine"
+  "$py" -c "import jax; print('jax', jax.__version__, jax.devices())"
+} > "$out/device.txt" 2>&1
+cat "$out/device.txt"
+
+args=(--config="$config" --workdir="$workdir" --config.train_seconds="$budget"
+      --config.num_train_steps="$steps" --config.batch_size="$batch"
+      --config.worker_count="$workers")
+if [ -n "$photos" ]; then args+=(--config.dataset_options.photo_dir="$photos"); fi
+echo "$py -m flax_gradnet.main ${args[*]}" > "$out/command.txt"
+# The budget stops training; the rest of the timeout leaves room for the final
+# evaluation and checkpoint. Of the progress bar, train.txt keeps the last state.
+set +e
+timeout "$((budget + 300))" "$py" -m flax_gradnet.main "${args[@]}" 2>&1 \
+  | tr '\r' '\n' > "$out/train_raw.txt"
+rc=${PIPESTATUS[0]}
+set -e
+{ grep -v '^training: ' "$out/train_raw.txt" || true
+  grep '^training: ' "$out/train_raw.txt" | tail -n 1 || true; } > "$out/train.txt"
+rm -f "$out/train_raw.txt"
+tail -n 20 "$out/train.txt"
+echo "training exit status $rc" | tee -a "$out/train.txt"
+
+for ds in $datasets; do
+  "$py" -m flax_gradnet.evaluate --workdir="$workdir" --dataset="$ds" \
+    --output_dir="$out/eval_$ds" --no-save_outputs > "$out/eval_$ds.txt" 2>&1 || echo "evaluate $ds failed"
+  tail -n 12 "$out/eval_$ds.txt"
+done
+"$py" -m flax_gradnet.pretrained --workdir="$workdir" --name=accelerator_run \
+  --root="$out/models" --overwrite \
+  --metadata="machine=$machine" > "$out/pack.txt" 2>&1 \
+  || echo "packing failed: $out/pack.txt"
+exit "$rc"
