@@ -17,9 +17,11 @@
 #   PHOTO_DIR   more training photographs (experiments/fetch_photos.sh; copy them to
 #               the machine, e.g. inside the repository under an ignored folder) [none]
 #   DATASETS    held-out sets to evaluate [synthetic_strong synthetic_online]
+#   EVAL_IMAGES evaluate only the first this many pairs of each set [all]
 #   WORKDIR     training workdir; the same one again resumes [$OUT/workdir]
 #   PYTHON      interpreter [python3]
-# Wheels in .whl/ (docs/accelerator.md) are installed first, without an index.
+# Where grain, clu or ml_collections is missing, the wheels in .whl/ (docs/accelerator.md)
+# are installed first, without an index.
 set -euo pipefail
 out="${OUT:?set OUT to the folder for the results}"
 config="${CONFIG:-configs/gradnet_small.py}"
@@ -29,11 +31,12 @@ batch="${BATCH:-4}"
 workers="${WORKERS:-14}"
 photos="${PHOTO_DIR:-}"
 datasets="${DATASETS:-synthetic_strong synthetic_online}"
+eval_images="${EVAL_IMAGES:-}"
 workdir="${WORKDIR:-$out/workdir}"
 py="${PYTHON:-python3}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-if compgen -G ".whl/*.whl" >/dev/null; then
+if ! "$py" -c "import grain, clu, ml_collections" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
   "$py" -m pip install -q --no-index --no-deps --target /tmp/flax_gradnet_site .whl/*.whl
   export PYTHONPATH="/tmp/flax_gradnet_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
@@ -72,7 +75,8 @@ echo "training exit status $rc" | tee -a "$out/train.txt"
 
 for ds in $datasets; do
   "$py" -m flax_gradnet.evaluate --workdir="$workdir" --dataset="$ds" \
-    --output_dir="$out/eval_$ds" --no-save_outputs > "$out/eval_$ds.txt" 2>&1 || echo "evaluate $ds failed"
+    --output_dir="$out/eval_$ds" --no-save_outputs ${eval_images:+--num_images="$eval_images"} \
+    > "$out/eval_$ds.txt" 2>&1 || echo "evaluate $ds failed"
   tail -n 12 "$out/eval_$ds.txt"
 done
 "$py" -m flax_gradnet.pretrained --workdir="$workdir" --name=accelerator_run \

@@ -1,5 +1,5 @@
 """experiments/accelerator_run.sh end to end on the CPU: the tiny config trained from
-scratch for a few steps, one held-out set evaluated, the generator packed, and the
+scratch for a few steps, two pairs of one held-out set evaluated, the generator packed, and the
 machine recorded, all under OUT (the one prepared script for a lent accelerator)."""
 
 import json
@@ -22,7 +22,7 @@ def _run(out, **settings):
 def test_script_trains_evaluates_packs_and_records_the_machine(tmp_path):
   out = tmp_path / "out"
   r = _run(out, CONFIG="tests/tiny_config.py:online", BUDGET_S=300, STEPS=3, BATCH=2,
-           WORKERS=0, DATASETS="synthetic_online")
+           WORKERS=0, DATASETS="synthetic_online", EVAL_IMAGES=2)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   device = (out / "device.txt").read_text().splitlines()
   assert "CPU cores" in device[1] and device[2].startswith("jax ")
@@ -32,7 +32,7 @@ def test_script_trains_evaluates_packs_and_records_the_machine(tmp_path):
   assert "3/3" in train  # the progress bar's last state is kept, its other states not
   assert train.count("training: ") == 1
   summary = json.loads((out / "eval_synthetic_online" / "summary.json").read_text())
-  assert summary["num_images"] == 24 and summary["step"] == 3
+  assert summary["num_images"] == 2 and summary["step"] == 3
   assert not (out / "eval_synthetic_online" / "deblurred").exists()  # --no-save_outputs
   meta = json.loads((out / "models" / "accelerator_run" / "metadata.json").read_text())
   assert meta["step"] == 3 and meta["machine"] == device[1]
