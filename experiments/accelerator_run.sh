@@ -41,13 +41,10 @@ if ! "$py" -c "import grain, clu, ml_collections" 2>/dev/null && compgen -G ".wh
   export PYTHONPATH="/tmp/flax_gradnet_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
-# The machine, in one line: the GPU's name, memory and driver, else the CPU's model.
-machine="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
-  2>/dev/null | head -n 1 || true)"
-if [ -z "$machine" ]; then
-  machine="no GPU; $(grep -m 1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | xargs)"
-fi
-machine="$machine; $(nproc) CPU cores"
+# The machine, in one line, as the paper-table benchmarks name it: jax's first device
+# (the GPU's kind; for a CPU its model and core count).
+machine="$("$py" -c "import sys; sys.path.insert(0, 'experiments'); import paper_tables
+print(paper_tables.device_description())")"
 {
   date -u +"%Y-%m-%dT%H:%M:%SZ"
   echo "$machine"

@@ -25,7 +25,8 @@ def test_script_trains_evaluates_packs_and_records_the_machine(tmp_path):
            WORKERS=0, DATASETS="synthetic_online", EVAL_IMAGES=2)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   device = (out / "device.txt").read_text().splitlines()
-  assert "CPU cores" in device[1] and device[2].startswith("jax ")
+  assert device[1].startswith("cpu: ") and "logical cores visible" in device[1]
+  assert device[2].startswith("jax ")
   assert (out / "command.txt").read_text().startswith(f"{sys.executable} -m flax_gradnet.main ")
   train = (out / "train.txt").read_text()
   assert "training exit status 0" in train
