@@ -1,6 +1,8 @@
 """Synthetic data v3 (strong camera shake, dynamic scenes, photo_dir), the
 strong-blur held-out set (data/strong.py) and the generator's third stage."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -238,3 +240,37 @@ def test_scale_passes_splits_a_coarse_to_fine_model_into_its_chain():
     sp.main(["--model=gradnet_s_lf", "--scales=1"])
   # PSNR of [-1, 1] images: an offset of 0.2 is 0.1 of the range -> 20 dB.
   np.testing.assert_allclose(sp.psnr(np.zeros((4, 4, 3)) + 0.2, np.zeros((4, 4, 3))), 20.0)
+
+
+def test_blind_probe_blurs_like_a_direct_convolution_and_centres_its_psfs(monkeypatch):
+  """experiments/blind_probe.py: its 'valid' blur is scipy.ndimage's correlation
+  with the flipped PSF (a direct sum, not an FFT) cropped to the valid part; its
+  downsampling is numpy block means; each pooled PSF sums to 1 with its centroid
+  on the centre pixel; a PSF pool that cannot fit is refused with a message."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "blind_probe.py"
+  spec = importlib.util.spec_from_file_location("blind_probe_under_test", path)
+  bp = importlib.util.module_from_spec(spec)
+  monkeypatch.setitem(sys.modules, spec.name, bp)  # its flax module (a dataclass) looks itself up
+  spec.loader.exec_module(bp)
+  rng = np.random.default_rng(0)
+  image = rng.uniform(0, 1, (20, 23, 3))
+  psf = rng.uniform(0, 1, (5, 5))
+  psf /= psf.sum()
+  out = bp.blur(image, psf)
+  assert out.shape == (16, 19, 3)
+  for c in range(3):
+    want = ndimage.correlate(image[..., c], psf[::-1, ::-1], mode="constant")[2:-2, 2:-2]
+    np.testing.assert_allclose(out[..., c], want, atol=1e-10)
+  u8 = rng.integers(0, 256, (9, 10, 3), dtype=np.uint8)
+  np.testing.assert_allclose(bp.downsample(u8, 2), u8[:8, :10].reshape(4, 2, 5, 2, 3).mean(axis=(1, 3)) / 255.0,
+                             atol=1e-6)
+  pool = bp.psf_pool(6, (4.0, 6.0), 13, seed=0)
+  assert pool.shape == (6, 13, 13)
+  np.testing.assert_allclose(pool.sum(axis=(1, 2)), 1.0, atol=1e-5)
+  yy, xx = np.mgrid[0:13, 0:13]
+  for k in pool:
+    assert abs((k * yy).sum() - 6) < 0.5 and abs((k * xx).sum() - 6) < 0.5
+  with pytest.raises(ValueError, match="kernel_size"):
+    bp.psf_pool(1, (12.0, 12.0), 5, seed=0)
