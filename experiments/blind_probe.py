@@ -49,7 +49,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from PIL import Image
 from scipy import signal
 
 from configs import gradnet_small
