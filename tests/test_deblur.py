@@ -458,8 +458,12 @@ def test_cli_ctrl_c_in_process_leaves_no_partial_file(tmp_path, workdir, capsys,
   assert (out / "a.png").read_bytes() == first
 
 
+# The child starts with SIGINT as a terminal leaves it (Python's KeyboardInterrupt
+# handler): pytest-xdist's workers ignore SIGINT, and a child inherits an ignored
+# signal, so without this line the Ctrl-C below would be dropped.
 _SIGINT_AFTER_FIRST_WRITE = """
 import os, signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from flax_gradnet import deblur, image_io
 real = image_io.write_image
 def write(*args, **kwargs):
