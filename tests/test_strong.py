@@ -274,3 +274,43 @@ def test_blind_probe_blurs_like_a_direct_convolution_and_centres_its_psfs(monkey
     assert abs((k * yy).sum() - 6) < 0.5 and abs((k * xx).sum() - 6) < 0.5
   with pytest.raises(ValueError, match="kernel_size"):
     bp.psf_pool(1, (12.0, 12.0), 5, seed=0)
+
+
+def test_band_fusion_takes_the_coarse_band_from_the_half_pass_and_picks_its_threshold():
+  """experiments/band_fusion.py: "full" is the model's one pass; "half" is the blurry
+  image plus the upsampled correction of a pass on its 2x2 block means (numpy); "fuse"
+  swaps the band a half-resolution image holds (block means, upsampled) of the full
+  pass's correction for the half pass's; r is the ratio of those bands' rms; the
+  threshold is the cut on r whose images gain most in sum by taking "fuse"."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "band_fusion.py"
+  spec = importlib.util.spec_from_file_location("band_fusion_under_test", path)
+  bf = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bf)
+  from flax_gradnet.models.generator import upsample_bilinear  # pylint: disable=g-import-not-at-top
+  model = Generator(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4,
+                    num_paths=2, num_recurrences=2, residual=True)
+  x = np.random.default_rng(0).uniform(-1, 1, (16, 24, 3)).astype(np.float32)
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), jnp.asarray(x[None]))["params"]
+  out, r = bf.outputs(model, params, x)
+
+  def up(a):
+    return np.asarray(upsample_bilinear(jnp.asarray(a[None]), 2))[0]
+
+  def down(a):
+    return a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2, 3).mean(axis=(1, 3))
+
+  c1 = np.asarray(model.apply({"params": params}, x[None]))[0] - x
+  small = down(x)
+  c2 = up(np.asarray(model.apply({"params": params}, small[None]))[0] - small)
+  np.testing.assert_allclose(out["full"], x + c1, atol=1e-5)
+  np.testing.assert_allclose(out["half"], x + c2, atol=1e-5)
+  np.testing.assert_allclose(out["fuse"], x + up(down(c2)) + c1 - up(down(c1)), atol=1e-5)
+  rms = lambda a: np.sqrt(np.mean(a ** 2))
+  np.testing.assert_allclose(r, rms(up(down(c2))) / (rms(up(down(c1))) + 1e-6), rtol=1e-4)
+  # Sorted by r from the top, the sums of (fuse - full) are 1, 1.5, -0.5, -0.4: cut at 1.5.
+  assert bf.best_threshold([(1.0, -2.0), (2.0, 1.0), (0.5, 0.1), (1.5, 0.5)]) == 1.5
+  assert bf.best_threshold([(1.0, -0.1), (2.0, -1.0)]) == float("inf")
+  assert bf._family_of("00000007_astronaut_jit_strong_shake") == "strong_shake"  # pylint: disable=protected-access
+  assert bf._family_of("00000008_dead_leaves_shake") == "shake"  # pylint: disable=protected-access
