@@ -170,4 +170,7 @@ def get_config() -> ml_collections.ConfigDict:
   # the step a config trained with loss_low_freq_sigma was trained through.
   config.inference.low_freq_sigma = 0.0
   config.inference.local_stats = 0  # test-time local statistics over WxW boxes (0 = off; -1 = crop_size)
+  # > 0: the coarse band from a pass at half resolution where it corrects this many
+  # times more than the full one (inference.gate_half_scale; not in the paper). 0 = off.
+  config.inference.scale_gate = 0.0
   return config

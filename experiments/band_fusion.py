@@ -17,7 +17,9 @@ stride) it runs the same weights twice, one pass each, no ensemble:
   half-resolution image holds: the coarse band of the correction from the half
   pass, the fine band from the full pass;
 * r = rms(B(c2)) / rms(B(c1)), how much more the half pass corrects in the
-  band both see; "gated" takes "fuse" where r >= --threshold, else "full".
+  band both see, computed at half resolution (`inference.half_scale_ratio`,
+  what `deblur --scale_gate=T` compares with T); "gated" takes "fuse" where
+  r >= --threshold, else "full" (`inference.gate_half_scale`).
 
 Every output goes through the model's recorded low-frequency step, as `deblur`
 applies it. `--dataset=train` draws fresh pairs from the training distribution
@@ -56,23 +58,24 @@ def band(c: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=0)
 def corrections(model, params, x: jax.Array):
-  """(c1, c2, r) for one batch [1, H, W, C] (see the module docstring)."""
+  """(c1, c_h) for one batch [1, H, W, C]: the full pass's correction and the
+  half pass's, at half resolution."""
   def correction(xs):
     return model.apply({"params": params}, xs) - xs
-  c1 = correction(x)
-  c2 = upsample_bilinear(correction(area_downsample(x, 2)), 2)
-  r = jnp.sqrt(jnp.mean(band(c2) ** 2)) / (jnp.sqrt(jnp.mean(band(c1) ** 2)) + 1e-6)
-  return c1, c2, r
+  return correction(x), correction(area_downsample(x, 2))
 
 
 def outputs(model, params, x: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
   """({"full", "half", "fuse"}: image [H, W, C], r) for one float image whose
-  sides are multiples of 2x the model's stride."""
+  sides are multiples of 2x the model's stride. r is `inference.half_scale_ratio`
+  (what `deblur --scale_gate` compares), computed at half resolution."""
   batch = jnp.asarray(x)[None]
-  c1, c2, r = corrections(model, params, batch)
+  c1, ch = corrections(model, params, batch)
+  c2 = upsample_bilinear(ch, 2)
   out = {"full": batch + c1, "half": batch + c2,
          "fuse": batch + band(c2) + c1 - band(c1)}
-  return {k: np.asarray(v)[0] for k, v in out.items()}, float(r)
+  r = inference.half_scale_ratio(np.asarray(ch)[0], np.asarray(area_downsample(c1, 2))[0])
+  return {k: np.asarray(v)[0] for k, v in out.items()}, r
 
 
 def _family_of(name: str) -> str:

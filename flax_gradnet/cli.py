@@ -15,7 +15,7 @@ tool:
                     TFDS's manual dir, a folder of images
     --overwrite     replace existing outputs (never inputs)
     --tile, --tile_overlap, --self_ensemble, --local_stats, --low_freq_sigma,
-    --max_memory    inference options: each overrides the model's recorded
+    --scale_gate, --max_memory    inference options: each overrides the model's recorded
                     setting (`inference.Options`); not given, the model's
                     (the paper's protocol when it records none)
     --progress      a progress bar on stderr (`--no-progress` hides it)
@@ -295,7 +295,7 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
 
 def add_inference_flags(p: argparse.ArgumentParser, *, max_memory: bool = True) -> None:
   """`--tile`, `--tile_overlap`, `--self_ensemble`, `--local_stats`,
-  `--low_freq_sigma`, `--max_memory` (unless `max_memory=False`, for a tool
+  `--low_freq_sigma`, `--scale_gate`, `--max_memory` (unless `max_memory=False`, for a tool
   whose inference takes no memory budget) and `--progress` (check them with
   `inference_flags_error`).
 
@@ -328,6 +328,13 @@ def add_inference_flags(p: argparse.ArgumentParser, *, max_memory: bool = True) 
                       "(a blur leaves them, the generator may shift them; "
                       "inference.keep_input_low_frequencies; 0 = the generator's output as it "
                       f"is; {MODEL_DEFAULT})")
+  p.add_argument("--scale_gate", type=float, default=None, metavar="RATIO",
+                 help="> 0: also deblur the image at half resolution and, where that pass "
+                      "corrects at least RATIO times as much as the full-resolution one in the "
+                      "coarse band, take that band from it: for strong camera shake (25-50 px) "
+                      "that a net sees only at half resolution; one choice per image, 1/4 more "
+                      "passes (inference.gate_half_scale; docs/models.md measured 1.07 with "
+                      f"the shipped model; 0 = off; {MODEL_DEFAULT})")
   if max_memory:
     p.add_argument("--max_memory", type=float, default=None, metavar="GIB",
                    help="memory budget of one image's inference, in GiB: the generator's pass "
@@ -342,7 +349,7 @@ def add_inference_flags(p: argparse.ArgumentParser, *, max_memory: bool = True) 
 
 # The `inference.Options` fields the flags of `add_inference_flags` set.
 INFERENCE_FLAGS = ("self_ensemble", "low_freq_sigma", "local_stats", "tile", "tile_overlap",
-                   "max_memory")
+                   "scale_gate", "max_memory")
 
 
 def inference_flags_error(args: argparse.Namespace) -> str | None:
@@ -357,6 +364,8 @@ def inference_flags_error(args: argparse.Namespace) -> str | None:
     return f"need 0 <= --tile_overlap < --tile, got {args.tile_overlap}"
   if args.low_freq_sigma is not None and not 0 <= args.low_freq_sigma < float("inf"):
     return f"--low_freq_sigma must be >= 0 pixels (0 = off), got {args.low_freq_sigma}"
+  if args.scale_gate is not None and not 0 <= args.scale_gate < float("inf"):
+    return f"--scale_gate must be >= 0 (0 = off), got {args.scale_gate}"
   if args.local_stats is not None and args.local_stats < -1:
     return f"--local_stats must be >= 0 (0 = off), got {args.local_stats}"
   max_memory = getattr(args, "max_memory", None)

@@ -11,7 +11,7 @@ or from a model shipped with the package (`--model`; the default): the restore
 flags of `flax_gradnet.cli`, which `inference.restore` takes.
 
 Inference options are the model's: `--self_ensemble`, `--low_freq_sigma`,
-`--local_stats`, `--tile`, `--tile_overlap` and `--max_memory` default to the
+`--local_stats`, `--tile`, `--tile_overlap`, `--scale_gate` and `--max_memory` default to the
 settings the model records in its config.json (`inference.Options`; the
 paper's protocol, one pass and the generator's output as it is, for a model
 that records none), and each flag given overrides its setting. The memory

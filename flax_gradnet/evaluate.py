@@ -13,7 +13,7 @@ or from a model shipped with the package (`--model`; the default): the restore
 flags of `flax_gradnet.cli`, which `inference.restore` takes.
 
 Inference options are the model's: `--self_ensemble`, `--low_freq_sigma`,
-`--local_stats`, `--tile` and `--tile_overlap` default to what the model
+`--local_stats`, `--tile`, `--tile_overlap` and `--scale_gate` default to what the model
 records in its config.json (`inference.Options`); a model that records none
 (a workdir trained with configs/default.py) is measured under the paper's
 protocol, one pass and the generator's output as it is. Each flag given

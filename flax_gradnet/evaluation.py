@@ -106,6 +106,7 @@ def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_borde
             y_channel: bool = False, num_images: int = 0, num_grids: int = 0,
             family_grids: bool = True, tile: int | None = None, tile_overlap: int = 32,
             self_ensemble: bool | str = False, local_stats: int = 0, low_freq_sigma: float = 0.0,
+            scale_gate: float = 0.0,
             kohler_frames_dir: str | None = None,
             on_image: Callable[[dict, np.ndarray, dict], None] | None = None) -> Measured:
   """Deblurs every example with `generator` and measures it against its target.
@@ -127,6 +128,8 @@ def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_borde
     local_stats: test-time local statistics over boxes of this side (0 = off).
     low_freq_sigma: keep the input's frequencies below a Gaussian of this
       standard deviation (`inference.keep_input_low_frequencies`; 0 = off).
+    scale_gate: > 0: the coarse band from a half-resolution pass where it
+      corrects this many times more (`inference.gate_half_scale`); 0 = off.
     kohler_frames_dir: the Köhler folder; when given, each image is measured
       against its best-PSNR GroundTruth frame (`builders.kohler_ground_truth_frames`).
     on_image: called as `on_image(example, deblurred_uint8, row)` after each
@@ -155,7 +158,7 @@ def measure(generator: Any, params: Any, examples: Iterable[dict], *, crop_borde
     ex = _with_channels(ex, fn.channels)
     t0 = time.perf_counter()
     out = inference.deblur_image(fn, ex["blur"], tile=tile, tile_overlap=tile_overlap,
-                                 low_freq_sigma=low_freq_sigma)
+                                 low_freq_sigma=low_freq_sigma, scale_gate=scale_gate)
     seconds.append(time.perf_counter() - t0)
     row = measure_image(out, ex, metrics, frames)
     rows.append(row)
@@ -414,7 +417,8 @@ def evaluate_examples(model: Any, params: Any, options: Any, examples: Iterable[
       num_images=num_images, num_grids=num_grids, family_grids=family_grids,
       tile=options.tile, tile_overlap=options.tile_overlap,
       self_ensemble=options.self_ensemble, local_stats=options.local_stats,
-      low_freq_sigma=options.low_freq_sigma, kohler_frames_dir=kohler_frames_dir,
+      low_freq_sigma=options.low_freq_sigma, scale_gate=options.scale_gate,
+      kohler_frames_dir=kohler_frames_dir,
       on_image=on_image)
   rows, paired = measured.rows, measured.paired
   means = metric_means(rows) if paired and rows else {}

@@ -106,7 +106,7 @@ __all__ = [
     "deblur_image", "deblur_array", "tile_starts", "plan_tile",
     "pass_bytes_per_pixel", "pass_bytes", "host_bytes", "host_bytes_per_pixel", "GIB",
     "tile_window", "weight_sum", "to_float", "to_uint8", "keep_input_low_frequencies",
-    "LOW_FREQ_SIGMA",
+    "LOW_FREQ_SIGMA", "gate_half_scale", "half_scale_ratio",
 ]
 
 DeblurFn = Callable[[jax.Array], jax.Array]
@@ -172,6 +172,11 @@ class Options:
       of the machine more than of the model).
     weights: "ema" or "raw": which weights of a workdir's checkpoint
       (`checkpoints.restore_weights`); None = the EMA when it has one.
+    scale_gate: > 0: also run the generator (the same ensemble, tiles and
+      budget) on the image's 2x2 block means, and where that pass corrects at
+      least `scale_gate` times as much as the full-resolution one in the band
+      both see, take that band from it (`gate_half_scale`; one decision per
+      image); 0 = off. Not in the paper.
 
   Raises (on construction):
     ValueError: a value out of its range; the message names the field.
@@ -184,6 +189,7 @@ class Options:
   tile_overlap: int = TILE_OVERLAP
   max_memory: float | None = None
   weights: str | None = None
+  scale_gate: float = 0.0
 
   def __post_init__(self):
     def fail(field: str, want: str) -> ValueError:
@@ -216,6 +222,9 @@ class Options:
       object.__setattr__(self, "max_memory", float(self.max_memory))
     if self.weights is not None and self.weights not in WEIGHTS:
       raise fail("weights", f"one of {', '.join(WEIGHTS)} (or None: the EMA when there is one)")
+    if not (_is_number(self.scale_gate) and 0 <= self.scale_gate < float("inf")):
+      raise fail("scale_gate", ">= 0 (0 = off)")
+    object.__setattr__(self, "scale_gate", float(self.scale_gate))
 
   @classmethod
   def fields(cls) -> tuple[str, ...]:
@@ -289,7 +298,7 @@ class Options:
     """Whether the numbers are the generator's own: one pass over the whole
     image, its output as it is (tile, budget and weights aside)."""
     return (self.self_ensemble == "off" and self.low_freq_sigma == 0
-            and self.local_stats == 0 and self.tile is None)
+            and self.local_stats == 0 and self.tile is None and self.scale_gate == 0)
 
   def describe(self) -> str:
     """The options that change the output, in words, for protocol lines:
@@ -312,6 +321,9 @@ class Options:
     elif self.local_stats:
       parts.append(f"test-time local statistics over {self.local_stats}x{self.local_stats} "
                    "boxes")
+    if self.scale_gate:
+      parts.append(f"the coarse band from a half-resolution pass where it corrects >= "
+                   f"{self.scale_gate:g}x the full pass's (one choice per image)")
     if self.low_freq_sigma:
       parts.append(f"the input's low frequencies kept (below a Gaussian of sigma "
                    f"{self.low_freq_sigma:g} px)")
@@ -1048,7 +1060,7 @@ def _effective(fn: DeblurFn, options: Options | None, **loose: Any) -> Options:
 def deblur_array(fn: DeblurFn, x: np.ndarray, options: Options | None = None, *,
                  tile: int | None = None, tile_overlap: int | None = None,
                  tile_batch_size: int = 1, low_freq_sigma: float | None = None,
-                 max_memory: float | None = None,
+                 max_memory: float | None = None, scale_gate: float | None = None,
                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
   """Deblurs one float image [H, W, C] in [-1, 1]; returns float32 [H, W, C].
 
@@ -1074,6 +1086,8 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, options: Options | None = None, *,
       (`plan_tile`, `host_bytes`): without `tile`, an image whose whole-image
       inference would need more is tiled with the largest tile that fits.
       None = no budget.
+    scale_gate: > 0: `gate_half_scale` with this threshold (before the
+      low-frequency step); 0 = off.
     progress: called as `progress(tiles_done, tiles_total)` after each call of
       `fn` on tiles (not for a whole image).
 
@@ -1083,7 +1097,7 @@ def deblur_array(fn: DeblurFn, x: np.ndarray, options: Options | None = None, *,
   """
   # Checked before the generator runs, not after.
   o = _effective(fn, options, tile=tile, tile_overlap=tile_overlap,
-                 low_freq_sigma=low_freq_sigma, max_memory=max_memory)
+                 low_freq_sigma=low_freq_sigma, max_memory=max_memory, scale_gate=scale_gate)
   x = np.asarray(x, np.float32)
   if x.ndim != 3:
     raise ValueError(f"expected an [H, W, C] image ([H, W, 3] RGB, [H, W, 1] grey), got shape "
@@ -1112,9 +1126,97 @@ def _deblur(fn: DeblurFn, image: np.ndarray, o: Options, tile_batch_size: int,
     del y
   else:
     out = _deblur_tiled(fn, image, tile, tile_overlap, tile_batch_size, progress)
+  if o.scale_gate > 0:
+    half = dataclasses.replace(o, scale_gate=0.0, low_freq_sigma=0.0)
+    gate_half_scale(out, image, lambda xh: _deblur(fn, xh, half, tile_batch_size, None),
+                    o.scale_gate)
   if sigma > 0:
     _keep_low_frequencies_inplace(out, image, sigma)
   return out
+
+
+def _block_means(image: np.ndarray, rows: int = 256) -> np.ndarray:
+  """float32 2x2 block means of `image` [H, W, C] (float in [-1, 1] or the uint8
+  image `to_float` scales; H, W even), converted a band of rows at a time."""
+  h, w, c = image.shape
+  out = np.empty((h // 2, w // 2, c), np.float32)
+  for top in range(0, h, 2 * rows):
+    band = _as_float(image[top:top + 2 * rows]).astype(np.float32, copy=False)
+    out[top // 2:top // 2 + band.shape[0] // 2] = band.reshape(
+        band.shape[0] // 2, 2, w // 2, 2, c).mean(axis=(1, 3))
+  return out
+
+
+def _smooth_3(x: np.ndarray) -> np.ndarray:
+  """[1/8, 3/4, 1/8] along both image axes, edges repeated: the 2x2 block means
+  of `x` bilinearly upsampled by 2 (half-pixel centres, edges clamped, as
+  `upsample_bilinear`), computed at `x`'s own resolution."""
+  for axis in (0, 1):
+    p = np.concatenate([np.take(x, [0], axis), x, np.take(x, [-1], axis)], axis)
+    n = x.shape[axis]
+    x = 0.75 * np.take(p, range(1, n + 1), axis) + 0.125 * (
+        np.take(p, range(0, n), axis) + np.take(p, range(2, n + 2), axis))
+  return x.astype(np.float32)
+
+
+def _add_upsampled(out: np.ndarray, d: np.ndarray, rows: int = 256) -> None:
+  """out[:2h, :2w] += `d` [h, w, C] bilinearly upsampled by 2 (half-pixel
+  centres, edges clamped: `upsample_bilinear`), a band of rows at a time."""
+  h, w, _ = d.shape
+  def up(a, axis):  # along one axis: 2i <- 3/4 a[i] + 1/4 a[i-1], 2i+1 <- 3/4 a[i] + 1/4 a[i+1]
+    n = a.shape[axis]
+    p = np.concatenate([np.take(a, [0], axis), a, np.take(a, [-1], axis)], axis)
+    mid = np.take(p, range(1, n + 1), axis)
+    even = 0.75 * mid + 0.25 * np.take(p, range(0, n), axis)
+    odd = 0.75 * mid + 0.25 * np.take(p, range(2, n + 2), axis)
+    return np.stack([even, odd], axis + 1).reshape(
+        a.shape[:axis] + (2 * n,) + a.shape[axis + 1:])
+  wide = up(d, 1)  # [h, 2w, C]
+  for top in range(0, h, rows):
+    lo, hi = max(top - 1, 0), min(top + rows + 1, h)
+    band = up(wide[lo:hi], 0)[2 * (top - lo):2 * (top - lo) + 2 * (min(top + rows, h) - top)]
+    out[2 * top:2 * top + band.shape[0], :2 * w] += band.astype(np.float32)
+
+
+def half_scale_ratio(correction_half: np.ndarray, correction_full_means: np.ndarray) -> float:
+  """r of `gate_half_scale`: the rms of the half pass's correction in the band a
+  half-resolution image holds over the rms of the full pass's there, both at
+  half resolution (`correction_full_means`: the 2x2 block means of the full
+  pass's correction)."""
+  band = _smooth_3(correction_half)
+  rms = lambda a: float(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
+  return rms(band) / (rms(correction_full_means) + 1e-6)
+
+
+def gate_half_scale(out: np.ndarray, image: np.ndarray,
+                    half_pass: Callable[[np.ndarray], np.ndarray], threshold: float) -> float:
+  """Takes the coarse band of the correction from a half-resolution pass where
+  that pass corrects more (not in the paper; docs/models.md, "Choosing the scale
+  per image"). In place on `out` [H, W, C] (the full pass's output for `image`,
+  float or the uint8 that `to_float` scales).
+
+  A 25-50 px camera shake is 12-25 px at half resolution, where a small net
+  removes much of it and at full resolution almost none; on mild blur the full
+  pass is better in every band. With x_h the 2x2 block means of the image
+  (its even part), c_h = half_pass(x_h) - x_h, B(c) the band a
+  half-resolution image holds (2x2 block means, bilinearly upsampled) and c1 =
+  out - image, the ratio r = rms(B(up(c_h))) / rms(B(c1)) (computed at half
+  resolution: `half_scale_ratio`) says which pass sees more blur. Where r >=
+  `threshold`, out becomes image + B(up(c_h)) + c1 - B(c1): the coarse band from
+  the half pass, the fine band from the full one. A last odd row or column
+  keeps the full pass's output. Returns r.
+  """
+  h, w, _ = out.shape
+  he, we = h - h % 2, w - w % 2
+  if he < 2 or we < 2:
+    return 0.0
+  xh = _block_means(image[:he, :we])
+  correction_half = np.asarray(half_pass(xh), np.float32) - xh
+  correction_full_means = _block_means(out[:he, :we]) - xh
+  r = half_scale_ratio(correction_half, correction_full_means)
+  if r >= threshold:
+    _add_upsampled(out, _smooth_3(correction_half) - correction_full_means)
+  return r
 
 
 def _deblur_tiled(fn: DeblurFn, image: np.ndarray, tile: int, tile_overlap: int,
@@ -1159,7 +1261,7 @@ def _deblur_tiled(fn: DeblurFn, image: np.ndarray, tile: int, tile_overlap: int,
 def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, options: Options | None = None, *,
                  tile: int | None = None, tile_overlap: int | None = None,
                  tile_batch_size: int = 1, low_freq_sigma: float | None = None,
-                 max_memory: float | None = None,
+                 max_memory: float | None = None, scale_gate: float | None = None,
                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
   """Deblurs a uint8 [H, W, C] image; returns uint8 [H, W, fn.channels].
 
@@ -1178,7 +1280,7 @@ def deblur_image(fn: DeblurFn, image_uint8: np.ndarray, options: Options | None 
   is quantized in place. Host memory: `host_bytes`.
   """
   o = _effective(fn, options, tile=tile, tile_overlap=tile_overlap,
-                 low_freq_sigma=low_freq_sigma, max_memory=max_memory)
+                 low_freq_sigma=low_freq_sigma, max_memory=max_memory, scale_gate=scale_gate)
   image_uint8 = np.asarray(image_uint8)
   if image_uint8.dtype != np.uint8 or image_uint8.ndim != 3:
     raise ValueError(f"expected a uint8 [H, W, C] image ([H, W, 3] RGB, [H, W, 1] grey), got "

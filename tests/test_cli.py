@@ -282,17 +282,17 @@ def test_inference_flags_default_to_the_models_settings():
   assert cli.inference_overrides(args) == dict.fromkeys(cli.INFERENCE_FLAGS)
   assert cli.options_source(args, recorded=False).startswith("the paper's protocol")
   args = parse(base + ["--no-self_ensemble", "--low_freq_sigma=4", "--local_stats", "--tile=64",
-                       "--tile_overlap=8", "--max_memory=2"])
+                       "--tile_overlap=8", "--scale_gate=1.07", "--max_memory=2"])
   assert cli.inference_overrides(args) == dict(self_ensemble="off", low_freq_sigma=4.0,
                                                local_stats=-1, tile=64, tile_overlap=8,
-                                               max_memory=2.0)
+                                               scale_gate=1.07, max_memory=2.0)
   assert cli.options_source(args, recorded=True) == (
-      "--self_ensemble, --low_freq_sigma, --local_stats, --tile, --tile_overlap, --max_memory "
-      "over the model's recorded options")
+      "--self_ensemble, --low_freq_sigma, --local_stats, --tile, --tile_overlap, --scale_gate, "
+      "--max_memory over the model's recorded options")
   for tool in PARSED:
     for name, action in _options(tool).items():
       if name in ("--self_ensemble", "--low_freq_sigma", "--local_stats", "--tile",
-                  "--tile_overlap"):
+                  "--tile_overlap", "--scale_gate"):
         assert action.default is None and "the model's recorded setting" in action.help, name
   # The flags' own ranges; a tile's multiple of the stride waits for the model.
   assert cli.inference_flags_error(parse(base + ["--tile=30"])) is None
@@ -300,7 +300,8 @@ def test_inference_flags_default_to_the_models_settings():
                     (["--tile=32", "--tile_overlap=32"], "--tile_overlap"),
                     (["--low_freq_sigma=-1"], "--low_freq_sigma"),
                     (["--low_freq_sigma=nan"], "--low_freq_sigma"),
-                    (["--local_stats=-4"], "--local_stats")):
+                    (["--local_stats=-4"], "--local_stats"),
+                    (["--scale_gate=-1"], "--scale_gate"), (["--scale_gate=inf"], "--scale_gate")):
     problem = cli.inference_flags_error(parse(base + bad))
     assert problem is not None and word in problem, bad
   # --tile_overlap alone applies to the model's tiles or the budget's.

@@ -343,6 +343,52 @@ def test_deblur_array_keeps_the_input_low_frequencies_whole_and_tiled():
           inference.deblur_array(fn, inference.to_float(img)), inference.to_float(img), 16.0)))
 
 
+def test_scale_gate_takes_the_coarse_band_of_a_half_resolution_pass():
+  """`Options.scale_gate` against numpy: 2x2 block means of the even part, the
+  generator's bilinear upsampling, the band swapped where r >= the threshold,
+  the last odd row kept; uint8 and tiled inputs give the same."""
+  from flax_gradnet.models.generator import upsample_bilinear  # pylint: disable=g-import-not-at-top
+  img = _image(37, 50)  # an odd height: the last row keeps the full pass
+  x = inference.to_float(img)
+  box = lambda z: jax.lax.reduce_window(z, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1),
+                                        "SAME") / 9.0
+  fn = jax.jit(lambda z: z + 0.8 * (z - box(z)))
+  run = lambda a: np.asarray(fn(jnp.asarray(a)[None]))[0]
+  down = lambda a: a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2, 3).mean(axis=(1, 3))
+  up = lambda a: np.asarray(upsample_bilinear(jnp.asarray(a)[None], 2))[0]
+  full = run(x)
+  xh = down(x[:36])
+  ch, c1 = run(xh) - xh, down(full[:36] - x[:36])
+  rms = lambda a: np.sqrt(np.mean(a ** 2))
+  r = rms(down(up(ch))) / (rms(c1) + 1e-6)
+  assert np.isclose(inference.gate_half_scale(full.copy(), x, run, np.inf), r, rtol=1e-5)
+  fused = full.copy()
+  fused[:36] += up(down(up(ch)) - c1)
+  assert np.abs(fused - full).max() > 0.01  # the swap changes the image
+  for gate, want in ((r * 0.99, fused), (r * 1.01, full)):
+    got = inference.deblur_array(fn, x, scale_gate=gate)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_array_equal(got[36], full[36])
+    np.testing.assert_array_equal(inference.deblur_image(fn, img, scale_gate=gate),
+                                  inference.to_uint8(got))
+  # Tiles: a pointwise "generator" gives the same whole or tiled, both passes.
+  scale = jax.jit(lambda z: z * 1.2)
+  np.testing.assert_allclose(inference.deblur_array(scale, x, tile=16, tile_overlap=4,
+                                                    scale_gate=0.01),
+                             inference.deblur_array(scale, x, scale_gate=0.01), atol=1e-6)
+  # The helpers' row bands join without seams.
+  d = np.random.default_rng(0).normal(size=(10, 7, 3)).astype(np.float32)
+  acc = np.zeros((21, 15, 3), np.float32)
+  inference._add_upsampled(acc, d, rows=3)  # pylint: disable=protected-access
+  np.testing.assert_allclose(acc[:20, :14], up(d), atol=1e-6)
+  assert not acc[20].any() and not acc[:, 14].any()
+  np.testing.assert_allclose(inference._block_means(img[:36], rows=5),  # pylint: disable=protected-access
+                             down(x[:36]), atol=1e-6)
+  assert inference.Options(scale_gate=1.05).describe().startswith(
+      "one generator pass; the coarse band from a half-resolution pass where it corrects >= 1.05x")
+  assert not inference.Options(scale_gate=1.05).is_paper_protocol
+
+
 # ---------------------------------------------------------------- memory budget
 
 

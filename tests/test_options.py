@@ -35,7 +35,7 @@ def test_the_defaults_are_the_papers_protocol():
   o = inference.Options()
   assert o == inference.PAPER_PROTOCOL and o.is_paper_protocol
   assert o.to_dict() == dict(self_ensemble="off", low_freq_sigma=0.0, local_stats=0, tile=None,
-                             tile_overlap=32, max_memory=None, weights=None)
+                             tile_overlap=32, max_memory=None, weights=None, scale_gate=0.0)
   assert o.describe() == ("one generator pass over the whole image, its output as it is "
                           "(the paper's protocol)")
   # configs/default.py is the paper's setting: it records the paper's protocol.
@@ -52,7 +52,8 @@ def test_the_defaults_are_the_papers_protocol():
     ("low_freq_sigma", float("nan")), ("low_freq_sigma", float("inf")), ("low_freq_sigma", "32"),
     ("local_stats", -2), ("local_stats", 1.5), ("local_stats", True), ("tile", 0), ("tile", -64),
     ("tile", 64.0), ("tile_overlap", -1), ("max_memory", 0.0), ("max_memory", float("nan")),
-    ("max_memory", -3), ("weights", "best")])
+    ("max_memory", -3), ("weights", "best"), ("scale_gate", -0.5), ("scale_gate", float("inf")),
+    ("scale_gate", "1")])
 def test_validation_names_the_field(field, value):
   with pytest.raises(ValueError, match=f"inference option {field} must be"):
     inference.Options(**{field: value})

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from flax_gradnet import inference
 from flax_gradnet.data import online, pipeline, strong, synthetic
 from flax_gradnet.models import Generator
 
@@ -307,8 +308,18 @@ def test_band_fusion_takes_the_coarse_band_from_the_half_pass_and_picks_its_thre
   np.testing.assert_allclose(out["full"], x + c1, atol=1e-5)
   np.testing.assert_allclose(out["half"], x + c2, atol=1e-5)
   np.testing.assert_allclose(out["fuse"], x + up(down(c2)) + c1 - up(down(c1)), atol=1e-5)
+  # r at half resolution: the half pass's correction in the band (the block means of
+  # its upsampled self) against the block means of the full pass's.
   rms = lambda a: np.sqrt(np.mean(a ** 2))
-  np.testing.assert_allclose(r, rms(up(down(c2))) / (rms(up(down(c1))) + 1e-6), rtol=1e-4)
+  ch = np.asarray(model.apply({"params": params}, small[None]))[0] - small
+  np.testing.assert_allclose(r, rms(down(up(ch))) / (rms(down(c1)) + 1e-6), rtol=1e-4)
+  # The library's in-place version (what `deblur --scale_gate` runs), in numpy:
+  # "fuse" at any threshold up to r, "full" above it.
+  half_pass = lambda xh: np.asarray(model.apply({"params": params}, xh[None]))[0]
+  for threshold, want in ((r * 0.99, out["fuse"]), (r * 1.01, out["full"])):
+    got = out["full"].copy()
+    assert np.isclose(inference.gate_half_scale(got, x, half_pass, threshold), r, rtol=1e-4)
+    np.testing.assert_allclose(got, want, atol=1e-5)
   # Sorted by r from the top, the sums of (fuse - full) are 1, 1.5, -0.5, -0.4: cut at 1.5.
   assert bf.best_threshold([(1.0, -2.0), (2.0, 1.0), (0.5, 0.1), (1.5, 0.5)]) == 1.5
   assert bf.best_threshold([(1.0, -0.1), (2.0, -1.0)]) == float("inf")
