@@ -30,6 +30,10 @@ def get_config():
   # self-ensemble through the same low-frequency step.
   config.inference.self_ensemble = "shrink"
   config.inference.low_freq_sigma = 32.0
+  # Added after training (2026-12-04): the coarse band from a half-resolution pass
+  # where it corrects >= 1.05x the full pass's (strong camera shake), the cut chosen
+  # on fresh training pairs (experiments/band_fusion.py --dataset=train).
+  config.inference.scale_gate = 1.05
   config.gradient_weight = 0.0  # no L1 on gradients (Eq. 9 off)
   config.learning_rate = 1e-4  # a fine-tune of gradnet_s_psnr: lower again
   config.num_train_steps = 2000

@@ -118,7 +118,7 @@ def test_the_shipped_default_restores_its_recorded_settings():
   shrunk self-ensemble through the low-frequency step of sigma 32 px, as its
   config.json and configs/gradnet_s_lf.py record."""
   import configs  # pylint: disable=g-import-not-at-top
-  recorded = {"self_ensemble": "shrink", "low_freq_sigma": 32.0}
+  recorded = {"self_ensemble": "shrink", "low_freq_sigma": 32.0, "scale_gate": 1.05}
   folder = os.path.join(pretrained.PACKAGE_DIR, pretrained.DEFAULT_MODEL)
   with open(os.path.join(folder, "config.json")) as f:
     shipped = json.load(f)
