@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Mapping
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -980,6 +981,11 @@ def pass_bytes(fn: DeblurFn, height: int, width: int, batch: int = 1) -> float |
 # and the low-frequency step's three float32 planes of one channel (12).
 HOST_BYTES_PER_CHANNEL = 6
 HOST_BYTES_LOW_FREQ = 12
+# `gate_half_scale`'s own arrays at half resolution (the block means, the half
+# pass's output and correction, the band and its temporaries, the upsampling's
+# half-height rows), about this many bytes per channel of a full-size pixel: the
+# half pass's budget leaves them out.
+GATE_BYTES_PER_CHANNEL = 10
 
 
 def host_bytes_per_pixel(channels: int = 3) -> int:
@@ -1127,12 +1133,38 @@ def _deblur(fn: DeblurFn, image: np.ndarray, o: Options, tile_batch_size: int,
   else:
     out = _deblur_tiled(fn, image, tile, tile_overlap, tile_batch_size, progress)
   if o.scale_gate > 0:
-    half = dataclasses.replace(o, scale_gate=0.0, low_freq_sigma=0.0)
-    gate_half_scale(out, image, lambda xh: _deblur(fn, xh, half, tile_batch_size, None),
-                    o.scale_gate)
+    _scale_gate(fn, out, image, o, tile_batch_size)
   if sigma > 0:
     _keep_low_frequencies_inplace(out, image, sigma)
   return out
+
+
+def _scale_gate(fn: DeblurFn, out: np.ndarray, image: np.ndarray, o: Options,
+                tile_batch_size: int) -> None:
+  """`gate_half_scale` on `out` with `fn` as its half pass, under `o`'s tiles and
+  budget. The half pass's budget leaves out what the host holds meanwhile: the
+  full-size arrays (`host_bytes`) and the gate's own half-resolution ones
+  (`GATE_BYTES_PER_CHANNEL`). Where that leaves no room for the half pass, the
+  gate is skipped (a warning says so) and the full pass's output stands."""
+  h, w, c = image.shape
+  budget, problem = o.max_memory, None
+  if budget is not None:
+    budget -= (host_bytes(h, w, c) + GATE_BYTES_PER_CHANNEL * c * h * w) / GIB
+    if budget <= 0:
+      problem = "it leaves no room for the half-resolution pass"
+    else:
+      try:
+        plan_tile(fn, h // 2, w // 2, tile=o.tile, tile_overlap=o.tile_overlap,
+                  tile_batch_size=tile_batch_size, max_memory=budget)
+      except ValueError as e:  # no tile fits
+        problem = str(e)
+  if problem is not None:
+    warnings.warn(f"scale_gate skipped for this {h}x{w} image under max_memory="
+                  f"{o.max_memory:g} GiB: {problem}", stacklevel=3)
+    return
+  half = dataclasses.replace(o, scale_gate=0.0, low_freq_sigma=0.0, max_memory=budget)
+  gate_half_scale(out, image, lambda xh: _deblur(fn, xh, half, tile_batch_size, None),
+                  o.scale_gate)
 
 
 def _block_means(image: np.ndarray, rows: int = 256) -> np.ndarray:

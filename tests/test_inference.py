@@ -343,7 +343,7 @@ def test_deblur_array_keeps_the_input_low_frequencies_whole_and_tiled():
           inference.deblur_array(fn, inference.to_float(img)), inference.to_float(img), 16.0)))
 
 
-def test_scale_gate_takes_the_coarse_band_of_a_half_resolution_pass():
+def test_scale_gate_takes_the_coarse_band_of_a_half_resolution_pass(monkeypatch):
   """`Options.scale_gate` against numpy: 2x2 block means of the even part, the
   generator's bilinear upsampling, the band swapped where r >= the threshold,
   the last odd row kept; uint8 and tiled inputs give the same."""
@@ -376,6 +376,30 @@ def test_scale_gate_takes_the_coarse_band_of_a_half_resolution_pass():
   np.testing.assert_allclose(inference.deblur_array(scale, x, tile=16, tile_overlap=4,
                                                     scale_gate=0.01),
                              inference.deblur_array(scale, x, scale_gate=0.01), atol=1e-6)
+  # Under a budget, the half pass gets what the full-size arrays and the gate's own
+  # leave (and tiles under it); where nothing is left, the gate is skipped, said.
+  def budgeted(z):
+    return scale(z)
+  budgeted.stride, budgeted.bytes_per_pixel, budgeted.param_bytes = 4, 40.0, 0
+  planned = []
+  real_plan = inference.plan_tile
+  def spy(fn, height, width, **kwargs):
+    planned.append((height, width, kwargs["max_memory"]))
+    return real_plan(fn, height, width, **kwargs)
+  monkeypatch.setattr(inference, "plan_tile", spy)
+  gib = 140_000 / inference.GIB
+  got = inference.deblur_array(budgeted, x, max_memory=gib, tile_overlap=4, scale_gate=0.01)
+  held = (inference.host_bytes(37, 50) + inference.GATE_BYTES_PER_CHANNEL * 3 * 37 * 50)
+  assert planned[0] == (37, 50, gib)
+  assert len(planned) >= 2 and all(p[:2] == (18, 25) and np.isclose(
+      p[2], gib - held / inference.GIB) for p in planned[1:]), planned
+  # ... and the half pass ran in tiles under it.
+  assert real_plan(budgeted, 18, 25, tile_overlap=4, max_memory=planned[1][2]) is not None
+  np.testing.assert_allclose(got, inference.deblur_array(scale, x, scale_gate=0.01), atol=1e-6)
+  with pytest.warns(UserWarning, match="scale_gate skipped for this 37x50 image"):
+    got = inference.deblur_array(budgeted, x, max_memory=112_000 / inference.GIB, tile_overlap=4,
+                                 scale_gate=0.01)
+  np.testing.assert_allclose(got, inference.deblur_array(scale, x), atol=1e-6)
   # The helpers' row bands join without seams.
   d = np.random.default_rng(0).normal(size=(10, 7, 3)).astype(np.float32)
   acc = np.zeros((21, 15, 3), np.float32)
