@@ -333,8 +333,8 @@ def add_inference_flags(p: argparse.ArgumentParser, *, max_memory: bool = True) 
                       "corrects at least RATIO times as much as the full-resolution one in the "
                       "coarse band, take that band from it: for strong camera shake (25-50 px) "
                       "that a net sees only at half resolution; one choice per image, 1/4 more "
-                      "passes (inference.gate_half_scale; docs/models.md measured 1.07 with "
-                      f"the shipped model; 0 = off; {MODEL_DEFAULT})")
+                      "passes (inference.gate_half_scale; the shipped default records 1.05, "
+                      f"docs/inference.md; 0 = off; {MODEL_DEFAULT})")
   if max_memory:
     p.add_argument("--max_memory", type=float, default=None, metavar="GIB",
                    help="memory budget of one image's inference, in GiB: the generator's pass "

@@ -1180,9 +1180,9 @@ def _block_means(image: np.ndarray, rows: int = 256) -> np.ndarray:
 
 
 def _smooth_3(x: np.ndarray) -> np.ndarray:
-  """[1/8, 3/4, 1/8] along both image axes, edges repeated: the 2x2 block means
-  of `x` bilinearly upsampled by 2 (half-pixel centres, edges clamped, as
-  `upsample_bilinear`), computed at `x`'s own resolution."""
+  """[1/8, 3/4, 1/8] along both image axes, edges repeated: down(up(x)), the 2x2
+  block means of `x` once bilinearly upsampled by 2 (half-pixel centres, edges
+  clamped, as `upsample_bilinear`), computed at `x`'s own resolution."""
   for axis in (0, 1):
     p = np.concatenate([np.take(x, [0], axis), x, np.take(x, [-1], axis)], axis)
     n = x.shape[axis]
