@@ -15,7 +15,8 @@ tool:
                     TFDS's manual dir, a folder of images
     --overwrite     replace existing outputs (never inputs)
     --tile, --tile_overlap, --self_ensemble, --local_stats, --low_freq_sigma,
-    --scale_gate, --max_memory    inference options: each overrides the model's recorded
+    --scale_gate,
+    --max_memory    inference options: each overrides the model's recorded
                     setting (`inference.Options`); not given, the model's
                     (the paper's protocol when it records none)
     --progress      a progress bar on stderr (`--no-progress` hides it)

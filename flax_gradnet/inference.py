@@ -1179,15 +1179,20 @@ def _block_means(image: np.ndarray, rows: int = 256) -> np.ndarray:
   return out
 
 
+def _neighbours(a: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+  """(a[i - 1], a[i + 1]) along `axis` for every i, the edge repeated."""
+  n = a.shape[axis]
+  p = np.concatenate([np.take(a, [0], axis), a, np.take(a, [-1], axis)], axis)
+  return np.take(p, range(0, n), axis), np.take(p, range(2, n + 2), axis)
+
+
 def _smooth_3(x: np.ndarray) -> np.ndarray:
   """[1/8, 3/4, 1/8] along both image axes, edges repeated: down(up(x)), the 2x2
   block means of `x` once bilinearly upsampled by 2 (half-pixel centres, edges
   clamped, as `upsample_bilinear`), computed at `x`'s own resolution."""
   for axis in (0, 1):
-    p = np.concatenate([np.take(x, [0], axis), x, np.take(x, [-1], axis)], axis)
-    n = x.shape[axis]
-    x = 0.75 * np.take(p, range(1, n + 1), axis) + 0.125 * (
-        np.take(p, range(0, n), axis) + np.take(p, range(2, n + 2), axis))
+    before, after = _neighbours(x, axis)
+    x = 0.75 * x + 0.125 * (before + after)
   return x.astype(np.float32)
 
 
@@ -1196,13 +1201,10 @@ def _add_upsampled(out: np.ndarray, d: np.ndarray, rows: int = 256) -> None:
   centres, edges clamped: `upsample_bilinear`), a band of rows at a time."""
   h, w, _ = d.shape
   def up(a, axis):  # along one axis: 2i <- 3/4 a[i] + 1/4 a[i-1], 2i+1 <- 3/4 a[i] + 1/4 a[i+1]
-    n = a.shape[axis]
-    p = np.concatenate([np.take(a, [0], axis), a, np.take(a, [-1], axis)], axis)
-    mid = np.take(p, range(1, n + 1), axis)
-    even = 0.75 * mid + 0.25 * np.take(p, range(0, n), axis)
-    odd = 0.75 * mid + 0.25 * np.take(p, range(2, n + 2), axis)
+    before, after = _neighbours(a, axis)
+    even, odd = 0.75 * a + 0.25 * before, 0.75 * a + 0.25 * after
     return np.stack([even, odd], axis + 1).reshape(
-        a.shape[:axis] + (2 * n,) + a.shape[axis + 1:])
+        a.shape[:axis] + (2 * a.shape[axis],) + a.shape[axis + 1:])
   wide = up(d, 1)  # [h, 2w, C]
   for top in range(0, h, rows):
     lo, hi = max(top - 1, 0), min(top + rows + 1, h)
@@ -1215,9 +1217,13 @@ def half_scale_ratio(correction_half: np.ndarray, correction_full_means: np.ndar
   half-resolution image holds over the rms of the full pass's there, both at
   half resolution (`correction_full_means`: the 2x2 block means of the full
   pass's correction)."""
-  band = _smooth_3(correction_half)
+  return _band_ratio(_smooth_3(correction_half), correction_full_means)
+
+
+def _band_ratio(band_half: np.ndarray, correction_full_means: np.ndarray) -> float:
+  """`half_scale_ratio` of the half pass's band (`_smooth_3` of its correction)."""
   rms = lambda a: float(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
-  return rms(band) / (rms(correction_full_means) + 1e-6)
+  return rms(band_half) / (rms(correction_full_means) + 1e-6)
 
 
 def gate_half_scale(out: np.ndarray, image: np.ndarray,
@@ -1243,11 +1249,11 @@ def gate_half_scale(out: np.ndarray, image: np.ndarray,
   if he < 2 or we < 2:
     return 0.0
   xh = _block_means(image[:he, :we])
-  correction_half = np.asarray(half_pass(xh), np.float32) - xh
+  band_half = _smooth_3(np.asarray(half_pass(xh), np.float32) - xh)
   correction_full_means = _block_means(out[:he, :we]) - xh
-  r = half_scale_ratio(correction_half, correction_full_means)
+  r = _band_ratio(band_half, correction_full_means)
   if r >= threshold:
-    _add_upsampled(out, _smooth_3(correction_half) - correction_full_means)
+    _add_upsampled(out, band_half - correction_full_means)
   return r
 
 
