@@ -32,22 +32,22 @@ on training photographs, to be checked on the held-out sets, not tuned on them.
 import argparse
 import collections
 import functools
+import os
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_gradnet import inference, metrics
+from flax_gradnet import inference
 from flax_gradnet.data import online, pipeline, synthetic
 from flax_gradnet.models.generator import area_downsample, upsample_bilinear
 
+# The held-out pairs as floats and their PSNR, as experiments/scale_passes.py reads them.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scale_passes import float_pairs, psnr  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
 LABELS = ("full", "half", "fuse", "gated")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-  """PSNR (dB) of float images in [-1, 1], `a` clipped to that range first."""
-  return float(metrics.psnr(np.clip(a, -1, 1), b, data_range=2.0))
 
 
 def band(c: jax.Array) -> jax.Array:
@@ -122,11 +122,7 @@ def main(argv=None) -> int:
   else:
     source = pipeline.get_source(args.dataset, "test", data_dir="")
   gains, rows = collections.defaultdict(list), []
-  for ex in source:
-    x = ex["blur"].astype(np.float32) / 127.5 - 1
-    y = ex["sharp"].astype(np.float32) / 127.5 - 1
-    h, w = x.shape[0] // stride * stride, x.shape[1] // stride * stride
-    x, y = x[:h, :w], y[:h, :w]
+  for ex, x, y in float_pairs(source, stride):
     base = psnr(x, y)
     out, r = outputs(model, params, x)
     out["gated"] = out["fuse"] if r >= args.threshold else out["full"]

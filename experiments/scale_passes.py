@@ -41,6 +41,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
   return float(metrics.psnr(np.clip(a, -1, 1), b, data_range=2.0))
 
 
+def float_pairs(source, stride: int):
+  """(example, blurry, sharp) of each example of `source`, the two as floats in
+  [-1, 1] cropped to a multiple of `stride` (top-left kept)."""
+  for ex in source:
+    x = ex["blur"].astype(np.float32) / 127.5 - 1
+    y = ex["sharp"].astype(np.float32) / 127.5 - 1
+    h, w = x.shape[0] // stride * stride, x.shape[1] // stride * stride
+    yield ex, x[:h, :w], y[:h, :w]
+
+
 def pass_outputs(model, params, x: np.ndarray) -> dict[str, np.ndarray]:
   """{label: full-size image} for one float [H, W, 3] image in [-1, 1] whose sides
   are multiples of the model's stride."""
@@ -92,11 +102,7 @@ def main(argv=None) -> int:
   stride = inference.model_stride(model)
   source = pipeline.get_source(args.dataset, "test", data_dir="")
   gains = collections.defaultdict(list)
-  for ex in source:
-    x = ex["blur"].astype(np.float32) / 127.5 - 1
-    y = ex["sharp"].astype(np.float32) / 127.5 - 1
-    h, w = x.shape[0] // stride * stride, x.shape[1] // stride * stride
-    x, y = x[:h, :w], y[:h, :w]
+  for ex, x, y in float_pairs(source, stride):
     base = psnr(x, y)
     for label, out in pass_outputs(model, params, x).items():
       if sigma > 0:

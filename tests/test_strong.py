@@ -241,6 +241,11 @@ def test_scale_passes_splits_a_coarse_to_fine_model_into_its_chain():
     sp.main(["--model=gradnet_s_lf", "--scales=1"])
   # PSNR of [-1, 1] images: an offset of 0.2 is 0.1 of the range -> 20 dB.
   np.testing.assert_allclose(sp.psnr(np.zeros((4, 4, 3)) + 0.2, np.zeros((4, 4, 3))), 20.0)
+  # uint8 pairs as floats in [-1, 1] (0 -> -1, 255 -> 1), cropped to the stride.
+  ex = {"blur": np.zeros((5, 9, 3), np.uint8), "sharp": np.full((5, 9, 3), 255, np.uint8)}
+  [(got, blurry, sharp)] = list(sp.float_pairs([ex], 4))
+  assert got is ex and blurry.shape == sharp.shape == (4, 8, 3)
+  assert (blurry == -1).all() and (sharp == 1).all() and blurry.dtype == np.float32
 
 
 def test_blind_probe_blurs_like_a_direct_convolution_and_centres_its_psfs(monkeypatch):
