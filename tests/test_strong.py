@@ -1,6 +1,7 @@
 """Synthetic data v3 (strong camera shake, dynamic scenes, photo_dir), the
 strong-blur held-out set (data/strong.py) and the generator's third stage."""
 
+import json
 import sys
 
 import jax
@@ -330,3 +331,95 @@ def test_band_fusion_takes_the_coarse_band_from_the_half_pass_and_picks_its_thre
   assert bf.best_threshold([(1.0, -0.1), (2.0, -1.0)]) == float("inf")
   assert bf._family_of("00000007_astronaut_jit_strong_shake") == "strong_shake"  # pylint: disable=protected-access
   assert bf._family_of("00000008_dead_leaves_shake") == "shake"  # pylint: disable=protected-access
+
+
+def _gpu_blind():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "gpu_blind.py"
+  spec = importlib.util.spec_from_file_location("gpu_blind_under_test", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_gpu_blind_batches_match_scipy_valid_convolution():
+  """experiments/gpu_blind.py draws its pairs on the device: a photograph's crop,
+  a PSF of the pool (one grouped convolution for the batch), noise. With one
+  photograph exactly a crop's size, one PSF and no noise, every blurry image is
+  scipy's 'valid' convolution of the photograph with that PSF, and every sharp one
+  the photograph's centre."""
+  from scipy import signal  # pylint: disable=g-import-not-at-top
+  gb = _gpu_blind()
+  rng = np.random.default_rng(3)
+  crop, k = 10, 5
+  photo = rng.uniform(0, 1, (crop + k - 1, crop + k - 1, 3)).astype(np.float32)
+  psf = rng.uniform(0, 1, (k, k)).astype(np.float32)
+  psf[0, 0] = 3.0  # not symmetric: a flipped kernel would not pass
+  psf /= psf.sum()
+  blurry, sharp = gb.make_batch(jax.random.PRNGKey(0), jnp.asarray(photo[None]),
+                                jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
+                                jnp.asarray(psf[None]), batch=3, crop=crop, noise=0.0)
+  want = np.stack([signal.fftconvolve(photo[..., c], psf, mode="valid") for c in range(3)], -1)
+  for b in range(3):
+    np.testing.assert_allclose((np.asarray(blurry[b]) + 1) / 2, want, atol=1e-5)
+    np.testing.assert_allclose((np.asarray(sharp[b]) + 1) / 2, photo[2:2 + crop, 2:2 + crop], atol=1e-6)
+  # Several photographs and PSFs: each pair is some photograph's crop under some PSF.
+  pool = gb.dihedral(np.stack([psf, np.eye(k, dtype=np.float32) / k]))
+  assert pool.shape == (16, k, k)
+  np.testing.assert_allclose(pool[2], np.rot90(psf), atol=0)  # [rotation][psf]
+  np.testing.assert_allclose(pool[8], psf[:, ::-1], atol=0)
+  big = rng.uniform(0, 1, (2, 30, 40, 3)).astype(np.float32)
+  big[1, 20:] = 0.0  # the second photograph is 20 x 40: its padding must never be read
+  blurry, sharp = gb.make_batch(jax.random.PRNGKey(1), jnp.asarray(big), jnp.asarray([[30, 40], [20, 40]]),
+                                jnp.asarray(pool), batch=16, crop=crop, noise=0.0)
+  for b in range(16):
+    s = (np.asarray(sharp[b]) + 1) / 2
+    assert s.min() > 0.0  # padding is 0; the photographs' pixels are not
+    found = [(i, t, l) for i in range(2) for t in range(big.shape[1] - crop - k + 2)
+             for l in range(big.shape[2] - crop - k + 2)
+             if np.allclose(big[i, t + 2:t + 2 + crop, l + 2:l + 2 + crop], s, atol=1e-6)]
+    assert len(found) == 1
+    i, t, l = found[0]
+    region = big[i, t:t + crop + k - 1, l:l + crop + k - 1]
+    blurs = [np.stack([signal.fftconvolve(region[..., c], q, mode="valid") for c in range(3)], -1)
+             for q in pool]
+    assert min(np.abs((np.asarray(blurry[b]) + 1) / 2 - w).max() for w in blurs) < 1e-5
+
+
+def test_gpu_blind_trains_saves_and_evaluates(tmp_path, capsys):
+  """A few steps of `train` (CPU, tiny) write log.jsonl (arguments first) and
+  params.msgpack (the moving average and its snapshots), and `evaluate` reads them
+  back and reports the held-out set's families through the coarse pass. Under a
+  size cap, the snapshots go first, then the final state drops to float16."""
+  gb = _gpu_blind()
+  photos = {f"train/p{i}": np.random.default_rng(i).integers(0, 256, (64, 80, 3), np.uint8) for i in range(2)}
+  photos["heldout/h"] = np.random.default_rng(9).integers(0, 256, (40, 48, 3), np.uint8)
+  np.savez(tmp_path / "b.npz", **photos)
+  out = tmp_path / "run"
+  opts = json.dumps({"base_features": 4, "gradientnet_features": 4, "num_mbrbs": 1, "ca_reduction": 4,
+                     "num_paths": 2, "num_recurrences": 1})
+  gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={out}", "--seconds=3", "--down=2",
+           "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8",
+           "--steps_per_call=2", "--eval_every=0.5", f"--model_options={opts}"])
+  lines = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+  assert lines[0]["photos"] == 2 and lines[0]["params"] > 0
+  assert lines[-1]["final"] and lines[-1]["step"] >= 2
+  assert all(np.isfinite(l["loss"]) for l in lines[1:])
+  assert lines[0]["args"]["down"] == 2
+  capsys.readouterr()
+  gb.main(["evaluate", f"--run={out}", "--dataset=synthetic_strong", "--snapshots"])
+  recs = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+  assert recs[0]["state"] == "final" and len(recs) == len(lines) - 1
+  assert set(recs[0]) >= {"mean", "worst", "strong_shake", "tremor", "dynamic"}
+  assert all(np.isfinite(r["mean"]) for r in recs)
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  state = serialization.msgpack_restore((out / "params.msgpack").read_bytes())
+  leaf = jax.tree_util.tree_leaves(state["final"])[0]
+  assert leaf.dtype == np.float32 and len(state["snapshots"]) == len(recs) - 1
+  small = tmp_path / "small"
+  gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={small}", "--seconds=0.5", "--down=2",
+           "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8",
+           "--steps_per_call=2", "--eval_every=0.1", f"--model_options={opts}", "--max_bytes=100"])
+  state = serialization.msgpack_restore((small / "params.msgpack").read_bytes())
+  assert not state["snapshots"] and jax.tree_util.tree_leaves(state["final"])[0].dtype == np.float16

@@ -1,0 +1,354 @@
+"""Blind strong-shake training at accelerator scale: `blind_probe.py` with the
+training pairs made on the device, for a wall-clock budget.
+
+    # on a machine with the photographs (writes the built-in ones to one file,
+    # so the device needs neither scikit-image's data nor scikit-learn's):
+    python experiments/gpu_blind.py prepare --out=.gpu/builtin.npz
+    # on the accelerator, one or more runs (each its own process):
+    python experiments/gpu_blind.py train --builtin=.gpu/builtin.npz --photo_dir=.gpu/photos \
+        --out=OUT/a --seconds=400 --down=4 --batch=256 --crop=48
+    # back on any machine: the runs' weights on the held-out sets at full resolution
+    python experiments/gpu_blind.py evaluate --run=OUT/a [--dataset=synthetic_strong]
+
+`blind_probe.py` (docs/models.md, "Blind or non-blind") trains the small generator
+from scratch at 1/`--down` of the resolution on Boracchi-Foi shake, where a 25-60 px
+shake is 6-15 px, and finds that the blind problem learns slowly: +0.60 dB on
+`synthetic_strong`'s `strong_shake` after 8,000 steps of batch 32 on the 2-core CPU.
+Its pairs come from a Python thread (scipy convolutions), which an accelerator would
+wait on. Here every step draws its pairs inside the compiled step, on the device:
+
+* the training photographs (the built-in ones never held out, plus `--photo_dir`),
+  area-downsampled by `--down`, sit on the device, zero-padded to one shape;
+* each pair takes a random photograph, a random `crop + kernel - 1` square of it,
+  a random PSF of a pool of `--pool` Boracchi-Foi shakes of extent `--extent` px at
+  that scale (each in its 8 rotations and flips), a 'valid' per-pair convolution
+  (one grouped convolution for the batch), and Gaussian noise of std up to `--noise`;
+* `--steps_per_call` steps run in one `lax.scan`; the learning rate follows a cosine
+  decay over the *time* budget (`--seconds`, after compilation), with a linear
+  warm-up over its first 2%, so a run ends its schedule when its time is up whatever
+  the device's speed; the weights' moving average (decay `--ema`) is what is saved
+  and evaluated.
+
+Every `--eval_every` seconds (and at the end) the run prints one JSON line: steps,
+steps/s, loss, and the gain at the probe's scale over the held-out built-in
+photographs under 4 PSFs of another seed (mean and worst), as `blind_probe.py`
+validates. It writes `OUT/log.jsonl` (its first line holds the arguments) and `OUT/params.msgpack`
+(the final moving average in float32, and earlier ones in float16 under
+`snapshots`; under `--max_bytes` the oldest snapshots are dropped, then the final
+state is stored in float16), each rewritten whole after every evaluation (a stop loses at most one
+interval). `evaluate` then measures each saved state on the held-out sets at full
+resolution through x + up(G(down x) - down x) (no low-frequency step), per family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from blind_probe import downsample, psf_pool  # noqa: E402  pylint: disable=g-import-not-at-top
+
+from configs import gradnet_small  # noqa: E402
+from flax_gradnet import losses  # noqa: E402
+from flax_gradnet.models.factory import generator_from_config  # noqa: E402
+from flax_gradnet.models.generator import area_downsample, upsample_bilinear  # noqa: E402
+
+
+def model_config(model_options: dict):
+  """`configs/gradnet_small.py`'s net as one pass, with `model_options` over it."""
+  config = gradnet_small.get_config()
+  config.model.scales = 1
+  config.model.update(model_options)
+  return config
+
+
+def prepare(args) -> None:
+  """Writes the built-in training and held-out photographs to one .npz."""
+  from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
+  arrays = {f"train/{k}": v for k, v in online.training_photographs().items()}
+  arrays.update({f"heldout/{k}": v for k, v in online.heldout_photographs().items()})
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  np.savez_compressed(args.out, **arrays)
+  print(f"{len(arrays)} photographs -> {args.out}")
+
+
+def load_photos(args) -> tuple[list[np.ndarray], list[np.ndarray]]:
+  """(training, held-out) photographs as uint8 arrays at full scale."""
+  if args.builtin:
+    with np.load(args.builtin) as z:
+      train = [z[k] for k in z.files if k.startswith("train/")]
+      heldout = [z[k] for k in z.files if k.startswith("heldout/")]
+  else:
+    from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
+    train = list(online.training_photographs().values())
+    heldout = list(online.heldout_photographs().values())
+  if args.photo_dir:
+    from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
+    train += list(online.folder_photographs(args.photo_dir).values())
+  return train, heldout
+
+
+def dihedral(pool: np.ndarray) -> np.ndarray:
+  """Each PSF in its 8 rotations and flips: [8n, K, K]."""
+  out = [np.rot90(pool, r, axes=(1, 2)) for r in range(4)]
+  out += [o[:, :, ::-1] for o in out]
+  return np.ascontiguousarray(np.concatenate(out), np.float32)
+
+
+def _dtype(tree) -> np.dtype:
+  return jax.tree_util.tree_leaves(tree)[0].dtype
+
+
+def make_batch(key, photos, sizes, psfs, *, batch: int, crop: int, noise: float):
+  """One batch of (blurry, sharp) in [-1, 1], drawn on the device.
+
+  photos: [P, Hmax, Wmax, 3] float32 in [0, 1] (zero-padded); sizes: [P, 2] int32;
+  psfs: [Q, K, K]. A crop of side `crop + K - 1` is blurred 'valid' to `crop`.
+  """
+  k = psfs.shape[-1]
+  side = crop + k - 1
+  kp, kt, kl, kk, kn, ks = jax.random.split(key, 6)
+  idx = jax.random.randint(kp, (batch,), 0, photos.shape[0])
+  hw = sizes[idx]
+  top = jnp.floor(jax.random.uniform(kt, (batch,)) * (hw[:, 0] - side + 1)).astype(jnp.int32)
+  left = jnp.floor(jax.random.uniform(kl, (batch,)) * (hw[:, 1] - side + 1)).astype(jnp.int32)
+  regions = jax.vmap(lambda i, t, l: jax.lax.dynamic_slice(photos[i], (t, l, 0), (side, side, 3)))(
+      idx, top, left)  # [B, side, side, 3]
+  kern = psfs[jax.random.randint(kk, (batch,), 0, psfs.shape[0])]  # [B, K, K]
+  # One grouped convolution: channel (b, c) of the input meets pair b's PSF.
+  lhs = regions.transpose(1, 2, 0, 3).reshape(1, side, side, batch * 3)
+  rhs = jnp.repeat(kern[:, ::-1, ::-1], 3, axis=0).transpose(1, 2, 0)[:, :, None, :]  # [K, K, 1, 3B]
+  blurred = jax.lax.conv_general_dilated(
+      lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=batch * 3, precision=jax.lax.Precision.HIGHEST)
+  blurred = blurred.reshape(crop, crop, batch, 3).transpose(2, 0, 1, 3)
+  sigma = jax.random.uniform(ks, (batch, 1, 1, 1)) * noise
+  blurred = jnp.clip(blurred + sigma * jax.random.normal(kn, blurred.shape), 0.0, 1.0)
+  o = k // 2
+  sharp = regions[:, o:o + crop, o:o + crop]
+  return blurred * 2 - 1, sharp * 2 - 1
+
+
+def train(args) -> None:
+  os.makedirs(args.out, exist_ok=True)
+  options = json.loads(args.model_options)
+  gen = generator_from_config(model_config(options))
+
+  train_photos, heldout = load_photos(args)
+  side = args.crop + args.kernel_size - 1
+  small = [downsample(p, args.down) for p in train_photos]
+  small = [p for p in small if min(p.shape[:2]) >= side]
+  if not small:
+    raise SystemExit(f"no training photograph is at least {side} px at 1/{args.down}")
+  hmax, wmax = max(p.shape[0] for p in small), max(p.shape[1] for p in small)
+  photos = np.zeros((len(small), hmax, wmax, 3), np.float32)
+  for i, p in enumerate(small):
+    photos[i, :p.shape[0], :p.shape[1]] = p
+  sizes = np.array([p.shape[:2] for p in small], np.int32)
+  psfs = dihedral(psf_pool(args.pool, tuple(args.extent), args.kernel_size, args.seed))
+
+  # Validation at the probe's scale, as blind_probe.py: held-out photographs under
+  # 4 PSFs of another seed, reflect-padded, 'valid' convolution, half the noise.
+  val_psfs = psf_pool(4, tuple(args.extent), args.kernel_size, args.seed + 1000)
+  vrng = np.random.default_rng(12345)
+  o = args.kernel_size // 2
+  val = []
+  from scipy import signal  # pylint: disable=g-import-not-at-top
+  for photo in heldout:
+    y = downsample(photo, args.down)
+    yp = np.pad(y, ((o, o), (o, o), (0, 0)), mode="reflect")
+    for k in val_psfs:
+      b = np.stack([signal.fftconvolve(yp[..., c], k, mode="valid") for c in range(3)], -1)
+      b = np.clip(b + vrng.normal(0, args.noise / 2, b.shape), 0, 1)
+      val.append((jnp.asarray(b[None] * 2 - 1, jnp.float32), y))
+
+  photos_d, sizes_d, psfs_d = jnp.asarray(photos), jnp.asarray(sizes), jnp.asarray(psfs)
+  key = jax.random.PRNGKey(args.seed)
+  key, init_key = jax.random.split(key)
+  params = gen.init(init_key, jnp.zeros((1, args.crop, args.crop, 3)))["params"]
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+  tx = optax.inject_hyperparams(optax.adam)(learning_rate=args.lr)
+  opt = tx.init(params)
+  ema = params
+
+  def one_step(carry, _):
+    params, opt, ema, key = carry
+    key, sub = jax.random.split(key)
+    x, y = make_batch(sub, photos_d, sizes_d, psfs_d, batch=args.batch, crop=args.crop,
+                      noise=args.noise)
+    loss, grads = jax.value_and_grad(
+        lambda p: losses.psnr_content_loss(gen.apply({"params": p}, x), y))(params)
+    updates, opt = tx.update(grads, opt, params)
+    params = optax.apply_updates(params, updates)
+    ema = jax.tree_util.tree_map(lambda e, p: args.ema * e + (1 - args.ema) * p, ema, params)
+    return (params, opt, ema, key), loss
+
+  @jax.jit
+  def run_steps(params, opt, ema, key, lr):
+    opt.hyperparams["learning_rate"] = lr
+    (params, opt, ema, key), loss = jax.lax.scan(one_step, (params, opt, ema, key), None,
+                                                 length=args.steps_per_call)
+    return params, opt, ema, key, jnp.mean(loss)
+
+  apply = jax.jit(lambda p, x: gen.apply({"params": p}, x))
+
+  def psnr(a, b):
+    mse = float(np.mean(np.square(np.clip(a, 0, 1) - b)))
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+  def evaluate(p):
+    gains = []
+    for xb, y in val:
+      out = (np.asarray(apply(p, xb))[0] + 1) / 2
+      gains.append(psnr(out, y) - psnr((np.asarray(xb)[0] + 1) / 2, y))
+    return round(float(np.mean(gains)), 3), round(float(np.min(gains)), 3)
+
+  def lr_at(frac):
+    warm = min(1.0, frac / 0.02)
+    return args.lr * warm * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+  snapshots = {}
+
+  def save(step):
+    # Files that come back from a lent machine are capped (16 MiB each): the oldest
+    # snapshots go first, then the final state drops to float16.
+    final = jax.tree_util.tree_map(np.asarray, jax.device_get(ema))
+    kept = dict(snapshots)
+    while True:
+      blob = serialization.msgpack_serialize({"final": final, "snapshots": kept, "step": step})
+      if len(blob) <= args.max_bytes:
+        break
+      if kept:
+        kept.pop(min(kept, key=int))
+      elif _dtype(final) != np.float16:
+        final = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float16), final)
+      else:
+        break
+    tmp = os.path.join(args.out, "params.msgpack.tmp")
+    with open(tmp, "wb") as f:
+      f.write(blob)
+    os.replace(tmp, os.path.join(args.out, "params.msgpack"))
+
+  log_path = os.path.join(args.out, "log.jsonl")
+
+  def log(rec):
+    print(json.dumps(rec), flush=True)
+    with open(log_path, "a") as f:
+      f.write(json.dumps(rec) + "\n")
+
+  t_c = time.time()
+  out = run_steps(params, opt, ema, key, jnp.float32(0.0))  # compile (a zero-rate call)
+  jax.block_until_ready(out)
+  params, opt, ema, key, _ = out
+  ema = params
+  log({"args": vars(args), "device": str(jax.devices()[0]), "params": n_params, "photos": len(small),
+       "compile_s": round(time.time() - t_c, 1), "model_options": options})
+  trained, step, losses_since, next_eval = 0.0, 0, [], args.eval_every
+  while trained < args.seconds:  # the budget counts training calls, not evaluations
+    frac = trained / args.seconds
+    t = time.time()
+    params, opt, ema, key, loss = run_steps(params, opt, ema, key, jnp.float32(lr_at(frac)))
+    loss = float(loss)  # waits for the call: its time is the step's
+    trained += time.time() - t
+    step += args.steps_per_call
+    losses_since.append(loss)
+    if trained >= next_eval or trained >= args.seconds:
+      next_eval += args.eval_every
+      mean, worst = evaluate(ema)
+      log({"step": step, "s": round(trained, 1), "steps_per_s": round(step / trained, 2),
+           "loss": round(float(np.mean(losses_since)), 3), "lr": round(lr_at(frac), 7),
+           "probe_scale": mean, "probe_scale_worst": worst, "final": trained >= args.seconds})
+      losses_since = []
+      if trained < args.seconds:  # the final state is saved in float32 beside them
+        snapshots[str(step)] = jax.tree_util.tree_map(
+            lambda a: np.asarray(a, np.float16), jax.device_get(ema))
+      save(step)
+
+
+def coarse_pass(apply, params, blurry: np.ndarray, down: int) -> np.ndarray:
+  """x + up(G(down x) - down x) for a uint8 [H, W, 3] image: float [H, W, 3] in [-1, 1]."""
+  xb = jnp.asarray(blurry[None], jnp.float32) / 127.5 - 1
+  h, w = xb.shape[1:3]
+  xp = jnp.pad(xb, ((0, 0), (0, (-h) % down), (0, (-w) % down), (0, 0)), mode="edge")
+  xd = area_downsample(xp, down)
+  corr = upsample_bilinear(apply(params, xd) - xd, down)[:, :h, :w]
+  return np.asarray(jnp.clip(xb + corr, -1, 1)[0])
+
+
+def evaluate_run(args) -> None:
+  """Each saved state of a run on a held-out set at full resolution, per family."""
+  with open(os.path.join(args.run, "log.jsonl")) as f:
+    run_args = json.loads(f.readline())["args"]
+  with open(os.path.join(args.run, "params.msgpack"), "rb") as f:
+    state = serialization.msgpack_restore(f.read())
+  gen = generator_from_config(model_config(json.loads(run_args["model_options"])))
+  apply = jax.jit(lambda p, x: gen.apply({"params": p}, x))
+  from flax_gradnet.data import pipeline  # pylint: disable=g-import-not-at-top
+  pairs = list(pipeline.get_source(args.dataset, "test", data_dir=""))
+  states = {"final": state["final"]}
+  if args.snapshots:
+    states.update({f"step {k}": v for k, v in sorted(state["snapshots"].items(), key=lambda kv: int(kv[0]))})
+
+  def psnr(a, b):
+    mse = float(np.mean(np.square(np.clip(a, 0, 1) - b)))
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+  for name, p in states.items():
+    p = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), p)
+    fam = {}
+    for ex in pairs:
+      sharp = ex["sharp"].astype(np.float32) / 255.0
+      out = (coarse_pass(apply, p, ex["blur"], run_args["down"]) + 1) / 2
+      fam.setdefault(ex["family"], []).append(
+          psnr(out, sharp) - psnr(ex["blur"].astype(np.float32) / 255.0, sharp))
+    every = [g for v in fam.values() for g in v]
+    rec = {"run": args.run, "state": name, "dataset": args.dataset,
+           "mean": round(float(np.mean(every)), 3), "worst": round(float(np.min(every)), 3),
+           **{k: round(float(np.mean(v)), 3) for k, v in fam.items()}}
+    print(json.dumps(rec), flush=True)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest="command", required=True)
+  pp = sub.add_parser("prepare", help="write the built-in photographs to one .npz")
+  pp.add_argument("--out", required=True)
+  t = sub.add_parser("train", help="train one run on the device")
+  t.add_argument("--out", required=True, help="folder for log.jsonl and params.msgpack")
+  t.add_argument("--builtin", default="", help="prepare's .npz ('' = load the built-in photographs)")
+  t.add_argument("--photo_dir", default="", help="more training photographs")
+  t.add_argument("--seconds", type=float, default=400, help="training time after compilation")
+  t.add_argument("--down", type=int, default=4, help="the scale trained at: 1/down")
+  t.add_argument("--extent", type=float, nargs=2, default=(6.25, 15.0), help="shake extent at that scale")
+  t.add_argument("--kernel_size", type=int, default=25)
+  t.add_argument("--pool", type=int, default=2000)
+  t.add_argument("--noise", type=float, default=0.005)
+  t.add_argument("--batch", type=int, default=256)
+  t.add_argument("--crop", type=int, default=48)
+  t.add_argument("--lr", type=float, default=1e-3)
+  t.add_argument("--ema", type=float, default=0.999)
+  t.add_argument("--steps_per_call", type=int, default=20)
+  t.add_argument("--eval_every", type=float, default=60.0, help="seconds between evaluations")
+  t.add_argument("--model_options", default="{}", help="JSON of config.model overrides")
+  t.add_argument("--seed", type=int, default=0)
+  t.add_argument("--max_bytes", type=int, default=15 << 20, help="cap on params.msgpack's size")
+  e = sub.add_parser("evaluate", help="a run's saved states on a held-out set")
+  e.add_argument("--run", required=True)
+  e.add_argument("--dataset", default="synthetic_strong")
+  e.add_argument("--snapshots", action="store_true", help="also the earlier states")
+  args = p.parse_args(argv)
+  {"prepare": prepare, "train": train, "evaluate": evaluate_run}[args.command](args)
+
+
+if __name__ == "__main__":
+  main()
