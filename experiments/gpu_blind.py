@@ -9,6 +9,7 @@ training pairs made on the device, for a wall-clock budget.
         --out=OUT/a --seconds=400 --down=4 --batch=256 --crop=48
     # back on any machine: the runs' weights on the held-out sets at full resolution
     python experiments/gpu_blind.py evaluate --run=OUT/a [--dataset=synthetic_strong]
+    python experiments/gpu_blind.py evaluate --run=OUT/a --fuse_with=gradnet_s_lf
 
 `blind_probe.py` (docs/models.md, "Blind or non-blind") trains the small generator
 from scratch at 1/`--down` of the resolution on Boracchi-Foi shake, where a 25-60 px
@@ -18,16 +19,22 @@ Its pairs come from a Python thread (scipy convolutions), which an accelerator w
 wait on. Here every step draws its pairs inside the compiled step, on the device:
 
 * the training photographs (the built-in ones never held out, plus `--photo_dir`),
-  area-downsampled by `--down`, sit on the device, zero-padded to one shape;
+  area-downsampled by `--down` (or by each factor of `--photo_scales`: more
+  distinct content at the working scale), sit on the device, zero-padded to one
+  shape; `--augment` turns each crop by a random rotation or flip;
 * each pair takes a random photograph, a random `crop + kernel - 1` square of it,
   a random PSF of a pool of `--pool` Boracchi-Foi shakes of extent `--extent` px at
   that scale (each in its 8 rotations and flips), a 'valid' per-pair convolution
-  (one grouped convolution for the batch), and Gaussian noise of std up to `--noise`;
-* `--steps_per_call` steps run in one `lax.scan`; the learning rate follows a cosine
+  (one grouped convolution for the batch, or FFTs with `--blur=fft`, faster on a CPU),
+  and Gaussian noise of std up to `--noise`; a share `--p_sharp` of the pairs is
+  left unblurred;
+* `--steps_per_call` steps run in one `lax.scan` (on a CPU give 1: there XLA runs the
+  convolutions inside a loop about 25x slower, 9.3 against 0.37 s for the small net's
+  step at batch 32 of 48 px on the 2-core development machine); the learning rate follows a cosine
   decay over the *time* budget (`--seconds`, after compilation), with a linear
   warm-up over its first 2%, so a run ends its schedule when its time is up whatever
   the device's speed; the weights' moving average (decay `--ema`) is what is saved
-  and evaluated.
+  and evaluated; `--init=RUN` starts from another run's saved weights.
 
 Every `--eval_every` seconds (and at the end) the run prints one JSON line: steps,
 steps/s, loss, and the gain at the probe's scale over the held-out built-in
@@ -37,7 +44,9 @@ validates. It writes `OUT/log.jsonl` (its first line holds the arguments) and `O
 `snapshots`; under `--max_bytes` the oldest snapshots are dropped, then the final
 state is stored in float16), each rewritten whole after every evaluation (a stop loses at most one
 interval). `evaluate` then measures each saved state on the held-out sets at full
-resolution through x + up(G(down x) - down x) (no low-frequency step), per family.
+resolution through x + up(G(down x) - down x) (no low-frequency step), per family;
+`--fuse_with=MODEL` puts that pass beside a shipped model's and the two fused in the
+band the run's scale holds (docs/models.md).
 """
 
 from __future__ import annotations
@@ -109,11 +118,16 @@ def _dtype(tree) -> np.dtype:
   return jax.tree_util.tree_leaves(tree)[0].dtype
 
 
-def make_batch(key, photos, sizes, psfs, *, batch: int, crop: int, noise: float):
+def make_batch(key, photos, sizes, psfs, *, batch: int, crop: int, noise: float,
+               augment: bool = False, p_sharp: float = 0.0, blur: str = "conv"):
   """One batch of (blurry, sharp) in [-1, 1], drawn on the device.
 
   photos: [P, Hmax, Wmax, 3] float32 in [0, 1] (zero-padded); sizes: [P, 2] int32;
-  psfs: [Q, K, K]. A crop of side `crop + K - 1` is blurred 'valid' to `crop`.
+  psfs: [Q, K, K]. A crop of side `crop + K - 1` is blurred 'valid' to `crop`;
+  `augment` turns each crop by one of the square's 8 rotations and flips first;
+  a share `p_sharp` of the pairs gets the identity PSF (no blur, noise only).
+  `blur`: "conv" (one grouped convolution; what the H200 runs used) or "fft" (the
+  same function through FFTs: XLA's CPU backend runs grouped convolutions slowly).
   """
   k = psfs.shape[-1]
   side = crop + k - 1
@@ -124,14 +138,33 @@ def make_batch(key, photos, sizes, psfs, *, batch: int, crop: int, noise: float)
   left = jnp.floor(jax.random.uniform(kl, (batch,)) * (hw[:, 1] - side + 1)).astype(jnp.int32)
   regions = jax.vmap(lambda i, t, l: jax.lax.dynamic_slice(photos[i], (t, l, 0), (side, side, 3)))(
       idx, top, left)  # [B, side, side, 3]
+  if augment:
+    ka, key = jax.random.split(key)
+    turns = [lambda r, k=k: jnp.rot90(r, k) for k in range(4)]
+    turns += [lambda r, k=k: jnp.rot90(r, k)[:, ::-1] for k in range(4)]
+    which = jax.random.randint(ka, (batch,), 0, 8)
+    regions = jax.vmap(lambda w, r: jax.lax.switch(w, turns, r))(which, regions)
+  kk, k_sharp = jax.random.split(kk)
   kern = psfs[jax.random.randint(kk, (batch,), 0, psfs.shape[0])]  # [B, K, K]
-  # One grouped convolution: channel (b, c) of the input meets pair b's PSF.
-  lhs = regions.transpose(1, 2, 0, 3).reshape(1, side, side, batch * 3)
-  rhs = jnp.repeat(kern[:, ::-1, ::-1], 3, axis=0).transpose(1, 2, 0)[:, :, None, :]  # [K, K, 1, 3B]
-  blurred = jax.lax.conv_general_dilated(
-      lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=batch * 3, precision=jax.lax.Precision.HIGHEST)
-  blurred = blurred.reshape(crop, crop, batch, 3).transpose(2, 0, 1, 3)
+  if p_sharp > 0:
+    delta = jnp.zeros((k, k), kern.dtype).at[k // 2, k // 2].set(1.0)
+    sharp_pair = jax.random.uniform(k_sharp, (batch, 1, 1)) < p_sharp
+    kern = jnp.where(sharp_pair, delta, kern)
+  if blur == "conv":
+    # One grouped convolution: channel (b, c) of the input meets pair b's PSF.
+    lhs = regions.transpose(1, 2, 0, 3).reshape(1, side, side, batch * 3)
+    rhs = jnp.repeat(kern[:, ::-1, ::-1], 3, axis=0).transpose(1, 2, 0)[:, :, None, :]  # [K, K, 1, 3B]
+    blurred = jax.lax.conv_general_dilated(
+        lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=batch * 3, precision=jax.lax.Precision.HIGHEST)
+    blurred = blurred.reshape(crop, crop, batch, 3).transpose(2, 0, 1, 3)
+  elif blur == "fft":
+    # The circular convolution of size `side` equals the linear one wherever the
+    # kernel does not wrap: the 'valid' part, from index K - 1 on.
+    spectrum = jnp.fft.rfft2(regions, axes=(1, 2)) * jnp.fft.rfft2(kern, s=(side, side))[..., None]
+    blurred = jnp.fft.irfft2(spectrum, s=(side, side), axes=(1, 2))[:, k - 1:, k - 1:]
+  else:
+    raise ValueError(f"blur must be 'conv' or 'fft', got {blur!r}")
   sigma = jax.random.uniform(ks, (batch, 1, 1, 1)) * noise
   blurred = jnp.clip(blurred + sigma * jax.random.normal(kn, blurred.shape), 0.0, 1.0)
   o = k // 2
@@ -146,7 +179,7 @@ def train(args) -> None:
 
   train_photos, heldout = load_photos(args)
   side = args.crop + args.kernel_size - 1
-  small = [downsample(p, args.down) for p in train_photos]
+  small = [downsample(p, f) for p in train_photos for f in (args.photo_scales or [args.down])]
   small = [p for p in small if min(p.shape[:2]) >= side]
   if not small:
     raise SystemExit(f"no training photograph is at least {side} px at 1/{args.down}")
@@ -176,6 +209,10 @@ def train(args) -> None:
   key = jax.random.PRNGKey(args.seed)
   key, init_key = jax.random.split(key)
   params = gen.init(init_key, jnp.zeros((1, args.crop, args.crop, 3)))["params"]
+  if args.init:  # start from another run's final moving average (same net)
+    with open(os.path.join(args.init, "params.msgpack"), "rb") as f:
+      start = serialization.msgpack_restore(f.read())["final"]
+    params = jax.tree_util.tree_map(lambda p, a: jnp.asarray(a, p.dtype), params, start)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
   tx = optax.inject_hyperparams(optax.adam)(learning_rate=args.lr)
   opt = tx.init(params)
@@ -185,7 +222,8 @@ def train(args) -> None:
     params, opt, ema, key = carry
     key, sub = jax.random.split(key)
     x, y = make_batch(sub, photos_d, sizes_d, psfs_d, batch=args.batch, crop=args.crop,
-                      noise=args.noise)
+                      noise=args.noise, augment=args.augment, p_sharp=args.p_sharp,
+                      blur=args.blur)
     loss, grads = jax.value_and_grad(
         lambda p: losses.psnr_content_loss(gen.apply({"params": p}, x), y))(params)
     updates, opt = tx.update(grads, opt, params)
@@ -196,6 +234,9 @@ def train(args) -> None:
   @jax.jit
   def run_steps(params, opt, ema, key, lr):
     opt.hyperparams["learning_rate"] = lr
+    if args.steps_per_call == 1:  # no loop: XLA's CPU backend runs convolutions
+      (params, opt, ema, key), loss = one_step((params, opt, ema, key), None)  # slowly in one
+      return params, opt, ema, key, loss
     (params, opt, ema, key), loss = jax.lax.scan(one_step, (params, opt, ema, key), None,
                                                  length=args.steps_per_call)
     return params, opt, ema, key, jnp.mean(loss)
@@ -286,11 +327,15 @@ def coarse_pass(apply, params, blurry: np.ndarray, down: int) -> np.ndarray:
 
 
 def evaluate_run(args) -> None:
-  """Each saved state of a run on a held-out set at full resolution, per family."""
+  """Each saved state of a run on a held-out set at full resolution, per family;
+  with `--fuse_with=MODEL` also that shipped model's one pass ("full") and the two
+  fused ("fuse": the band an image at 1/down holds from the run's correction, the
+  rest from the model's), through the model's recorded low-frequency step."""
   with open(os.path.join(args.run, "log.jsonl")) as f:
     run_args = json.loads(f.readline())["args"]
   with open(os.path.join(args.run, "params.msgpack"), "rb") as f:
     state = serialization.msgpack_restore(f.read())
+  down = run_args["down"]
   gen = generator_from_config(model_config(json.loads(run_args["model_options"])))
   apply = jax.jit(lambda p, x: gen.apply({"params": p}, x))
   from flax_gradnet.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -303,18 +348,51 @@ def evaluate_run(args) -> None:
     mse = float(np.mean(np.square(np.clip(a, 0, 1) - b)))
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
+  if args.fuse_with:
+    from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+    from band_fusion import _family_of  # pylint: disable=g-import-not-at-top
+    model, mparams, restored = inference.restore(None, model=args.fuse_with)
+    sigma = restored.options.low_freq_sigma
+    stride = max(4 * down, 2 * inference.model_stride(model))
+    full_pass = jax.jit(lambda x: model.apply({"params": mparams}, x))
+
+    def band(c):
+      return upsample_bilinear(area_downsample(c, down), down)
+
   for name, p in states.items():
     p = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), p)
     fam = {}
     for ex in pairs:
-      sharp = ex["sharp"].astype(np.float32) / 255.0
-      out = (coarse_pass(apply, p, ex["blur"], run_args["down"]) + 1) / 2
-      fam.setdefault(ex["family"], []).append(
-          psnr(out, sharp) - psnr(ex["blur"].astype(np.float32) / 255.0, sharp))
-    every = [g for v in fam.values() for g in v]
-    rec = {"run": args.run, "state": name, "dataset": args.dataset,
-           "mean": round(float(np.mean(every)), 3), "worst": round(float(np.min(every)), 3),
-           **{k: round(float(np.mean(v)), 3) for k, v in fam.items()}}
+      if not args.fuse_with:
+        sharp = ex["sharp"].astype(np.float32) / 255.0
+        out = (coarse_pass(apply, p, ex["blur"], down) + 1) / 2
+        fam.setdefault(ex["family"], []).append(
+            psnr(out, sharp) - psnr(ex["blur"].astype(np.float32) / 255.0, sharp))
+        continue
+      h, w = (ex["blur"].shape[0] // stride) * stride, (ex["blur"].shape[1] // stride) * stride
+      x = jnp.asarray(ex["blur"][None, :h, :w], jnp.float32) / 127.5 - 1
+      y = ex["sharp"][:h, :w].astype(np.float32) / 255.0
+      c1 = full_pass(x) - x
+      xd = area_downsample(x, down)
+      cu = upsample_bilinear(apply(p, xd) - xd, down)
+      family = ex.get("family") or _family_of(str(ex["name"]))
+      base = psnr((np.asarray(x)[0] + 1) / 2, y)
+      for label, o in (("coarse", x + cu), ("full", x + c1), ("fuse", x + band(cu) + c1 - band(c1))):
+        o = np.asarray(o)[0]
+        if sigma > 0:
+          o = inference.keep_input_low_frequencies(o, np.asarray(x)[0], sigma)
+        fam.setdefault(f"{label}:{family}", []).append(psnr((o + 1) / 2, y) - base)
+        fam.setdefault(f"{label}:all", []).append(psnr((o + 1) / 2, y) - base)
+    if args.fuse_with:
+      rec = {"run": args.run, "state": name, "dataset": args.dataset, "fuse_with": args.fuse_with,
+             **{k: round(float(np.mean(v)), 3) for k, v in sorted(fam.items())},
+             **{f"worst {k}": round(float(np.min(v)), 3) for k, v in sorted(fam.items())
+                if k.endswith(":all")}}
+    else:
+      every = [g for v in fam.values() for g in v]
+      rec = {"run": args.run, "state": name, "dataset": args.dataset,
+             "mean": round(float(np.mean(every)), 3), "worst": round(float(np.min(every)), 3),
+             **{k: round(float(np.mean(v)), 3) for k, v in fam.items()}}
     print(json.dumps(rec), flush=True)
 
 
@@ -329,6 +407,13 @@ def main(argv=None):
   t.add_argument("--photo_dir", default="", help="more training photographs")
   t.add_argument("--seconds", type=float, default=400, help="training time after compilation")
   t.add_argument("--down", type=int, default=4, help="the scale trained at: 1/down")
+  t.add_argument("--photo_scales", type=int, nargs="*", default=[],
+                 help="keep each photograph at each of these 1/f scales (default: --down alone)")
+  t.add_argument("--augment", action="store_true", help="rotate and flip each crop at random")
+  t.add_argument("--p_sharp", type=float, default=0.0, help="share of pairs left unblurred")
+  t.add_argument("--blur", choices=("conv", "fft"), default="conv",
+                 help="how the device blurs: a grouped convolution, or FFTs (faster on a CPU)")
+  t.add_argument("--init", default="", help="a run folder whose final weights start this run")
   t.add_argument("--extent", type=float, nargs=2, default=(6.25, 15.0), help="shake extent at that scale")
   t.add_argument("--kernel_size", type=int, default=25)
   t.add_argument("--pool", type=int, default=2000)
@@ -337,7 +422,9 @@ def main(argv=None):
   t.add_argument("--crop", type=int, default=48)
   t.add_argument("--lr", type=float, default=1e-3)
   t.add_argument("--ema", type=float, default=0.999)
-  t.add_argument("--steps_per_call", type=int, default=20)
+  t.add_argument("--steps_per_call", type=int, default=20,
+                 help="steps per compiled call (a lax.scan); on a CPU use 1: XLA's CPU backend "
+                      "ran the small net's step 25x slower inside a loop (9.3 against 0.37 s)")
   t.add_argument("--eval_every", type=float, default=60.0, help="seconds between evaluations")
   t.add_argument("--model_options", default="{}", help="JSON of config.model overrides")
   t.add_argument("--seed", type=int, default=0)
@@ -346,6 +433,7 @@ def main(argv=None):
   e.add_argument("--run", required=True)
   e.add_argument("--dataset", default="synthetic_strong")
   e.add_argument("--snapshots", action="store_true", help="also the earlier states")
+  e.add_argument("--fuse_with", default="", help="a shipped model to fuse with (e.g. gradnet_s_lf)")
   args = p.parse_args(argv)
   {"prepare": prepare, "train": train, "evaluate": evaluate_run}[args.command](args)
 

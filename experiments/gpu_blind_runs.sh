@@ -6,7 +6,7 @@
 # OUT/device.txt (the GPU's name, jax's devices) and OUT/console.txt.
 #
 #   python experiments/gpu_blind.py prepare --out=.gpu/builtin.npz
-#   python experiments/gpu_blind.py ... (photographs: experiments/fetch_photos.sh .gpu/photos)
+#   bash experiments/fetch_photos.sh .gpu/photos
 #   OUT=results bash experiments/gpu_blind_runs.sh
 #
 # Settings: OUT (required), SECONDS_BUDGET [380], PYTHON [python3], EXTRA (arguments
@@ -18,7 +18,7 @@ seconds="${SECONDS_BUDGET:-380}"
 py="${PYTHON:-python3}"
 extra=(${EXTRA:-})
 mkdir -p "$out"
-if ! "$py" -c "import ml_collections" 2>/dev/null; then
+if ! "$py" -c "import ml_collections, dm_pix" 2>/dev/null; then
   "$py" -m pip install -q --no-index --no-deps --target /tmp/gpu_blind_site .whl/*.whl
   export PYTHONPATH="/tmp/gpu_blind_site"
 fi

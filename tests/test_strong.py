@@ -364,6 +364,29 @@ def test_gpu_blind_batches_match_scipy_valid_convolution():
   for b in range(3):
     np.testing.assert_allclose((np.asarray(blurry[b]) + 1) / 2, want, atol=1e-5)
     np.testing.assert_allclose((np.asarray(sharp[b]) + 1) / 2, photo[2:2 + crop, 2:2 + crop], atol=1e-6)
+  blurry_fft, _ = gb.make_batch(jax.random.PRNGKey(0), jnp.asarray(photo[None]),
+                                jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
+                                jnp.asarray(psf[None]), batch=3, crop=crop, noise=0.0, blur="fft")
+  for b in range(3):
+    np.testing.assert_allclose((np.asarray(blurry_fft[b]) + 1) / 2, want, atol=1e-5)
+  with pytest.raises(ValueError, match="blur must be"):
+    gb.make_batch(jax.random.PRNGKey(0), jnp.asarray(photo[None]), jnp.asarray([[crop + k - 1] * 2]),
+                  jnp.asarray(psf[None]), batch=1, crop=crop, noise=0.0, blur="wiener")
+  # p_sharp = 1: every pair is left unblurred (the identity PSF).
+  blurry, sharp = gb.make_batch(jax.random.PRNGKey(0), jnp.asarray(photo[None]),
+                                jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
+                                jnp.asarray(psf[None]), batch=3, crop=crop, noise=0.0, p_sharp=1.0)
+  np.testing.assert_allclose(np.asarray(blurry), np.asarray(sharp), atol=1e-6)
+  # augment: each sharp crop is one of the centre's 8 rotations and flips.
+  _, sharp = gb.make_batch(jax.random.PRNGKey(2), jnp.asarray(photo[None]),
+                           jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
+                           jnp.asarray(psf[None]), batch=16, crop=crop, noise=0.0, augment=True)
+  centre = photo[2:2 + crop, 2:2 + crop]
+  turns = [np.rot90(centre, r) for r in range(4)] + [np.rot90(centre, r)[:, ::-1] for r in range(4)]
+  seen = {int(np.argmin([np.abs((np.asarray(s) + 1) / 2 - t).max() for t in turns])) for s in sharp}
+  for s in sharp:
+    assert min(np.abs((np.asarray(s) + 1) / 2 - t).max() for t in turns) < 1e-6
+  assert len(seen) > 2
   # Several photographs and PSFs: each pair is some photograph's crop under some PSF.
   pool = gb.dihedral(np.stack([psf, np.eye(k, dtype=np.float32) / k]))
   assert pool.shape == (16, k, k)
@@ -417,6 +440,27 @@ def test_gpu_blind_trains_saves_and_evaluates(tmp_path, capsys):
   state = serialization.msgpack_restore((out / "params.msgpack").read_bytes())
   leaf = jax.tree_util.tree_leaves(state["final"])[0]
   assert leaf.dtype == np.float32 and len(state["snapshots"]) == len(recs) - 1
+  # --init starts from a run's final weights: with a zero learning rate they stay so.
+  again = tmp_path / "again"
+  gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={again}", "--seconds=0.5", "--down=2",
+           "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8", "--lr=0",
+           "--steps_per_call=2", f"--model_options={opts}", f"--init={out}"])
+  restarted = serialization.msgpack_restore((again / "params.msgpack").read_bytes())
+  for a, b in zip(jax.tree_util.tree_leaves(state["final"]), jax.tree_util.tree_leaves(restarted["final"])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # the average's own rounding
+  # Fused with a shipped model: an untrained run is the identity (its last conv starts
+  # at zero), so its pass gains exactly nothing and the fused output is the model's
+  # minus that model's coarse band.
+  zero = tmp_path / "zero"
+  gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={zero}", "--seconds=0.2", "--down=2",
+           "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8", "--lr=0",
+           "--steps_per_call=1", f"--model_options={opts}"])
+  capsys.readouterr()
+  gb.main(["evaluate", f"--run={zero}", "--dataset=synthetic_strong", "--fuse_with=gradnet_s_lf"])
+  rec = json.loads(capsys.readouterr().out.splitlines()[-1])
+  assert rec["coarse:all"] == 0.0 and rec["worst coarse:all"] == 0.0
+  assert {"full:strong_shake", "fuse:tremor", "fuse:dynamic"} <= set(rec)
+  assert rec["fuse:all"] != rec["full:all"]
   small = tmp_path / "small"
   gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={small}", "--seconds=0.5", "--down=2",
            "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8",
