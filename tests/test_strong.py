@@ -16,6 +16,21 @@ from flax_gradnet.data import online, pipeline, strong, synthetic
 from flax_gradnet.models import Generator
 
 
+def _experiment(name, monkeypatch=None):
+  """experiments/<name>.py loaded as a module (the folder is no package). With
+  `monkeypatch`, registered in sys.modules while the test runs (a flax module
+  defined there, a dataclass, looks itself up)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
+  module = importlib.util.module_from_spec(spec)
+  if monkeypatch is not None:
+    monkeypatch.setitem(sys.modules, spec.name, module)
+  spec.loader.exec_module(module)
+  return module
+
+
 def _texture(h=64, w=80, seed=0):
   return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
@@ -184,21 +199,11 @@ def test_generator_two_levels_keep_the_parameter_names_of_fig2():
     Generator(num_levels=0).init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
 
 
-def _wiener_bound():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import pathlib  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "wiener_bound.py"
-  spec = importlib.util.spec_from_file_location("wiener_bound_under_test", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_wiener_band_low_pass_keeps_planes_and_removes_the_finest_checkerboard():
   """experiments/wiener_bound.py --band: block means then bilinear upsampling keep
   a linear ramp away from the edges (both are exact on planes) and average a
   pixel checkerboard to zero."""
-  wb = _wiener_bound()
+  wb = _experiment("wiener_bound")
   yy, xx = np.mgrid[0:24, 0:40].astype(np.float64)
   ramp = np.stack([0.5 * yy - 0.25 * xx + 3.0, xx, -yy], axis=-1)
   for factor in (1, 2, 4):
@@ -217,12 +222,7 @@ def test_scale_passes_splits_a_coarse_to_fine_model_into_its_chain():
   to the coarsest scale is the blurry image plus that pass's upsampled correction
   (numpy: block means, then the generator's own bilinear upsampling), and the
   one-pass comparison is the same weights at scales=1."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import pathlib  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "scale_passes.py"
-  spec = importlib.util.spec_from_file_location("scale_passes_under_test", path)
-  sp = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(sp)
+  sp = _experiment("scale_passes")
   from flax_gradnet.models.generator import upsample_bilinear  # pylint: disable=g-import-not-at-top
   model = Generator(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4,
                     num_paths=2, num_recurrences=2, residual=True, scales=2)
@@ -254,13 +254,7 @@ def test_blind_probe_blurs_like_a_direct_convolution_and_centres_its_psfs(monkey
   with the flipped PSF (a direct sum, not an FFT) cropped to the valid part; its
   downsampling is numpy block means; each pooled PSF sums to 1 with its centroid
   on the centre pixel; a PSF pool that cannot fit is refused with a message."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import pathlib  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "blind_probe.py"
-  spec = importlib.util.spec_from_file_location("blind_probe_under_test", path)
-  bp = importlib.util.module_from_spec(spec)
-  monkeypatch.setitem(sys.modules, spec.name, bp)  # its flax module (a dataclass) looks itself up
-  spec.loader.exec_module(bp)
+  bp = _experiment("blind_probe", monkeypatch)
   rng = np.random.default_rng(0)
   image = rng.uniform(0, 1, (20, 23, 3))
   psf = rng.uniform(0, 1, (5, 5))
@@ -289,12 +283,7 @@ def test_band_fusion_takes_the_coarse_band_from_the_half_pass_and_picks_its_thre
   swaps the band a half-resolution image holds (block means, upsampled) of the full
   pass's correction for the half pass's; r is the ratio of those bands' rms; the
   threshold is the cut on r whose images gain most in sum by taking "fuse"."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import pathlib  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "band_fusion.py"
-  spec = importlib.util.spec_from_file_location("band_fusion_under_test", path)
-  bf = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bf)
+  bf = _experiment("band_fusion")
   from flax_gradnet.models.generator import upsample_bilinear  # pylint: disable=g-import-not-at-top
   model = Generator(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4,
                     num_paths=2, num_recurrences=2, residual=True)
@@ -333,16 +322,6 @@ def test_band_fusion_takes_the_coarse_band_from_the_half_pass_and_picks_its_thre
   assert bf._family_of("00000008_dead_leaves_shake") == "shake"  # pylint: disable=protected-access
 
 
-def _gpu_blind():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import pathlib  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "gpu_blind.py"
-  spec = importlib.util.spec_from_file_location("gpu_blind_under_test", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
 def test_gpu_blind_batches_match_scipy_valid_convolution():
   """experiments/gpu_blind.py draws its pairs on the device: a photograph's crop,
   a PSF of the pool (one grouped convolution for the batch), noise. With one
@@ -350,7 +329,7 @@ def test_gpu_blind_batches_match_scipy_valid_convolution():
   scipy's 'valid' convolution of the photograph with that PSF, and every sharp one
   the photograph's centre."""
   from scipy import signal  # pylint: disable=g-import-not-at-top
-  gb = _gpu_blind()
+  gb = _experiment("gpu_blind")
   rng = np.random.default_rng(3)
   crop, k = 10, 5
   photo = rng.uniform(0, 1, (crop + k - 1, crop + k - 1, 3)).astype(np.float32)
@@ -415,7 +394,7 @@ def test_gpu_blind_trains_saves_and_evaluates(tmp_path, capsys):
   params.msgpack (the moving average and its snapshots), and `evaluate` reads them
   back and reports the held-out set's families through the coarse pass. Under a
   size cap, the snapshots go first, then the final state drops to float16."""
-  gb = _gpu_blind()
+  gb = _experiment("gpu_blind")
   photos = {f"train/p{i}": np.random.default_rng(i).integers(0, 256, (64, 80, 3), np.uint8) for i in range(2)}
   photos["heldout/h"] = np.random.default_rng(9).integers(0, 256, (40, 48, 3), np.uint8)
   np.savez(tmp_path / "b.npz", **photos)
