@@ -328,9 +328,11 @@ def coarse_pass(apply, params, blurry: np.ndarray, down: int) -> np.ndarray:
 
 def evaluate_run(args) -> None:
   """Each saved state of a run on a held-out set at full resolution, per family;
-  with `--fuse_with=MODEL` also that shipped model's one pass ("full") and the two
-  fused ("fuse": the band an image at 1/down holds from the run's correction, the
-  rest from the model's), through the model's recorded low-frequency step."""
+  with `--fuse_with=MODEL` also that shipped model's one pass ("full") and three
+  ways to combine the two: "fuse" (the band an image at 1/down holds from the
+  run's correction, the rest from the model's), "add" (both corrections added),
+  "cascade" (the model's pass on the image the run's pass corrected); each
+  through the model's recorded low-frequency step."""
   with open(os.path.join(args.run, "log.jsonl")) as f:
     run_args = json.loads(f.readline())["args"]
   with open(os.path.join(args.run, "params.msgpack"), "rb") as f:
@@ -377,7 +379,9 @@ def evaluate_run(args) -> None:
       cu = upsample_bilinear(apply(p, xd) - xd, down)
       family = ex.get("family") or _family_of(str(ex["name"]))
       base = psnr((np.asarray(x)[0] + 1) / 2, y)
-      for label, o in (("coarse", x + cu), ("full", x + c1), ("fuse", x + band(cu) + c1 - band(c1))):
+      cascade = full_pass(x + cu)  # the model on the image the coarse pass corrected
+      for label, o in (("coarse", x + cu), ("full", x + c1), ("fuse", x + band(cu) + c1 - band(c1)),
+                       ("add", x + cu + c1), ("cascade", cascade)):
         o = np.asarray(o)[0]
         if sigma > 0:
           o = inference.keep_input_low_frequencies(o, np.asarray(x)[0], sigma)

@@ -427,8 +427,8 @@ def test_gpu_blind_trains_saves_and_evaluates(tmp_path, capsys):
   restarted = serialization.msgpack_restore((again / "params.msgpack").read_bytes())
   for a, b in zip(jax.tree_util.tree_leaves(state["final"]), jax.tree_util.tree_leaves(restarted["final"])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # the average's own rounding
-  # Fused with a shipped model: an untrained run is the identity (its last conv starts
-  # at zero), so its pass gains exactly nothing and the fused output is the model's
+  # Beside a shipped model: an untrained run is the identity (its last conv starts at
+  # zero), so its pass gains exactly nothing and the fused output is the model's
   # minus that model's coarse band.
   zero = tmp_path / "zero"
   gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={zero}", "--seconds=0.2", "--down=2",
@@ -440,6 +440,10 @@ def test_gpu_blind_trains_saves_and_evaluates(tmp_path, capsys):
   assert rec["coarse:all"] == 0.0 and rec["worst coarse:all"] == 0.0
   assert {"full:strong_shake", "fuse:tremor", "fuse:dynamic"} <= set(rec)
   assert rec["fuse:all"] != rec["full:all"]
+  # Adding a zero correction, or running the model on an image nothing corrected, is
+  # the model's own pass.
+  for family in ("all", "strong_shake", "tremor", "dynamic"):
+    assert rec[f"add:{family}"] == rec[f"full:{family}"] == rec[f"cascade:{family}"]
   small = tmp_path / "small"
   gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={small}", "--seconds=0.5", "--down=2",
            "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8",
