@@ -65,10 +65,10 @@ import optax
 from flax import serialization
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blind_probe import downsample, psf_pool  # noqa: E402  pylint: disable=g-import-not-at-top
+from blind_probe import blur, downsample, psf_pool  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from configs import gradnet_small  # noqa: E402
-from flax_gradnet import losses  # noqa: E402
+from flax_gradnet import losses, metrics  # noqa: E402
 from flax_gradnet.models.factory import generator_from_config  # noqa: E402
 from flax_gradnet.models.generator import area_downsample, upsample_bilinear  # noqa: E402
 
@@ -112,6 +112,11 @@ def dihedral(pool: np.ndarray) -> np.ndarray:
   out = [np.rot90(pool, r, axes=(1, 2)) for r in range(4)]
   out += [o[:, :, ::-1] for o in out]
   return np.ascontiguousarray(np.concatenate(out), np.float32)
+
+
+def psnr01(a: np.ndarray, b: np.ndarray) -> float:
+  """PSNR (dB) of float images in [0, 1], `a` clipped to that range first."""
+  return float(metrics.psnr(np.clip(a, 0.0, 1.0), b, data_range=1.0))
 
 
 def _dtype(tree) -> np.dtype:
@@ -195,15 +200,14 @@ def train(args) -> None:
   val_psfs = psf_pool(4, tuple(args.extent), args.kernel_size, args.seed + 1000)
   vrng = np.random.default_rng(12345)
   o = args.kernel_size // 2
-  val = []
-  from scipy import signal  # pylint: disable=g-import-not-at-top
+  val = []  # (blurry batch in [-1, 1], sharp in [0, 1], the blurry image's PSNR)
   for photo in heldout:
     y = downsample(photo, args.down)
     yp = np.pad(y, ((o, o), (o, o), (0, 0)), mode="reflect")
     for k in val_psfs:
-      b = np.stack([signal.fftconvolve(yp[..., c], k, mode="valid") for c in range(3)], -1)
+      b = blur(yp, k)
       b = np.clip(b + vrng.normal(0, args.noise / 2, b.shape), 0, 1)
-      val.append((jnp.asarray(b[None] * 2 - 1, jnp.float32), y))
+      val.append((jnp.asarray(b[None] * 2 - 1, jnp.float32), y, psnr01(b, y)))
 
   photos_d, sizes_d, psfs_d = jnp.asarray(photos), jnp.asarray(sizes), jnp.asarray(psfs)
   key = jax.random.PRNGKey(args.seed)
@@ -243,15 +247,8 @@ def train(args) -> None:
 
   apply = jax.jit(lambda p, x: gen.apply({"params": p}, x))
 
-  def psnr(a, b):
-    mse = float(np.mean(np.square(np.clip(a, 0, 1) - b)))
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
-
   def evaluate(p):
-    gains = []
-    for xb, y in val:
-      out = (np.asarray(apply(p, xb))[0] + 1) / 2
-      gains.append(psnr(out, y) - psnr((np.asarray(xb)[0] + 1) / 2, y))
+    gains = [psnr01((np.asarray(apply(p, xb))[0] + 1) / 2, y) - base for xb, y, base in val]
     return round(float(np.mean(gains)), 3), round(float(np.min(gains)), 3)
 
   def lr_at(frac):
@@ -326,13 +323,63 @@ def coarse_pass(apply, params, blurry: np.ndarray, down: int) -> np.ndarray:
   return np.asarray(jnp.clip(xb + corr, -1, 1)[0])
 
 
+def coarse_gains(apply, params, pairs, down: int) -> dict[str, list[float]]:
+  """{family: PSNR gains} of the run's pass alone, whole images, no low-frequency step."""
+  fam = {}
+  for ex in pairs:
+    sharp = ex["sharp"].astype(np.float32) / 255.0
+    out = (coarse_pass(apply, params, ex["blur"], down) + 1) / 2
+    fam.setdefault(ex["family"], []).append(
+        psnr01(out, sharp) - psnr01(ex["blur"].astype(np.float32) / 255.0, sharp))
+  return fam
+
+
+def shipped_pass(name: str):
+  """(jitted one pass, stride, recorded low-frequency sigma) of a shipped model."""
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  model, params, restored = inference.restore(None, model=name)
+  return (jax.jit(lambda x: model.apply({"params": params}, x)), inference.model_stride(model),
+          restored.options.low_freq_sigma)
+
+
+def combined_gains(apply, params, pairs, down: int, shipped) -> dict[str, list[float]]:
+  """{"label:family" and "label:all": PSNR gains} of the run's pass ("coarse"), a
+  shipped model's (`shipped_pass`; "full") and three ways to combine them: "fuse"
+  (the band an image at 1/down holds from the run's correction, the rest from the
+  model's), "add" (both corrections added), "cascade" (the model's pass on the
+  image the run's pass corrected); each through the model's recorded
+  low-frequency step, on images cropped to a multiple of both nets' strides."""
+  from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
+  from band_fusion import _family_of  # pylint: disable=g-import-not-at-top
+  from scale_passes import float_pairs, psnr  # pylint: disable=g-import-not-at-top
+  full_pass, stride, sigma = shipped
+
+  def band(c):
+    return upsample_bilinear(area_downsample(c, down), down)
+
+  fam = {}
+  for ex, x, y in float_pairs(pairs, max(4 * down, 2 * stride)):
+    b = jnp.asarray(x)[None]
+    c1 = full_pass(b) - b
+    bd = area_downsample(b, down)
+    cu = upsample_bilinear(apply(params, bd) - bd, down)
+    family = ex.get("family") or _family_of(str(ex["name"]))
+    base = psnr(x, y)
+    for label, o in (("coarse", b + cu), ("full", b + c1), ("fuse", b + band(cu) + c1 - band(c1)),
+                     ("add", b + cu + c1), ("cascade", full_pass(b + cu))):
+      o = np.asarray(o)[0]
+      if sigma > 0:
+        o = inference.keep_input_low_frequencies(o, x, sigma)
+      gain = psnr(o, y) - base
+      fam.setdefault(f"{label}:{family}", []).append(gain)
+      fam.setdefault(f"{label}:all", []).append(gain)
+  return fam
+
+
 def evaluate_run(args) -> None:
-  """Each saved state of a run on a held-out set at full resolution, per family;
-  with `--fuse_with=MODEL` also that shipped model's one pass ("full") and three
-  ways to combine the two: "fuse" (the band an image at 1/down holds from the
-  run's correction, the rest from the model's), "add" (both corrections added),
-  "cascade" (the model's pass on the image the run's pass corrected); each
-  through the model's recorded low-frequency step."""
+  """Each saved state of a run on a held-out set at full resolution, per family
+  (`coarse_gains`); with `--fuse_with=MODEL`, beside that shipped model and
+  combined with it (`combined_gains`)."""
   with open(os.path.join(args.run, "log.jsonl")) as f:
     run_args = json.loads(f.readline())["args"]
   with open(os.path.join(args.run, "params.msgpack"), "rb") as f:
@@ -345,58 +392,21 @@ def evaluate_run(args) -> None:
   states = {"final": state["final"]}
   if args.snapshots:
     states.update({f"step {k}": v for k, v in sorted(state["snapshots"].items(), key=lambda kv: int(kv[0]))})
-
-  def psnr(a, b):
-    mse = float(np.mean(np.square(np.clip(a, 0, 1) - b)))
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
-
-  if args.fuse_with:
-    from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
-    from band_fusion import _family_of  # pylint: disable=g-import-not-at-top
-    model, mparams, restored = inference.restore(None, model=args.fuse_with)
-    sigma = restored.options.low_freq_sigma
-    stride = max(4 * down, 2 * inference.model_stride(model))
-    full_pass = jax.jit(lambda x: model.apply({"params": mparams}, x))
-
-    def band(c):
-      return upsample_bilinear(area_downsample(c, down), down)
-
+  shipped = shipped_pass(args.fuse_with) if args.fuse_with else None
   for name, p in states.items():
     p = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), p)
-    fam = {}
-    for ex in pairs:
-      if not args.fuse_with:
-        sharp = ex["sharp"].astype(np.float32) / 255.0
-        out = (coarse_pass(apply, p, ex["blur"], down) + 1) / 2
-        fam.setdefault(ex["family"], []).append(
-            psnr(out, sharp) - psnr(ex["blur"].astype(np.float32) / 255.0, sharp))
-        continue
-      h, w = (ex["blur"].shape[0] // stride) * stride, (ex["blur"].shape[1] // stride) * stride
-      x = jnp.asarray(ex["blur"][None, :h, :w], jnp.float32) / 127.5 - 1
-      y = ex["sharp"][:h, :w].astype(np.float32) / 255.0
-      c1 = full_pass(x) - x
-      xd = area_downsample(x, down)
-      cu = upsample_bilinear(apply(p, xd) - xd, down)
-      family = ex.get("family") or _family_of(str(ex["name"]))
-      base = psnr((np.asarray(x)[0] + 1) / 2, y)
-      cascade = full_pass(x + cu)  # the model on the image the coarse pass corrected
-      for label, o in (("coarse", x + cu), ("full", x + c1), ("fuse", x + band(cu) + c1 - band(c1)),
-                       ("add", x + cu + c1), ("cascade", cascade)):
-        o = np.asarray(o)[0]
-        if sigma > 0:
-          o = inference.keep_input_low_frequencies(o, np.asarray(x)[0], sigma)
-        fam.setdefault(f"{label}:{family}", []).append(psnr((o + 1) / 2, y) - base)
-        fam.setdefault(f"{label}:all", []).append(psnr((o + 1) / 2, y) - base)
+    rec = {"run": args.run, "state": name, "dataset": args.dataset}
     if args.fuse_with:
-      rec = {"run": args.run, "state": name, "dataset": args.dataset, "fuse_with": args.fuse_with,
-             **{k: round(float(np.mean(v)), 3) for k, v in sorted(fam.items())},
-             **{f"worst {k}": round(float(np.min(v)), 3) for k, v in sorted(fam.items())
-                if k.endswith(":all")}}
+      fam = combined_gains(apply, p, pairs, down, shipped)
+      rec.update({"fuse_with": args.fuse_with,
+                  **{k: round(float(np.mean(v)), 3) for k, v in sorted(fam.items())},
+                  **{f"worst {k}": round(float(np.min(v)), 3) for k, v in sorted(fam.items())
+                     if k.endswith(":all")}})
     else:
+      fam = coarse_gains(apply, p, pairs, down)
       every = [g for v in fam.values() for g in v]
-      rec = {"run": args.run, "state": name, "dataset": args.dataset,
-             "mean": round(float(np.mean(every)), 3), "worst": round(float(np.min(every)), 3),
-             **{k: round(float(np.mean(v)), 3) for k, v in fam.items()}}
+      rec.update({"mean": round(float(np.mean(every)), 3), "worst": round(float(np.min(every)), 3),
+                  **{k: round(float(np.mean(v)), 3) for k, v in fam.items()}})
     print(json.dumps(rec), flush=True)
 
 

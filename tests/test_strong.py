@@ -336,30 +336,27 @@ def test_gpu_blind_batches_match_scipy_valid_convolution():
   psf = rng.uniform(0, 1, (k, k)).astype(np.float32)
   psf[0, 0] = 3.0  # not symmetric: a flipped kernel would not pass
   psf /= psf.sum()
-  blurry, sharp = gb.make_batch(jax.random.PRNGKey(0), jnp.asarray(photo[None]),
-                                jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
-                                jnp.asarray(psf[None]), batch=3, crop=crop, noise=0.0)
+
+  def one_photo(seed=0, batch=3, **options):  # the photograph and the PSF alone
+    return gb.make_batch(jax.random.PRNGKey(seed), jnp.asarray(photo[None]),
+                         jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
+                         jnp.asarray(psf[None]), batch=batch, crop=crop, noise=0.0, **options)
+
+  blurry, sharp = one_photo()
   want = np.stack([signal.fftconvolve(photo[..., c], psf, mode="valid") for c in range(3)], -1)
   for b in range(3):
     np.testing.assert_allclose((np.asarray(blurry[b]) + 1) / 2, want, atol=1e-5)
     np.testing.assert_allclose((np.asarray(sharp[b]) + 1) / 2, photo[2:2 + crop, 2:2 + crop], atol=1e-6)
-  blurry_fft, _ = gb.make_batch(jax.random.PRNGKey(0), jnp.asarray(photo[None]),
-                                jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
-                                jnp.asarray(psf[None]), batch=3, crop=crop, noise=0.0, blur="fft")
+  blurry_fft, _ = one_photo(blur="fft")
   for b in range(3):
     np.testing.assert_allclose((np.asarray(blurry_fft[b]) + 1) / 2, want, atol=1e-5)
   with pytest.raises(ValueError, match="blur must be"):
-    gb.make_batch(jax.random.PRNGKey(0), jnp.asarray(photo[None]), jnp.asarray([[crop + k - 1] * 2]),
-                  jnp.asarray(psf[None]), batch=1, crop=crop, noise=0.0, blur="wiener")
+    one_photo(batch=1, blur="wiener")
   # p_sharp = 1: every pair is left unblurred (the identity PSF).
-  blurry, sharp = gb.make_batch(jax.random.PRNGKey(0), jnp.asarray(photo[None]),
-                                jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
-                                jnp.asarray(psf[None]), batch=3, crop=crop, noise=0.0, p_sharp=1.0)
+  blurry, sharp = one_photo(p_sharp=1.0)
   np.testing.assert_allclose(np.asarray(blurry), np.asarray(sharp), atol=1e-6)
   # augment: each sharp crop is one of the centre's 8 rotations and flips.
-  _, sharp = gb.make_batch(jax.random.PRNGKey(2), jnp.asarray(photo[None]),
-                           jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
-                           jnp.asarray(psf[None]), batch=16, crop=crop, noise=0.0, augment=True)
+  _, sharp = one_photo(seed=2, batch=16, augment=True)
   centre = photo[2:2 + crop, 2:2 + crop]
   turns = [np.rot90(centre, r) for r in range(4)] + [np.rot90(centre, r)[:, ::-1] for r in range(4)]
   seen = {int(np.argmin([np.abs((np.asarray(s) + 1) / 2 - t).max() for t in turns])) for s in sharp}
@@ -401,9 +398,13 @@ def test_gpu_blind_trains_saves_and_evaluates(tmp_path, capsys):
   out = tmp_path / "run"
   opts = json.dumps({"base_features": 4, "gradientnet_features": 4, "num_mbrbs": 1, "ca_reduction": 4,
                      "num_paths": 2, "num_recurrences": 1})
-  gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={out}", "--seconds=3", "--down=2",
-           "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8",
-           "--steps_per_call=2", "--eval_every=0.5", f"--model_options={opts}"])
+
+  def train(folder, *more):  # a tiny run at 1/2 on the photographs above
+    gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={folder}", "--down=2",
+             "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8",
+             f"--model_options={opts}", *more])
+
+  train(out, "--seconds=3", "--steps_per_call=2", "--eval_every=0.5")
   lines = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
   assert lines[0]["photos"] == 2 and lines[0]["params"] > 0
   assert lines[-1]["final"] and lines[-1]["step"] >= 2
@@ -421,9 +422,7 @@ def test_gpu_blind_trains_saves_and_evaluates(tmp_path, capsys):
   assert leaf.dtype == np.float32 and len(state["snapshots"]) == len(recs) - 1
   # --init starts from a run's final weights: with a zero learning rate they stay so.
   again = tmp_path / "again"
-  gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={again}", "--seconds=0.5", "--down=2",
-           "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8", "--lr=0",
-           "--steps_per_call=2", f"--model_options={opts}", f"--init={out}"])
+  train(again, "--seconds=0.5", "--lr=0", "--steps_per_call=2", f"--init={out}")
   restarted = serialization.msgpack_restore((again / "params.msgpack").read_bytes())
   for a, b in zip(jax.tree_util.tree_leaves(state["final"]), jax.tree_util.tree_leaves(restarted["final"])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # the average's own rounding
@@ -431,9 +430,7 @@ def test_gpu_blind_trains_saves_and_evaluates(tmp_path, capsys):
   # zero), so its pass gains exactly nothing and the fused output is the model's
   # minus that model's coarse band.
   zero = tmp_path / "zero"
-  gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={zero}", "--seconds=0.2", "--down=2",
-           "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8", "--lr=0",
-           "--steps_per_call=1", f"--model_options={opts}"])
+  train(zero, "--seconds=0.2", "--lr=0", "--steps_per_call=1")
   capsys.readouterr()
   gb.main(["evaluate", f"--run={zero}", "--dataset=synthetic_strong", "--fuse_with=gradnet_s_lf"])
   rec = json.loads(capsys.readouterr().out.splitlines()[-1])
@@ -445,8 +442,6 @@ def test_gpu_blind_trains_saves_and_evaluates(tmp_path, capsys):
   for family in ("all", "strong_shake", "tremor", "dynamic"):
     assert rec[f"add:{family}"] == rec[f"full:{family}"] == rec[f"cascade:{family}"]
   small = tmp_path / "small"
-  gb.main(["train", f"--builtin={tmp_path / 'b.npz'}", f"--out={small}", "--seconds=0.5", "--down=2",
-           "--extent", "2", "3", "--kernel_size=7", "--pool=4", "--batch=2", "--crop=8",
-           "--steps_per_call=2", "--eval_every=0.1", f"--model_options={opts}", "--max_bytes=100"])
+  train(small, "--seconds=0.5", "--steps_per_call=2", "--eval_every=0.1", "--max_bytes=100")
   state = serialization.msgpack_restore((small / "params.msgpack").read_bytes())
   assert not state["snapshots"] and jax.tree_util.tree_leaves(state["final"])[0].dtype == np.float16
