@@ -39,6 +39,9 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.channels = 3
   # Coarse-to-fine passes of the one U-Net (1 = Fig. 2's single pass; 3 = at 1/4, 1/2, 1).
   m.scales = 1
+  # > 1: a coarse pass with its own weights at 1/coarse_down of the resolution, its
+  # upsampled correction added to the output (Generator's docstring); 0 = none (Fig. 2).
+  m.coarse_down = 0
   return m
 
 
@@ -97,6 +100,25 @@ def get_config() -> ml_collections.ConfigDict:
   # at its scale is added, times this and content_weight (SRN/MIMO-UNet's multi-scale
   # loss; steps._generator_loss). 0 = the final output alone (the paper: one scale).
   config.scale_loss_weight = 0.0
+  # The coarse pass's own task (model.coarse_down > 1; data/device_pairs.py; not in
+  # the paper): each generator step also draws `batch` pairs on the device, crops of
+  # the training photographs (built-in ones never held out, plus
+  # dataset_options.photo_dir) at 1/f for each f of `photo_scales`, under camera
+  # shake of `extent` px at that scale, and adds weight * content_weight * the
+  # content loss of the coarse net alone on them. weight 0 = off.
+  config.coarse_task = ml_collections.ConfigDict()
+  config.coarse_task.weight = 0.0  # 0 = off
+  config.coarse_task.batch = 32  # pairs drawn per generator step (not split over devices)
+  config.coarse_task.crop = 48  # their side, at the coarse scale
+  config.coarse_task.photo_scales = (3, 4, 5, 6)  # each photograph area-downsampled by each
+  config.coarse_task.extent = (0.5, 15.0)  # shake extent range, px at the coarse scale
+  config.coarse_task.kernel_size = 25  # PSF window; >= the largest extent's support
+  config.coarse_task.pool = 2000  # shakes drawn once (x8 rotations and flips)
+  config.coarse_task.seed = 0  # of the shake pool (the pairs follow config.seed and the step)
+  config.coarse_task.noise = 0.005  # Gaussian noise std up to this (fraction of full scale)
+  config.coarse_task.p_sharp = 0.15  # share of pairs left unblurred (noise only)
+  config.coarse_task.augment = True  # each crop turned by a random rotation or flip
+  config.coarse_task.blur = "conv"  # "conv" (one grouped convolution; GPU/TPU) or "fft" (CPU)
   config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)
   config.vgg_layer = "relu4_3"  # feature layer of Eq. (8)
   config.adversarial_warmup_steps = 0  # generator steps with gamma = 0 before the GAN starts

@@ -4,6 +4,7 @@ scratch on on-the-fly synthetic blur that includes the paper's task.
   bash experiments/fetch_photos.sh ~/flax_gradnet_photos     # optional: 27 more photographs
   python -m flax_gradnet.main --config=configs/gradnet_small.py --workdir=workdirs/small \
     --config.dataset_options.photo_dir=~/flax_gradnet_photos
+  # on a GPU/TPU add: --config.coarse_task.blur=conv --config.coarse_task.batch=256
 
 Resumable: run the same command again after a stop and it continues from the
 last checkpoint (every 250 steps). The same config runs on an accelerator.
@@ -12,25 +13,28 @@ Architecture: the paper's (RGCL Eq. 7, MBRB Eqs. 5-6, GradientNet Eqs. 2-4 at
 the bottleneck of a U-Net), at the size of the earlier small models
 (16/32/64 channels, GradientNet at 1/4 resolution with 32 channels and 4
 MBRBs), with
-  - coarse-to-fine passes (`model.scales = 2`): the same U-Net, one set of
-    weights, at 1/2 and at full resolution, the full-resolution pass reading
-    the blurry image plus the upsampled correction of the half-resolution one
-    (Generator's docstring): a 25-60 px shake is 12-30 px at 1/2 scale, inside
-    the coarse pass's receptive field, which spans twice the image area of
-    one pass; a Wiener filter given the true PSF keeps its whole gain on the
-    strong-blur set when its correction is low-passed to 1/2 or 1/4 of the
-    resolution (`python experiments/wiener_bound.py --band 1 2 4 8`), and the
-    earlier small model `gradnet_s_lf`, never trained on strong blur, gains
-    +0.78 dB on its `strong_shake` pairs when run as two such passes
-    (docs/models.md); 1.25 passes' work;
+  - a coarse pass of its own (`model.coarse_down = 4`): a second U-Net of the
+    same shape, its own weights, on the image at 1/4 of the resolution, its
+    upsampled correction added to the full-resolution pass's output (Generator's
+    docstring; 1/16 of a pass more). At 1/4 a 25-60 px shake is 6-15 px, within
+    that net's reach; a Wiener filter given the true PSF keeps its gain on the
+    strong-blur set when its correction is seen at 1/4 (`python
+    experiments/wiener_bound.py --band 1 2 4 8`);
+  - the coarse net's own task (`config.coarse_task`, data/device_pairs.py): each
+    step also draws 32 pairs of 48 px at its scale *on the device* (crops of the
+    training photographs at 1/3-1/6 under Boracchi-Foi shake of 0.5-15 px there,
+    i.e. 2-60 px at full resolution; 15% unblurred; random rotations and flips)
+    and adds their content loss. Earlier versions of this config (docs/models.md,
+    runs 1-4) ran coarse passes with the full pass's weights, trained by the
+    full-resolution loss alone: after 3,000 steps their coarse pass gained
+    +0.02 dB. The coarse task alone (experiments/gpu_blind.py, 90 s on an H200
+    then 25 min on the CPU over the whole extent range) gave a coarse net that,
+    added to the shipped `gradnet_s_lf`, took `strong_shake` from +0.11 to
+    +0.84 dB and left the mild held-out sets as they were;
   - no instance norm, a residual output, a zero-initialised last conv (the
     untrained net is the identity: it starts at the blurry PSNR, and tiles see
     the same function as whole images), zero padding and pixel-shuffle
     upsampling (each about halves the step time on XLA CPU).
-  Run 3 (docs/models.md) trained a larger net (a third stride-2 stage, 64
-  channels and 6 MBRBs in GradientNet, three scales: 1.4x this step's time);
-  at step 3,250 it gained +0.07 dB on the strong held-out set and +0.13 on the
-  mild one, its coarse passes almost nothing.
 Data (`synthetic_online` v3): 256-px pairs; sharp images from dead-leaves
 scenes (30%) and the training photographs (the built-in ones never held out,
 plus `photo_dir`), photographs at 0.35-2x their scale, half of them given a
@@ -77,7 +81,8 @@ def get_config():
   m.num_levels = 2
   m.gradientnet_features = 32
   m.num_mbrbs = 4
-  m.scales = 2  # coarse-to-fine passes at 1/2 and 1 (shared weights)
+  m.scales = 1  # one full-resolution pass ...
+  m.coarse_down = 4  # ... plus a coarse net of its own at 1/4, its correction added
   m.norm = "none"
   m.upsample = "pixel_shuffle"
   m.residual = True
@@ -86,6 +91,17 @@ def get_config():
   config.init_scheme = "lecun_normal"
   config.critic_features = 16  # unused while adversarial_weight = 0 (kept small)
   config.critic_conv_impl = "matmul"
+
+  t = config.coarse_task  # the coarse net's own task: pairs drawn on the device
+  t.weight = 1.0  # its content loss, as heavy as the output's
+  t.batch = 32  # pairs a step at 1/4 (on an accelerator: 256, as the H200 runs)
+  t.crop = 48  # px at 1/4 (192 px of the photograph)
+  t.photo_scales = (3, 4, 5, 6)  # each photograph at four scales: more content at 1/4
+  t.extent = (0.5, 15.0)  # shake of 2-60 px at full resolution, mild to strong
+  t.kernel_size = 25  # PSF window at 1/4
+  t.p_sharp = 0.15  # unblurred pairs: the net learns to leave sharp content alone
+  t.augment = True  # random rotations and flips of each crop
+  t.blur = "fft"  # FFTs: faster than a grouped convolution on XLA's CPU backend
 
   config.content_loss = "psnr"  # per-image log-MSE (losses.psnr_content_loss)
   config.content_weight = 0.1  # alpha, in dB

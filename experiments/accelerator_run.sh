@@ -14,6 +14,8 @@
 #               the steps the budget allows (a first run's stop warning says) [20000]
 #   BATCH       global batch [4]
 #   WORKERS     grain worker processes making synthetic_online records [14]
+#   COARSE_BATCH pairs a step of the coarse task (config.coarse_task, drawn on the
+#               device with one grouped convolution; inert without one) [256]
 #   PHOTO_DIR   more training photographs (experiments/fetch_photos.sh; copy them to
 #               the machine, e.g. inside the repository under an ignored folder) [none]
 #   DATASETS    held-out sets to evaluate [synthetic_strong synthetic_online]
@@ -29,6 +31,7 @@ budget="${BUDGET_S:-420}"
 steps="${STEPS:-20000}"
 batch="${BATCH:-4}"
 workers="${WORKERS:-14}"
+coarse_batch="${COARSE_BATCH:-256}"
 photos="${PHOTO_DIR:-}"
 datasets="${DATASETS:-synthetic_strong synthetic_online}"
 eval_images="${EVAL_IMAGES:-}"
@@ -54,7 +57,8 @@ cat "$out/device.txt"
 
 args=(--config="$config" --workdir="$workdir" --config.train_seconds="$budget"
       --config.num_train_steps="$steps" --config.batch_size="$batch"
-      --config.worker_count="$workers")
+      --config.worker_count="$workers" --config.coarse_task.batch="$coarse_batch"
+      --config.coarse_task.blur=conv)
 if [ -n "$photos" ]; then args+=(--config.dataset_options.photo_dir="$photos"); fi
 echo "$py -m flax_gradnet.main ${args[*]}" > "$out/command.txt"
 # The budget stops training; the rest of the timeout leaves room for the final

@@ -46,25 +46,35 @@ from flax_gradnet.models import generator_from_config, reference  # noqa: E402
 
 def reference_generator(config, dtype):
   """The straightforward generator of the same config (flax_gradnet.models.reference),
-  one pass (a coarse-to-fine model's passes are counted by `reference_flops`)."""
+  one pass (a coarse-to-fine model's passes and a coarse pass are counted by
+  `reference_flops`)."""
   fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.to_dict().items()}
   fields.pop("scales", None)
+  fields.pop("coarse_down", None)
   return reference.Generator(**fields, dtype=dtype)
 
 
 def reference_flops(config, dtype, params, h: int, w: int) -> float:
   """XLA-counted FLOPs of the reference modules over every pass of one image: with
   `model.scales` = S > 1 the passes at 1/2**k of the (padded) size for k < S; the
-  area means and bilinear upsampling between them are not counted (a few FLOPs a pixel)."""
+  area means and bilinear upsampling between them are not counted (a few FLOPs a pixel).
+  With `model.coarse_down` = c, the coarse net's pass at 1/c of the (padded) size too."""
   reference = reference_generator(config, dtype)
   scales = int(config.model.get("scales", 1))
+  coarse = int(config.model.get("coarse_down", 0))
+  params = dict(params)
+  coarse_params = params.pop("coarse", None)
+
+  def flops(p, height, width):
+    x = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+    cost = jax.jit(lambda p, x: reference.apply({"params": p}, x)).lower(p, x).cost_analysis()
+    return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
   f = 2 ** (scales - 1)
   hp, wp = h + (-h) % f, w + (-w) % f
-  total = 0.0
-  for k in range(scales):
-    x = jax.ShapeDtypeStruct((1, hp // 2**k, wp // 2**k, 3), jnp.float32)
-    cost = jax.jit(lambda p, x: reference.apply({"params": p}, x)).lower(params, x).cost_analysis()
-    total += float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+  total = sum(flops(params, hp // 2**k, wp // 2**k) for k in range(scales))
+  if coarse:
+    total += flops(coarse_params, -(-h // coarse), -(-w // coarse))
   return total
 
 

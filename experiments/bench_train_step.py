@@ -24,6 +24,7 @@ import optax
 
 import configs
 from flax_gradnet import steps
+from flax_gradnet.data import device_pairs
 
 
 def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
@@ -67,22 +68,24 @@ def main():
       steps.train_step, generator_apply=generator.apply, critic_apply=critic.apply,
       cfg=steps.StepConfig.from_config(config), axis_name=None), donate_argnums=(0,))
   content_fn = steps.make_content_fn(config)
+  # The config's coarse task (config.coarse_task: pairs drawn in the step), as main runs it.
+  coarse_task = device_pairs.coarse_task_from_config(config)
   rng = np.random.default_rng(0)
   batch = {k: jnp.asarray(rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)), jnp.float32)
            for k in ("blur", "sharp")}
   key = jax.random.PRNGKey(1)
 
   t = time.perf_counter()
-  lowered = step_fn.lower(state, batch, key, content_fn)
+  lowered = step_fn.lower(state, batch, key, content_fn, coarse_task)
   cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t
-  state, m = compiled(state, batch, key, content_fn)
+  state, m = compiled(state, batch, key, content_fn, coarse_task)
   jax.block_until_ready(m)
   t = time.perf_counter()
   for _ in range(args.steps):
-    state, m = compiled(state, batch, key, content_fn)
+    state, m = compiled(state, batch, key, content_fn, coarse_task)
   jax.block_until_ready(m)
   step_s = (time.perf_counter() - t) / args.steps
   flops = float(cost["flops"])
@@ -92,7 +95,9 @@ def main():
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})")
   print(f"config: {args.config}  batch {args.batch} x {args.size}x{args.size}, "
         f"critic_conv_impl={config.critic_conv_impl}, critic_unroll={config.critic_unroll}, "
-        f"content={config.content_loss}")
+        f"content={config.content_loss}" + (
+            f", coarse task {coarse_task.batch} x {coarse_task.crop}x{coarse_task.crop} "
+            f"({coarse_task.blur})" if coarse_task is not None else ""))
   print(f"compile: {compile_s:.1f} s")
   print(f"step: {step_s * 1e3:.1f} ms  = {1 / step_s:.3f} steps/s, {args.batch / step_s:.2f} images/s")
   print(f"step FLOPs (XLA): {flops / 1e9:.1f} G  -> achieved {flops / step_s / 1e9:.1f} GFLOP/s; "

@@ -54,33 +54,9 @@ from scipy import signal
 from configs import gradnet_small
 from flax_gradnet import losses, metrics
 from flax_gradnet.data import online, strong, synthetic
+from flax_gradnet.data.device_pairs import downsample, shake_pool as psf_pool
 from flax_gradnet.models.factory import generator_from_config
 from flax_gradnet.models.generator import area_downsample, upsample_bilinear
-
-
-def downsample(image: np.ndarray, factor: int) -> np.ndarray:
-  """uint8 [H, W, 3] -> float32 [H/f, W/f, 3] in [0, 1], block means."""
-  h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-  x = image[:h, :w].astype(np.float32) / 255.0
-  return x.reshape(h // factor, factor, w // factor, factor, 3).mean(axis=(1, 3))
-
-
-def psf_pool(n: int, extent: tuple[float, float], size: int, seed: int) -> np.ndarray:
-  """[n, size, size] shake PSFs, centred on their centroid, zero-padded to `size`
-  (a draw whose support does not fit is drawn again)."""
-  rng = np.random.default_rng(seed)
-  pool = np.zeros((n, size, size), np.float32)
-  for i in range(n):
-    for _ in range(100):
-      k = synthetic.shake_psf_with_extent(rng, rng.uniform(*extent))
-      if k.shape[0] <= size:
-        break
-    else:
-      raise ValueError(f"--kernel_size {size} is too small for shakes of extent {extent} px "
-                       f"(last PSF drawn: {k.shape[0]} px); raise it.")
-    o = (size - k.shape[0]) // 2
-    pool[i, o:o + k.shape[0], o:o + k.shape[1]] = k
-  return pool
 
 
 def blur(sharp: np.ndarray, psf: np.ndarray) -> np.ndarray:
@@ -159,6 +135,7 @@ def main(argv=None):
 
   config = gradnet_small.get_config()
   config.model.scales = 1
+  config.model.coarse_down = 0  # the one net alone (the config adds a coarse pass)
   config.model.update(json.loads(args.model_options))
   gen = generator_from_config(config)
   head = KernelHead(args.kernel_size)

@@ -16,7 +16,8 @@ from scratch at 1/`--down` of the resolution on Boracchi-Foi shake, where a 25-6
 shake is 6-15 px, and finds that the blind problem learns slowly: +0.60 dB on
 `synthetic_strong`'s `strong_shake` after 8,000 steps of batch 32 on the 2-core CPU.
 Its pairs come from a Python thread (scipy convolutions), which an accelerator would
-wait on. Here every step draws its pairs inside the compiled step, on the device:
+wait on. Here every step draws its pairs inside the compiled step, on the device
+(`flax_gradnet/data/device_pairs.py`, which `main` runs as `config.coarse_task`):
 
 * the training photographs (the built-in ones never held out, plus `--photo_dir`),
   area-downsampled by `--down` (or by each factor of `--photo_scales`: more
@@ -65,18 +66,21 @@ import optax
 from flax import serialization
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blind_probe import blur, downsample, psf_pool  # noqa: E402  pylint: disable=g-import-not-at-top
+from blind_probe import blur  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from configs import gradnet_small  # noqa: E402
 from flax_gradnet import losses, metrics  # noqa: E402
+from flax_gradnet.data.device_pairs import (  # noqa: E402
+    downsample, dihedral, make_pairs, photo_bank, shake_pool)
 from flax_gradnet.models.factory import generator_from_config  # noqa: E402
 from flax_gradnet.models.generator import area_downsample, upsample_bilinear  # noqa: E402
 
 
 def model_config(model_options: dict):
-  """`configs/gradnet_small.py`'s net as one pass, with `model_options` over it."""
+  """`configs/gradnet_small.py`'s full-resolution net alone, one pass, with `model_options` over it."""
   config = gradnet_small.get_config()
   config.model.scales = 1
+  config.model.coarse_down = 0  # the one net alone (the config adds a coarse pass)
   config.model.update(model_options)
   return config
 
@@ -107,13 +111,6 @@ def load_photos(args) -> tuple[list[np.ndarray], list[np.ndarray]]:
   return train, heldout
 
 
-def dihedral(pool: np.ndarray) -> np.ndarray:
-  """Each PSF in its 8 rotations and flips: [8n, K, K]."""
-  out = [np.rot90(pool, r, axes=(1, 2)) for r in range(4)]
-  out += [o[:, :, ::-1] for o in out]
-  return np.ascontiguousarray(np.concatenate(out), np.float32)
-
-
 def psnr01(a: np.ndarray, b: np.ndarray) -> float:
   """PSNR (dB) of float images in [0, 1], `a` clipped to that range first."""
   return float(metrics.psnr(np.clip(a, 0.0, 1.0), b, data_range=1.0))
@@ -123,81 +120,22 @@ def _dtype(tree) -> np.dtype:
   return jax.tree_util.tree_leaves(tree)[0].dtype
 
 
-def make_batch(key, photos, sizes, psfs, *, batch: int, crop: int, noise: float,
-               augment: bool = False, p_sharp: float = 0.0, blur: str = "conv"):
-  """One batch of (blurry, sharp) in [-1, 1], drawn on the device.
-
-  photos: [P, Hmax, Wmax, 3] float32 in [0, 1] (zero-padded); sizes: [P, 2] int32;
-  psfs: [Q, K, K]. A crop of side `crop + K - 1` is blurred 'valid' to `crop`;
-  `augment` turns each crop by one of the square's 8 rotations and flips first;
-  a share `p_sharp` of the pairs gets the identity PSF (no blur, noise only).
-  `blur`: "conv" (one grouped convolution; what the H200 runs used) or "fft" (the
-  same function through FFTs: XLA's CPU backend runs grouped convolutions slowly).
-  """
-  k = psfs.shape[-1]
-  side = crop + k - 1
-  kp, kt, kl, kk, kn, ks = jax.random.split(key, 6)
-  idx = jax.random.randint(kp, (batch,), 0, photos.shape[0])
-  hw = sizes[idx]
-  top = jnp.floor(jax.random.uniform(kt, (batch,)) * (hw[:, 0] - side + 1)).astype(jnp.int32)
-  left = jnp.floor(jax.random.uniform(kl, (batch,)) * (hw[:, 1] - side + 1)).astype(jnp.int32)
-  regions = jax.vmap(lambda i, t, l: jax.lax.dynamic_slice(photos[i], (t, l, 0), (side, side, 3)))(
-      idx, top, left)  # [B, side, side, 3]
-  if augment:
-    ka, key = jax.random.split(key)
-    turns = [lambda r, k=k: jnp.rot90(r, k) for k in range(4)]
-    turns += [lambda r, k=k: jnp.rot90(r, k)[:, ::-1] for k in range(4)]
-    which = jax.random.randint(ka, (batch,), 0, 8)
-    regions = jax.vmap(lambda w, r: jax.lax.switch(w, turns, r))(which, regions)
-  kk, k_sharp = jax.random.split(kk)
-  kern = psfs[jax.random.randint(kk, (batch,), 0, psfs.shape[0])]  # [B, K, K]
-  if p_sharp > 0:
-    delta = jnp.zeros((k, k), kern.dtype).at[k // 2, k // 2].set(1.0)
-    sharp_pair = jax.random.uniform(k_sharp, (batch, 1, 1)) < p_sharp
-    kern = jnp.where(sharp_pair, delta, kern)
-  if blur == "conv":
-    # One grouped convolution: channel (b, c) of the input meets pair b's PSF.
-    lhs = regions.transpose(1, 2, 0, 3).reshape(1, side, side, batch * 3)
-    rhs = jnp.repeat(kern[:, ::-1, ::-1], 3, axis=0).transpose(1, 2, 0)[:, :, None, :]  # [K, K, 1, 3B]
-    blurred = jax.lax.conv_general_dilated(
-        lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=batch * 3, precision=jax.lax.Precision.HIGHEST)
-    blurred = blurred.reshape(crop, crop, batch, 3).transpose(2, 0, 1, 3)
-  elif blur == "fft":
-    # The circular convolution of size `side` equals the linear one wherever the
-    # kernel does not wrap: the 'valid' part, from index K - 1 on.
-    spectrum = jnp.fft.rfft2(regions, axes=(1, 2)) * jnp.fft.rfft2(kern, s=(side, side))[..., None]
-    blurred = jnp.fft.irfft2(spectrum, s=(side, side), axes=(1, 2))[:, k - 1:, k - 1:]
-  else:
-    raise ValueError(f"blur must be 'conv' or 'fft', got {blur!r}")
-  sigma = jax.random.uniform(ks, (batch, 1, 1, 1)) * noise
-  blurred = jnp.clip(blurred + sigma * jax.random.normal(kn, blurred.shape), 0.0, 1.0)
-  o = k // 2
-  sharp = regions[:, o:o + crop, o:o + crop]
-  return blurred * 2 - 1, sharp * 2 - 1
-
-
 def train(args) -> None:
   os.makedirs(args.out, exist_ok=True)
   options = json.loads(args.model_options)
   gen = generator_from_config(model_config(options))
 
   train_photos, heldout = load_photos(args)
-  side = args.crop + args.kernel_size - 1
-  small = [downsample(p, f) for p in train_photos for f in (args.photo_scales or [args.down])]
-  small = [p for p in small if min(p.shape[:2]) >= side]
-  if not small:
-    raise SystemExit(f"no training photograph is at least {side} px at 1/{args.down}")
-  hmax, wmax = max(p.shape[0] for p in small), max(p.shape[1] for p in small)
-  photos = np.zeros((len(small), hmax, wmax, 3), np.float32)
-  for i, p in enumerate(small):
-    photos[i, :p.shape[0], :p.shape[1]] = p
-  sizes = np.array([p.shape[:2] for p in small], np.int32)
-  psfs = dihedral(psf_pool(args.pool, tuple(args.extent), args.kernel_size, args.seed))
+  try:
+    photos, sizes = photo_bank(train_photos, args.photo_scales or [args.down],
+                               args.crop + args.kernel_size - 1)
+  except ValueError as e:
+    raise SystemExit(str(e)) from e
+  psfs = dihedral(shake_pool(args.pool, tuple(args.extent), args.kernel_size, args.seed))
 
   # Validation at the probe's scale, as blind_probe.py: held-out photographs under
   # 4 PSFs of another seed, reflect-padded, 'valid' convolution, half the noise.
-  val_psfs = psf_pool(4, tuple(args.extent), args.kernel_size, args.seed + 1000)
+  val_psfs = shake_pool(4, tuple(args.extent), args.kernel_size, args.seed + 1000)
   vrng = np.random.default_rng(12345)
   o = args.kernel_size // 2
   val = []  # (blurry batch in [-1, 1], sharp in [0, 1], the blurry image's PSNR)
@@ -225,7 +163,7 @@ def train(args) -> None:
   def one_step(carry, _):
     params, opt, ema, key = carry
     key, sub = jax.random.split(key)
-    x, y = make_batch(sub, photos_d, sizes_d, psfs_d, batch=args.batch, crop=args.crop,
+    x, y = make_pairs(sub, photos_d, sizes_d, psfs_d, batch=args.batch, crop=args.crop,
                       noise=args.noise, augment=args.augment, p_sharp=args.p_sharp,
                       blur=args.blur)
     loss, grads = jax.value_and_grad(
@@ -289,7 +227,7 @@ def train(args) -> None:
   jax.block_until_ready(out)
   params, opt, ema, key, _ = out
   ema = params
-  log({"args": vars(args), "device": str(jax.devices()[0]), "params": n_params, "photos": len(small),
+  log({"args": vars(args), "device": str(jax.devices()[0]), "params": n_params, "photos": len(photos),
        "compile_s": round(time.time() - t_c, 1), "model_options": options})
   trained, step, losses_since, next_eval = 0.0, 0, [], args.eval_every
   while trained < args.seconds:  # the budget counts training calls, not evaluations

@@ -13,6 +13,11 @@ blur kind the PSNR gain over the blurry input of
 * "full-res pass alone": the same weights run as one pass (`scales=1`) on
   the whole image.
 
+For a generator with a coarse pass of its own (`model.coarse_down` = c), prints
+"coarse pass alone" (the blurry image plus the coarse net's upsampled
+correction at 1/c), "full-res pass alone" (the full-resolution net without
+it) and "both (the model)".
+
 A model whose coarse passes learnt nothing shows "chain to 1/4" near +0.00 and
 "full-res pass alone" near its whole gain; that is what the multi-scale loss
 (`config.scale_loss_weight`) is for. Every output goes through the model's
@@ -33,7 +38,7 @@ import numpy as np
 
 from flax_gradnet import inference, metrics
 from flax_gradnet.data import pipeline
-from flax_gradnet.models.generator import scale_targets, upsample_bilinear
+from flax_gradnet.models.generator import coarse_correction, scale_targets, upsample_bilinear
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -67,6 +72,23 @@ def pass_outputs(model, params, x: np.ndarray) -> dict[str, np.ndarray]:
   return out
 
 
+def coarse_pass_outputs(model, params, x: np.ndarray) -> dict[str, np.ndarray]:
+  """{label: full-size image} of a model with a coarse pass (`coarse_down`), for
+  one float [H, W, 3] image in [-1, 1]: each pass alone and both."""
+  batch = x[None]
+  full = model.clone(coarse_down=0)
+  full_params = {k: v for k, v in params.items() if k != "coarse"}
+  return {"coarse pass alone": np.asarray(_coarse_alone(model, params, batch))[0],
+          "full-res pass alone": np.asarray(_one_pass(full, full_params, batch))[0],
+          "both (the model)": np.asarray(_one_pass(model, params, batch))[0]}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _coarse_alone(model, params, x):
+  net = lambda z: model.apply({"params": params}, z, coarse_only=True)
+  return x + coarse_correction(net, x, int(model.coarse_down))
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _all_scales(model, params, x):
   return model.apply({"params": params}, x, all_scales=True)
@@ -94,7 +116,8 @@ def main(argv=None) -> int:
   model, params, restored = inference.restore(args.workdir, model=args.model, step=args.step)
   if args.scales is not None:
     model = model.clone(scales=args.scales)
-  if int(getattr(model, "scales", 1)) < 2:
+  coarse = int(getattr(model, "coarse_down", 0) or 0) >= 2 and args.scales is None
+  if int(getattr(model, "scales", 1)) < 2 and not coarse:
     print(f"{restored} runs one pass (model.scales = 1): nothing to split; give --scales=N to "
           "run it as N passes.", file=sys.stderr)
     return 2
@@ -104,15 +127,20 @@ def main(argv=None) -> int:
   gains = collections.defaultdict(list)
   for ex, x, y in float_pairs(source, stride):
     base = psnr(x, y)
-    for label, out in pass_outputs(model, params, x).items():
+    split = coarse_pass_outputs if coarse else pass_outputs
+    for label, out in split(model, params, x).items():
       if sigma > 0:
         out = inference.keep_input_low_frequencies(out, x, sigma)
       gains[(ex.get("family", "all"), label)].append(psnr(out, y) - base)
-  print(f"{restored} as {model.scales} passes, {args.dataset}; PSNR gain over the blurry input, dB "
+  shape = (f"a coarse pass at 1/{model.coarse_down} and a full one" if coarse
+            else f"{model.scales} passes")
+  print(f"{restored} as {shape}, {args.dataset}; PSNR gain over the blurry input, dB "
         f"(low-frequency step {sigma:g} px)")
-  # Coarse to fine, then the one-pass comparison.
-  labels = [f"chain to 1/{2**k}" for k in range(int(model.scales) - 1, -1, -1)]
-  labels.append("full-res pass alone")
+  if coarse:
+    labels = ["coarse pass alone", "full-res pass alone", "both (the model)"]
+  else:  # coarse to fine, then the one-pass comparison
+    labels = [f"chain to 1/{2**k}" for k in range(int(model.scales) - 1, -1, -1)]
+    labels.append("full-res pass alone")
   for family in sorted({f for f, _ in gains}):
     for label in labels:
       g = gains[(family, label)]

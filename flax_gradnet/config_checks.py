@@ -45,7 +45,9 @@ def batch_shares(batch_size: int, num_devices: int | None = None,
 # Fields a resumed run must keep: they shape the saved state (both networks, and
 # Adam's moments, whose meaning b1 and b2 set) or the data stream that the saved
 # iterator state indexes. Run length, learning rates, logging, evaluation and
-# paths may change between restarts.
+# paths may change between restarts, and so may config.coarse_task (its pairs are
+# drawn from the step and the seed, not from a saved iterator: e.g. a larger batch
+# on an accelerator).
 RESUME_FIXED_FIELDS = ("model", "critic_features", "critic_layers", "critic_batches", "b1",
                        "b2", "batch_size", "dataset", "dataset_options", "crop_size", "seed")
 
@@ -115,6 +117,8 @@ def preflight(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> Non
     raise ValueError(f"config.scale_loss_weight={weight} weighs the coarse passes' losses, but "
                      f"config.model.scales={config.model.get('scales', 1)} has none: set "
                      "model.scales >= 2 or scale_loss_weight = 0.")
+  from flax_gradnet.data import device_pairs  # pylint: disable=g-import-not-at-top
+  device_pairs.check_coarse_task(config)
   from flax_gradnet import inference  # pylint: disable=g-import-not-at-top
   inference.Options.from_config(config)  # config.inference: known fields, valid values
   budget = config.get("train_seconds", 0.0)

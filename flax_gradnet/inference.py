@@ -713,6 +713,9 @@ def pass_bytes_per_pixel(model: Any, ensemble: bool | str = False) -> float | No
   # Coarse-to-fine passes (`scales`) run one after the other; each finer one holds
   # the coarser pass's output too, a few floats a pixel (the constant covers them).
   floats *= 1.0 if int(getattr(model, "scales", 1)) == 1 else 1.0 + 1.0 / 3.0
+  # A coarse pass (`coarse_down` = c) holds its own activations at 1/c**2 of the pixels.
+  coarse = int(getattr(model, "coarse_down", 0) or 0)
+  floats *= 1.0 if coarse < 2 else 1.0 + 1.0 / coarse**2
   members = 1 if kind == "off" else ENSEMBLE_MEMBERS
   return 4.0 * members * floats
 
@@ -762,9 +765,11 @@ def make_deblur_fn(model: Any, params: Any, *, ensemble: bool | str = False,
 
 def model_stride(model: Any) -> int:
   """The generator's total stride, 2**num_levels (2 levels for a module
-  without the field) times 2**(scales - 1) for coarse-to-fine passes: tiles
-  are multiples of it."""
-  return 2 ** (int(getattr(model, "num_levels", 2)) + int(getattr(model, "scales", 1)) - 1)
+  without the field) times 2**(scales - 1) for coarse-to-fine passes, or times
+  `coarse_down` for a coarse pass when that is larger: tiles are multiples of it."""
+  levels = 2 ** int(getattr(model, "num_levels", 2))
+  return levels * max(2 ** (int(getattr(model, "scales", 1)) - 1),
+                      int(getattr(model, "coarse_down", 0) or 0))
 
 
 def deblur_fn_for(model: Any, params: Any, options: Options = PAPER_PROTOCOL) -> DeblurFn:

@@ -94,7 +94,8 @@ def _critic_scores(critic_apply: Callable, params: Any, x: jax.Array) -> jax.Arr
 
 
 def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
-               content_fn: Callable, *, generator_apply: Callable, critic_apply: Callable,
+               content_fn: Callable, coarse_task: Any = None, *, generator_apply: Callable,
+               critic_apply: Callable,
                cfg: StepConfig, adversarial: bool = True,
                axis_name: str | None = None) -> tuple[GANState, dict[str, jax.Array]]:
   """One generator update preceded by `cfg.critic_steps` critic updates.
@@ -115,6 +116,12 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
       positionally as a `jax.tree_util.Partial` (as `make_content_fn` returns)
       so the VGG19 weights it holds are arguments of the compiled step rather
       than tens of MB of constants baked into it.
+    coarse_task: None, or a `data.device_pairs.CoarseTask` (an argument, like
+      `content_fn`: its photographs are leaves) for a generator with a coarse
+      pass (`model.coarse_down`): the step draws a batch of its pairs on the
+      device and adds `coarse_task.weight * alpha * L_content(G_coarse(blurry),
+      sharp)` (term "coarse_task", unweighted), so the coarse pass learns at its
+      own scale.
     cfg: loss weights and loop settings.
     adversarial: False skips the critic and the adversarial term (the
       content/gradient warm-up some trainers run before the GAN starts).
@@ -143,6 +150,10 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
                               critic_params=critic.params, content_fn=content_fn,
                               generator_apply=generator_apply, critic_apply=critic_apply,
                               cfg=cfg, gamma=gamma)
+  if coarse_task is not None:
+    loss_fn = functools.partial(_with_coarse_task, loss_fn, coarse_task=coarse_task,
+                                key=jax.random.fold_in(rng, 2), content_fn=content_fn,
+                                generator_apply=generator_apply, alpha=cfg.content_weight)
   (g_loss, terms), g_grads = jax.value_and_grad(loss_fn, has_aux=True)(state.generator.params)
   g_grads = _pmean(g_grads, axis_name)
   generator = state.generator.apply_gradients(grads=g_grads)
@@ -256,6 +267,20 @@ def _generator_loss(params: Any, *, blur: jax.Array, sharp: jax.Array, critic_pa
     terms["scale_content"] = coarse
     total = total + cfg.scale_loss_weight * cfg.content_weight * coarse
   return total, terms
+
+
+def _with_coarse_task(loss_fn: Callable, params: Any, *, coarse_task: Any, key: jax.Array,
+                      content_fn: Callable, generator_apply: Callable,
+                      alpha: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`loss_fn(params)` plus the coarse pass's own task: coarse_task.weight * alpha
+  * content loss of the coarse net alone (`coarse_only=True`) on a batch of
+  pairs drawn on the device at its scale (`CoarseTask.pairs(key)`)."""
+  total, terms = loss_fn(params)
+  blurry, sharp = coarse_task.pairs(key)
+  out = generator_apply({"params": params}, blurry, coarse_only=True)
+  term = jnp.asarray(content_fn(out, sharp), jnp.float32)
+  terms = dict(terms, coarse_task=term)
+  return total + coarse_task.weight * alpha * term, terms
 
 
 def _vgg_content_loss(variables, pred, target, *, layer: str):

@@ -36,7 +36,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flax_gradnet import workdir as workdir_lib
 from flax_gradnet import checkpoints, config_checks, evaluation, steps, stopping, writers
-from flax_gradnet.data import pipeline
+from flax_gradnet.data import device_pairs, pipeline
 
 # clu.metric_writers (which periodic_actions imports) needs TensorFlow unless
 # `writers` has stood in for its TensorBoard writer first.
@@ -141,6 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLik
   config_checks.preflight(config, workdir)  # nothing is written before these checks pass
   _, per_device = config_checks.batch_shares(config.batch_size)
   content_fn = steps.make_content_fn(config)
+  coarse_task = device_pairs.coarse_task_from_config(config)  # None unless config.coarse_task
   workdir.mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
   writer = writers.create_writer(os.fspath(workdir), just_logging=not is_chief)
@@ -178,12 +179,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLik
     _log_models(config, state, writer)
 
   step_fn, replicated = _make_step_fn(config, generator, critic, train_iter)
-  state, content_fn, step_rng = _replicate((state, content_fn, step_rng), replicated)
+  state, content_fn, coarse_task, step_rng = _replicate(
+      (state, content_fn, coarse_task, step_rng), replicated)
   run = _Run(config=config, workdir=workdir, writer=writer, manager=manager,
              train_iter=train_iter, eval_source=eval_source, generator=generator,
              schedules=schedules, total_steps=total_steps, is_chief=is_chief)
   return _train_loop(run, state, initial_step,
-                     functools.partial(step_fn, rng=step_rng, content_fn=content_fn),
+                     functools.partial(step_fn, rng=step_rng, content_fn=content_fn,
+                                       coarse_task=coarse_task),
                      progress=progress)
 
 
@@ -215,7 +218,8 @@ def _log_models(config: ml_collections.ConfigDict, state: steps.GANState, writer
 
 def _make_step_fn(config: ml_collections.ConfigDict, generator, critic,
                   train_iter: pipeline.TrainIterator) -> tuple[Callable, NamedSharding]:
-  """(`step_fn(state, step, *, rng, content_fn) -> (state, metrics)`, the replicated sharding).
+  """(`step_fn(state, step, *, rng, content_fn, coarse_task) -> (state, metrics)`, the
+  replicated sharding).
 
   `step_fn` draws the step's global batch and runs the compiled warm-up step
   (steps up to config.adversarial_warmup_steps) or the GAN step on it.
@@ -232,21 +236,23 @@ def _make_step_fn(config: ml_collections.ConfigDict, generator, critic,
   warmup_step = _compile_step(config, generator, critic, mesh, adversarial=False, fresh=fresh)
   next_batch = _batch_reader(config, train_iter, mesh, fresh=fresh)
 
-  def step_fn(state, step, *, rng, content_fn):
+  def step_fn(state, step, *, rng, content_fn, coarse_task=None):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       warm = step <= config.adversarial_warmup_steps
       batch = next_batch(adversarial=not warm)
-      return (warmup_step if warm else train_step)(state, batch, rng, content_fn)
+      return (warmup_step if warm else train_step)(state, batch, rng, content_fn, coarse_task)
 
   return step_fn, NamedSharding(mesh, P())
 
 
 def _compile_step(config: ml_collections.ConfigDict, generator, critic, mesh: jax.sharding.Mesh,
                   *, adversarial: bool, fresh: bool) -> Callable:
-  """`steps.train_step` jitted over `mesh`: state, rng and content_fn replicated
-  (content_fn is an argument, so its VGG19 weights are replicated once rather
-  than baked into the compiled step), the batch sharded on "data"; the state
-  is donated."""
+  """`steps.train_step` jitted over `mesh`: state, rng, content_fn and the coarse
+  task replicated (content_fn and the coarse task are arguments, so the VGG19
+  weights and the coarse task's photographs are replicated once rather than
+  baked into the compiled step), the batch sharded on "data"; the state is
+  donated. The coarse task's pairs are drawn whole on every device (its batch
+  is not split)."""
   replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   fn = functools.partial(steps.train_step, generator_apply=generator.apply,
                          critic_apply=critic.apply, cfg=steps.StepConfig.from_config(config),
@@ -255,7 +261,8 @@ def _compile_step(config: ml_collections.ConfigDict, generator, critic, mesh: ja
   if fresh and adversarial:
     critic_data = NamedSharding(mesh, P(None, "data"))
     batch_sharding.update(critic_blur=critic_data, critic_sharp=critic_data)
-  return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated),
+  return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated,
+                                   replicated),
                  out_shardings=replicated, donate_argnums=(0,))
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from scipy import ndimage
 
 from flax_gradnet import inference
-from flax_gradnet.data import online, pipeline, strong, synthetic
+from flax_gradnet.data import device_pairs, online, pipeline, strong, synthetic
 from flax_gradnet.models import Generator
 
 
@@ -221,7 +221,9 @@ def test_scale_passes_splits_a_coarse_to_fine_model_into_its_chain():
   """experiments/scale_passes.py: the chain to 1/1 is the model's output, the chain
   to the coarsest scale is the blurry image plus that pass's upsampled correction
   (numpy: block means, then the generator's own bilinear upsampling), and the
-  one-pass comparison is the same weights at scales=1."""
+  one-pass comparison is the same weights at scales=1. For a coarse pass of its
+  own: that pass alone is the blurry image plus its upsampled correction, the
+  full pass alone the net without it, and the model their corrections added."""
   sp = _experiment("scale_passes")
   from flax_gradnet.models.generator import upsample_bilinear  # pylint: disable=g-import-not-at-top
   model = Generator(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4,
@@ -240,6 +242,16 @@ def test_scale_passes_splits_a_coarse_to_fine_model_into_its_chain():
   np.testing.assert_allclose(out["chain to 1/2"], want, atol=1e-5)
   with pytest.raises(SystemExit):  # one pass has nothing to split
     sp.main(["--model=gradnet_s_lf", "--scales=1"])
+  # A coarse pass of its own (coarse_down = 2): each pass alone, and both.
+  two = Generator(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4,
+                  num_paths=2, num_recurrences=2, residual=True, coarse_down=2)
+  p2 = {"coarse": params, **jax.tree.map(lambda a: a * 1.1, dict(params))}
+  out = sp.coarse_pass_outputs(two, p2, x)
+  one = model.clone(scales=1)
+  full = np.asarray(one.apply({"params": {k: v for k, v in p2.items() if k != "coarse"}}, x[None]))[0]
+  np.testing.assert_allclose(out["coarse pass alone"], want, atol=1e-5)  # params at 1/2, as above
+  np.testing.assert_allclose(out["full-res pass alone"], full, atol=1e-5)
+  np.testing.assert_allclose(out["both (the model)"], np.clip(full + want - x, -1, 1), atol=1e-5)
   # PSNR of [-1, 1] images: an offset of 0.2 is 0.1 of the range -> 20 dB.
   np.testing.assert_allclose(sp.psnr(np.zeros((4, 4, 3)) + 0.2, np.zeros((4, 4, 3))), 20.0)
   # uint8 pairs as floats in [-1, 1] (0 -> -1, 255 -> 1), cropped to the stride.
@@ -249,11 +261,10 @@ def test_scale_passes_splits_a_coarse_to_fine_model_into_its_chain():
   assert (blurry == -1).all() and (sharp == 1).all() and blurry.dtype == np.float32
 
 
-def test_blind_probe_blurs_like_a_direct_convolution_and_centres_its_psfs(monkeypatch):
+def test_blind_probe_blurs_like_a_direct_convolution(monkeypatch):
   """experiments/blind_probe.py: its 'valid' blur is scipy.ndimage's correlation
   with the flipped PSF (a direct sum, not an FFT) cropped to the valid part; its
-  downsampling is numpy block means; each pooled PSF sums to 1 with its centroid
-  on the centre pixel; a PSF pool that cannot fit is refused with a message."""
+  downsampling and PSF pool are the package's (tests/test_device_pairs.py)."""
   bp = _experiment("blind_probe", monkeypatch)
   rng = np.random.default_rng(0)
   image = rng.uniform(0, 1, (20, 23, 3))
@@ -264,17 +275,7 @@ def test_blind_probe_blurs_like_a_direct_convolution_and_centres_its_psfs(monkey
   for c in range(3):
     want = ndimage.correlate(image[..., c], psf[::-1, ::-1], mode="constant")[2:-2, 2:-2]
     np.testing.assert_allclose(out[..., c], want, atol=1e-10)
-  u8 = rng.integers(0, 256, (9, 10, 3), dtype=np.uint8)
-  np.testing.assert_allclose(bp.downsample(u8, 2), u8[:8, :10].reshape(4, 2, 5, 2, 3).mean(axis=(1, 3)) / 255.0,
-                             atol=1e-6)
-  pool = bp.psf_pool(6, (4.0, 6.0), 13, seed=0)
-  assert pool.shape == (6, 13, 13)
-  np.testing.assert_allclose(pool.sum(axis=(1, 2)), 1.0, atol=1e-5)
-  yy, xx = np.mgrid[0:13, 0:13]
-  for k in pool:
-    assert abs((k * yy).sum() - 6) < 0.5 and abs((k * xx).sum() - 6) < 0.5
-  with pytest.raises(ValueError, match="kernel_size"):
-    bp.psf_pool(1, (12.0, 12.0), 5, seed=0)
+  assert bp.psf_pool is device_pairs.shake_pool and bp.downsample is device_pairs.downsample
 
 
 def test_band_fusion_takes_the_coarse_band_from_the_half_pass_and_picks_its_threshold():
@@ -320,70 +321,6 @@ def test_band_fusion_takes_the_coarse_band_from_the_half_pass_and_picks_its_thre
   assert bf.best_threshold([(1.0, -0.1), (2.0, -1.0)]) == float("inf")
   assert bf._family_of("00000007_astronaut_jit_strong_shake") == "strong_shake"  # pylint: disable=protected-access
   assert bf._family_of("00000008_dead_leaves_shake") == "shake"  # pylint: disable=protected-access
-
-
-def test_gpu_blind_batches_match_scipy_valid_convolution():
-  """experiments/gpu_blind.py draws its pairs on the device: a photograph's crop,
-  a PSF of the pool (one grouped convolution for the batch), noise. With one
-  photograph exactly a crop's size, one PSF and no noise, every blurry image is
-  scipy's 'valid' convolution of the photograph with that PSF, and every sharp one
-  the photograph's centre."""
-  from scipy import signal  # pylint: disable=g-import-not-at-top
-  gb = _experiment("gpu_blind")
-  rng = np.random.default_rng(3)
-  crop, k = 10, 5
-  photo = rng.uniform(0, 1, (crop + k - 1, crop + k - 1, 3)).astype(np.float32)
-  psf = rng.uniform(0, 1, (k, k)).astype(np.float32)
-  psf[0, 0] = 3.0  # not symmetric: a flipped kernel would not pass
-  psf /= psf.sum()
-
-  def one_photo(seed=0, batch=3, **options):  # the photograph and the PSF alone
-    return gb.make_batch(jax.random.PRNGKey(seed), jnp.asarray(photo[None]),
-                         jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
-                         jnp.asarray(psf[None]), batch=batch, crop=crop, noise=0.0, **options)
-
-  blurry, sharp = one_photo()
-  want = np.stack([signal.fftconvolve(photo[..., c], psf, mode="valid") for c in range(3)], -1)
-  for b in range(3):
-    np.testing.assert_allclose((np.asarray(blurry[b]) + 1) / 2, want, atol=1e-5)
-    np.testing.assert_allclose((np.asarray(sharp[b]) + 1) / 2, photo[2:2 + crop, 2:2 + crop], atol=1e-6)
-  blurry_fft, _ = one_photo(blur="fft")
-  for b in range(3):
-    np.testing.assert_allclose((np.asarray(blurry_fft[b]) + 1) / 2, want, atol=1e-5)
-  with pytest.raises(ValueError, match="blur must be"):
-    one_photo(batch=1, blur="wiener")
-  # p_sharp = 1: every pair is left unblurred (the identity PSF).
-  blurry, sharp = one_photo(p_sharp=1.0)
-  np.testing.assert_allclose(np.asarray(blurry), np.asarray(sharp), atol=1e-6)
-  # augment: each sharp crop is one of the centre's 8 rotations and flips.
-  _, sharp = one_photo(seed=2, batch=16, augment=True)
-  centre = photo[2:2 + crop, 2:2 + crop]
-  turns = [np.rot90(centre, r) for r in range(4)] + [np.rot90(centre, r)[:, ::-1] for r in range(4)]
-  seen = {int(np.argmin([np.abs((np.asarray(s) + 1) / 2 - t).max() for t in turns])) for s in sharp}
-  for s in sharp:
-    assert min(np.abs((np.asarray(s) + 1) / 2 - t).max() for t in turns) < 1e-6
-  assert len(seen) > 2
-  # Several photographs and PSFs: each pair is some photograph's crop under some PSF.
-  pool = gb.dihedral(np.stack([psf, np.eye(k, dtype=np.float32) / k]))
-  assert pool.shape == (16, k, k)
-  np.testing.assert_allclose(pool[2], np.rot90(psf), atol=0)  # [rotation][psf]
-  np.testing.assert_allclose(pool[8], psf[:, ::-1], atol=0)
-  big = rng.uniform(0, 1, (2, 30, 40, 3)).astype(np.float32)
-  big[1, 20:] = 0.0  # the second photograph is 20 x 40: its padding must never be read
-  blurry, sharp = gb.make_batch(jax.random.PRNGKey(1), jnp.asarray(big), jnp.asarray([[30, 40], [20, 40]]),
-                                jnp.asarray(pool), batch=16, crop=crop, noise=0.0)
-  for b in range(16):
-    s = (np.asarray(sharp[b]) + 1) / 2
-    assert s.min() > 0.0  # padding is 0; the photographs' pixels are not
-    found = [(i, t, l) for i in range(2) for t in range(big.shape[1] - crop - k + 2)
-             for l in range(big.shape[2] - crop - k + 2)
-             if np.allclose(big[i, t + 2:t + 2 + crop, l + 2:l + 2 + crop], s, atol=1e-6)]
-    assert len(found) == 1
-    i, t, l = found[0]
-    region = big[i, t:t + crop + k - 1, l:l + crop + k - 1]
-    blurs = [np.stack([signal.fftconvolve(region[..., c], q, mode="valid") for c in range(3)], -1)
-             for q in pool]
-    assert min(np.abs((np.asarray(blurry[b]) + 1) / 2 - w).max() for w in blurs) < 1e-5
 
 
 def test_gpu_blind_trains_saves_and_evaluates(tmp_path, capsys):

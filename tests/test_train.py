@@ -241,7 +241,9 @@ def test_main_trains_without_tensorflow_or_tfds(tmp_path):
   """`python -m flax_gradnet.main` with `tensorflow` and `tensorflow_datasets`
   blocked from import (as where they are not installed): it trains on
   synthetic_online, writes the metrics to the log, and leaves config.json and a
-  checkpoint that restores."""
+  checkpoint that restores. The model has a coarse pass trained by its own task
+  (`--config.model.coarse_down`, `--config.coarse_task.*`: pairs drawn in the
+  step, data/device_pairs.py), whose loss term reaches the log."""
   workdir = tmp_path / "no_tf"
   loaded = tmp_path / "loaded.txt"
   code = (
@@ -262,7 +264,11 @@ def test_main_trains_without_tensorflow_or_tfds(tmp_path):
       [sys.executable, "-c", code, "--config=tests/tiny_config.py:online",
        f"--workdir={workdir}", "--config.num_train_steps=2", "--config.eval_every_steps=2",
        "--config.log_every_steps=1", "--config.num_eval_images=1",
-       "--config.num_image_summaries=0", "--config.critic_steps=1"],
+       "--config.num_image_summaries=0", "--config.critic_steps=1",
+       "--config.model.coarse_down=2", "--config.coarse_task.weight=1.0",
+       "--config.coarse_task.batch=2", "--config.coarse_task.crop=8",
+       "--config.coarse_task.kernel_size=9", "--config.coarse_task.pool=2",
+       "--config.coarse_task.extent=(1.0, 3.0)", "--config.coarse_task.photo_scales=(8,)"],
       cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert loaded.read_text() == "[]"  # nothing of either was imported
@@ -270,7 +276,9 @@ def test_main_trains_without_tensorflow_or_tfds(tmp_path):
   assert (workdir / "config.json").is_file()
   assert workdir_lib.saved_steps(str(workdir)) == [2]
   assert checkpoints.restore_weights(str(workdir)).step == 2
-  assert "train/generator_loss=" in (workdir / "train.INFO").read_text()
+  log = (workdir / "train.INFO").read_text()
+  assert "train/generator_loss=" in log and "train/generator_coarse_task=" in log
+  assert checkpoints.restore_weights(str(workdir)).params["coarse"]
   assert not list(workdir.glob("events.out.tfevents*"))
 
 

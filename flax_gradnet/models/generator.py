@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -105,6 +106,19 @@ class Generator(nn.Module):
   1/4 of the resolution (experiments/wiener_bound.py --band): what strong blur
   leaves recoverable lies at low frequencies. Cost: 1 + 1/4 + 1/16 + ... passes.
 
+  `coarse_down` = f >= 2 (not in the paper) adds a coarse pass with *its own*
+  weights: a second U-Net of the same fields (submodule "coarse") on the image
+  area-downsampled by f, whose correction, bilinearly upsampled, is added to
+  the full-resolution output: y = G(x) + up(G_c(down x) - down x), clipped to
+  [-1, 1]. Where `scales` shares one set of weights between the scales (and its
+  coarse passes learnt almost nothing from the full-resolution loss alone,
+  docs/models.md), this pass can be trained at its own scale on pairs made
+  there (`data.device_pairs`, config.coarse_task), and added it does not
+  disturb the full pass where it has nothing to correct (the H200 runs of
+  docs/models.md: strong shake +0.11 -> +0.84 dB, mild blur unchanged).
+  `__call__(x, coarse_only=True)` runs the coarse net alone on `x` (its own
+  scale). Cost: 1/f**2 of a pass more.
+
   Attributes:
     base_features: channels of the first encoder stage (64).
     gradientnet_features: channels inside GradientNet.
@@ -153,16 +167,20 @@ class Generator(nn.Module):
   # Coarse-to-fine passes of the one U-Net (not in the paper; 1 = the paper's single
   # pass). See the class docstring.
   scales: int = 1
+  # > 1: a coarse pass with its own weights at 1/coarse_down of the resolution, its
+  # correction added (class docstring); 0 = none (the paper).
+  coarse_down: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, all_scales: bool = False):
+  def __call__(self, x: jax.Array, all_scales: bool = False, coarse_only: bool = False):
     """The deblurred image [N, H, W, C]; with `all_scales=True` a tuple of every
     pass's output, coarse to fine (`scales` of them), for multi-scale losses: the
     coarse pass k (1/2**k resolution) at the image's size padded to a multiple
     of 2**(scales - 1), divided by 2**k (`scale_targets` makes its targets), the
-    last one the deblurred image itself."""
+    last one the deblurred image itself (with `coarse_down`, the sum).
+    `coarse_only=True` (needs `coarse_down`): the coarse net's output on `x`."""
     if self.channels < 1:
       raise ValueError(f"channels must be >= 1, got {self.channels}")
     if x.ndim != 4 or x.shape[-1] != self.channels:
@@ -180,6 +198,21 @@ class Generator(nn.Module):
     if self.scales > 1 and self.stats_window > 0:
       raise ValueError("Test-time local statistics (stats_window > 0) are not available with "
                        f"scales = {self.scales} > 1 (each scale would need its own window).")
+    if self.coarse_down == 1 or self.coarse_down < 0:
+      raise ValueError(f"coarse_down must be 0 (no coarse pass) or >= 2, got {self.coarse_down}")
+    if self.coarse_down and self.stats_window > 0:
+      raise ValueError("Test-time local statistics (stats_window > 0) are not available with "
+                       f"a coarse pass (coarse_down = {self.coarse_down}).")
+    if coarse_only and not self.coarse_down:
+      raise ValueError("coarse_only=True needs a generator with a coarse pass (coarse_down >= 2)")
+    coarse = None
+    if self.coarse_down:
+      fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("parent", "name")}
+      fields.update(coarse_down=0, scales=1)
+      coarse = Generator(**fields, name="coarse")  # its own weights
+      if coarse_only:
+        return coarse(x)
     inputs = jnp.asarray(x, self.dtype)
     # Every submodule is made once, by name, and called at each scale (one set of weights).
     made = {}
@@ -190,20 +223,23 @@ class Generator(nn.Module):
       return made[name]
 
     if self.scales == 1:
-      y = self._unet(inputs, make)
-      return (y,) if all_scales else y
-    # Coarse to fine (`scales`): pad to a multiple of 2**(scales - 1), then from the
-    # coarsest scale up, each pass reads the blurry image at its scale plus the
-    # upsampled correction (output - input) of the pass below it.
-    h, w = x.shape[1:3]
-    pyramid = scale_targets(inputs, self.scales)
-    previous, outputs = None, []
-    for xs in pyramid:
-      if previous is not None:
-        xs = jnp.clip(xs + upsample_bilinear(previous[1] - previous[0], 2), -1.0, 1.0)
-      previous = (xs, self._unet(xs, make))
-      outputs.append(previous[1])
-    outputs[-1] = outputs[-1][:, :h, :w, :]
+      outputs = [self._unet(inputs, make)]
+    else:
+      # Coarse to fine (`scales`): pad to a multiple of 2**(scales - 1), then from the
+      # coarsest scale up, each pass reads the blurry image at its scale plus the
+      # upsampled correction (output - input) of the pass below it.
+      h, w = x.shape[1:3]
+      pyramid = scale_targets(inputs, self.scales)
+      previous, outputs = None, []
+      for xs in pyramid:
+        if previous is not None:
+          xs = jnp.clip(xs + upsample_bilinear(previous[1] - previous[0], 2), -1.0, 1.0)
+        previous = (xs, self._unet(xs, make))
+        outputs.append(previous[1])
+      outputs[-1] = outputs[-1][:, :h, :w, :]
+    if coarse is not None:
+      outputs[-1] = jnp.clip(outputs[-1] + coarse_correction(coarse, inputs, self.coarse_down),
+                             -1.0, 1.0)
     return tuple(outputs) if all_scales else outputs[-1]
 
   def _unet(self, inputs: jax.Array, make) -> jax.Array:
@@ -281,6 +317,16 @@ class Generator(nn.Module):
     if self.residual:
       y = jnp.clip(y + inputs, -1.0, 1.0)
     return y
+
+
+def coarse_correction(coarse_net, x: jax.Array, factor: int) -> jax.Array:
+  """up(G_c(down x) - down x) at `x`'s size: the correction a net run on `x`
+  area-downsampled by `factor` (after edge padding to a multiple of it) makes,
+  bilinearly upsampled and cropped back."""
+  h, w = x.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (0, (-h) % factor), (0, (-w) % factor), (0, 0)), mode="edge")
+  small = area_downsample(padded, factor)
+  return upsample_bilinear(coarse_net(small) - small, factor)[:, :h, :w, :]
 
 
 def scale_targets(x: jax.Array, scales: int) -> list[jax.Array]:

@@ -1,0 +1,249 @@
+"""Pairs drawn on the device (data/device_pairs.py), the generator's coarse pass
+of its own (`model.coarse_down`) and the step's coarse task."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from scipy import signal
+
+from configs import default
+from flax_gradnet import inference, losses, steps
+from flax_gradnet.data import device_pairs as dp
+from flax_gradnet.models import Generator
+from flax_gradnet.models.critic import PatchCritic
+from flax_gradnet.models.generator import upsample_bilinear
+
+TINY = dict(base_features=4, gradientnet_features=4, num_mbrbs=1, ca_reduction=4, num_paths=2,
+            num_recurrences=1, norm="none", residual=True, zero_init_output=True,
+            upsample="pixel_shuffle", padding_mode="zeros")
+
+
+def test_pairs_match_scipy_valid_convolution():
+  """A photograph's crop, a PSF of the pool (one grouped convolution for the
+  batch, or FFTs), noise. With one photograph exactly a crop's size, one PSF and
+  no noise, every blurry image is scipy's 'valid' convolution of the photograph
+  with that PSF, and every sharp one the photograph's centre."""
+  rng = np.random.default_rng(3)
+  crop, k = 10, 5
+  photo = rng.uniform(0, 1, (crop + k - 1, crop + k - 1, 3)).astype(np.float32)
+  psf = rng.uniform(0, 1, (k, k)).astype(np.float32)
+  psf[0, 0] = 3.0  # not symmetric: a flipped kernel would not pass
+  psf /= psf.sum()
+
+  def one_photo(seed=0, batch=3, **options):  # the photograph and the PSF alone
+    return dp.make_pairs(jax.random.PRNGKey(seed), jnp.asarray(photo[None]),
+                         jnp.asarray([[crop + k - 1, crop + k - 1]], jnp.int32),
+                         jnp.asarray(psf[None]), batch=batch, crop=crop, noise=0.0, **options)
+
+  blurry, sharp = one_photo()
+  want = np.stack([signal.fftconvolve(photo[..., c], psf, mode="valid") for c in range(3)], -1)
+  for b in range(3):
+    np.testing.assert_allclose((np.asarray(blurry[b]) + 1) / 2, want, atol=1e-5)
+    np.testing.assert_allclose((np.asarray(sharp[b]) + 1) / 2, photo[2:2 + crop, 2:2 + crop], atol=1e-6)
+  blurry_fft, _ = one_photo(blur="fft")
+  for b in range(3):
+    np.testing.assert_allclose((np.asarray(blurry_fft[b]) + 1) / 2, want, atol=1e-5)
+  with pytest.raises(ValueError, match="blur must be"):
+    one_photo(batch=1, blur="wiener")
+  # p_sharp = 1: every pair is left unblurred (the identity PSF).
+  blurry, sharp = one_photo(p_sharp=1.0)
+  np.testing.assert_allclose(np.asarray(blurry), np.asarray(sharp), atol=1e-6)
+  # augment: each sharp crop is one of the centre's 8 rotations and flips.
+  _, sharp = one_photo(seed=2, batch=16, augment=True)
+  centre = photo[2:2 + crop, 2:2 + crop]
+  turns = [np.rot90(centre, r) for r in range(4)] + [np.rot90(centre, r)[:, ::-1] for r in range(4)]
+  seen = {int(np.argmin([np.abs((np.asarray(s) + 1) / 2 - t).max() for t in turns])) for s in sharp}
+  for s in sharp:
+    assert min(np.abs((np.asarray(s) + 1) / 2 - t).max() for t in turns) < 1e-6
+  assert len(seen) > 2
+  # Several photographs and PSFs: each pair is some photograph's crop under some PSF.
+  pool = dp.dihedral(np.stack([psf, np.eye(k, dtype=np.float32) / k]))
+  assert pool.shape == (16, k, k)
+  np.testing.assert_allclose(pool[2], np.rot90(psf), atol=0)  # [rotation][psf]
+  np.testing.assert_allclose(pool[8], psf[:, ::-1], atol=0)
+  big = rng.uniform(0.01, 1, (2, 30, 40, 3)).astype(np.float32)
+  big[1, 20:] = 0.0  # the second photograph is 20 x 40: its padding must never be read
+  blurry, sharp = dp.make_pairs(jax.random.PRNGKey(1), jnp.asarray(big),
+                                jnp.asarray([[30, 40], [20, 40]]), jnp.asarray(pool), batch=16,
+                                crop=crop, noise=0.0)
+  for b in range(16):
+    s = (np.asarray(sharp[b]) + 1) / 2
+    assert s.min() > 0.0  # padding is 0; the photographs' pixels are not
+    found = [(i, t, l) for i in range(2) for t in range(big.shape[1] - crop - k + 2)
+             for l in range(big.shape[2] - crop - k + 2)
+             if np.allclose(big[i, t + 2:t + 2 + crop, l + 2:l + 2 + crop], s, atol=1e-6)]
+    assert len(found) == 1
+    i, t, l = found[0]
+    region = big[i, t:t + crop + k - 1, l:l + crop + k - 1]
+    blurs = [np.stack([signal.fftconvolve(region[..., c], q, mode="valid") for c in range(3)], -1)
+             for q in pool]
+    assert min(np.abs((np.asarray(blurry[b]) + 1) / 2 - w).max() for w in blurs) < 1e-5
+
+
+def test_downsample_shake_pool_and_photo_bank():
+  """Block means in numpy; each pooled PSF sums to 1 with its centroid on the
+  centre pixel; a pool that cannot fit is refused; the bank holds every
+  photograph at every scale that is large enough, zero-padded, with its size."""
+  rng = np.random.default_rng(0)
+  u8 = rng.integers(0, 256, (9, 10, 3), dtype=np.uint8)
+  np.testing.assert_allclose(dp.downsample(u8, 2),
+                             u8[:8, :10].reshape(4, 2, 5, 2, 3).mean(axis=(1, 3)) / 255.0, atol=1e-6)
+  pool = dp.shake_pool(6, (4.0, 6.0), 13, seed=0)
+  assert pool.shape == (6, 13, 13)
+  np.testing.assert_allclose(pool.sum(axis=(1, 2)), 1.0, atol=1e-5)
+  yy, xx = np.mgrid[0:13, 0:13]
+  for k in pool:
+    assert abs((k * yy).sum() - 6) < 0.5 and abs((k * xx).sum() - 6) < 0.5
+  np.testing.assert_array_equal(dp.shake_pool(6, (4.0, 6.0), 13, seed=0), pool)  # seeded
+  with pytest.raises(ValueError, match="kernel_size"):
+    dp.shake_pool(1, (12.0, 12.0), 5, seed=0)
+
+  photos = [rng.integers(0, 256, (40, 60, 3), dtype=np.uint8),
+            rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)]
+  bank, sizes = dp.photo_bank(photos, (2, 3), min_side=10)
+  # 40x60 at 1/2 and 1/3, 24x30 at 1/2 (12x15); 24x30 at 1/3 (8x10) is too small.
+  np.testing.assert_array_equal(sizes, [[20, 30], [13, 20], [12, 15]])
+  assert bank.shape == (3, 20, 30, 3) and bank.dtype == np.float32
+  np.testing.assert_allclose(bank[2, :12, :15], dp.downsample(photos[1], 2))
+  assert not bank[2, 12:].any() and not bank[2, :, 15:].any()
+  with pytest.raises(ValueError, match="at least 30 px"):
+    dp.photo_bank(photos, (2,), min_side=30)
+
+
+def test_coarse_pass_adds_its_upsampled_correction_with_its_own_weights():
+  """y = G(x) + up(G_c(down x) - down x), clipped: G_c a second net of the same
+  fields under "coarse", down the block means of the edge-padded image (numpy
+  here), the correction cropped back; the untrained model is the identity;
+  `coarse_only` is G_c alone; the stride and memory estimate count the pass."""
+  model = Generator(**TINY, coarse_down=4)
+  x = np.random.default_rng(0).uniform(-0.9, 0.9, (1, 21, 30, 3)).astype(np.float32)
+  params = model.init(jax.random.PRNGKey(0), jnp.asarray(x))["params"]
+  np.testing.assert_allclose(np.asarray(model.apply({"params": params}, x)), x, atol=1e-6)
+  params = jax.tree.map(lambda a: a + 0.02 * np.random.default_rng(a.size).standard_normal(a.shape)
+                        .astype(np.float32), params)
+  full = Generator(**TINY)
+  full_params = {k: v for k, v in params.items() if k != "coarse"}
+  assert set(full_params) == set(full.init(jax.random.PRNGKey(0), jnp.asarray(x))["params"])
+  padded = np.pad(x, ((0, 0), (0, 3), (0, 2), (0, 0)), mode="edge")  # to 24 x 32
+  small = padded.reshape(1, 6, 4, 8, 4, 3).mean(axis=(2, 4))
+  coarse_out = np.asarray(full.apply({"params": params["coarse"]}, small))
+  correction = np.asarray(upsample_bilinear(jnp.asarray(coarse_out - small), 4))[:, :21, :30]
+  want = np.clip(np.asarray(full.apply({"params": full_params}, x)) + correction, -1, 1)
+  np.testing.assert_allclose(np.asarray(model.apply({"params": params}, x)), want, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(model.apply({"params": params}, small, coarse_only=True)),
+                             coarse_out, atol=1e-6)
+  assert inference.model_stride(model) == 16 and inference.model_stride(full) == 4
+  assert inference.pass_bytes_per_pixel(model, "off") > inference.pass_bytes_per_pixel(full, "off")
+  with pytest.raises(ValueError, match="coarse_down must be"):
+    Generator(**TINY, coarse_down=1).init(jax.random.PRNGKey(0), jnp.asarray(x))
+  with pytest.raises(ValueError, match="coarse_only=True needs"):
+    full.apply({"params": full_params}, x, coarse_only=True)
+
+
+def _task(**options) -> dp.CoarseTask:
+  photos = np.random.default_rng(1).uniform(0, 1, (2, 24, 24, 3)).astype(np.float32)
+  psfs = dp.dihedral(dp.shake_pool(2, (2.0, 3.0), 7, seed=0))
+  return dp.CoarseTask(photos=jnp.asarray(photos), sizes=jnp.asarray([[24, 24], [20, 24]]),
+                       psfs=jnp.asarray(psfs), batch=2, crop=8, **options)
+
+
+def test_train_step_adds_the_weighted_coarse_task_and_trains_the_coarse_net_by_it():
+  """The generator loss with a coarse task is alpha * the content loss of the
+  output plus weight * alpha * the content loss of the coarse net alone on
+  `CoarseTask.pairs` of the step's key (reported as "coarse_task"); the pairs
+  depend on the step."""
+  model = Generator(**TINY, coarse_down=2)
+  critic = PatchCritic(features=4, num_layers=1)
+  tx = optax.sgd(0.0)  # no update: the losses of one state compared
+  state = steps.create_state(jax.random.PRNGKey(0), model, critic, image_size=16,
+                             generator_tx=tx, critic_tx=tx)
+  state = state.replace(generator=state.generator.replace(params=jax.tree.map(
+      lambda a: a + 0.01, state.generator.params)))
+  rng = np.random.default_rng(2)
+  batch = {k: jnp.asarray(rng.uniform(-1, 1, (2, 16, 16, 3)), jnp.float32) for k in ("blur", "sharp")}
+  content = jax.tree_util.Partial(losses.pixel_content_loss)
+  cfg = steps.StepConfig(content_weight=3.0, gradient_weight=0.0, adversarial_weight=0.0)
+  run = jax.jit(functools.partial(steps.train_step, generator_apply=model.apply,
+                                  critic_apply=critic.apply, cfg=cfg))
+  key = jax.random.PRNGKey(5)
+  task = _task(weight=0.5)
+  _, metrics = run(state, batch, key, content, task)
+  params = state.generator.params
+  blurry, sharp = task.pairs(jax.random.fold_in(jax.random.fold_in(key, 0), 2))
+  apply = jax.jit(model.apply, static_argnames="coarse_only")
+  term = float(losses.pixel_content_loss(apply({"params": params}, blurry, coarse_only=True), sharp))
+  without = 3.0 * float(losses.pixel_content_loss(apply({"params": params}, batch["blur"]),
+                                                  batch["sharp"]))
+  assert term > 0
+  np.testing.assert_allclose(float(metrics["generator_coarse_task"]), term, rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["generator_loss"]), without + 0.5 * 3.0 * term,
+                             rtol=1e-5)
+  # The coarse task's gradient reaches the coarse net's weights only.
+  grads = jax.jit(jax.grad(lambda p: losses.pixel_content_loss(
+      model.apply({"params": p}, blurry, coarse_only=True), sharp)))(params)
+  assert all(not np.asarray(g).any() for g in jax.tree.leaves(
+      {k: v for k, v in grads.items() if k != "coarse"}))
+  assert any(np.asarray(g).any() for g in jax.tree.leaves(grads["coarse"]))
+  later = task.pairs(jax.random.fold_in(jax.random.fold_in(key, 1), 2))  # the next step's
+  assert not np.allclose(np.asarray(later[1]), np.asarray(sharp))
+
+
+def _config(**task):
+  config = default.get_config()
+  config.model.coarse_down = 4
+  config.coarse_task.weight = 1.0
+  config.coarse_task.update(task)
+  return config
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(weight=-1.0), "coarse_task.weight must be >= 0"),
+    (dict(extent=(5.0, 2.0)), "coarse_task.extent"),
+    (dict(p_sharp=1.5), "coarse_task.p_sharp"),
+    (dict(blur="wiener"), "coarse_task.blur"),
+    (dict(batch=0), "coarse_task.batch"),
+    (dict(photo_scales=(0,)), "coarse_task.photo_scales"),
+])
+def test_bad_coarse_task_fields_are_named(change, match):
+  with pytest.raises(ValueError, match=match):
+    dp.check_coarse_task(_config(**change))
+
+
+def test_coarse_task_needs_a_coarse_pass_and_an_existing_photo_dir(tmp_path):
+  config = _config()
+  config.model.coarse_down = 0
+  with pytest.raises(ValueError, match="model.coarse_down=0 gives it none"):
+    dp.check_coarse_task(config)
+  config = _config()
+  config.dataset_options = ml_collections.ConfigDict({"photo_dir": str(tmp_path / "missing")})
+  with pytest.raises(FileNotFoundError, match="photo_dir"):
+    dp.check_coarse_task(config)
+  config = _config()
+  config.coarse_task.weight = 0.0
+  assert dp.coarse_task_from_config(config) is None
+
+
+def test_coarse_task_from_config_reads_the_training_photographs(monkeypatch, tmp_path):
+  """The built-in training photographs plus photo_dir's, at each scale; the PSF
+  pool in its 8 rotations and flips; the settings carried over."""
+  from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  monkeypatch.setattr(online, "training_photographs",
+                      lambda: {"a": rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)})
+  monkeypatch.setattr(online, "folder_photographs",
+                      lambda path: {"b": rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)})
+  (tmp_path / "photos").mkdir()
+  config = _config(photo_scales=(2, 4), crop=8, kernel_size=7, pool=3, extent=(1.0, 2.0),
+                   batch=5, blur="fft")
+  config.dataset_options = ml_collections.ConfigDict({"photo_dir": str(tmp_path / "photos")})
+  task = dp.coarse_task_from_config(config)
+  np.testing.assert_array_equal(task.sizes, [[32, 48], [16, 24], [40, 40], [20, 20]])
+  assert task.psfs.shape == (24, 7, 7)
+  assert (task.batch, task.crop, task.blur, task.weight) == (5, 8, "fft", 1.0)
+  blurry, sharp = task.pairs(jax.random.PRNGKey(0))
+  assert blurry.shape == sharp.shape == (5, 8, 8, 3)
