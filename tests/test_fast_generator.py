@@ -137,6 +137,7 @@ def test_shipped_configs_equal_the_reference(config_name, random_params):
             for k, v in load_config_file(config_name).model.to_dict().items()}
   x = _inputs((1, 29, 37, 3))
   assert fields.pop("scales") == 1  # the reference is one pass; coarse to fine: test_generator
+  assert fields.pop("coarse_down") == 0  # no coarse pass (tests/test_device_pairs.py)
   fast, slow = fast_generator.Generator(**fields), ref.Generator(**fields)
   variables = random_params(slow, x)
   np.testing.assert_allclose(np.asarray(jax.jit(fast.apply)(variables, x)),
