@@ -73,7 +73,8 @@ from flax_gradnet import losses, metrics  # noqa: E402
 from flax_gradnet.data.device_pairs import (  # noqa: E402
     downsample, dihedral, make_pairs, photo_bank, shake_pool)
 from flax_gradnet.models.factory import generator_from_config  # noqa: E402
-from flax_gradnet.models.generator import area_downsample, upsample_bilinear  # noqa: E402
+from flax_gradnet.models.generator import (  # noqa: E402
+    area_downsample, coarse_correction, upsample_bilinear)
 
 
 def model_config(model_options: dict):
@@ -254,10 +255,7 @@ def train(args) -> None:
 def coarse_pass(apply, params, blurry: np.ndarray, down: int) -> np.ndarray:
   """x + up(G(down x) - down x) for a uint8 [H, W, 3] image: float [H, W, 3] in [-1, 1]."""
   xb = jnp.asarray(blurry[None], jnp.float32) / 127.5 - 1
-  h, w = xb.shape[1:3]
-  xp = jnp.pad(xb, ((0, 0), (0, (-h) % down), (0, (-w) % down), (0, 0)), mode="edge")
-  xd = area_downsample(xp, down)
-  corr = upsample_bilinear(apply(params, xd) - xd, down)[:, :h, :w]
+  corr = coarse_correction(lambda z: apply(params, z), xb, down)
   return np.asarray(jnp.clip(xb + corr, -1, 1)[0])
 
 
@@ -299,8 +297,7 @@ def combined_gains(apply, params, pairs, down: int, shipped) -> dict[str, list[f
   for ex, x, y in float_pairs(pairs, max(4 * down, 2 * stride)):
     b = jnp.asarray(x)[None]
     c1 = full_pass(b) - b
-    bd = area_downsample(b, down)
-    cu = upsample_bilinear(apply(params, bd) - bd, down)
+    cu = coarse_correction(lambda z: apply(params, z), b, down)
     family = ex.get("family") or _family_of(str(ex["name"]))
     base = psnr(x, y)
     for label, o in (("coarse", b + cu), ("full", b + c1), ("fuse", b + band(cu) + c1 - band(c1)),

@@ -175,11 +175,17 @@ class CoarseTask:
                       blur=self.blur)
 
 
+def _enabled_task(config: Any) -> Any:
+  """config.coarse_task when it is on (a weight other than 0), else None."""
+  task = config.get("coarse_task")
+  return task if task is not None and task.get("weight", 0.0) else None
+
+
 def check_coarse_task(config: Any) -> None:
   """Raises a one-line error naming the field when config.coarse_task cannot run.
   Reads nothing."""
-  task = config.get("coarse_task")
-  if task is None or not task.get("weight", 0.0):
+  task = _enabled_task(config)
+  if task is None:
     return
   down = int(config.model.get("coarse_down", 0))
   if down < 2:
@@ -217,8 +223,8 @@ def coarse_task_from_config(config: Any) -> CoarseTask | None:
   `pool` shakes of `extent` px (at the coarse scale) in their 8 rotations and
   flips, drawn from `seed`. Every process builds the same one."""
   check_coarse_task(config)
-  task = config.get("coarse_task")
-  if task is None or not task.get("weight", 0.0):
+  task = _enabled_task(config)
+  if task is None:
     return None
   from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
   photos = list(online.training_photographs().values())

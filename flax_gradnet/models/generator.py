@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -207,10 +206,8 @@ class Generator(nn.Module):
       raise ValueError("coarse_only=True needs a generator with a coarse pass (coarse_down >= 2)")
     coarse = None
     if self.coarse_down:
-      fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("parent", "name")}
-      fields.update(coarse_down=0, scales=1)
-      coarse = Generator(**fields, name="coarse")  # its own weights
+      # The same fields, one pass, no coarse pass of its own; its own weights.
+      coarse = self.clone(parent=self, name="coarse", coarse_down=0, scales=1)
       if coarse_only:
         return coarse(x)
     inputs = jnp.asarray(x, self.dtype)
