@@ -108,7 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
   # content loss of the coarse net alone on them. weight 0 = off.
   config.coarse_task = ml_collections.ConfigDict()
   config.coarse_task.weight = 0.0  # 0 = off
-  config.coarse_task.batch = 32  # pairs drawn per generator step (not split over devices)
+  config.coarse_task.batch = 32  # pairs per generator step, split over the devices (a multiple)
   config.coarse_task.crop = 48  # their side, at the coarse scale
   config.coarse_task.photo_scales = (3, 4, 5, 6)  # each photograph area-downsampled by each
   config.coarse_task.extent = (0.5, 15.0)  # shake extent range, px at the coarse scale

@@ -11,6 +11,7 @@ resumed only with the values of `RESUME_FIXED_FIELDS` it was trained with
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import jax
@@ -93,7 +94,8 @@ def preflight(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> Non
     ValueError: the workdir is a file; the batch does not divide over the
       devices; the workdir's checkpoints were trained with other values of
       `RESUME_FIXED_FIELDS` (its config.json is left as it is).
-    FileNotFoundError: the content loss needs VGG19 weights that are missing.
+    FileNotFoundError: the content loss needs VGG19 weights that are missing;
+      config.dataset_options.photo_dir is not a folder.
   """
   workdir = workdir_lib.workdir_path(workdir)
   workdir_lib.check_folder(workdir)
@@ -117,6 +119,11 @@ def preflight(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> Non
     raise ValueError(f"config.scale_loss_weight={weight} weighs the coarse passes' losses, but "
                      f"config.model.scales={config.model.get('scales', 1)} has none: set "
                      "model.scales >= 2 or scale_loss_weight = 0.")
+  photo_dir = config.get("dataset_options", {}).get("photo_dir", "")
+  if photo_dir and not os.path.isdir(os.path.expanduser(photo_dir)):
+    raise FileNotFoundError(f"config.dataset_options.photo_dir={photo_dir!r} is not a folder: "
+                            "fill one with experiments/fetch_photos.sh DIR (docs/data.md) or "
+                            "your own photographs, or leave the field empty.")
   from flax_gradnet.data import device_pairs  # pylint: disable=g-import-not-at-top
   device_pairs.check_coarse_task(config)
   from flax_gradnet import inference  # pylint: disable=g-import-not-at-top

@@ -97,7 +97,8 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
                content_fn: Callable, coarse_task: Any = None, *, generator_apply: Callable,
                critic_apply: Callable,
                cfg: StepConfig, adversarial: bool = True,
-               axis_name: str | None = None) -> tuple[GANState, dict[str, jax.Array]]:
+               axis_name: str | None = None,
+               coarse_sharding: Any = None) -> tuple[GANState, dict[str, jax.Array]]:
   """One generator update preceded by `cfg.critic_steps` critic updates.
 
   Args:
@@ -127,6 +128,11 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
       content/gradient warm-up some trainers run before the GAN starts).
     axis_name: a named mapped axis (shard_map) over which gradients and metrics
       are averaged; None (default) under jit, where the batch is one global array.
+    coarse_sharding: under jit over several devices, the sharding of the coarse
+      task's pairs on their batch axis (e.g. `NamedSharding(mesh, P("data"))`):
+      its pairs are drawn from the replicated key, and this constraint lets XLA
+      split their drawing and the coarse net's work over the devices instead of
+      repeating the whole batch on each. None: no constraint.
 
   Returns:
     The new state and a dict of scalar metrics (averaged over devices). A state
@@ -153,7 +159,8 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
   if coarse_task is not None:
     loss_fn = functools.partial(_with_coarse_task, loss_fn, coarse_task=coarse_task,
                                 key=jax.random.fold_in(rng, 2), content_fn=content_fn,
-                                generator_apply=generator_apply, alpha=cfg.content_weight)
+                                generator_apply=generator_apply, alpha=cfg.content_weight,
+                                sharding=coarse_sharding)
   (g_loss, terms), g_grads = jax.value_and_grad(loss_fn, has_aux=True)(state.generator.params)
   g_grads = _pmean(g_grads, axis_name)
   generator = state.generator.apply_gradients(grads=g_grads)
@@ -271,12 +278,15 @@ def _generator_loss(params: Any, *, blur: jax.Array, sharp: jax.Array, critic_pa
 
 def _with_coarse_task(loss_fn: Callable, params: Any, *, coarse_task: Any, key: jax.Array,
                       content_fn: Callable, generator_apply: Callable,
-                      alpha: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+                      alpha: float, sharding: Any = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """`loss_fn(params)` plus the coarse pass's own task: coarse_task.weight * alpha
   * content loss of the coarse net alone (`coarse_only=True`) on a batch of
-  pairs drawn on the device at its scale (`CoarseTask.pairs(key)`)."""
+  pairs drawn on the device at its scale (`CoarseTask.pairs(key)`), constrained
+  to `sharding` when given."""
   total, terms = loss_fn(params)
   blurry, sharp = coarse_task.pairs(key)
+  if sharding is not None:
+    blurry, sharp = jax.lax.with_sharding_constraint((blurry, sharp), sharding)
   out = generator_apply({"params": params}, blurry, coarse_only=True)
   term = jnp.asarray(content_fn(out, sharp), jnp.float32)
   terms = dict(terms, coarse_task=term)

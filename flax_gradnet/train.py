@@ -251,12 +251,13 @@ def _compile_step(config: ml_collections.ConfigDict, generator, critic, mesh: ja
   task replicated (content_fn and the coarse task are arguments, so the VGG19
   weights and the coarse task's photographs are replicated once rather than
   baked into the compiled step), the batch sharded on "data"; the state is
-  donated. The coarse task's pairs are drawn whole on every device (its batch
-  is not split)."""
+  donated. The coarse task's pairs, drawn from the replicated key, are
+  constrained to the "data" axis, so XLA splits their drawing and the coarse
+  net's work over the devices (config.coarse_task.batch divides over them)."""
   replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   fn = functools.partial(steps.train_step, generator_apply=generator.apply,
                          critic_apply=critic.apply, cfg=steps.StepConfig.from_config(config),
-                         adversarial=adversarial, axis_name=None)
+                         adversarial=adversarial, axis_name=None, coarse_sharding=data)
   batch_sharding = {"blur": data, "sharp": data}
   if fresh and adversarial:
     critic_data = NamedSharding(mesh, P(None, "data"))

@@ -2,6 +2,10 @@
 of its own (`model.coarse_down`) and the step's coarse task."""
 
 import functools
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -214,18 +218,78 @@ def test_bad_coarse_task_fields_are_named(change, match):
     dp.check_coarse_task(_config(**change))
 
 
-def test_coarse_task_needs_a_coarse_pass_and_an_existing_photo_dir(tmp_path):
+def test_coarse_task_needs_a_coarse_pass_and_a_batch_that_splits_over_the_devices():
   config = _config()
   config.model.coarse_down = 0
   with pytest.raises(ValueError, match="model.coarse_down=0 gives it none"):
     dp.check_coarse_task(config)
-  config = _config()
-  config.dataset_options = ml_collections.ConfigDict({"photo_dir": str(tmp_path / "missing")})
-  with pytest.raises(FileNotFoundError, match="photo_dir"):
-    dp.check_coarse_task(config)
+  config = _config(batch=6)
+  dp.check_coarse_task(config, num_devices=2)
+  with pytest.raises(ValueError, match=r"coarse_task.batch=6 must be a multiple of the 4 device"):
+    dp.check_coarse_task(config, num_devices=4)
   config = _config()
   config.coarse_task.weight = 0.0
   assert dp.coarse_task_from_config(config) is None
+
+
+_TWO_DEVICE_SCRIPT = textwrap.dedent("""
+    import functools, jax, jax.numpy as jnp, numpy as np, optax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from flax_gradnet import losses, steps
+    from flax_gradnet.data import device_pairs as dp
+    from flax_gradnet.models import Generator
+    from flax_gradnet.models.critic import PatchCritic
+    assert jax.device_count() == 2
+    model = Generator(**%r, coarse_down=2)
+    critic = PatchCritic(features=4, num_layers=1)
+    tx = optax.sgd(0.1)
+    state = steps.create_state(jax.random.PRNGKey(0), model, critic, image_size=16,
+                               generator_tx=tx, critic_tx=tx)
+    rng = np.random.default_rng(2)
+    batch = {k: jnp.asarray(rng.uniform(-1, 1, (2, 16, 16, 3)), jnp.float32)
+             for k in ("blur", "sharp")}
+    photos = np.random.default_rng(1).uniform(0, 1, (2, 40, 40, 3)).astype(np.float32)
+    task = dp.CoarseTask(photos=jnp.asarray(photos), sizes=jnp.asarray([[40, 40], [36, 40]]),
+                         psfs=jnp.asarray(dp.dihedral(dp.shake_pool(2, (2.0, 3.0), 7, seed=0))),
+                         batch=8, crop=16, weight=0.5)
+    content = jax.tree_util.Partial(losses.pixel_content_loss)
+    cfg = steps.StepConfig(content_weight=3.0, gradient_weight=0.0, adversarial_weight=0.0)
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    results, flops = [], []
+    for sharding in (None, data):
+      run = jax.jit(functools.partial(steps.train_step, generator_apply=model.apply,
+                                      critic_apply=critic.apply, cfg=cfg,
+                                      coarse_sharding=sharding),
+                    in_shardings=(rep, {"blur": data, "sharp": data}, rep, rep, rep),
+                    out_shardings=rep)
+      args = (state, batch, jax.random.PRNGKey(5), content, task)
+      flops.append(run.lower(*args).compile().cost_analysis()["flops"])
+      results.append(run(*args))
+    (whole, m1), (split, m2) = results
+    assert float(m1["generator_coarse_task"]) > 0
+    for k in m1:
+      np.testing.assert_allclose(float(m2[k]), float(m1[k]), rtol=1e-5, err_msg=k)
+    for x, y in zip(jax.tree.leaves(split.generator.params),
+                    jax.tree.leaves(whole.generator.params)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    # Each device's program does less: the pairs and the coarse net's work are split.
+    assert flops[1] < 0.75 * flops[0], flops
+    print("OK", flops)
+""" % (TINY,))
+
+
+def test_coarse_task_split_over_two_devices_matches_the_whole_batch_and_does_less_per_device():
+  """Under jit over two (forced host) devices, `coarse_sharding` constrains the
+  coarse task's pairs to the batch axis: the step's metrics and new weights are
+  those of the unconstrained step, and each device's compiled program counts
+  fewer FLOPs (XLA's cost analysis of the partitioned program)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(filter(None, (
+      os.environ.get("XLA_FLAGS"), "--xla_force_host_platform_device_count=2"))))
+  result = subprocess.run([sys.executable, "-c", _TWO_DEVICE_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "OK" in result.stdout
 
 
 def test_coarse_task_from_config_reads_the_training_photographs(monkeypatch, tmp_path):

@@ -342,6 +342,15 @@ def test_periodic_evaluation_equals_evaluate_under_the_recorded_inference(tmp_pa
   assert abs(metrics["psnr"] - paper["means"]["psnr"]) > 1e-4
 
 
+def test_missing_photo_dir_is_refused_before_training(tmp_path):
+  config = tiny_online_config()
+  config.dataset_options.photo_dir = str(tmp_path / "no_photos")
+  with pytest.raises(FileNotFoundError, match=r"config.dataset_options.photo_dir=.*no_photos.* is "
+                     r"not a folder: fill one with experiments/fetch_photos.sh"):
+    config_checks.preflight(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
 def test_invalid_recorded_inference_is_refused_before_training(tmp_path):
   config = tiny_online_config()
   config.inference.self_ensemble = "twice"

@@ -181,9 +181,9 @@ def _enabled_task(config: Any) -> Any:
   return task if task is not None and task.get("weight", 0.0) else None
 
 
-def check_coarse_task(config: Any) -> None:
-  """Raises a one-line error naming the field when config.coarse_task cannot run.
-  Reads nothing."""
+def check_coarse_task(config: Any, num_devices: int | None = None) -> None:
+  """Raises a one-line error naming the field when config.coarse_task cannot run
+  on `num_devices` (default: all of them). Reads nothing."""
   task = _enabled_task(config)
   if task is None:
     return
@@ -210,10 +210,10 @@ def check_coarse_task(config: Any) -> None:
   if not task.photo_scales or any(int(f) < 1 for f in task.photo_scales):
     raise ValueError("config.coarse_task.photo_scales must be factors >= 1 (e.g. (3, 4, 5, 6)), "
                      f"got {tuple(task.photo_scales)}")
-  photo_dir = config.get("dataset_options", {}).get("photo_dir", "")
-  if photo_dir and not os.path.isdir(os.path.expanduser(photo_dir)):
-    raise FileNotFoundError(f"config.dataset_options.photo_dir={photo_dir!r} is not a folder "
-                            "(the coarse task reads its photographs too)")
+  devices = jax.device_count() if num_devices is None else num_devices
+  if task.batch % devices:
+    raise ValueError(f"config.coarse_task.batch={task.batch} must be a multiple of the {devices} "
+                     "device(s): its pairs are split over them.")
 
 
 def coarse_task_from_config(config: Any) -> CoarseTask | None:
