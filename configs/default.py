@@ -117,6 +117,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.coarse_task.seed = 0  # of the shake pool (the pairs follow config.seed and the step)
   config.coarse_task.noise = 0.005  # Gaussian noise std up to this (fraction of full scale)
   config.coarse_task.p_sharp = 0.15  # share of pairs left unblurred (noise only)
+  config.coarse_task.p_dynamic = 0.0  # share of pairs with a moving object (blur varies)
+  config.coarse_task.object_motion = (2.0, 15.0)  # its straight motion, px at the coarse scale
   config.coarse_task.augment = True  # each crop turned by a random rotation or flip
   config.coarse_task.blur = "conv"  # "conv" (one grouped convolution; GPU/TPU) or "fft" (CPU)
   config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)

@@ -28,7 +28,8 @@ wait on. Here every step draws its pairs inside the compiled step, on the device
   that scale (each in its 8 rotations and flips), a 'valid' per-pair convolution
   (one grouped convolution for the batch, or FFTs with `--blur=fft`, faster on a CPU),
   and Gaussian noise of std up to `--noise`; a share `--p_sharp` of the pairs is
-  left unblurred;
+  left unblurred, and a share `--p_dynamic` gets an object moving `--object_motion`
+  px over the background (blur that varies across the image);
 * `--steps_per_call` steps run in one `lax.scan` (on a CPU give 1: there XLA runs the
   convolutions inside a loop about 25x slower, 9.3 against 0.37 s for the small net's
   step at batch 32 of 48 px on the 2-core development machine); the learning rate follows a cosine
@@ -166,7 +167,8 @@ def train(args) -> None:
     key, sub = jax.random.split(key)
     x, y = make_pairs(sub, photos_d, sizes_d, psfs_d, batch=args.batch, crop=args.crop,
                       noise=args.noise, augment=args.augment, p_sharp=args.p_sharp,
-                      blur=args.blur)
+                      blur=args.blur, p_dynamic=args.p_dynamic,
+                      object_motion=tuple(args.object_motion))
     loss, grads = jax.value_and_grad(
         lambda p: losses.psnr_content_loss(gen.apply({"params": p}, x), y))(params)
     updates, opt = tx.update(grads, opt, params)
@@ -360,6 +362,10 @@ def main(argv=None):
                  help="keep each photograph at each of these 1/f scales (default: --down alone)")
   t.add_argument("--augment", action="store_true", help="rotate and flip each crop at random")
   t.add_argument("--p_sharp", type=float, default=0.0, help="share of pairs left unblurred")
+  t.add_argument("--p_dynamic", type=float, default=0.0,
+                 help="share of pairs with a moving object (device_pairs.layered_blur)")
+  t.add_argument("--object_motion", type=float, nargs=2, default=(2.0, 15.0),
+                 help="the object's straight motion, px at the working scale")
   t.add_argument("--blur", choices=("conv", "fft"), default="conv",
                  help="how the device blurs: a grouped convolution, or FFTs (faster on a CPU)")
   t.add_argument("--init", default="", help="a run folder whose final weights start this run")

@@ -119,6 +119,110 @@ def test_downsample_shake_pool_and_photo_bank():
     dp.photo_bank(photos, (2,), min_side=30)
 
 
+def test_line_psf_is_a_centred_segment():
+  """Analytic cases: length 0 is the identity PSF; a 4-px motion along x (or y)
+  is the 5 pixels of the centre row (column), each 1/5; any length and angle
+  sums to 1 with its centroid on the centre pixel and its spread along the
+  motion growing with the length."""
+  delta = np.zeros((9, 9), np.float32)
+  delta[4, 4] = 1
+  np.testing.assert_allclose(dp.line_psf(0.0, 0.3, 9), delta, atol=1e-7)
+  row = np.zeros((9, 9), np.float32)
+  row[4, 2:7] = 0.2
+  np.testing.assert_allclose(dp.line_psf(4.0, 0.0, 9), row, atol=1e-6)
+  np.testing.assert_allclose(dp.line_psf(4.0, np.pi / 2, 9), row.T, atol=1e-6)
+  yy, xx = np.mgrid[:25, :25] - 12
+  spreads = []
+  for length, angle in ((3.0, 0.4), (9.5, 2.0), (20.0, 4.0)):
+    k = np.asarray(dp.line_psf(length, angle, 25))
+    assert abs(k.sum() - 1) < 1e-5 and k.min() >= 0
+    assert abs((k * yy).sum()) < 1e-4 and abs((k * xx).sum()) < 1e-4
+    along = xx * np.cos(angle) + yy * np.sin(angle)
+    across = -xx * np.sin(angle) + yy * np.cos(angle)
+    spreads.append(np.sqrt((k * along**2).sum()))
+    assert np.sqrt((k * across**2).sum()) < 0.5
+    # A uniform segment of length L has standard deviation L / sqrt(12).
+    assert abs(spreads[-1] - length / np.sqrt(12)) < 0.5
+  assert spreads == sorted(spreads)
+
+
+def test_ellipse_is_synthetic_ellipse_matte():
+  """`ellipse` against the numpy matte the dynamic scenes of synthetic data cut
+  their objects with, given the same draws."""
+  from flax_gradnet.data import synthetic  # pylint: disable=g-import-not-at-top
+  h = w = 30
+  draws = iter([np.array([0.2, 0.3]), 0.4, 0.6, 1.1])
+
+  class Draws:  # stands for the numpy Generator: hands out the values above in order
+    def uniform(self, *args, **kwargs):
+      return next(draws)
+
+  want = synthetic._ellipse_matte(h, w, Draws())  # pylint: disable=protected-access
+  got = dp.ellipse(30, 0.4 * h, 0.6 * w, 0.2 * 30, 0.3 * 30, 1.1)
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+  m = np.asarray(dp.ellipse_matte(jax.random.PRNGKey(0), 40, 30))
+  assert m.shape == (40, 40, 1) and 0 < m.mean() < 1 and m.max() == 1.0
+
+
+@pytest.mark.parametrize("blur", ["conv", "fft"])
+def test_layered_blur_matches_scipy(blur):
+  """blurry = (bg * kb)(1 - m * ko) + (t m) * ko and sharp = bg (1 - m) + t m on
+  the central crop, with scipy's 'valid' convolutions."""
+  rng = np.random.default_rng(4)
+  batch, crop, k = 2, 12, 5
+  side = crop + k - 1
+  bg = rng.uniform(0, 1, (batch, side, side, 3)).astype(np.float32)
+  tex = rng.uniform(0, 1, (batch, side, side, 3)).astype(np.float32)
+  m = rng.uniform(0, 1, (batch, side, side, 1)).astype(np.float32)
+  kb = rng.uniform(0, 1, (batch, k, k)).astype(np.float32)
+  ko = rng.uniform(0, 1, (batch, k, k)).astype(np.float32)
+  kb /= kb.sum(axis=(1, 2), keepdims=True)
+  ko /= ko.sum(axis=(1, 2), keepdims=True)
+  blurry, sharp = dp.layered_blur(jnp.asarray(bg), jnp.asarray(tex), jnp.asarray(m),
+                                  jnp.asarray(kb), jnp.asarray(ko), blur)
+
+  def valid(x, kern):
+    return np.stack([signal.fftconvolve(x[..., c], kern, mode="valid")
+                     for c in range(x.shape[-1])], -1)
+
+  o = k // 2
+  for b in range(batch):
+    front = valid(tex[b] * m[b], ko[b])
+    cover = valid(m[b], ko[b])
+    np.testing.assert_allclose(np.asarray(blurry[b]), valid(bg[b], kb[b]) * (1 - cover) + front,
+                               atol=1e-5)
+    inner = (slice(o, o + crop), slice(o, o + crop))
+    np.testing.assert_allclose(np.asarray(sharp[b]),
+                               bg[b][inner] * (1 - m[b][inner]) + tex[b][inner] * m[b][inner],
+                               atol=1e-6)
+
+
+def test_dynamic_pairs_paste_a_moving_object():
+  """p_dynamic = 1 over a still background (p_sharp = 1, no noise): an object
+  that does not move (object_motion 0) leaves blurry == sharp, with the object
+  in both; one that moves blurs only near itself: the pairs differ on part of
+  the crop and agree elsewhere. p_dynamic = 0 draws the earlier pairs."""
+  rng = np.random.default_rng(5)
+  photos = rng.uniform(0, 1, (3, 40, 40, 3)).astype(np.float32)
+  sizes = np.array([[40, 40]] * 3, np.int32)
+  psfs = dp.dihedral(dp.shake_pool(2, (2.0, 3.0), 9, seed=0))
+  draw = functools.partial(dp.make_pairs, jax.random.PRNGKey(3), jnp.asarray(photos),
+                           jnp.asarray(sizes), jnp.asarray(psfs), batch=6, crop=16, noise=0.0,
+                           p_sharp=1.0, blur="fft")
+  plain_blurry, plain_sharp = draw()
+  np.testing.assert_allclose(np.asarray(plain_blurry), np.asarray(plain_sharp), atol=1e-5)
+  still_blurry, still_sharp = draw(p_dynamic=1.0, object_motion=(0.0, 0.0))
+  np.testing.assert_allclose(np.asarray(still_blurry), np.asarray(still_sharp), atol=1e-5)
+  pasted = np.abs(np.asarray(still_sharp) - np.asarray(plain_sharp)).max(axis=-1) > 1e-4
+  assert 0.02 < pasted.mean() < 0.9  # the objects cover part of each crop
+  moving_blurry, moving_sharp = draw(p_dynamic=1.0, object_motion=(6.0, 8.0))
+  np.testing.assert_array_equal(np.asarray(moving_sharp), np.asarray(still_sharp))
+  moved = np.abs(np.asarray(moving_blurry) - np.asarray(moving_sharp)).max(axis=-1) > 1e-3
+  assert 0.02 < moved.mean() < 0.9
+  for a, b in zip(draw(p_dynamic=0.0), (plain_blurry, plain_sharp)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_coarse_pass_adds_its_upsampled_correction_with_its_own_weights():
   """y = G(x) + up(G_c(down x) - down x), clipped: G_c a second net of the same
   fields under "coarse", down the block means of the edge-padded image (numpy
@@ -212,6 +316,9 @@ def _config(**task):
     (dict(blur="wiener"), "coarse_task.blur"),
     (dict(batch=0), "coarse_task.batch"),
     (dict(photo_scales=(0,)), "coarse_task.photo_scales"),
+    (dict(p_dynamic=-0.1), "coarse_task.p_dynamic"),
+    (dict(p_dynamic=0.3, object_motion=(4.0, 2.0)), "coarse_task.object_motion"),
+    (dict(p_dynamic=0.3, object_motion=(2.0, 30.0)), r"high <= kernel_size - 1 = 24"),
 ])
 def test_bad_coarse_task_fields_are_named(change, match):
   with pytest.raises(ValueError, match=match):
@@ -303,11 +410,12 @@ def test_coarse_task_from_config_reads_the_training_photographs(monkeypatch, tmp
                       lambda path: {"b": rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)})
   (tmp_path / "photos").mkdir()
   config = _config(photo_scales=(2, 4), crop=8, kernel_size=7, pool=3, extent=(1.0, 2.0),
-                   batch=5, blur="fft")
+                   batch=5, blur="fft", p_dynamic=0.5, object_motion=(1.0, 4.0))
   config.dataset_options = ml_collections.ConfigDict({"photo_dir": str(tmp_path / "photos")})
   task = dp.coarse_task_from_config(config)
   np.testing.assert_array_equal(task.sizes, [[32, 48], [16, 24], [40, 40], [20, 20]])
   assert task.psfs.shape == (24, 7, 7)
   assert (task.batch, task.crop, task.blur, task.weight) == (5, 8, "fft", 1.0)
+  assert (task.p_dynamic, task.object_motion) == (0.5, (1.0, 4.0))
   blurry, sharp = task.pairs(jax.random.PRNGKey(0))
   assert blurry.shape == sharp.shape == (5, 8, 8, 3)

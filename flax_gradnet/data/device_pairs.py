@@ -15,7 +15,11 @@ pairs can be made where the step runs, tens of thousands a second:
   convolution for the batch, or FFTs: XLA's CPU backend runs grouped
   convolutions slowly), and Gaussian noise of a random std up to `noise`; a
   share `p_sharp` of the pairs is left unblurred (noise only), so the net
-  learns to leave sharp content alone (`make_pairs`).
+  learns to leave sharp content alone (`make_pairs`);
+* a share `p_dynamic` of the pairs gets an object (an ellipse cut from another
+  crop) moving in a straight line over that background, blurred by its own
+  motion with occlusion (`layered_blur`): blur that varies across the image,
+  as in the dynamic scenes of GOPRO and of `synthetic.dynamic_scene`.
 
 `CoarseTask` holds all of it as one pytree (the arrays are its leaves, the
 sizes static), an argument of the jitted training step: with a generator that
@@ -95,9 +99,92 @@ def photo_bank(photos: Sequence[np.ndarray], scales: Sequence[int],
   return bank, np.array([p.shape[:2] for p in small], np.int32)
 
 
+def valid_blur(regions: jax.Array, kern: jax.Array, blur: str = "conv") -> jax.Array:
+  """'valid' convolution of each [S, S, C] region of `regions` [B, S, S, C] with
+  its own PSF of `kern` [B, K, K]: [B, S-K+1, S-K+1, C]. `blur`: "conv" (one
+  grouped convolution: channel (b, c) meets pair b's PSF) or "fft" (the same
+  through FFTs: XLA's CPU backend runs grouped convolutions slowly)."""
+  if blur not in BLUR_MODES:
+    raise ValueError(f"blur must be one of {BLUR_MODES}, got {blur!r}")
+  batch, side, _, channels = regions.shape
+  k = kern.shape[-1]
+  crop = side - k + 1
+  if blur == "conv":
+    lhs = regions.transpose(1, 2, 0, 3).reshape(1, side, side, batch * channels)
+    rhs = jnp.repeat(kern[:, ::-1, ::-1], channels, axis=0).transpose(1, 2, 0)[:, :, None, :]
+    out = jax.lax.conv_general_dilated(
+        lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=batch * channels, precision=jax.lax.Precision.HIGHEST)
+    return out.reshape(crop, crop, batch, channels).transpose(2, 0, 1, 3)
+  # The circular convolution of size `side` equals the linear one wherever the
+  # kernel does not wrap: the 'valid' part, from index K - 1 on.
+  spectrum = jnp.fft.rfft2(regions, axes=(1, 2)) * jnp.fft.rfft2(kern, s=(side, side))[..., None]
+  return jnp.fft.irfft2(spectrum, s=(side, side), axes=(1, 2))[:, k - 1:, k - 1:]
+
+
+def line_psf(length: jax.Array, angle: jax.Array, size: int) -> jax.Array:
+  """[size, size] PSF of a straight motion of `length` px at `angle` (radians,
+  x to the right, y down), centred on pixel size // 2: each pixel weighs
+  max(0, 1 - its distance to the segment), normalised to sum 1 (an object
+  moving at constant speed over the exposure)."""
+  c = size // 2
+  yy, xx = jnp.mgrid[:size, :size].astype(jnp.float32) - c
+  dx, dy = jnp.cos(angle), jnp.sin(angle)
+  t = jnp.clip(xx * dx + yy * dy, -length / 2, length / 2)  # the nearest point's position
+  dist = jnp.hypot(xx - t * dx, yy - t * dy)
+  w = jnp.maximum(0.0, 1.0 - dist)
+  return w / w.sum()
+
+
+def ellipse(side: int, cy: jax.Array, cx: jax.Array, ry: jax.Array, rx: jax.Array,
+            angle: jax.Array) -> jax.Array:
+  """[side, side, 1] anti-aliased ellipse in [0, 1]: centre (cy, cx), radii
+  (ry, rx) px, turned by `angle`; a 1-px ramp at its edge (the formula of
+  `synthetic._ellipse_matte`, whose dynamic scenes cut their objects so)."""
+  yy, xx = jnp.mgrid[:side, :side].astype(jnp.float32)
+  u = (xx - cx) * jnp.cos(angle) + (yy - cy) * jnp.sin(angle)
+  v = -(xx - cx) * jnp.sin(angle) + (yy - cy) * jnp.cos(angle)
+  r = jnp.sqrt((u / rx) ** 2 + (v / ry) ** 2)
+  return jnp.clip((1.0 - r) * jnp.minimum(rx, ry) + 0.5, 0.0, 1.0)[..., None]
+
+
+def ellipse_matte(key: jax.Array, side: int, crop: int) -> jax.Array:
+  """A random `ellipse` in a window of `side`: radii 12-35% of `crop`, any
+  angle, its centre in the middle 80% of the window's central `crop` square."""
+  kr, kc, ka = jax.random.split(key, 3)
+  ry, rx = jax.random.uniform(kr, (2,), minval=0.12, maxval=0.35) * crop
+  cy, cx = (side - crop) / 2 + jax.random.uniform(kc, (2,), minval=0.1, maxval=0.9) * crop
+  return ellipse(side, cy, cx, ry, rx, jax.random.uniform(ka, (), maxval=jnp.pi))
+
+
+def layered_blur(background: jax.Array, texture: jax.Array, matte: jax.Array,
+                 kb: jax.Array, ko: jax.Array, blur: str = "conv") -> tuple[jax.Array, jax.Array]:
+  """A moving object over a blurred background, the layered model of blur with
+  occlusion: (blurry, sharp) where
+
+    blurry = (background * kb) (1 - matte * ko) + (texture matte) * ko,
+    sharp = background (1 - matte) + texture matte  (its central crop),
+
+  `*` the 'valid' convolution (`valid_blur`), each pair with its own PSFs kb,
+  ko [B, K, K]; background, texture [B, S, S, 3], matte [B, S, S, 1]. Its blur
+  varies across the image (background, object, their edges), as in a dynamic
+  scene; unlike `synthetic.dynamic_scene`'s frames it ignores what the moving
+  object uncovers of the background behind it."""
+  k = kb.shape[-1]
+  crop = background.shape[1] - k + 1
+  bg = valid_blur(background, kb, blur)
+  front = valid_blur(jnp.concatenate([texture * matte, matte], axis=-1), ko, blur)
+  blurry = bg * (1.0 - front[..., 3:]) + front[..., :3]
+  o = k // 2
+  m = matte[:, o:o + crop, o:o + crop]
+  sharp = background[:, o:o + crop, o:o + crop] * (1.0 - m) + texture[:, o:o + crop, o:o + crop] * m
+  return blurry, sharp
+
+
 def make_pairs(key: jax.Array, photos: jax.Array, sizes: jax.Array, psfs: jax.Array, *,
                batch: int, crop: int, noise: float, augment: bool = False,
-               p_sharp: float = 0.0, blur: str = "conv") -> tuple[jax.Array, jax.Array]:
+               p_sharp: float = 0.0, blur: str = "conv", p_dynamic: float = 0.0,
+               object_motion: Sequence[float] = (2.0, 15.0)) -> tuple[jax.Array, jax.Array]:
   """One batch of (blurry, sharp) [batch, crop, crop, 3] in [-1, 1], drawn on the device.
 
   photos: [P, Hmax, Wmax, 3] float32 in [0, 1], zero-padded; sizes: [P, 2] int32
@@ -107,6 +194,12 @@ def make_pairs(key: jax.Array, photos: jax.Array, sizes: jax.Array, psfs: jax.Ar
   flips first; a share `p_sharp` of the pairs gets the identity PSF (noise
   only). `blur`: "conv" (one grouped convolution) or "fft" (the same function
   through FFTs: XLA's CPU backend runs grouped convolutions slowly).
+
+  A share `p_dynamic` of the pairs becomes a dynamic scene (`layered_blur`): an
+  ellipse cut from another random crop of the bank moves over the (shaken or,
+  with p_sharp, still) background along a straight line of `object_motion` px
+  (`line_psf`), so the blur varies across the image. With p_dynamic = 0 (the
+  default) no such draw is made and the pairs are those of earlier versions.
   """
   if blur not in BLUR_MODES:
     raise ValueError(f"blur must be one of {BLUR_MODES}, got {blur!r}")
@@ -130,23 +223,29 @@ def make_pairs(key: jax.Array, photos: jax.Array, sizes: jax.Array, psfs: jax.Ar
     delta = jnp.zeros((k, k), kern.dtype).at[k // 2, k // 2].set(1.0)
     sharp_pair = jax.random.uniform(k_sharp, (batch, 1, 1)) < p_sharp
     kern = jnp.where(sharp_pair, delta, kern)
-  if blur == "conv":
-    # One grouped convolution: channel (b, c) of the input meets pair b's PSF.
-    lhs = regions.transpose(1, 2, 0, 3).reshape(1, side, side, batch * 3)
-    rhs = jnp.repeat(kern[:, ::-1, ::-1], 3, axis=0).transpose(1, 2, 0)[:, :, None, :]
-    blurred = jax.lax.conv_general_dilated(
-        lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=batch * 3, precision=jax.lax.Precision.HIGHEST)
-    blurred = blurred.reshape(crop, crop, batch, 3).transpose(2, 0, 1, 3)
+  if p_dynamic > 0:
+    kd = jax.random.fold_in(key, 1)  # its own stream: the draws above stay as they were
+    kw, kt2, kl2, kmat, klen, kang, kon = jax.random.split(kd, 7)
+    idx2 = jax.random.randint(kw, (batch,), 0, photos.shape[0])
+    hw2 = sizes[idx2]
+    top2 = jnp.floor(jax.random.uniform(kt2, (batch,)) * (hw2[:, 0] - side + 1)).astype(jnp.int32)
+    left2 = jnp.floor(jax.random.uniform(kl2, (batch,)) * (hw2[:, 1] - side + 1)).astype(jnp.int32)
+    texture = jax.vmap(lambda i, t, l: jax.lax.dynamic_slice(photos[i], (t, l, 0),
+                                                             (side, side, 3)))(idx2, top2, left2)
+    matte = jax.vmap(lambda kk_: ellipse_matte(kk_, side, crop))(jax.random.split(kmat, batch))
+    on = jax.random.uniform(kon, (batch, 1, 1, 1)) < p_dynamic
+    matte = jnp.where(on, matte, 0.0)  # no object: the pair is as without
+    lo, hi = object_motion
+    length = jax.random.uniform(klen, (batch,), minval=lo, maxval=hi)
+    angle = jax.random.uniform(kang, (batch,), maxval=2 * jnp.pi)
+    ko = jax.vmap(lambda l_, a_: line_psf(l_, a_, k))(length, angle)
+    blurred, sharp = layered_blur(regions, texture, matte, kern, ko, blur)
   else:
-    # The circular convolution of size `side` equals the linear one wherever the
-    # kernel does not wrap: the 'valid' part, from index K - 1 on.
-    spectrum = jnp.fft.rfft2(regions, axes=(1, 2)) * jnp.fft.rfft2(kern, s=(side, side))[..., None]
-    blurred = jnp.fft.irfft2(spectrum, s=(side, side), axes=(1, 2))[:, k - 1:, k - 1:]
+    blurred = valid_blur(regions, kern, blur)
+    o = k // 2
+    sharp = regions[:, o:o + crop, o:o + crop]
   sigma = jax.random.uniform(ks, (batch, 1, 1, 1)) * noise
   blurred = jnp.clip(blurred + sigma * jax.random.normal(kn, blurred.shape), 0.0, 1.0)
-  o = k // 2
-  sharp = regions[:, o:o + crop, o:o + crop]
   return blurred * 2 - 1, sharp * 2 - 1
 
 
@@ -168,11 +267,14 @@ class CoarseTask:
   augment: bool = flax.struct.field(pytree_node=False, default=True)
   p_sharp: float = flax.struct.field(pytree_node=False, default=0.15)
   blur: str = flax.struct.field(pytree_node=False, default="conv")
+  p_dynamic: float = flax.struct.field(pytree_node=False, default=0.0)
+  object_motion: tuple[float, float] = flax.struct.field(pytree_node=False, default=(2.0, 15.0))
 
   def pairs(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return make_pairs(key, self.photos, self.sizes, self.psfs, batch=self.batch, crop=self.crop,
                       noise=self.noise, augment=self.augment, p_sharp=self.p_sharp,
-                      blur=self.blur)
+                      blur=self.blur, p_dynamic=self.p_dynamic,
+                      object_motion=self.object_motion)
 
 
 def _enabled_task(config: Any) -> Any:
@@ -210,6 +312,12 @@ def check_coarse_task(config: Any, num_devices: int | None = None) -> None:
   if not task.photo_scales or any(int(f) < 1 for f in task.photo_scales):
     raise ValueError("config.coarse_task.photo_scales must be factors >= 1 (e.g. (3, 4, 5, 6)), "
                      f"got {tuple(task.photo_scales)}")
+  if not 0.0 <= task.get("p_dynamic", 0.0) <= 1.0:
+    raise ValueError(f"config.coarse_task.p_dynamic must be in [0, 1], got {task.p_dynamic}")
+  lo, hi = task.get("object_motion", (2.0, 15.0))
+  if task.get("p_dynamic", 0.0) > 0 and not (0 <= lo <= hi and hi <= task.kernel_size - 1):
+    raise ValueError(f"config.coarse_task.object_motion must be (low, high) px with 0 <= low <= "
+                     f"high <= kernel_size - 1 = {task.kernel_size - 1}, got ({lo}, {hi})")
   devices = jax.device_count() if num_devices is None else num_devices
   if task.batch % devices:
     raise ValueError(f"config.coarse_task.batch={task.batch} must be a multiple of the {devices} "
@@ -235,4 +343,6 @@ def coarse_task_from_config(config: Any) -> CoarseTask | None:
   psfs = dihedral(shake_pool(task.pool, tuple(task.extent), task.kernel_size, task.seed))
   return CoarseTask(photos=bank, sizes=sizes, psfs=psfs, weight=float(task.weight),
                     batch=task.batch, crop=task.crop, noise=float(task.noise),
-                    augment=bool(task.augment), p_sharp=float(task.p_sharp), blur=task.blur)
+                    augment=bool(task.augment), p_sharp=float(task.p_sharp), blur=task.blur,
+                    p_dynamic=float(task.get("p_dynamic", 0.0)),
+                    object_motion=tuple(float(v) for v in task.get("object_motion", (2.0, 15.0))))
