@@ -181,6 +181,18 @@ def layered_blur(background: jax.Array, texture: jax.Array, matte: jax.Array,
   return blurry, sharp
 
 
+def _random_crops(kp: jax.Array, kt: jax.Array, kl: jax.Array, photos: jax.Array,
+                  sizes: jax.Array, batch: int, side: int) -> jax.Array:
+  """[batch, side, side, 3]: a `side` square of a random photograph of the bank
+  at a random place inside its true size (keys: photograph, top, left)."""
+  idx = jax.random.randint(kp, (batch,), 0, photos.shape[0])
+  hw = sizes[idx]
+  top = jnp.floor(jax.random.uniform(kt, (batch,)) * (hw[:, 0] - side + 1)).astype(jnp.int32)
+  left = jnp.floor(jax.random.uniform(kl, (batch,)) * (hw[:, 1] - side + 1)).astype(jnp.int32)
+  return jax.vmap(lambda i, t, l: jax.lax.dynamic_slice(photos[i], (t, l, 0), (side, side, 3)))(
+      idx, top, left)
+
+
 def make_pairs(key: jax.Array, photos: jax.Array, sizes: jax.Array, psfs: jax.Array, *,
                batch: int, crop: int, noise: float, augment: bool = False,
                p_sharp: float = 0.0, blur: str = "conv", p_dynamic: float = 0.0,
@@ -207,12 +219,7 @@ def make_pairs(key: jax.Array, photos: jax.Array, sizes: jax.Array, psfs: jax.Ar
   k = psfs.shape[-1]
   side = crop + k - 1
   kp, kt, kl, kk, kn, ks, ka, k_sharp = jax.random.split(key, 8)
-  idx = jax.random.randint(kp, (batch,), 0, photos.shape[0])
-  hw = sizes[idx]
-  top = jnp.floor(jax.random.uniform(kt, (batch,)) * (hw[:, 0] - side + 1)).astype(jnp.int32)
-  left = jnp.floor(jax.random.uniform(kl, (batch,)) * (hw[:, 1] - side + 1)).astype(jnp.int32)
-  regions = jax.vmap(lambda i, t, l: jax.lax.dynamic_slice(photos[i], (t, l, 0), (side, side, 3)))(
-      idx, top, left)  # [B, side, side, 3]
+  regions = _random_crops(kp, kt, kl, photos, sizes, batch, side)  # [B, side, side, 3]
   if augment:
     turns = [lambda r, n=n: jnp.rot90(r, n) for n in range(4)]
     turns += [lambda r, n=n: jnp.rot90(r, n)[:, ::-1] for n in range(4)]
@@ -226,12 +233,7 @@ def make_pairs(key: jax.Array, photos: jax.Array, sizes: jax.Array, psfs: jax.Ar
   if p_dynamic > 0:
     kd = jax.random.fold_in(key, 1)  # its own stream: the draws above stay as they were
     kw, kt2, kl2, kmat, klen, kang, kon = jax.random.split(kd, 7)
-    idx2 = jax.random.randint(kw, (batch,), 0, photos.shape[0])
-    hw2 = sizes[idx2]
-    top2 = jnp.floor(jax.random.uniform(kt2, (batch,)) * (hw2[:, 0] - side + 1)).astype(jnp.int32)
-    left2 = jnp.floor(jax.random.uniform(kl2, (batch,)) * (hw2[:, 1] - side + 1)).astype(jnp.int32)
-    texture = jax.vmap(lambda i, t, l: jax.lax.dynamic_slice(photos[i], (t, l, 0),
-                                                             (side, side, 3)))(idx2, top2, left2)
+    texture = _random_crops(kw, kt2, kl2, photos, sizes, batch, side)
     matte = jax.vmap(lambda kk_: ellipse_matte(kk_, side, crop))(jax.random.split(kmat, batch))
     on = jax.random.uniform(kon, (batch, 1, 1, 1)) < p_dynamic
     matte = jnp.where(on, matte, 0.0)  # no object: the pair is as without
@@ -312,10 +314,11 @@ def check_coarse_task(config: Any, num_devices: int | None = None) -> None:
   if not task.photo_scales or any(int(f) < 1 for f in task.photo_scales):
     raise ValueError("config.coarse_task.photo_scales must be factors >= 1 (e.g. (3, 4, 5, 6)), "
                      f"got {tuple(task.photo_scales)}")
-  if not 0.0 <= task.get("p_dynamic", 0.0) <= 1.0:
-    raise ValueError(f"config.coarse_task.p_dynamic must be in [0, 1], got {task.p_dynamic}")
+  p_dynamic = task.get("p_dynamic", 0.0)
+  if not 0.0 <= p_dynamic <= 1.0:
+    raise ValueError(f"config.coarse_task.p_dynamic must be in [0, 1], got {p_dynamic}")
   lo, hi = task.get("object_motion", (2.0, 15.0))
-  if task.get("p_dynamic", 0.0) > 0 and not (0 <= lo <= hi and hi <= task.kernel_size - 1):
+  if p_dynamic > 0 and not (0 <= lo <= hi and hi <= task.kernel_size - 1):
     raise ValueError(f"config.coarse_task.object_motion must be (low, high) px with 0 <= low <= "
                      f"high <= kernel_size - 1 = {task.kernel_size - 1}, got ({lo}, {hi})")
   devices = jax.device_count() if num_devices is None else num_devices
