@@ -121,6 +121,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.coarse_task.object_motion = (2.0, 15.0)  # its straight motion, px at the coarse scale
   config.coarse_task.augment = True  # each crop turned by a random rotation or flip
   config.coarse_task.blur = "conv"  # "conv" (one grouped convolution; GPU/TPU) or "fft" (CPU)
+  # The first steps train the coarse net alone on its task (no batch read, the rest of
+  # the generator held, its Adam and schedule starting after them); part of
+  # num_train_steps. 0 = none.
+  config.coarse_task.warmup_steps = 0
   config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)
   config.vgg_layer = "relu4_3"  # feature layer of Eq. (8)
   config.adversarial_warmup_steps = 0  # generator steps with gamma = 0 before the GAN starts

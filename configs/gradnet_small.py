@@ -31,6 +31,12 @@ MBRBs), with
     then 25 min on the CPU over the whole extent range) gave a coarse net that,
     added to the shipped `gradnet_s_lf`, took `strong_shake` from +0.11 to
     +0.84 dB and left the mild held-out sets as they were;
+  - a coarse warm-up (`coarse_task.warmup_steps = 8000`): the run's first 8,000
+    steps train the coarse net alone on its task (`steps.coarse_warmup_step`:
+    no training batch read, the rest of the generator held, its Adam and its
+    cosine schedule starting after them). Such a step costs about a seventh
+    of a whole one on the 2-core CPU (0.3 s against 2 s), and the coarse net
+    carries the strong blur (docs/models.md, run 6);
   - no instance norm, a residual output, a zero-initialised last conv (the
     untrained net is the identity: it starts at the blurry PSNR, and tiles see
     the same function as whole images), zero padding and pixel-shuffle
@@ -44,9 +50,10 @@ paper's task (camera shake of 20-60 px extent, GOPRO-style dynamic scenes);
 Losses (the lessons of docs/models.md's history): the per-image log-MSE
 (alpha 0.1 dB, floor 1e-3) read through the low-frequency step of sigma 32 px
 (what `deblur` returns with this model's recorded settings), no gradient
-loss, no adversarial term. Adam 1e-3 (beta1 0.9), cosine decay over 20,000
-steps, batch 4; the generator shipped is the moving average of its weights
-(decay 0.999). On the 2-core CPU a step takes about a second: the run is many
+loss, no adversarial term. Adam 1e-3 (beta1 0.9), batch 4, 28,000 steps (the
+warm-up, then 20,000 of the whole generator), cosine decays over each net's
+steps (the coarse net's 28,000, the rest's 20,000); the generator shipped is
+the moving average of its weights (decay 0.999). On the 2-core CPU a whole step takes about 2 s: the run is many
 hours of background training, resumed where it stopped.
 """
 
@@ -102,6 +109,7 @@ def get_config():
   t.p_sharp = 0.15  # unblurred pairs: the net learns to leave sharp content alone
   t.augment = True  # random rotations and flips of each crop
   t.blur = "fft"  # FFTs: faster than a grouped convolution on XLA's CPU backend
+  t.warmup_steps = 8000  # the coarse net alone first (about a quarter of a full step each)
 
   config.content_loss = "psnr"  # per-image log-MSE (losses.psnr_content_loss)
   config.content_weight = 0.1  # alpha, in dB
@@ -114,7 +122,7 @@ def get_config():
   config.b1 = 0.9
   config.lr_schedule = "cosine"
   config.batch_size = 4
-  config.num_train_steps = 20000
+  config.num_train_steps = 28000  # the warm-up's 8,000, then 20,000 of the whole generator
   config.ema_decay = 0.999  # evaluate, ship and restore the moving average of the weights
 
   config.keep_best = False  # ship the last step: no choice made on the held-out set

@@ -11,7 +11,9 @@
 #   CONFIG      config file [configs/gradnet_small.py]
 #   BUDGET_S    training seconds, compilation included (config.train_seconds) [420]
 #   STEPS       config.num_train_steps, the length of the cosine schedule: set it to
-#               the steps the budget allows (a first run's stop warning says) [20000]
+#               the steps the budget allows (a first run's stop warning says); it
+#               includes the config's coarse warm-up (config.coarse_task.warmup_steps,
+#               8,000 in gradnet_small) [28000]
 #   BATCH       global batch [4]
 #   WORKERS     grain worker processes making synthetic_online records [14]
 #   COARSE_BATCH pairs a step of the coarse task (config.coarse_task, drawn on the
@@ -28,7 +30,7 @@ set -euo pipefail
 out="${OUT:?set OUT to the folder for the results}"
 config="${CONFIG:-configs/gradnet_small.py}"
 budget="${BUDGET_S:-420}"
-steps="${STEPS:-20000}"
+steps="${STEPS:-28000}"
 batch="${BATCH:-4}"
 workers="${WORKERS:-14}"
 coarse_batch="${COARSE_BATCH:-256}"

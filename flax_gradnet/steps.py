@@ -180,6 +180,88 @@ def train_step(state: GANState, batch: dict[str, jax.Array], rng: jax.Array,
   return GANState(generator=generator, critic=critic, ema_params=ema_params), metrics
 
 
+# The parameter groups of a generator with a coarse pass of its own
+# (`model.coarse_down`): its coarse net (params["coarse"]) and the rest.
+COARSE_GROUP, REST_GROUP = "coarse", "rest"
+
+
+def param_groups(params: Any) -> dict[str, str]:
+  """{top-level name: COARSE_GROUP or REST_GROUP} of a generator's params."""
+  return {k: COARSE_GROUP if k == "coarse" else REST_GROUP for k in params}
+
+
+def grouped_adam(coarse_schedule: optax.Schedule, rest_schedule: optax.Schedule, *,
+                 b1: float, b2: float) -> optax.GradientTransformation:
+  """Two Adams (`optax.multi_transform`): one for the coarse net on
+  `coarse_schedule`, one for the rest of the generator on `rest_schedule`, each
+  with its own moments and step count. `coarse_warmup_step` advances only the
+  first, so the rest starts its Adam (bias correction included) and its
+  schedule fresh when the warm-up ends, as if the warm-up had not been."""
+  return optax.multi_transform(
+      {COARSE_GROUP: optax.adam(coarse_schedule, b1=b1, b2=b2),
+       REST_GROUP: optax.adam(rest_schedule, b1=b1, b2=b2)}, param_groups)
+
+
+def coarse_warmup_step(state: GANState, rng: jax.Array, content_fn: Callable,
+                       coarse_task: Any, *, generator_apply: Callable, cfg: StepConfig,
+                       coarse_sharding: Any = None) -> tuple[GANState, dict[str, jax.Array]]:
+  """One update of the coarse net alone on its own task (not in the paper).
+
+  The first `config.coarse_task.warmup_steps` steps of a run: the step draws
+  `coarse_task`'s pairs on the device, with the same key as `train_step` would
+  at this step, and updates only the coarse net (params["coarse"]) by
+  `coarse_task.weight * alpha * L_content(G_coarse(blurry), sharp)`; no
+  training batch is read, and the rest of the generator, its Adam moments and
+  step count (a `grouped_adam` state) and the critic are left as they are. At
+  a quarter of the cost of a full step on the 2-core CPU, the coarse net, which
+  carries the strong blur, learns first; `train_step` then trains both.
+
+  Args:
+    state: both networks' TrainStates; the generator's optimizer a `grouped_adam`.
+    rng, content_fn, coarse_task, generator_apply, cfg, coarse_sharding: as
+      `train_step`'s (coarse_task not None).
+
+  Returns:
+    The new state (step + 1, EMA moved as in `train_step`) and its metrics:
+    generator_coarse_task (unweighted), generator_loss and the norms.
+  """
+  if coarse_task is None:
+    raise ValueError("coarse_warmup_step needs a coarse task (config.coarse_task.weight > 0).")
+  old = state.generator
+  inner = getattr(old.opt_state, "inner_states", None)
+  if not isinstance(inner, dict) or set(inner) != {COARSE_GROUP, REST_GROUP}:
+    raise ValueError("coarse_warmup_step needs the generator's optimizer to be steps.grouped_adam "
+                     "(train.py builds it when config.coarse_task.warmup_steps > 0).")
+  rng = jax.random.fold_in(rng, state.step)
+  loss_fn = functools.partial(_with_coarse_task, lambda p: (jnp.zeros((), jnp.float32), {}),
+                              coarse_task=coarse_task, key=jax.random.fold_in(rng, 2),
+                              content_fn=content_fn, generator_apply=generator_apply,
+                              alpha=cfg.content_weight, sharding=coarse_sharding)
+
+  def coarse_loss(coarse_params):
+    return loss_fn(dict(old.params, coarse=coarse_params))
+
+  (g_loss, terms), coarse_grads = jax.value_and_grad(coarse_loss, has_aux=True)(
+      old.params["coarse"])
+  grads = dict(jax.tree_util.tree_map(jnp.zeros_like, old.params), coarse=coarse_grads)
+  new = old.apply_gradients(grads=grads)
+  # Hold the rest: its parameters, and its Adam's moments and count.
+  opt_state = new.opt_state._replace(
+      inner_states=dict(new.opt_state.inner_states, **{REST_GROUP: inner[REST_GROUP]}))
+  generator = new.replace(params=dict(old.params, coarse=new.params["coarse"]),
+                          opt_state=opt_state)
+  metrics = {f"generator_{k}": v for k, v in terms.items()}
+  metrics["generator_loss"] = g_loss
+  metrics["generator_grad_norm"] = optax.tree.norm(coarse_grads)
+  metrics["generator_param_norm"] = optax.tree.norm(generator.params)
+  metrics["critic_param_norm"] = optax.tree.norm(state.critic.params)
+  metrics["params_finite"] = _tree_all_finite(generator.params).astype(jnp.float32)
+  ema_params = state.ema_params
+  if ema_params is not None:
+    ema_params = ema_update(ema_params, generator.params, cfg.ema_decay)
+  return GANState(generator=generator, critic=state.critic, ema_params=ema_params), metrics
+
+
 def _critic_updates(state: GANState, batch: dict[str, jax.Array], rng: jax.Array, *,
                     generator_apply: Callable, critic_apply: Callable, cfg: StepConfig,
                     axis_name: str | None) -> tuple[train_state.TrainState, dict[str, jax.Array]]:

@@ -156,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLik
                critic_schedule(config, total_steps))
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   state = steps.create_state(init_rng, generator, critic, image_size=config.crop_size,
-                             generator_tx=optax.adam(schedules[0], b1=config.b1, b2=config.b2),
+                             generator_tx=_generator_tx(config, schedules[0], total_steps),
                              critic_tx=optax.adam(schedules[1], b1=config.b1, b2=config.b2),
                              init_scheme=config.init_scheme)
   train_iter = pipeline.create_train_iterator(
@@ -188,6 +188,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLik
                      functools.partial(step_fn, rng=step_rng, content_fn=content_fn,
                                        coarse_task=coarse_task),
                      progress=progress)
+
+
+def coarse_warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
+  """config.coarse_task.warmup_steps (0 without a coarse task), checked against the run's
+  `total_steps`: the warm-up must leave steps for the whole generator."""
+  warmup = device_pairs.warmup_steps(config)
+  if warmup and warmup >= total_steps:
+    raise ValueError(f"config.coarse_task.warmup_steps={warmup} leaves no steps of the run's "
+                     f"{total_steps} (config.num_train_steps) for the whole generator; make it "
+                     "smaller or the run longer.")
+  return warmup
+
+
+def _generator_tx(config: ml_collections.ConfigDict, schedule: optax.Schedule,
+                  total_steps: int) -> optax.GradientTransformation:
+  """Adam on `schedule`; with config.coarse_task.warmup_steps = K > 0, Adam per
+  group (`steps.grouped_adam`): the coarse net on `schedule` over all the steps,
+  the rest on the same kind of schedule over the `total_steps - K` steps after
+  the warm-up, which start its count."""
+  warmup = coarse_warmup_steps(config, total_steps)
+  if not warmup:
+    return optax.adam(schedule, b1=config.b1, b2=config.b2)
+  rest = make_schedule(config, config.learning_rate, total_steps - warmup)
+  return steps.grouped_adam(schedule, rest, b1=config.b1, b2=config.b2)
 
 
 def _initial_state(config: ml_collections.ConfigDict, manager: ocp.CheckpointManager,
@@ -235,9 +259,19 @@ def _make_step_fn(config: ml_collections.ConfigDict, generator, critic,
   train_step = _compile_step(config, generator, critic, mesh, adversarial=True, fresh=fresh)
   warmup_step = _compile_step(config, generator, critic, mesh, adversarial=False, fresh=fresh)
   next_batch = _batch_reader(config, train_iter, mesh, fresh=fresh)
+  coarse_warmup = device_pairs.warmup_steps(config)
+  replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  # Steps 1..coarse_warmup: the coarse net alone on its task; no batch is read, so
+  # the data stream after the warm-up is the one a run without it reads.
+  coarse_step = jax.jit(
+      functools.partial(steps.coarse_warmup_step, generator_apply=generator.apply,
+                        cfg=steps.StepConfig.from_config(config), coarse_sharding=data),
+      in_shardings=(replicated,) * 4, out_shardings=replicated, donate_argnums=(0,))
 
   def step_fn(state, step, *, rng, content_fn, coarse_task=None):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      if step <= coarse_warmup:
+        return coarse_step(state, rng, content_fn, coarse_task)
       warm = step <= config.adversarial_warmup_steps
       batch = next_batch(adversarial=not warm)
       return (warmup_step if warm else train_step)(state, batch, rng, content_fn, coarse_task)

@@ -298,6 +298,97 @@ def test_train_step_adds_the_weighted_coarse_task_and_trains_the_coarse_net_by_i
   assert not np.allclose(np.asarray(later[1]), np.asarray(sharp))
 
 
+def test_coarse_warmup_step_trains_the_coarse_net_alone_and_the_rest_starts_fresh_after():
+  """`steps.coarse_warmup_step`: the coarse net follows an Adam of its own on
+  weight * alpha * its task's loss (pairs of the step's key, as train_step's);
+  the rest of the generator, its Adam state (count included) and the critic are
+  held, the EMA moves. The first whole step after it then moves the rest as a
+  fresh Adam's first step does (|update| = its learning rate), not as an Adam
+  whose count ran on during the warm-up."""
+  model = Generator(**TINY, coarse_down=2)
+  critic = PatchCritic(features=4, num_layers=1)
+  lr_coarse, lr_rest, b1, b2 = 1e-2, 3e-3, 0.9, 0.999
+  tx = steps.grouped_adam(optax.constant_schedule(lr_coarse), optax.constant_schedule(lr_rest),
+                          b1=b1, b2=b2)
+  state = steps.create_state(jax.random.PRNGKey(0), model, critic, image_size=16,
+                             generator_tx=tx, critic_tx=optax.sgd(0.1))
+  state = state.replace(ema_params=state.generator.params)
+  params0, critic0 = state.generator.params, state.critic.params
+  content = jax.tree_util.Partial(losses.pixel_content_loss)
+  cfg = steps.StepConfig(content_weight=3.0, gradient_weight=0.0, adversarial_weight=0.0,
+                         ema_decay=0.5)
+  task = _task(weight=0.5)
+  key = jax.random.PRNGKey(5)
+  warm = jax.jit(functools.partial(steps.coarse_warmup_step, generator_apply=model.apply, cfg=cfg))
+  metrics = []
+  for _ in range(2):
+    state, m = warm(state, key, content, task)
+    metrics.append(m)
+  assert int(state.step) == 2
+
+  # Reference: optax.adam on the coarse net's parameters alone, numpy-side bookkeeping.
+  ref_tx = optax.adam(lr_coarse, b1=b1, b2=b2)
+  coarse, opt = params0["coarse"], None
+  opt = ref_tx.init(coarse)
+  for step in range(2):
+    blurry, sharp = task.pairs(jax.random.fold_in(jax.random.fold_in(key, step), 2))
+    loss = lambda p, b=blurry, s=sharp: 0.5 * 3.0 * losses.pixel_content_loss(
+        model.apply({"params": dict(params0, coarse=p)}, b, coarse_only=True), s)
+    value, grads = jax.value_and_grad(loss)(coarse)
+    np.testing.assert_allclose(float(metrics[step]["generator_loss"]), float(value), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics[step]["generator_coarse_task"]),
+                               float(value) / 1.5, rtol=1e-5)
+    updates, opt = ref_tx.update(grads, opt, coarse)
+    coarse = optax.apply_updates(coarse, updates)
+  # (Adam divides by the gradient's size: rounding of tiny gradients, jit or not, shows.)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5),
+               state.generator.params["coarse"], coarse)
+  assert any(not np.allclose(np.asarray(a), np.asarray(b)) for a, b in zip(
+      jax.tree.leaves(state.generator.params["coarse"]), jax.tree.leaves(params0["coarse"])))
+  rest = {k: v for k, v in state.generator.params.items() if k != "coarse"}
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               rest, {k: v for k, v in params0.items() if k != "coarse"})
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               state.critic.params, critic0)
+  held = state.generator.opt_state.inner_states[steps.REST_GROUP]
+  fresh = tx.init(params0).inner_states[steps.REST_GROUP]
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), held, fresh)
+  # The EMA (decay 0.5) moved towards the coarse net's new weights.
+  leaf = lambda t: np.asarray(jax.tree.leaves(t["coarse"])[0])
+  assert not np.allclose(leaf(state.ema_params), leaf(params0))
+
+  # The first whole step: the rest's first Adam step, |update| = lr_rest where its gradient
+  # is well above Adam's epsilon.
+  rng = np.random.default_rng(2)
+  batch = {k: jnp.asarray(rng.uniform(-1, 1, (2, 16, 16, 3)), jnp.float32) for k in ("blur", "sharp")}
+  step = jax.jit(functools.partial(steps.train_step, generator_apply=model.apply,
+                                   critic_apply=critic.apply, cfg=cfg))
+  after, _ = step(state, batch, key, content, task)
+  flat = lambda p: np.concatenate([np.ravel(a) for a in jax.tree.leaves(
+      {k: v for k, v in p.items() if k != "coarse"})])
+  moved = np.abs(flat(after.generator.params) - flat(state.generator.params))
+  big = moved > 0.5 * lr_rest  # (a count run on by 3 would give 0.64 lr_rest)
+  assert big.sum() >= 10
+  np.testing.assert_allclose(moved[big], lr_rest, rtol=2e-3)
+  counts = optax.tree_utils.tree_get_all_with_path(
+      after.generator.opt_state.inner_states[steps.REST_GROUP], "count")
+  assert counts and all(int(c) == 1 for _, c in counts)
+
+
+def test_coarse_warmup_step_needs_a_task_and_grouped_adam():
+  model = Generator(**TINY, coarse_down=2)
+  critic = PatchCritic(features=4, num_layers=1)
+  state = steps.create_state(jax.random.PRNGKey(0), model, critic, image_size=16,
+                             generator_tx=optax.adam(1e-3), critic_tx=optax.adam(1e-3))
+  content = jax.tree_util.Partial(losses.pixel_content_loss)
+  run = functools.partial(steps.coarse_warmup_step, state, jax.random.PRNGKey(0), content,
+                          generator_apply=model.apply, cfg=steps.StepConfig())
+  with pytest.raises(ValueError, match="needs a coarse task"):
+    run(None)
+  with pytest.raises(ValueError, match="steps.grouped_adam"):
+    run(_task(weight=1.0))
+
+
 def _config(**task):
   config = default.get_config()
   config.model.coarse_down = 4
@@ -316,6 +407,7 @@ def _config(**task):
     (dict(p_dynamic=-0.1), "coarse_task.p_dynamic"),
     (dict(p_dynamic=0.3, object_motion=(4.0, 2.0)), "coarse_task.object_motion"),
     (dict(p_dynamic=0.3, object_motion=(2.0, 30.0)), r"high <= kernel_size - 1 = 24"),
+    (dict(warmup_steps=-1), "coarse_task.warmup_steps must be an integer >= 0"),
 ])
 def test_bad_coarse_task_fields_are_named(change, match):
   with pytest.raises(ValueError, match=match):
@@ -334,6 +426,18 @@ def test_coarse_task_needs_a_coarse_pass_and_a_batch_that_splits_over_the_device
   config = _config()
   config.coarse_task.weight = 0.0
   assert dp.coarse_task_from_config(config) is None
+
+
+def test_coarse_warmup_must_leave_steps_for_the_whole_generator():
+  config = _config(warmup_steps=100)
+  config.num_train_steps = 100
+  with pytest.raises(ValueError, match=r"warmup_steps=100 leaves none of the run's 100 steps"):
+    dp.check_coarse_task(config)
+  config.num_train_steps = 101
+  dp.check_coarse_task(config)
+  assert dp.warmup_steps(config) == 100
+  config.coarse_task.weight = 0.0  # the task off: no warm-up
+  assert dp.warmup_steps(config) == 0
 
 
 _TWO_DEVICE_SCRIPT = textwrap.dedent("""

@@ -1,6 +1,7 @@
 """End-to-end tests of the training loop on tiny synthetic data (CPU)."""
 
 import glob
+import json
 import os
 import pathlib
 import shutil
@@ -243,7 +244,8 @@ def test_main_trains_without_tensorflow_or_tfds(tmp_path):
   synthetic_online, writes the metrics to the log, and leaves config.json and a
   checkpoint that restores. The model has a coarse pass trained by its own task
   (`--config.model.coarse_down`, `--config.coarse_task.*`: pairs drawn in the
-  step, data/device_pairs.py), whose loss term reaches the log."""
+  step, data/device_pairs.py), alone in step 1 (its warm-up), whose loss term
+  reaches the log."""
   workdir = tmp_path / "no_tf"
   loaded = tmp_path / "loaded.txt"
   code = (
@@ -268,7 +270,8 @@ def test_main_trains_without_tensorflow_or_tfds(tmp_path):
        "--config.model.coarse_down=2", "--config.coarse_task.weight=1.0",
        "--config.coarse_task.batch=2", "--config.coarse_task.crop=8",
        "--config.coarse_task.kernel_size=9", "--config.coarse_task.pool=2",
-       "--config.coarse_task.extent=(1.0, 3.0)", "--config.coarse_task.photo_scales=(8,)"],
+       "--config.coarse_task.extent=(1.0, 3.0)", "--config.coarse_task.photo_scales=(8,)",
+       "--config.coarse_task.warmup_steps=1"],
       cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert loaded.read_text() == "[]"  # nothing of either was imported
@@ -563,9 +566,18 @@ def test_restart_with_a_changed_model_is_refused_and_keeps_the_workdir(tmp_path,
     changed.num_train_steps = 4  # run length may change ...
     changed.model.base_features = 8  # ... the saved state's shapes may not
     changed.b1 = 0.9
-  with pytest.raises(ValueError, match=r"\(b1: 0.5 -> 0.9; model.base_features: 4 -> 8\)"):
+    changed.coarse_task.warmup_steps = 5  # ... nor the optimizer's shape
+  with pytest.raises(ValueError, match=r"\(b1: 0.5 -> 0.9; coarse_task.warmup_steps: 0 -> 5; "
+                                       r"model.base_features: 4 -> 8\)"):
     train.train_and_evaluate(changed, workdir)
   assert open(os.path.join(workdir, "config.json")).read() == stored
+  # A config.json from before the field: no warm-up then.
+  older = json.loads(stored)
+  del older["coarse_task"]["warmup_steps"]
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(older, f)
+  assert "coarse_task.warmup_steps: absent (0) -> 5" in config_checks.resume_conflicts(
+      changed, workdir)
   model, _, restored = inference.restore(workdir)  # still deblurs
   assert restored.step == 2 and model.base_features == 4
   assert config_checks.resume_conflicts(changed, str(tmp_path / "empty")) == []  # nothing to resume

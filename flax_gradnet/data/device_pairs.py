@@ -285,6 +285,14 @@ def _enabled_task(config: Any) -> Any:
   return task if task is not None and task.get("weight", 0.0) else None
 
 
+def warmup_steps(config: Any) -> int:
+  """config.coarse_task.warmup_steps: the first steps of a run, in which the
+  coarse net alone trains on its task (`steps.coarse_warmup_step`); 0 when the
+  task is off."""
+  task = _enabled_task(config)
+  return int(task.get("warmup_steps", 0)) if task is not None else 0
+
+
 def check_coarse_task(config: Any, num_devices: int | None = None) -> None:
   """Raises a one-line error naming the field when config.coarse_task cannot run
   on `num_devices` (default: all of them). Reads nothing."""
@@ -307,6 +315,14 @@ def check_coarse_task(config: Any, num_devices: int | None = None) -> None:
                      f"got {tuple(task.extent)}")
   if not 0.0 <= task.p_sharp <= 1.0:
     raise ValueError(f"config.coarse_task.p_sharp must be in [0, 1], got {task.p_sharp}")
+  warmup = task.get("warmup_steps", 0)
+  if not (isinstance(warmup, int) and warmup >= 0):
+    raise ValueError(f"config.coarse_task.warmup_steps must be an integer >= 0 (0 = none), "
+                     f"got {warmup!r}")
+  total = config.get("num_train_steps", 0)
+  if warmup and total > 0 and warmup >= total:
+    raise ValueError(f"config.coarse_task.warmup_steps={warmup} leaves none of the run's "
+                     f"{total} steps (config.num_train_steps) for the whole generator.")
   if task.noise < 0:
     raise ValueError(f"config.coarse_task.noise must be >= 0, got {task.noise}")
   if task.blur not in BLUR_MODES:
