@@ -123,7 +123,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.coarse_task.blur = "conv"  # "conv" (one grouped convolution; GPU/TPU) or "fft" (CPU)
   # The first steps train the coarse net alone on its task (no batch read, the rest of
   # the generator held, its Adam and schedule starting after them); part of
-  # num_train_steps. 0 = none.
+  # num_train_steps. 0 = none; a resumed run may change it, but not to or from 0.
   config.coarse_task.warmup_steps = 0
   config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)
   config.vgg_layer = "relu4_3"  # feature layer of Eq. (8)

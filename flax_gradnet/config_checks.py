@@ -51,8 +51,8 @@ def batch_shares(batch_size: int, num_devices: int | None = None,
 # on an accelerator).
 RESUME_FIXED_FIELDS = ("model", "critic_features", "critic_layers", "critic_batches", "b1",
                        "b2", "batch_size", "dataset", "dataset_options", "crop_size", "seed")
-# And of config.coarse_task, its warm-up: it sets the optimizer's shape (one Adam per
-# group, steps.grouped_adam) and where the rest's schedule starts.
+# And whether config.coarse_task has a warm-up: it sets the optimizer's shape (one
+# Adam per group, steps.grouped_adam); its length may change, like the run's.
 RESUME_FIXED_KEYS = ("coarse_task.warmup_steps",)
 
 
@@ -79,9 +79,9 @@ def resume_conflicts(config: ml_collections.ConfigDict,
   for key in sorted(set(stored) | set(new)):
     if not (key.split(".")[0] in RESUME_FIXED_FIELDS or key in RESUME_FIXED_KEYS):
       continue
-    if key not in stored and key in RESUME_FIXED_KEYS:  # before the field: none then
-      if new.get(key):
-        out.append(f"{key}: absent (0) -> {new.get(key)!r}")
+    if key in RESUME_FIXED_KEYS:  # none or some; absent: from before the field, none
+      if bool(stored.get(key)) != bool(new.get(key)):
+        out.append(f"{key}: {stored.get(key, 'absent (0)')} -> {new.get(key)!r}")
       continue
     if key not in stored:  # written before the field existed: its default then
       name = key.split(".", 1)[1] if key.startswith("model.") else None

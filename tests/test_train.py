@@ -578,6 +578,14 @@ def test_restart_with_a_changed_model_is_refused_and_keeps_the_workdir(tmp_path,
     json.dump(older, f)
   assert "coarse_task.warmup_steps: absent (0) -> 5" in config_checks.resume_conflicts(
       changed, workdir)
+  # Its length may change, like the run's; not from some to none.
+  older["coarse_task"]["warmup_steps"] = 3
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(older, f)
+  assert not any("warmup" in c for c in config_checks.resume_conflicts(changed, workdir))
+  with changed.unlocked():
+    changed.coarse_task.warmup_steps = 0
+  assert "coarse_task.warmup_steps: 3 -> 0" in config_checks.resume_conflicts(changed, workdir)
   model, _, restored = inference.restore(workdir)  # still deblurs
   assert restored.step == 2 and model.base_features == 4
   assert config_checks.resume_conflicts(changed, str(tmp_path / "empty")) == []  # nothing to resume
