@@ -190,24 +190,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLik
                      progress=progress)
 
 
-def coarse_warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
-  """config.coarse_task.warmup_steps (0 without a coarse task), checked against the run's
-  `total_steps`: the warm-up must leave steps for the whole generator."""
-  warmup = device_pairs.warmup_steps(config)
-  if warmup and warmup >= total_steps:
-    raise ValueError(f"config.coarse_task.warmup_steps={warmup} leaves no steps of the run's "
-                     f"{total_steps} (config.num_train_steps) for the whole generator; make it "
-                     "smaller or the run longer.")
-  return warmup
-
-
 def _generator_tx(config: ml_collections.ConfigDict, schedule: optax.Schedule,
                   total_steps: int) -> optax.GradientTransformation:
   """Adam on `schedule`; with config.coarse_task.warmup_steps = K > 0, Adam per
   group (`steps.grouped_adam`): the coarse net on `schedule` over all the steps,
   the rest on the same kind of schedule over the `total_steps - K` steps after
   the warm-up, which start its count."""
-  warmup = coarse_warmup_steps(config, total_steps)
+  warmup = device_pairs.warmup_steps(config)
+  if warmup and warmup >= total_steps:  # (preflight checks it where num_train_steps is set)
+    raise ValueError(f"config.coarse_task.warmup_steps={warmup} leaves none of the run's "
+                     f"{total_steps} steps for the whole generator; make it smaller or the run "
+                     "longer.")
   if not warmup:
     return optax.adam(schedule, b1=config.b1, b2=config.b2)
   rest = make_schedule(config, config.learning_rate, total_steps - warmup)
@@ -245,8 +238,10 @@ def _make_step_fn(config: ml_collections.ConfigDict, generator, critic,
   """(`step_fn(state, step, *, rng, content_fn, coarse_task) -> (state, metrics)`, the
   replicated sharding).
 
-  `step_fn` draws the step's global batch and runs the compiled warm-up step
-  (steps up to config.adversarial_warmup_steps) or the GAN step on it.
+  `step_fn` runs the compiled coarse warm-up step (steps up to
+  config.coarse_task.warmup_steps; no batch), or draws the step's global batch
+  and runs the compiled warm-up step (steps up to
+  config.adversarial_warmup_steps) or the GAN step on it.
   One program for all devices (jit over a 1-D mesh, axis "data"): the batch
   is split across devices, parameters and optimizer states are replicated,
   and XLA inserts the gradient all-reduce that averaging over the global
