@@ -7,7 +7,8 @@
 Prints steps/s, images/s, the step's XLA-counted FLOPs, the achieved FLOP/s
 beside a dense float32 matmul's FLOP/s measured in the same process, and the
 time the paper's schedule (150 epochs of 2103 GOPRO pairs at batch 4) would take
-at this speed. Uses random inputs and the pixel content stand-in unless
+at this speed; for a config with a coarse warm-up (config.coarse_task.warmup_steps),
+its step too. Uses random inputs and the pixel content stand-in unless
 --vgg_weights is given (VGG19 relu4_3 adds its own cost).
 """
 
@@ -102,6 +103,31 @@ def main():
   print(f"step: {step_s * 1e3:.1f} ms  = {1 / step_s:.3f} steps/s, {args.batch / step_s:.2f} images/s")
   print(f"step FLOPs (XLA): {flops / 1e9:.1f} G  -> achieved {flops / step_s / 1e9:.1f} GFLOP/s; "
         f"dense f32 matmul in this process: {peak / 1e9:.1f} GFLOP/s")
+  warmup = device_pairs.warmup_steps(config)
+  if warmup:  # the config's coarse warm-up step (the coarse net alone on its task)
+    warm_tx = steps.grouped_adam(optax.constant_schedule(config.learning_rate),
+                                 optax.constant_schedule(config.learning_rate),
+                                 b1=config.b1, b2=config.b2)
+    warm_state = steps.create_state(jax.random.PRNGKey(0), generator, critic,
+                                    image_size=args.size, generator_tx=warm_tx, critic_tx=tx)
+    warm_fn = jax.jit(functools.partial(
+        steps.coarse_warmup_step, generator_apply=generator.apply,
+        cfg=steps.StepConfig.from_config(config)), donate_argnums=(0,))
+    warm_lowered = warm_fn.lower(warm_state, key, content_fn, coarse_task)
+    warm_cost = warm_lowered.cost_analysis()
+    warm_cost = warm_cost[0] if isinstance(warm_cost, (list, tuple)) else warm_cost
+    warm_compiled = warm_lowered.compile()
+    warm_state, m = warm_compiled(warm_state, key, content_fn, coarse_task)
+    jax.block_until_ready(m)
+    t = time.perf_counter()
+    for _ in range(args.steps):
+      warm_state, m = warm_compiled(warm_state, key, content_fn, coarse_task)
+    jax.block_until_ready(m)
+    warm_s = (time.perf_counter() - t) / args.steps
+    print(f"coarse warm-up step (config.coarse_task.warmup_steps={warmup}): "
+          f"{warm_s * 1e3:.1f} ms = {step_s / warm_s:.1f}x faster than the whole step; "
+          f"{float(warm_cost['flops']) / 1e9:.1f} GFLOPs (XLA) -> "
+          f"{float(warm_cost['flops']) / warm_s / 1e9:.1f} GFLOP/s")
   if args.batch == 4 and args.size == 256:
     print(f"paper schedule (150 epochs x 2103 pairs / batch 4 = {paper_steps} steps): "
           f"{paper_steps * step_s / 3600:.1f} h at this speed")
