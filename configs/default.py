@@ -125,6 +125,8 @@ def get_config() -> ml_collections.ConfigDict:
   # the generator held, its Adam and schedule starting after them); part of
   # num_train_steps. 0 = none; a resumed run may change it, but not to or from 0.
   config.coarse_task.warmup_steps = 0
+  # Shake extent range (px at the coarse scale) of the warm-up's pairs; () = `extent`.
+  config.coarse_task.warmup_extent = ()
   config.vgg_weights = ""  # converted VGG19 file (python -m flax_gradnet.convert_vgg19)
   config.vgg_layer = "relu4_3"  # feature layer of Eq. (8)
   config.adversarial_warmup_steps = 0  # generator steps with gamma = 0 before the GAN starts

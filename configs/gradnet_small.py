@@ -109,7 +109,8 @@ def get_config():
   t.p_sharp = 0.15  # unblurred pairs: the net learns to leave sharp content alone
   t.augment = True  # random rotations and flips of each crop
   t.blur = "fft"  # FFTs: faster than a grouped convolution on XLA's CPU backend
-  t.warmup_steps = 8000  # the coarse net alone first (about a quarter of a full step each)
+  t.warmup_steps = 8000  # the coarse net alone first (a seventh of a whole step each) ...
+  t.warmup_extent = (5.0, 15.0)  # ... on the strong families' shake (20-60 px at full scale)
 
   config.content_loss = "psnr"  # per-image log-MSE (losses.psnr_content_loss)
   config.content_weight = 0.1  # alpha, in dB

@@ -209,7 +209,8 @@ def coarse_warmup_step(state: GANState, rng: jax.Array, content_fn: Callable,
 
   The first `config.coarse_task.warmup_steps` steps of a run: the step draws
   `coarse_task`'s pairs on the device, with the same key as `train_step` would
-  at this step, and updates only the coarse net (params["coarse"]) by
+  at this step (under its warm-up shakes, `config.coarse_task.warmup_extent`,
+  where it has them), and updates only the coarse net (params["coarse"]) by
   `coarse_task.weight * alpha * L_content(G_coarse(blurry), sharp)`; no
   training batch is read, and the rest of the generator, its Adam moments and
   step count (a `grouped_adam` state) and the critic are left as they are. At
@@ -236,7 +237,7 @@ def coarse_warmup_step(state: GANState, rng: jax.Array, content_fn: Callable,
   loss_fn = functools.partial(_with_coarse_task, lambda p: (jnp.zeros((), jnp.float32), {}),
                               coarse_task=coarse_task, key=jax.random.fold_in(rng, 2),
                               content_fn=content_fn, generator_apply=generator_apply,
-                              alpha=cfg.content_weight, sharding=coarse_sharding)
+                              alpha=cfg.content_weight, sharding=coarse_sharding, warmup=True)
 
   def coarse_loss(coarse_params):
     return loss_fn(dict(old.params, coarse=coarse_params))
@@ -360,13 +361,14 @@ def _generator_loss(params: Any, *, blur: jax.Array, sharp: jax.Array, critic_pa
 
 def _with_coarse_task(loss_fn: Callable, params: Any, *, coarse_task: Any, key: jax.Array,
                       content_fn: Callable, generator_apply: Callable,
-                      alpha: float, sharding: Any = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+                      alpha: float, sharding: Any = None,
+                      warmup: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
   """`loss_fn(params)` plus the coarse pass's own task: coarse_task.weight * alpha
   * content loss of the coarse net alone (`coarse_only=True`) on a batch of
-  pairs drawn on the device at its scale (`CoarseTask.pairs(key)`), constrained
-  to `sharding` when given."""
+  pairs drawn on the device at its scale (`CoarseTask.pairs(key, warmup=)`),
+  constrained to `sharding` when given."""
   total, terms = loss_fn(params)
-  blurry, sharp = coarse_task.pairs(key)
+  blurry, sharp = coarse_task.pairs(key, warmup=warmup)
   if sharding is not None:
     blurry, sharp = jax.lax.with_sharding_constraint((blurry, sharp), sharding)
   out = generator_apply({"params": params}, blurry, coarse_only=True)

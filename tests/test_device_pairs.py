@@ -408,6 +408,7 @@ def _config(**task):
     (dict(p_dynamic=0.3, object_motion=(4.0, 2.0)), "coarse_task.object_motion"),
     (dict(p_dynamic=0.3, object_motion=(2.0, 30.0)), r"high <= kernel_size - 1 = 24"),
     (dict(warmup_steps=-1), "coarse_task.warmup_steps must be an integer >= 0"),
+    (dict(warmup_extent=(3.0, 1.0)), "coarse_task.warmup_extent must be"),
 ])
 def test_bad_coarse_task_fields_are_named(change, match):
   with pytest.raises(ValueError, match=match):
@@ -501,10 +502,10 @@ def test_coarse_task_from_config_reads_the_training_photographs(monkeypatch, tmp
   pool in its 8 rotations and flips; the settings carried over."""
   from flax_gradnet.data import online  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
-  monkeypatch.setattr(online, "training_photographs",
-                      lambda: {"a": rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)})
-  monkeypatch.setattr(online, "folder_photographs",
-                      lambda path: {"b": rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)})
+  a = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+  b = rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)
+  monkeypatch.setattr(online, "training_photographs", lambda: {"a": a})
+  monkeypatch.setattr(online, "folder_photographs", lambda path: {"b": b})
   (tmp_path / "photos").mkdir()
   config = _config(photo_scales=(2, 4), crop=8, kernel_size=7, pool=3, extent=(1.0, 2.0),
                    batch=5, blur="fft", p_dynamic=0.5, object_motion=(1.0, 4.0))
@@ -516,3 +517,21 @@ def test_coarse_task_from_config_reads_the_training_photographs(monkeypatch, tmp
   assert (task.p_dynamic, task.object_motion) == (0.5, (1.0, 4.0))
   blurry, sharp = task.pairs(jax.random.PRNGKey(0))
   assert blurry.shape == sharp.shape == (5, 8, 8, 3)
+  assert task.warmup_psfs is None  # no warm-up: no pool of its own
+  # A warm-up with its own extent: its pool is the shakes of that extent, its pairs the
+  # same crops under them; without warmup_steps the field is inert.
+  config.coarse_task.warmup_extent = (2.0, 3.0)
+  assert dp.coarse_task_from_config(config).warmup_psfs is None
+  config.coarse_task.warmup_steps = 10
+  task = dp.coarse_task_from_config(config)
+  want = dp.dihedral(dp.shake_pool(3, (2.0, 3.0), 7, 0))
+  np.testing.assert_array_equal(task.warmup_psfs, want)
+  key = jax.random.PRNGKey(0)
+  np.testing.assert_array_equal(task.pairs(key)[0], blurry)
+  warm = task.pairs(key, warmup=True)
+  np.testing.assert_array_equal(warm[1], sharp)
+  np.testing.assert_array_equal(warm[0], dp.make_pairs(
+      key, task.photos, task.sizes, want, batch=5, crop=8, noise=task.noise,
+      augment=task.augment, p_sharp=task.p_sharp, blur="fft", p_dynamic=0.5,
+      object_motion=(1.0, 4.0))[0])
+  assert not np.allclose(warm[0], blurry)

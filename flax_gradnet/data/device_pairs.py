@@ -271,9 +271,13 @@ class CoarseTask:
   blur: str = flax.struct.field(pytree_node=False, default="conv")
   p_dynamic: float = flax.struct.field(pytree_node=False, default=0.0)
   object_motion: tuple[float, float] = flax.struct.field(pytree_node=False, default=(2.0, 15.0))
+  # The coarse warm-up's shakes ([Q, K, K], config.coarse_task.warmup_extent); None: `psfs`.
+  warmup_psfs: jax.Array | None = None
 
-  def pairs(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return make_pairs(key, self.photos, self.sizes, self.psfs, batch=self.batch, crop=self.crop,
+  def pairs(self, key: jax.Array, *, warmup: bool = False) -> tuple[jax.Array, jax.Array]:
+    """A batch of pairs; `warmup=True`: under the warm-up's shakes (`warmup_psfs`)."""
+    psfs = self.warmup_psfs if warmup and self.warmup_psfs is not None else self.psfs
+    return make_pairs(key, self.photos, self.sizes, psfs, batch=self.batch, crop=self.crop,
                       noise=self.noise, augment=self.augment, p_sharp=self.p_sharp,
                       blur=self.blur, p_dynamic=self.p_dynamic,
                       object_motion=self.object_motion)
@@ -319,6 +323,10 @@ def check_coarse_task(config: Any, num_devices: int | None = None) -> None:
   if not (isinstance(warmup, int) and warmup >= 0):
     raise ValueError(f"config.coarse_task.warmup_steps must be an integer >= 0 (0 = none), "
                      f"got {warmup!r}")
+  warmup_extent = tuple(task.get("warmup_extent", ()))
+  if warmup_extent and not (len(warmup_extent) == 2 and 0 < warmup_extent[0] <= warmup_extent[1]):
+    raise ValueError(f"config.coarse_task.warmup_extent must be () (the warm-up draws from "
+                     f"extent) or (low, high) px with 0 < low <= high, got {warmup_extent}")
   total = config.get("num_train_steps", 0)
   if warmup and total > 0 and warmup >= total:
     raise ValueError(f"config.coarse_task.warmup_steps={warmup} leaves none of the run's "
@@ -360,8 +368,12 @@ def coarse_task_from_config(config: Any) -> CoarseTask | None:
     photos += list(online.folder_photographs(os.path.expanduser(photo_dir)).values())
   bank, sizes = photo_bank(photos, task.photo_scales, task.crop + task.kernel_size - 1)
   psfs = dihedral(shake_pool(task.pool, tuple(task.extent), task.kernel_size, task.seed))
+  warmup_extent = tuple(task.get("warmup_extent", ()))
+  warmup_psfs = (dihedral(shake_pool(task.pool, warmup_extent, task.kernel_size, task.seed))
+                 if warmup_extent and warmup_steps(config) else None)
   return CoarseTask(photos=bank, sizes=sizes, psfs=psfs, weight=float(task.weight),
                     batch=task.batch, crop=task.crop, noise=float(task.noise),
                     augment=bool(task.augment), p_sharp=float(task.p_sharp), blur=task.blur,
                     p_dynamic=float(task.get("p_dynamic", 0.0)),
-                    object_motion=tuple(float(v) for v in task.get("object_motion", (2.0, 15.0))))
+                    object_motion=tuple(float(v) for v in task.get("object_motion", (2.0, 15.0))),
+                    warmup_psfs=warmup_psfs)
