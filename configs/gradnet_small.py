@@ -34,9 +34,10 @@ MBRBs), with
   - a coarse warm-up (`coarse_task.warmup_steps = 8000`): the run's first 8,000
     steps train the coarse net alone on its task (`steps.coarse_warmup_step`:
     no training batch read, the rest of the generator held, its Adam and its
-    cosine schedule starting after them). Such a step costs about a seventh
-    of a whole one on the 2-core CPU (0.3 s against 2 s), and the coarse net
-    carries the strong blur (docs/models.md, run 6);
+    cosine schedule starting after them), on shake of 5-15 px at 1/4 only
+    (`coarse_task.warmup_extent`: the strong families' 20-60 px). Such a step
+    costs a quarter of a whole one on the 2-core CPU (0.39 s against 1.7 s),
+    and the coarse net carries the strong blur (docs/models.md, runs 6 and 7);
   - no instance norm, a residual output, a zero-initialised last conv (the
     untrained net is the identity: it starts at the blurry PSNR, and tiles see
     the same function as whole images), zero padding and pixel-shuffle
@@ -109,7 +110,7 @@ def get_config():
   t.p_sharp = 0.15  # unblurred pairs: the net learns to leave sharp content alone
   t.augment = True  # random rotations and flips of each crop
   t.blur = "fft"  # FFTs: faster than a grouped convolution on XLA's CPU backend
-  t.warmup_steps = 8000  # the coarse net alone first (a seventh of a whole step each) ...
+  t.warmup_steps = 8000  # the coarse net alone first (a quarter of a whole step each) ...
   t.warmup_extent = (5.0, 15.0)  # ... on the strong families' shake (20-60 px at full scale)
 
   config.content_loss = "psnr"  # per-image log-MSE (losses.psnr_content_loss)
