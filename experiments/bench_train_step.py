@@ -39,6 +39,25 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
   return 2 * n**3 * repeats / (time.perf_counter() - t)
 
 
+def time_step(step_fn, state, args: tuple, steps: int) -> tuple[float, float, float]:
+  """(compile seconds, seconds a step after compilation, XLA-counted FLOPs a step) of
+  the jitted `step_fn(state, *args) -> (state, metrics)`, its state donated and
+  threaded through `steps` timed calls after one untimed one."""
+  t = time.perf_counter()
+  lowered = step_fn.lower(state, *args)
+  cost = lowered.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t
+  state, m = compiled(state, *args)
+  jax.block_until_ready(m)
+  t = time.perf_counter()
+  for _ in range(steps):
+    state, m = compiled(state, *args)
+  jax.block_until_ready(m)
+  return compile_s, (time.perf_counter() - t) / steps, float(cost["flops"])
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", default="configs/default.py",
@@ -76,20 +95,8 @@ def main():
            for k in ("blur", "sharp")}
   key = jax.random.PRNGKey(1)
 
-  t = time.perf_counter()
-  lowered = step_fn.lower(state, batch, key, content_fn, coarse_task)
-  cost = lowered.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  compiled = lowered.compile()
-  compile_s = time.perf_counter() - t
-  state, m = compiled(state, batch, key, content_fn, coarse_task)
-  jax.block_until_ready(m)
-  t = time.perf_counter()
-  for _ in range(args.steps):
-    state, m = compiled(state, batch, key, content_fn, coarse_task)
-  jax.block_until_ready(m)
-  step_s = (time.perf_counter() - t) / args.steps
-  flops = float(cost["flops"])
+  compile_s, step_s, flops = time_step(step_fn, state, (batch, key, content_fn, coarse_task),
+                                       args.steps)
   peak = matmul_flops_per_s()
   paper_steps = int(np.ceil(150 * 2103 / 4))
 
@@ -113,21 +120,11 @@ def main():
     warm_fn = jax.jit(functools.partial(
         steps.coarse_warmup_step, generator_apply=generator.apply,
         cfg=steps.StepConfig.from_config(config)), donate_argnums=(0,))
-    warm_lowered = warm_fn.lower(warm_state, key, content_fn, coarse_task)
-    warm_cost = warm_lowered.cost_analysis()
-    warm_cost = warm_cost[0] if isinstance(warm_cost, (list, tuple)) else warm_cost
-    warm_compiled = warm_lowered.compile()
-    warm_state, m = warm_compiled(warm_state, key, content_fn, coarse_task)
-    jax.block_until_ready(m)
-    t = time.perf_counter()
-    for _ in range(args.steps):
-      warm_state, m = warm_compiled(warm_state, key, content_fn, coarse_task)
-    jax.block_until_ready(m)
-    warm_s = (time.perf_counter() - t) / args.steps
+    _, warm_s, warm_flops = time_step(warm_fn, warm_state, (key, content_fn, coarse_task),
+                                      args.steps)
     print(f"coarse warm-up step (config.coarse_task.warmup_steps={warmup}): "
           f"{warm_s * 1e3:.1f} ms = {step_s / warm_s:.1f}x faster than the whole step; "
-          f"{float(warm_cost['flops']) / 1e9:.1f} GFLOPs (XLA) -> "
-          f"{float(warm_cost['flops']) / warm_s / 1e9:.1f} GFLOP/s")
+          f"{warm_flops / 1e9:.1f} GFLOPs (XLA) -> {warm_flops / warm_s / 1e9:.1f} GFLOP/s")
   if args.batch == 4 and args.size == 256:
     print(f"paper schedule (150 epochs x 2103 pairs / batch 4 = {paper_steps} steps): "
           f"{paper_steps * step_s / 3600:.1f} h at this speed")

@@ -197,10 +197,7 @@ def _generator_tx(config: ml_collections.ConfigDict, schedule: optax.Schedule,
   the rest on the same kind of schedule over the `total_steps - K` steps after
   the warm-up, which start its count."""
   warmup = device_pairs.warmup_steps(config)
-  if warmup and warmup >= total_steps:  # (preflight checks it where num_train_steps is set)
-    raise ValueError(f"config.coarse_task.warmup_steps={warmup} leaves none of the run's "
-                     f"{total_steps} steps for the whole generator; make it smaller or the run "
-                     "longer.")
+  device_pairs.check_warmup_fits(warmup, total_steps)  # a length from epochs: known only here
   if not warmup:
     return optax.adam(schedule, b1=config.b1, b2=config.b2)
   rest = make_schedule(config, config.learning_rate, total_steps - warmup)

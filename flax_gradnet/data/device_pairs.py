@@ -297,6 +297,15 @@ def warmup_steps(config: Any) -> int:
   return int(task.get("warmup_steps", 0)) if task is not None else 0
 
 
+def check_warmup_fits(warmup: int, total_steps: int) -> None:
+  """Raises naming config.coarse_task.warmup_steps when a warm-up of `warmup` steps
+  leaves none of a run's `total_steps` for the whole generator."""
+  if warmup and warmup >= total_steps:
+    raise ValueError(f"config.coarse_task.warmup_steps={warmup} leaves none of the run's "
+                     f"{total_steps} steps (config.num_train_steps) for the whole generator; "
+                     "make it smaller or the run longer.")
+
+
 def check_coarse_task(config: Any, num_devices: int | None = None) -> None:
   """Raises a one-line error naming the field when config.coarse_task cannot run
   on `num_devices` (default: all of them). Reads nothing."""
@@ -327,10 +336,8 @@ def check_coarse_task(config: Any, num_devices: int | None = None) -> None:
   if warmup_extent and not (len(warmup_extent) == 2 and 0 < warmup_extent[0] <= warmup_extent[1]):
     raise ValueError(f"config.coarse_task.warmup_extent must be () (the warm-up draws from "
                      f"extent) or (low, high) px with 0 < low <= high, got {warmup_extent}")
-  total = config.get("num_train_steps", 0)
-  if warmup and total > 0 and warmup >= total:
-    raise ValueError(f"config.coarse_task.warmup_steps={warmup} leaves none of the run's "
-                     f"{total} steps (config.num_train_steps) for the whole generator.")
+  if config.get("num_train_steps", 0) > 0:  # else the run's length comes from its epochs
+    check_warmup_fits(warmup, config.num_train_steps)
   if task.noise < 0:
     raise ValueError(f"config.coarse_task.noise must be >= 0, got {task.noise}")
   if task.blur not in BLUR_MODES:
